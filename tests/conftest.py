@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.mosquitto import Mosquitto
+
+
+@pytest.fixture
+def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    """A private Mosquitto with the project's ACL; add device accounts with add_users."""
+    broker = Mosquitto(tmp_path_factory.mktemp("mosquitto")).start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
