@@ -1,0 +1,83 @@
+"""Broker addresses and paho-mqtt clients, set up one way for every part of Illuminate."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as mqtt
+
+_SCHEMES = {"mqtt": (1883, False), "mqtts": (8883, True)}
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    host: str
+    port: int
+    tls: bool = False
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> BrokerAddress:
+        """`mqtt://[user[:password]@]host[:port]` or `mqtts://...` (TLS)."""
+        parts = urlsplit(url)
+        if parts.scheme not in _SCHEMES:
+            raise ValueError(f"broker url {url!r}: the scheme must be mqtt:// or mqtts://")
+        if not parts.hostname:
+            raise ValueError(f"broker url {url!r}: no host")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError(f"broker url {url!r}: give only scheme, host and port")
+        default_port, tls = _SCHEMES[parts.scheme]
+        try:
+            port = parts.port or default_port
+        except ValueError:
+            raise ValueError(f"broker url {url!r}: bad port") from None
+        return cls(
+            host=parts.hostname,
+            port=port,
+            tls=tls,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+        )
+
+    def with_credentials(self, username: str | None, password: str | None) -> BrokerAddress:
+        return BrokerAddress(
+            self.host,
+            self.port,
+            self.tls,
+            username if username is not None else self.username,
+            password if password is not None else self.password,
+        )
+
+    def redacted(self) -> str:
+        scheme = "mqtts" if self.tls else "mqtt"
+        user = f"{self.username}@" if self.username else ""
+        return f"{scheme}://{user}{self.host}:{self.port}"
+
+
+def new_client(
+    address: BrokerAddress,
+    client_id: str,
+    *,
+    will: tuple[str, bytes] | None = None,
+    ca_file: str | None = None,
+    max_queued_messages: int = 1000,
+) -> mqtt.Client:
+    """A paho 2.x client (MQTT 3.1.1), credentials, TLS and a retained last will set."""
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=mqtt.MQTTv311,
+        clean_session=True,
+    )
+    if address.username is not None:
+        client.username_pw_set(address.username, address.password)
+    if address.tls:
+        client.tls_set(ca_certs=ca_file, cert_reqs=ssl.CERT_REQUIRED)
+    if will is not None:
+        client.will_set(will[0], will[1], qos=1, retain=True)
+    client.max_queued_messages_set(max_queued_messages)
+    client.reconnect_delay_set(min_delay=1, max_delay=30)
+    return client
