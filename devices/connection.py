@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 _SCHEMES = {"mqtt": (1883, False), "mqtts": (8883, True)}
 
@@ -67,7 +68,7 @@ def new_client(
 ) -> mqtt.Client:
     """A paho 2.x client (MQTT 3.1.1), credentials, TLS and a retained last will set."""
     client = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2,
+        CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=mqtt.MQTTv311,
         clean_session=True,
