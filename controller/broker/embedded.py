@@ -1,0 +1,349 @@
+"""An in-process MQTT broker for the one-machine default.
+
+When no broker is configured, ``illuminate serve`` and ``illuminate demo`` run an embedded
+amqtt broker instead of needing Mosquitto.  :class:`EmbeddedBroker` runs amqtt's ``Broker``
+on its own asyncio event loop in a dedicated daemon thread, so the rest of the controller
+(paho-mqtt, APScheduler, uvicorn) stays unaware of it: it is just ``mqtt://127.0.0.1:PORT``.
+
+Security: this broker has no authentication and no ACL.  Every CONNECT is accepted,
+with or without a username (a password, if sent, is ignored).  That is acceptable only
+because it binds the loopback address by default, so only processes on this machine can
+reach it.  It is a development and single-machine default, not a production broker:
+anything reachable from a network must use Mosquitto with the project's ACL
+(``deploy/mosquitto``).  Binding a non-loopback host is allowed but is the caller's choice.
+
+What it supports (MQTT 3.1.1 only, plain TCP, IPv4 or a host name; no TLS, no websockets):
+
+* QoS 0/1/2, retained messages (an empty retained payload clears one), last will sent when
+  the connection drops without DISCONNECT, and retained if the will asked for it;
+* persistent sessions (``clean_session=False``): queued QoS 1/2 messages are delivered on
+  reconnect, whether or not the client sent a username.  amqtt's stock
+  ``AnonymousAuthPlugin`` marks every session anonymous, which silently turns persistent
+  sessions into clean ones; the small plugin here accepts everyone without doing that;
+* port ``0``: the OS picks a free port, and :attr:`EmbeddedBroker.port` / ``url`` report it.
+
+Known amqtt 0.12.1 limits, unlike Mosquitto:
+
+* keep-alive is not enforced: a client that goes silent without its TCP connection closing
+  stays "connected" and its will is never sent.  On loopback a dead process's socket is
+  always closed by the kernel, so the will does fire there;
+* a message is delivered at the subscription's QoS even when it was published at a lower
+  one (MQTT says the minimum of the two);
+* no ``$SYS`` topics (amqtt's ``BrokerSysPlugin`` is left out), and nothing persists across
+  restarts: retained messages and sessions live in memory only;
+* a TCP connection that closes before sending CONNECT (a port probe) is logged by amqtt at
+  ERROR ("No data from ...").
+
+amqtt and its state-machine library ``transitions`` are noisy at INFO; unless the
+application has set their levels already, both loggers are set to WARNING.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import socket
+import threading
+from types import TracebackType
+from typing import Any, Self
+
+from amqtt.broker import Broker
+from amqtt.contexts import BrokerConfig, ListenerConfig, ListenerType
+from amqtt.plugins.base import BaseAuthPlugin
+
+__all__ = ["EmbeddedBroker"]
+
+log = logging.getLogger(__name__)
+
+_AUTH_PLUGIN = f"{__name__}._AcceptAllAuthPlugin"
+_PLUGIN_NAMESPACE = "amqtt.broker.plugins"
+
+
+class _AcceptAllAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]  # amqtt ships no type hints
+    """Accept every CONNECT, keeping MQTT persistent-session semantics.
+
+    Unlike ``amqtt.plugins.authentication.AnonymousAuthPlugin`` it does not set
+    ``session.is_anonymous``, which amqtt uses to drop the offline queue and the
+    subscriptions of ``clean_session=False`` clients.
+    """
+
+    async def authenticate(self, *, session: Any) -> bool:
+        return True
+
+
+class _Broker(Broker):  # type: ignore[misc]  # amqtt ships no type hints
+    """amqtt's Broker, closing every TCP connection it was handed once it is done with it.
+
+    amqtt 0.12.1 leaves the socket open (and the transport to the garbage collector, with a
+    ResourceWarning) when a connection ends before a valid CONNECT, e.g. a TCP port probe.
+    Closing an already-closed writer is a no-op, so this is safe on every path.
+    """
+
+    async def stream_connected(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
+    ) -> None:
+        try:
+            await super().stream_connected(reader, writer, listener_name)
+        finally:
+            writer.close()
+
+    async def _publish_retained_messages_for_subscription(
+        self, subscription: tuple[str, int], session: Any
+    ) -> None:
+        """Send retained messages only to a session that holds this subscription.
+
+        On every connect, amqtt 0.12.1 walks *all* topic filters of *all* clients and
+        sends the matching retained messages to the new client: a device would receive
+        retained messages it never subscribed to, and the walk, awaiting inside the loop
+        over a dict other connections change, fails with "dictionary changed size during
+        iteration" when many clients connect at once. Returning at once (no await) for
+        filters the session does not hold fixes both.
+        """
+        holders = self._subscriptions.get(subscription[0], ())
+        if not any(held.client_id == session.client_id for held, _qos in holders):
+            return
+        await super()._publish_retained_messages_for_subscription(subscription, session)
+
+
+def _quiet_library_logging() -> None:
+    for name in ("amqtt", "transitions"):
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.WARNING)
+
+
+def _format_bind(host: str, port: int) -> str:
+    return f"{host}:{port}"
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail fast, with a clear message, if ``host:port`` is already taken.
+
+    amqtt would fail too, but only after logging an ERROR with a traceback.  The check
+    binds the way asyncio's server does (SO_REUSEADDR), so a port held only by
+    TIME_WAIT connections of a previous run counts as free, as it will for the broker.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise RuntimeError(f"embedded MQTT broker: cannot resolve host {host!r}: {exc}") from exc
+    for family, type_, proto, _canon, sockaddr in infos:
+        with socket.socket(family, type_, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:  # as asyncio's create_server does
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise RuntimeError(
+                        f"embedded MQTT broker: {_format_bind(host, port)} is already in use "
+                        "(another broker running? configure that broker's URL instead, "
+                        "or choose another port)"
+                    ) from exc
+                raise RuntimeError(
+                    f"embedded MQTT broker: cannot bind {_format_bind(host, port)}: {exc}"
+                ) from exc
+
+
+class EmbeddedBroker:
+    """amqtt running in a background thread; see the module docstring.
+
+    >>> with EmbeddedBroker(port=0) as broker:  # doctest: +SKIP
+    ...     connect_somewhere(broker.url)
+
+    ``start()`` blocks until the listening socket is open (or raises ``RuntimeError``);
+    ``stop()`` shuts amqtt down, waits for its thread and is safe to call twice.  A stopped
+    broker can be started again; with ``port=0`` it then gets a new free port.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 1883,
+        *,
+        start_timeout: float = 10.0,
+        stop_timeout: float = 10.0,
+    ) -> None:
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port must be 0..65535, got {port}")
+        if ":" in host:
+            # amqtt 0.12.1 hands "[::1]" to asyncio with the brackets and fails to resolve it.
+            raise ValueError(f"embedded MQTT broker: IPv6 addresses are not supported ({host!r})")
+        self.host = host
+        self.requested_port = port
+        self.start_timeout = start_timeout
+        self.stop_timeout = stop_timeout
+        self._bound_port: int | None = None
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_event: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    # -- public API -------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The port the broker listens on (the OS-chosen one when constructed with 0)."""
+        if self._bound_port is not None:
+            return self._bound_port
+        if self.requested_port == 0:
+            raise RuntimeError("embedded MQTT broker: port 0 is only known once started")
+        return self.requested_port
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{_format_bind(self.host, self.port)}"
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and self._ready.is_set()
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is not None:
+                raise RuntimeError("embedded MQTT broker is already running")
+            _quiet_library_logging()
+            if self.requested_port != 0:
+                _check_port_free(self.host, self.requested_port)
+            self._ready = threading.Event()
+            self._error = None
+            self._bound_port = None
+            thread = threading.Thread(
+                target=self._thread_main,
+                name=f"embedded-mqtt-{_format_bind(self.host, self.requested_port)}",
+                daemon=True,
+            )
+            self._thread = thread
+            thread.start()
+            if not self._ready.wait(self.start_timeout):
+                self._shutdown_thread()
+                raise RuntimeError(
+                    f"embedded MQTT broker did not start within {self.start_timeout:g} s "
+                    f"on {_format_bind(self.host, self.requested_port)}"
+                )
+            if self._error is not None:
+                error = self._error
+                self._shutdown_thread()
+                raise RuntimeError(
+                    f"embedded MQTT broker could not listen on "
+                    f"{_format_bind(self.host, self.requested_port)}: {_root_cause(error)}"
+                ) from error
+            log.info("embedded MQTT broker listening on %s", self.url)
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                return
+            self._shutdown_thread()
+            log.info("embedded MQTT broker stopped")
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<EmbeddedBroker {_format_bind(self.host, self.requested_port)} {state}>"
+
+    # -- thread side ------------------------------------------------------------------
+
+    def _shutdown_thread(self) -> None:
+        """Ask the loop to stop and join the thread. Caller holds ``self._lock``."""
+        thread = self._thread
+        loop, stop_event = self._loop, self._stop_event
+        if loop is not None and stop_event is not None:
+            with contextlib.suppress(RuntimeError):  # loop already closed: thread is ending
+                loop.call_soon_threadsafe(stop_event.set)
+        if thread is not None:
+            thread.join(self.stop_timeout)
+            if thread.is_alive():
+                raise RuntimeError(
+                    f"embedded MQTT broker thread did not stop within {self.stop_timeout:g} s"
+                )
+        self._thread = None
+        self._loop = None
+        self._stop_event = None
+
+    def _thread_main(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as exc:  # report, never let the thread die silently
+            if not self._ready.is_set():
+                self._error = exc
+            else:
+                log.exception("embedded MQTT broker crashed")
+        finally:
+            self._ready.set()
+
+    def _config(self) -> BrokerConfig:
+        listener = ListenerConfig(
+            type=ListenerType.TCP,
+            bind=_format_bind(self.host, self.requested_port),
+            max_connections=0,
+        )
+        return BrokerConfig(listeners={"default": listener}, plugins={_AUTH_PLUGIN: {}})
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop_event = asyncio.Event()
+        broker = _Broker(self._config(), plugin_namespace=_PLUGIN_NAMESPACE)
+        try:
+            await broker.start()
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        try:
+            self._bound_port = _listening_port(broker)
+            self._ready.set()
+            await self._stop_event.wait()
+        finally:
+            await broker.shutdown()
+            _forget_plugin_manager(broker)
+            await _cancel_leftover_tasks()
+
+
+def _listening_port(broker: Any) -> int:
+    # amqtt has no public accessor for the bound address; Server.instance is the
+    # asyncio.Server created by asyncio.start_server.
+    server = broker._servers["default"].instance
+    return int(server.sockets[0].getsockname()[1])
+
+
+def _forget_plugin_manager(broker: Any) -> None:
+    # amqtt keeps the last PluginManager per namespace in a module-level dict, which would
+    # keep a stopped Broker (and its context) alive for the life of the process.
+    from amqtt.plugins import manager
+
+    if manager.plugins_manager.get(_PLUGIN_NAMESPACE) is broker.plugins_manager:
+        del manager.plugins_manager[_PLUGIN_NAMESPACE]
+
+
+async def _cancel_leftover_tasks() -> None:
+    current = asyncio.current_task()
+    leftovers = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+    if not leftovers:
+        return
+    log.debug("embedded MQTT broker: cancelling %d leftover task(s)", len(leftovers))
+    for task in leftovers:
+        task.cancel()
+    await asyncio.wait(leftovers, timeout=2.0)
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return exc

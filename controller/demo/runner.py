@@ -1,0 +1,136 @@
+"""`illuminate demo`: the whole product on one machine, with the Belgian monuments.
+
+A fresh SQLite database in the data folder, the embedded broker (unless broker.url is
+set), one simulated device per site, and a Blue Heart window that opens shortly after
+launch. The status page shows the monuments go from scheduled to pending to lit.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from controller.app import Controller
+from controller.serve import run_http
+from controller.settings import Settings
+from devices.simulator import Fleet, FleetSpec, SimDevice
+from schedules.files import load_sites
+from schedules.model import Campaign, SiteCatalog
+
+SITES_FILE = Path(__file__).parent / "belgium.yaml"
+CAMPAIGN_ID = "demo-blue-heart"
+BLUE_HEART = "#009EDB"
+
+log = logging.getLogger(__name__)
+
+
+def device_id_for(site_id: str) -> str:
+    return f"{site_id[:43]}-ctl"
+
+
+def demo_campaign(start: datetime, duration: timedelta, zone: ZoneInfo) -> Campaign:
+    """One window for every site, from `start` for `duration`, in local wall time."""
+    local_start = start.astimezone(zone)
+    local_end = (start + duration).astimezone(zone)
+    return Campaign.model_validate(
+        {
+            "id": CAMPAIGN_ID,
+            "title": {
+                "en": "Blue Heart: World Day Against Trafficking in Persons",
+                "fr": "Cœur bleu : Journée mondiale contre la traite d'êtres humains",
+                "nl": "Blauw Hart: Werelddag tegen mensenhandel",
+            },
+            "color": BLUE_HEART,
+            "level": 100,
+            "priority": 50,
+            "windows": [
+                {
+                    "targets": {"all": True},
+                    "dates": [local_start.date().isoformat()],
+                    "start": {"at": local_start.strftime("%H:%M:%S")},
+                    "end": {"at": local_end.strftime("%H:%M:%S")},
+                }
+            ],
+        }
+    )
+
+
+def seed(
+    controller: Controller, catalog: SiteCatalog, start: datetime, duration: timedelta
+) -> FleetSpec:
+    """Register the sites, one device per site, and the demo campaign."""
+    store = controller.store
+    now = controller.clock()
+    store.import_catalog(catalog)
+    devices = []
+    for site in catalog.sites:
+        device_id = device_id_for(site.id)
+        password = secrets.token_urlsafe(18)
+        store.add_device(device_id, site.id, password, now)
+        devices.append(SimDevice(id=device_id, password=password))
+    zone = catalog.city_of(catalog.sites[0]).zone
+    store.put_campaign(demo_campaign(start, duration, zone), now)
+    return FleetSpec(devices=devices)
+
+
+def _progress(controller: Controller, stop: threading.Event) -> None:
+    """Print the public summary whenever it changes."""
+    from controller.public import public_status
+
+    last = None
+    while not stop.wait(1.0):
+        status = public_status(
+            controller.store.snapshot(),
+            controller.clock(),
+            controller.grace,
+            timedelta(hours=controller.settings.control.upcoming_h),
+        )
+        line = ", ".join(
+            f"{n} {k}" for k, n in status.summary.model_dump().items() if n and k != "total"
+        )
+        if line != last:
+            print(
+                f"[{controller.clock():%H:%M:%S}] {status.summary.total} monuments: {line}",
+                flush=True,
+            )
+            last = line
+
+
+def run_demo(settings: Settings, start_in: timedelta, duration: timedelta) -> int:
+    db = settings.data_dir / "illuminate.sqlite"
+    if settings.database.url is None:
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+    catalog = load_sites(SITES_FILE)
+    controller = Controller(settings)
+    opens = (controller.clock() + start_in).replace(microsecond=0) + timedelta(seconds=1)
+    spec = seed(controller, catalog, opens, duration)
+    controller.start()
+    fleet = Fleet(spec, controller.broker_address(), topics=settings.topics)
+    fleet.start()
+    stop = threading.Event()
+    progress = threading.Thread(target=_progress, args=(controller, stop), daemon=True)
+    url = f"http://{settings.http.host}:{settings.http.port}"
+    zone = catalog.city_of(catalog.sites[0]).zone
+    print(
+        f"Illuminate demo: {len(catalog.sites)} monuments in {len(catalog.cities)} cities, "
+        f"one simulated device each.\n"
+        f"Blue Heart window: {opens.astimezone(zone):%H:%M:%S} to "
+        f"{(opens + duration).astimezone(zone):%H:%M:%S} ({zone.key}).\n"
+        f"Status page: {url}/   JSON: {url}/api/v1/public/status\n"
+        "Press Ctrl-C to stop.",
+        flush=True,
+    )
+    progress.start()
+    try:
+        return run_http(controller, settings)
+    finally:
+        stop.set()
+        progress.join(timeout=5)
+        fleet.stop()
+        controller.stop()
+        print("Illuminate demo stopped.", flush=True)

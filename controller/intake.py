@@ -1,0 +1,152 @@
+"""Device messages -> lifecycle transitions and device reports.
+
+Every message is parsed at the edge. Anything wrong is logged with its device and
+counted by reason, and the loop carries on: one device's bad message never stops the
+controller. Messages from devices that are not registered are ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+
+from controller.broker.link import Incoming
+from controller.lifecycle import CommandState
+from controller.metrics import Metrics
+from controller.store.repo import Store
+from devices.clock import Clock
+from devices.protocol import (
+    Ack,
+    DeviceState,
+    DeviceStatus,
+    Kind,
+    Plan,
+    ProtocolError,
+    Stage,
+    Topics,
+    decode,
+)
+
+log = logging.getLogger(__name__)
+
+STAGE_TO_STATE = {
+    Stage.RECEIVED: CommandState.RECEIVED,
+    Stage.ARMED: CommandState.ARMED,
+    Stage.APPLIED: CommandState.APPLIED,
+    Stage.FAILED: CommandState.FAILED,
+    Stage.REJECTED: CommandState.REJECTED,
+    Stage.EXPIRED: CommandState.EXPIRED,
+}
+
+BODIES: dict[Kind, type[Ack] | type[DeviceState] | type[DeviceStatus]] = {
+    Kind.ACK: Ack,
+    Kind.STATE: DeviceState,
+    Kind.STATUS: DeviceStatus,
+}
+
+
+class Intake:
+    def __init__(
+        self,
+        store: Store,
+        topics: Topics,
+        inbox: queue.Queue[Incoming],
+        clock: Clock,
+        metrics: Metrics,
+    ) -> None:
+        self.store = store
+        self.topics = topics
+        self.inbox = inbox
+        self.clock = clock
+        self.metrics = metrics
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="intake", daemon=True)
+        self._known: set[str] = set()
+        self.processed = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                message = self.inbox.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                self.handle(message)
+            except Exception:
+                log.exception("could not handle a message on %s", message.topic)
+                self.metrics.rejected_messages.labels(reason="error").inc()
+            finally:
+                self.processed += 1
+
+    def _registered(self, device_id: str) -> bool:
+        if device_id not in self._known:
+            self._known = self.store.device_ids()
+        return device_id in self._known
+
+    def _reject(self, device_id: str, reason: str, detail: str) -> None:
+        self.metrics.rejected_messages.labels(reason=reason).inc()
+        log.warning("device %s: refused message (%s): %s", device_id, reason, detail)
+
+    def handle(self, message: Incoming) -> None:
+        where = self.topics.parse(message.topic)
+        if where is None or where.kind is Kind.PLAN:
+            return
+        device_id = where.device_id
+        if not self._registered(device_id):
+            self.metrics.rejected_messages.labels(reason="unregistered").inc()
+            log.debug("ignoring %s from unregistered device %s", where.kind, device_id)
+            return
+        if not message.payload and message.retain:
+            return  # a cleared retained message
+        try:
+            body = decode(BODIES[where.kind], message.payload)
+        except ProtocolError as exc:
+            self._reject(device_id, exc.kind, exc.message)
+            return
+        if body.device is not None and body.device != device_id:
+            self._reject(device_id, "device_mismatch", f"body names device {body.device!r}")
+            return
+        self.metrics.accepted_messages.labels(kind=where.kind.value).inc()
+        now = self.clock()
+        if isinstance(body, Ack):
+            self._ack(device_id, body)
+        elif isinstance(body, DeviceStatus):
+            self.store.record_status(device_id, body.online, body.firmware, now)
+        else:
+            self.store.record_state(device_id, body.state.model_dump(mode="json"), now)
+
+    def _ack(self, device_id: str, ack: Ack) -> None:
+        row = self.store.command(device_id, ack.version)
+        if row is None:
+            self._reject(device_id, "unknown_version", f"ack for version {ack.version}")
+            return
+        now = self.clock()
+        target = STAGE_TO_STATE[ack.stage]
+        detail = ack.reason
+        if ack.stage is Stage.APPLIED:
+            assert ack.step_at and ack.applied_at and ack.state  # checked by the codec
+            step = next((s for s in decode(Plan, row.payload).steps if s.at == ack.step_at), None)
+            if step is None:
+                self._reject(device_id, "unknown_step", f"v{ack.version} has no step {ack.step_at}")
+                return
+            if not step.state.matches(ack.state):
+                self._reject(device_id, "state_mismatch", f"applied {ack.state}, not {step.state}")
+                self.store.move(row.id, CommandState.FAILED, now, "applied state differs")
+                return
+            detail = f"step {ack.step_at.isoformat()} applied at {ack.applied_at.isoformat()}"
+            self.store.record_applied(
+                device_id,
+                ack.version,
+                ack.step_at,
+                ack.state.model_dump(mode="json"),
+                ack.applied_at,
+            )
+        self.store.move(row.id, target, now, detail)

@@ -1,0 +1,40 @@
+"""Counters and gauges for /metrics, on a registry of the app's own (no global state)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.rejected_messages = Counter(
+            "illuminate_device_messages_rejected",
+            "Device messages refused, by reason",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.accepted_messages = Counter(
+            "illuminate_device_messages_accepted",
+            "Device messages taken in, by kind",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.published = Counter(
+            "illuminate_plans_published",
+            "Plan versions acknowledged by the broker",
+            registry=self.registry,
+        )
+        self.reconciles = Counter(
+            "illuminate_reconcile_runs", "Reconciler runs", registry=self.registry
+        )
+        self.broker_connected = Gauge(
+            "illuminate_broker_connected", "1 while connected to the broker", registry=self.registry
+        )
+
+    def rejected(self, reason: str) -> float:
+        """Current count for one rejection reason (for tests and the console)."""
+        value = self.registry.get_sample_value(
+            "illuminate_device_messages_rejected_total", {"reason": reason}
+        )
+        return value or 0.0

@@ -1,0 +1,176 @@
+"""Desired state -> per-device plans. Level-triggered: run it any time, as often as you like.
+
+Each run computes, for every device, the plan its site's timeline asks for over the
+horizon. A new plan version is committed to the outbox only when the new plan would
+make the device do something different from now on than the newest version it has.
+So a restart, a repeated tick or a missed wake-up never makes a new version on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from controller.lifecycle import CommandState
+from controller.store.repo import DeviceView, Snapshot, Store
+from controller.store.tables import CommandRow
+from devices.clock import Clock
+from devices.protocol import LightState as WireLight
+from devices.protocol import Plan, PlanStep, decode, encode
+from schedules.model import Light, Site
+from schedules.resolve import LOOKAROUND, Segment, timeline
+
+log = logging.getLogger(__name__)
+
+OFF = WireLight(on=False)
+_AWAITING = frozenset(
+    {
+        CommandState.PENDING,
+        CommandState.PUBLISHED,
+        CommandState.RECEIVED,
+        CommandState.ARMED,
+        CommandState.APPLIED,
+        CommandState.DRIFTED,
+    }
+)
+
+
+def wire_light(light: Light | None) -> WireLight:
+    if light is None or not light.on:
+        return OFF
+    return WireLight(on=True, color=light.color, level=light.level)
+
+
+def plan_steps(segments: Sequence[Segment], now: datetime, horizon_end: datetime) -> list[PlanStep]:
+    """Steps for one device: the step in force now, then every change up to the horizon.
+
+    The step in force starts at its segment's true start (inside a window), at the end
+    of the last window (outside one), or at `now` when no window is in sight.
+    """
+    changes: list[tuple[datetime, WireLight]] = []
+    for seg in segments:
+        if changes and changes[-1][0] == seg.start:
+            changes[-1] = (seg.start, wire_light(seg.light))
+        else:
+            changes.append((seg.start, wire_light(seg.light)))
+        changes.append((seg.end, OFF))
+    current_at, current = now, OFF
+    future: list[tuple[datetime, WireLight]] = []
+    for at, light in changes:
+        if at <= now:
+            current_at, current = at, light
+        elif at <= horizon_end:
+            future.append((at, light))
+    steps = [PlanStep(at=current_at, state=current)]
+    for at, light in future:
+        if light != steps[-1].state:
+            steps.append(PlanStep(at=at, state=light))
+    return steps
+
+
+def same_from_now(old: Sequence[PlanStep], new: Sequence[PlanStep], now: datetime) -> bool:
+    """Do two plans make a device do the same things from `now` on?"""
+    instants = {now} | {s.at for s in (*old, *new) if s.at > now}
+    for t in sorted(instants):
+        a = _state_at(old, t)
+        b = _state_at(new, t)
+        if a is None or b is None or a[1] != b[1]:
+            return False
+        if t == now and b[1].on and a[0] != b[0]:
+            return False  # a lit step must keep its true start: it is what gets confirmed
+    return True
+
+
+def _state_at(steps: Sequence[PlanStep], t: datetime) -> tuple[datetime, WireLight] | None:
+    found = None
+    for step in steps:
+        if step.at <= t:
+            found = (step.at, step.state)
+    return found
+
+
+@dataclass
+class ReconcileResult:
+    new_versions: dict[str, int] = field(default_factory=dict)
+    unconfirmed: list[str] = field(default_factory=list)
+    wake_at: list[datetime] = field(default_factory=list)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        horizon: timedelta,
+        grace: timedelta,
+        on_outbox: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.horizon = horizon
+        self.grace = grace
+        self.on_outbox = on_outbox
+        self._lock = threading.Lock()
+
+    def run(self, now: datetime | None = None) -> ReconcileResult:
+        with self._lock:
+            now = now or self.clock()
+            result = ReconcileResult()
+            snap = self.store.snapshot()
+            latest = self.store.latest_commands()
+            wakes: set[datetime] = set()
+            for device in snap.devices:
+                site = next((s for s in snap.catalog.sites if s.id == device.site_id), None)
+                if site is None:
+                    continue
+                steps = self._steps(snap, site, now)
+                wakes.update(s.at for s in steps if s.at > now)
+                wakes.update(s.at + self.grace for s in steps if s.at + self.grace > now)
+                row = latest.get(device.id)
+                if row is not None:
+                    old = decode(Plan, row.payload)
+                    if same_from_now(old.steps, steps, now):
+                        if self._check_confirmation(device, row, old, now):
+                            result.unconfirmed.append(device.id)
+                        continue
+                version = (row.version if row else 0) + 1
+                plan = Plan(version=version, issued_at=now, steps=steps)
+                self.store.add_command(device.id, version, encode(plan).decode(), now)
+                result.new_versions[device.id] = version
+                log.info("device %s: plan version %d (%d steps)", device.id, version, len(steps))
+            result.wake_at = sorted(wakes)
+            if result.new_versions:
+                self.on_outbox()
+            return result
+
+    def _steps(self, snap: Snapshot, site: Site, now: datetime) -> list[PlanStep]:
+        city = snap.catalog.city_of(site)
+        segments = timeline(snap.campaigns, site, city.zone, now - LOOKAROUND, now + self.horizon)
+        return plan_steps(segments, now, now + self.horizon)
+
+    def _check_confirmation(
+        self, device: DeviceView, row: CommandRow, plan: Plan, now: datetime
+    ) -> bool:
+        """The step in force with no apply report within the grace period: UNCONFIRMED.
+
+        The grace runs from the step's instant, or from the plan's issue when the plan
+        was issued after its first step (catch-up).
+        """
+        due = plan.step_at(now)
+        if due is None or CommandState(row.state) not in _AWAITING:
+            return False
+        if now < max(due.at, plan.issued_at) + self.grace:
+            return False
+        confirmed = (
+            device.applied_version == plan.version
+            and device.applied_step_at is not None
+            and device.applied_step_at >= due.at
+        ) or (device.applied_step_at is not None and device.applied_step_at > due.at)
+        if confirmed:
+            return False
+        return self.store.move(
+            row.id, CommandState.UNCONFIRMED, now, f"no apply report for the step at {due.at}"
+        )

@@ -1,0 +1,145 @@
+"""Typed settings: a TOML file plus ILLUMINATE_* environment variables. Fails fast.
+
+Environment variables override the file; nested keys use a double underscore, for
+example ILLUMINATE_BROKER__URL=mqtt://127.0.0.1:1883 or ILLUMINATE_DATABASE__URL=...
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from devices.connection import BrokerAddress
+from devices.protocol import DEFAULT_ROOT, Topics
+
+
+class SettingsError(ValueError):
+    """Settings that cannot work; the message says which key and why."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BrokerSettings(_Section):
+    url: str | None = Field(
+        default=None,
+        description="mqtt://host:port or mqtts://host:port; unset starts the embedded broker",
+    )
+    username: str = "illuminate-controller"
+    password: SecretStr | None = None
+    client_id: str = "illuminate-controller"
+    topic_root: str = DEFAULT_ROOT
+    ca_file: Path | None = None
+    embedded_host: str = "127.0.0.1"
+    embedded_port: int = Field(default=1883, ge=0, le=65535)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value:
+            BrokerAddress.parse(value)
+        return value or None
+
+    @field_validator("topic_root")
+    @classmethod
+    def _root(cls, value: str) -> str:
+        Topics(value)
+        return value
+
+    def address(self) -> BrokerAddress:
+        if self.url is None:
+            raise SettingsError("broker.url is not set")
+        address = BrokerAddress.parse(self.url)
+        password = self.password.get_secret_value() if self.password else None
+        return address.with_credentials(address.username or self.username, password)
+
+
+class DatabaseSettings(_Section):
+    url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db; "
+        "unset uses SQLite in the data folder",
+    )
+
+
+class HttpSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+
+
+class ControlSettings(_Section):
+    grace_s: float = Field(default=30, gt=0, le=3600, description="apply report deadline")
+    horizon_h: float = Field(default=48, gt=0, le=24 * 14, description="how far plans reach")
+    tick_s: float = Field(default=30, gt=0, le=3600, description="safety reconcile period")
+    publish_timeout_s: float = Field(default=10, gt=0, le=300)
+    upcoming_h: float = Field(default=24, gt=0, description="how far ahead 'scheduled' looks")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ILLUMINATE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    data_dir: Path = Path("data")
+    broker: BrokerSettings = BrokerSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    http: HttpSettings = HttpSettings()
+    control: ControlSettings = ControlSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @property
+    def database_url(self) -> str:
+        if self.database.url:
+            return self.database.url
+        return f"sqlite:///{self.data_dir / 'illuminate.sqlite'}"
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.broker.topic_root)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Read the file (if any) and the environment; raise SettingsError with every fault."""
+    source = str(config_file) if config_file else "environment"
+    if config_file is not None:
+        if not config_file.is_file():
+            raise SettingsError(f"{config_file}: no such settings file")
+        try:
+            tomllib.loads(config_file.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise SettingsError(f"{config_file}: not valid TOML: {exc}") from None
+
+    class _FromFile(Settings):
+        model_config = SettingsConfigDict(toml_file=config_file)
+
+    try:
+        loaded = _FromFile(**overrides)
+    except ValidationError as exc:
+        problems = [
+            f"  {'.'.join(str(p) for p in err['loc'])}: {err['msg'].removeprefix('Value error, ')}"
+            for err in exc.errors()
+        ]
+        raise SettingsError(f"invalid settings ({source}):\n" + "\n".join(problems)) from None
+    return loaded

@@ -1,0 +1,349 @@
+"""Reads and writes the controller needs, each in its own short transaction."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from controller.lifecycle import FINAL, CommandState, check_move
+from controller.store.tables import (
+    CampaignRow,
+    CityRow,
+    CommandEventRow,
+    CommandRow,
+    DeviceRow,
+    SiteRow,
+)
+from devices.protocol import check_device_id
+from schedules.model import Campaign, City, Site, SiteCatalog
+
+RESERVED_PREFIX = "illuminate"
+
+
+class RegistryError(ValueError):
+    """A registry change that cannot be made; the message says why."""
+
+
+@dataclass(frozen=True)
+class DeviceView:
+    id: str
+    site_id: str
+    online: bool | None
+    applied_version: int | None
+    applied_step_at: datetime | None
+    applied_state: dict[str, Any] | None
+    applied_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything the public view and the reconciler read, taken in one transaction."""
+
+    catalog: SiteCatalog
+    campaigns: tuple[Campaign, ...]
+    devices: tuple[DeviceView, ...]
+
+
+def hash_secret(secret: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(secret.encode(), salt=salt, n=2**14, r=8, p=1)
+    return f"scrypt${salt.hex()}${digest.hex()}"
+
+
+def verify_secret(secret: str, stored: str) -> bool:
+    try:
+        scheme, salt, digest = stored.split("$")
+    except ValueError:
+        return False
+    if scheme != "scrypt":
+        return False
+    got = hashlib.scrypt(secret.encode(), salt=bytes.fromhex(salt), n=2**14, r=8, p=1)
+    return secrets.compare_digest(got.hex(), digest)
+
+
+class Store:
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    # registry -----------------------------------------------------------------
+
+    def import_catalog(self, catalog: SiteCatalog) -> tuple[int, int]:
+        """Insert or update every city and site of the file, in one transaction."""
+        with self.sessions.begin() as s:
+            for city in catalog.cities:
+                s.merge(CityRow(id=city.id, name=dict(city.name), timezone=city.timezone))
+            s.flush()
+            for site in catalog.sites:
+                s.merge(
+                    SiteRow(
+                        id=site.id,
+                        city_id=site.city,
+                        name=dict(site.name),
+                        lat=site.lat,
+                        lon=site.lon,
+                        tags=list(site.tags),
+                    )
+                )
+        return len(catalog.cities), len(catalog.sites)
+
+    def catalog(self) -> SiteCatalog:
+        with self.sessions() as s:
+            return _catalog(s)
+
+    def add_device(self, device_id: str, site_id: str, secret: str | None, now: datetime) -> None:
+        try:
+            check_device_id(device_id)
+        except ValueError as exc:
+            raise RegistryError(str(exc)) from None
+        if device_id.startswith(RESERVED_PREFIX):
+            raise RegistryError(f"device ids starting with {RESERVED_PREFIX!r} are reserved")
+        with self.sessions.begin() as s:
+            if s.get(SiteRow, site_id) is None:
+                raise RegistryError(f"unknown site {site_id!r}")
+            if s.get(DeviceRow, device_id) is not None:
+                raise RegistryError(f"device {device_id!r} is already registered")
+            s.add(
+                DeviceRow(
+                    id=device_id,
+                    site_id=site_id,
+                    secret_hash=hash_secret(secret) if secret else None,
+                    created_at=now,
+                )
+            )
+
+    def device_ids(self) -> set[str]:
+        with self.sessions() as s:
+            return set(s.scalars(select(DeviceRow.id)))
+
+    def devices(self) -> list[DeviceView]:
+        with self.sessions() as s:
+            return _devices(s)
+
+    # campaigns ----------------------------------------------------------------
+
+    def put_campaign(self, campaign: Campaign, now: datetime) -> bool:
+        """Insert or replace; True when it was new."""
+        body = campaign.model_dump(mode="json")
+        with self.sessions.begin() as s:
+            row = s.get(CampaignRow, campaign.id)
+            if row is None:
+                s.add(CampaignRow(id=campaign.id, body=body, created_at=now, updated_at=now))
+                return True
+            row.body = body
+            row.updated_at = now
+            return False
+
+    def campaigns(self) -> tuple[Campaign, ...]:
+        with self.sessions() as s:
+            return _campaigns(s)
+
+    def snapshot(self) -> Snapshot:
+        with self.sessions() as s:
+            return Snapshot(_catalog(s), _campaigns(s), tuple(_devices(s)))
+
+    # commands -----------------------------------------------------------------
+
+    def latest_commands(self) -> dict[str, CommandRow]:
+        """The newest command of every device."""
+        with self.sessions() as s:
+            newest = (
+                select(CommandRow.device_id, func.max(CommandRow.version).label("v"))
+                .group_by(CommandRow.device_id)
+                .subquery()
+            )
+            rows = s.scalars(
+                select(CommandRow).join(
+                    newest,
+                    (CommandRow.device_id == newest.c.device_id)
+                    & (CommandRow.version == newest.c.v),
+                )
+            )
+            return {row.device_id: row for row in rows}
+
+    def add_command(self, device_id: str, version: int, payload: str, now: datetime) -> None:
+        """Commit a new plan version to the outbox; older open versions are superseded."""
+        with self.sessions.begin() as s:
+            older = s.scalars(
+                select(CommandRow).where(
+                    CommandRow.device_id == device_id,
+                    CommandRow.state.not_in([st.value for st in FINAL]),
+                )
+            )
+            for row in older:
+                _move(s, row, CommandState.SUPERSEDED, now, f"by version {version}")
+            row = CommandRow(
+                device_id=device_id,
+                version=version,
+                payload=payload,
+                state=CommandState.PENDING.value,
+                state_at=now,
+                created_at=now,
+            )
+            s.add(row)
+            s.flush()
+            s.add(_event(row, None, CommandState.PENDING, now, None))
+
+    def pending_commands(self) -> list[CommandRow]:
+        with self.sessions() as s:
+            return list(
+                s.scalars(
+                    select(CommandRow)
+                    .where(CommandRow.state == CommandState.PENDING.value)
+                    .order_by(CommandRow.id)
+                )
+            )
+
+    def command(self, device_id: str, version: int) -> CommandRow | None:
+        with self.sessions() as s:
+            return s.scalars(
+                select(CommandRow).where(
+                    CommandRow.device_id == device_id, CommandRow.version == version
+                )
+            ).first()
+
+    def move(
+        self,
+        command_id: int,
+        target: CommandState,
+        now: datetime,
+        detail: str | None = None,
+        *,
+        only_from: frozenset[CommandState] | None = None,
+    ) -> bool:
+        """Apply one lifecycle transition; False (and nothing stored) when not allowed."""
+        with self.sessions.begin() as s:
+            row = s.get(CommandRow, command_id, with_for_update=True)
+            if row is None:
+                return False
+            current = CommandState(row.state)
+            if only_from is not None and current not in only_from:
+                return False
+            try:
+                check_move(current, target)
+            except ValueError:
+                return False
+            _move(s, row, target, now, detail)
+            if target is CommandState.PUBLISHED:
+                row.published_at = now
+            return True
+
+    def events(self, device_id: str | None = None) -> list[CommandEventRow]:
+        with self.sessions() as s:
+            query = select(CommandEventRow).order_by(CommandEventRow.id)
+            if device_id is not None:
+                query = query.where(CommandEventRow.device_id == device_id)
+            return list(s.scalars(query))
+
+    def count_commands(self, device_id: str | None = None) -> int:
+        with self.sessions() as s:
+            query = select(func.count()).select_from(CommandRow)
+            if device_id is not None:
+                query = query.where(CommandRow.device_id == device_id)
+            return int(s.scalar(query) or 0)
+
+    # device reports -----------------------------------------------------------
+
+    def record_status(
+        self, device_id: str, online: bool, firmware: str | None, now: datetime
+    ) -> None:
+        with self.sessions.begin() as s:
+            values: dict[str, Any] = {"online": online, "status_at": now}
+            if firmware:
+                values["firmware"] = firmware
+            s.execute(update(DeviceRow).where(DeviceRow.id == device_id).values(**values))
+
+    def record_state(self, device_id: str, state: dict[str, Any], now: datetime) -> None:
+        with self.sessions.begin() as s:
+            s.execute(
+                update(DeviceRow)
+                .where(DeviceRow.id == device_id)
+                .values(reported_state=state, reported_at=now)
+            )
+
+    def record_applied(
+        self,
+        device_id: str,
+        version: int,
+        step_at: datetime,
+        state: dict[str, Any],
+        applied_at: datetime,
+    ) -> None:
+        """Keep the newest step the device reports applied (by step instant)."""
+        with self.sessions.begin() as s:
+            row = s.get(DeviceRow, device_id)
+            if row is None:
+                return
+            newer = row.applied_step_at is None or step_at >= row.applied_step_at
+            if newer:
+                row.applied_version = version
+                row.applied_step_at = step_at
+                row.applied_state = state
+                row.applied_at = applied_at
+
+
+def _move(
+    s: Session, row: CommandRow, target: CommandState, now: datetime, detail: str | None
+) -> None:
+    current = CommandState(row.state)
+    check_move(current, target)
+    row.state = target.value
+    row.state_at = now
+    if detail and target in FINAL | {CommandState.UNCONFIRMED}:
+        row.reason = detail[:500]
+    s.add(_event(row, current, target, now, detail))
+
+
+def _event(
+    row: CommandRow,
+    current: CommandState | None,
+    target: CommandState,
+    now: datetime,
+    detail: str | None,
+) -> CommandEventRow:
+    return CommandEventRow(
+        command_id=row.id,
+        device_id=row.device_id,
+        version=row.version,
+        from_state=current.value if current else None,
+        to_state=target.value,
+        at=now,
+        detail=detail[:500] if detail else None,
+    )
+
+
+def _catalog(s: Session) -> SiteCatalog:
+    cities = [
+        City(id=c.id, name=c.name, timezone=c.timezone)
+        for c in s.scalars(select(CityRow).order_by(CityRow.id))
+    ]
+    sites = [
+        Site(id=r.id, city=r.city_id, name=r.name, lat=r.lat, lon=r.lon, tags=tuple(r.tags))
+        for r in s.scalars(select(SiteRow).order_by(SiteRow.id))
+    ]
+    return SiteCatalog(cities=tuple(cities), sites=tuple(sites))
+
+
+def _campaigns(s: Session) -> tuple[Campaign, ...]:
+    rows = s.scalars(select(CampaignRow).order_by(CampaignRow.created_at, CampaignRow.id))
+    return tuple(Campaign.model_validate(row.body) for row in rows)
+
+
+def _devices(s: Session) -> list[DeviceView]:
+    return [
+        DeviceView(
+            id=r.id,
+            site_id=r.site_id,
+            online=r.online,
+            applied_version=r.applied_version,
+            applied_step_at=r.applied_step_at,
+            applied_state=r.applied_state,
+            applied_at=r.applied_at,
+        )
+        for r in s.scalars(select(DeviceRow).order_by(DeviceRow.id))
+    ]

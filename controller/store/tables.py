@@ -1,0 +1,128 @@
+"""Database tables (SQLAlchemy 2). Instants are stored in UTC.
+
+Schema changes go through Alembic migrations in `controller/store/migrations`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware datetimes in, aware UTC datetimes out, on every database."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("refusing to store a naive datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UtcDateTime, dict[str, Any]: JSON}
+
+
+class CityRow(Base):
+    __tablename__ = "cities"
+    id: Mapped[str] = mapped_column(String(48), primary_key=True)
+    name: Mapped[dict[str, Any]] = mapped_column(JSON)
+    timezone: Mapped[str] = mapped_column(String(64))
+
+
+class SiteRow(Base):
+    __tablename__ = "sites"
+    id: Mapped[str] = mapped_column(String(48), primary_key=True)
+    city_id: Mapped[str] = mapped_column(ForeignKey("cities.id"), index=True)
+    name: Mapped[dict[str, Any]] = mapped_column(JSON)
+    lat: Mapped[float] = mapped_column(Float)
+    lon: Mapped[float] = mapped_column(Float)
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+
+
+class DeviceRow(Base):
+    """A lighting controller at a site. Its id is also its MQTT username."""
+
+    __tablename__ = "devices"
+    id: Mapped[str] = mapped_column(String(48), primary_key=True)
+    site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(32), default="native")
+    secret_hash: Mapped[str | None] = mapped_column(String(255), default=None)
+    created_at: Mapped[datetime]
+    online: Mapped[bool | None] = mapped_column(Boolean, default=None)
+    status_at: Mapped[datetime | None] = mapped_column(default=None)
+    firmware: Mapped[str | None] = mapped_column(String(100), default=None)
+    reported_state: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    reported_at: Mapped[datetime | None] = mapped_column(default=None)
+    applied_version: Mapped[int | None] = mapped_column(Integer, default=None)
+    applied_step_at: Mapped[datetime | None] = mapped_column(default=None)
+    applied_state: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    applied_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class CampaignRow(Base):
+    __tablename__ = "campaigns"
+    id: Mapped[str] = mapped_column(String(48), primary_key=True)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class CommandRow(Base):
+    """One plan version for one device: the outbox row and its lifecycle state."""
+
+    __tablename__ = "commands"
+    __table_args__ = (
+        UniqueConstraint("device_id", "version", name="uq_commands_device_version"),
+        Index("ix_commands_state", "state"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    payload: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16))
+    state_at: Mapped[datetime]
+    created_at: Mapped[datetime]
+    published_at: Mapped[datetime | None] = mapped_column(default=None)
+    reason: Mapped[str | None] = mapped_column(String(500), default=None)
+
+
+class CommandEventRow(Base):
+    """Append-only audit of every lifecycle transition, with its time."""
+
+    __tablename__ = "command_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    command_id: Mapped[int] = mapped_column(ForeignKey("commands.id"), index=True)
+    device_id: Mapped[str] = mapped_column(String(48), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    from_state: Mapped[str | None] = mapped_column(String(16))
+    to_state: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime]
+    detail: Mapped[str | None] = mapped_column(String(500), default=None)

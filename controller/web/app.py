@@ -1,0 +1,75 @@
+"""The web app: the public page and JSON, health, readiness and metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from controller.metrics import Metrics
+from controller.public import PublicStatus, public_status
+from controller.store.repo import Store
+from devices.clock import Clock
+
+STATIC = Path(__file__).parent / "static"
+PUBLIC_CACHE = "public, max-age=5, s-maxage=10, stale-while-revalidate=30"
+
+
+def build_web(
+    store: Store,
+    clock: Clock,
+    metrics: Metrics,
+    grace: timedelta,
+    upcoming: timedelta,
+    ready: Callable[[], dict[str, bool]],
+) -> FastAPI:
+    app = FastAPI(
+        title="Illuminate",
+        summary="Monument illumination, confirmed by the devices themselves.",
+        version="1",
+        docs_url="/api/docs",
+        openapi_url="/api/openapi.json",
+    )
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    @app.get(
+        "/api/v1/public/status",
+        response_model=PublicStatus,
+        response_model_exclude_none=True,
+        tags=["public"],
+    )
+    def status(request: Request, lang: str = "en") -> Response:
+        body = public_status(store.snapshot(), clock(), grace, upcoming, lang=lang[:8])
+        etag = body.etag()
+        headers = {"ETag": etag, "Cache-Control": PUBLIC_CACHE, "Vary": "Accept-Encoding"}
+        if etag in {t.strip() for t in request.headers.get("if-none-match", "").split(",")}:
+            return Response(status_code=304, headers=headers)
+        return JSONResponse(body.model_dump(mode="json", exclude_none=True), headers=headers)
+
+    @app.get("/healthz", tags=["operations"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"])
+    def readyz() -> JSONResponse:
+        checks = ready()
+        ok = all(checks.values())
+        return JSONResponse(
+            {"status": "ready" if ok else "not ready", "checks": checks},
+            status_code=200 if ok else 503,
+        )
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics_text() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app

@@ -1,0 +1,383 @@
+"""`illuminate agent` and `illuminate simulate`: the device side of the command line.
+
+The `illuminate` CLI (controller/cli.py) registers these with `add_agent_parser` and
+`add_simulate_parser`; each sets `func`, a handler that takes the parsed arguments and
+returns the exit code. `python -m devices.commands` runs them without the controller.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from devices.agent import Agent
+from devices.connection import BrokerAddress
+from devices.fixture import SimulatedFixture
+from devices.protocol import DEFAULT_ROOT, Topics, check_device_id
+from devices.simulator import DEFAULT_PREFIX, Fleet, FleetSpec
+
+PASSWORD_ENV = "ILLUMINATE_DEVICE_PASSWORD"
+DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
+
+if TYPE_CHECKING:
+    # what `ArgumentParser.add_subparsers()` returns
+    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
+
+class CommandError(Exception):
+    """A bad argument or input file: reported as one line, exit code 2."""
+
+
+def _count(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must not be negative")
+    return n
+
+
+def _seconds(value: str) -> float:
+    try:
+        s = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not 0 <= s <= 86400:
+        raise argparse.ArgumentTypeError(f"{value!r} must be between 0 and 86400 seconds")
+    return s
+
+
+def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("broker")
+    group.add_argument(
+        "--broker",
+        metavar="URL",
+        default=DEFAULT_BROKER,
+        help=f"MQTT broker, mqtt://host[:port] or mqtts://host[:port] (default {DEFAULT_BROKER})",
+    )
+    group.add_argument(
+        "--ca-file",
+        metavar="FILE",
+        help="CA certificates to verify an mqtts:// broker (default: the system's)",
+    )
+    group.add_argument(
+        "--topic-root",
+        metavar="ROOT",
+        default=DEFAULT_ROOT,
+        help=f"topic root of the native protocol (default {DEFAULT_ROOT})",
+    )
+    secret = parser.add_argument_group(
+        "device password", f"taken from --password, --password-file or ${PASSWORD_ENV}"
+    )
+    exclusive = secret.add_mutually_exclusive_group()
+    exclusive.add_argument("--password", metavar="P", help="the device's MQTT password")
+    exclusive.add_argument(
+        "--password-file", metavar="FILE", help="read the password from the first line of FILE"
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log more (every connection and step)"
+    )
+
+
+def add_agent_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
+    """Register `illuminate agent`."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "agent",
+        help="run one native device agent with a simulated fixture",
+        description=(
+            "Run the native device agent for one device until Ctrl-C (a clean stop).\n"
+            "It connects with its device id as MQTT username and client id, receives its\n"
+            "retained plan, applies each step at its instant by this machine's clock and\n"
+            "acknowledges every stage. The fixture is simulated: its output is logged."
+        ),
+        epilog=(
+            "example:\n"
+            "  illuminate agent --broker mqtt://broker.example:1883 --id leuven-town-hall \\\n"
+            "      --password-file /etc/illuminate/device.pw"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--id",
+        dest="device_id",
+        metavar="ID",
+        required=True,
+        help="the device id (also its MQTT username): 1-48 of a-z, 0-9 and '-'",
+    )
+    _add_connection_arguments(parser)
+    parser.set_defaults(func=run_agent)
+    return parser
+
+
+def add_simulate_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
+    """Register `illuminate simulate`."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "simulate",
+        help="run a fleet of simulated native devices",
+        description=(
+            "Run many simulated native devices in one process until Ctrl-C. Each has its\n"
+            "own MQTT connection, client id and credentials (username = device id), so the\n"
+            "broker's ACL applies as to real devices. The knobs make some devices misbehave;\n"
+            "they take disjoint groups in order: first the --offline devices, then the\n"
+            "--silent, --late and --reject ones. Knobs also apply to a --fleet file."
+        ),
+        epilog=(
+            "examples:\n"
+            "  illuminate simulate --count 20 --password devpw --offline 2 --silent 1\n"
+            "  illuminate simulate --fleet fleet.yaml --broker mqtt://127.0.0.1:1883\n\n"
+            "A fleet file is JSON or YAML, a list of devices such as\n"
+            "  - {id: sim-001, password: pw, start_offline_s: 30,\n"
+            "     behaviour: {ack: late, ack_delay_s: 5}}\n"
+            "where behaviour.ack is normal, never, late or reject."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    source = parser.add_argument_group("the fleet").add_mutually_exclusive_group(required=True)
+    source.add_argument("--fleet", metavar="FILE", help="read the devices from a JSON/YAML file")
+    source.add_argument(
+        "--count", metavar="N", type=_count, help="generate N devices sharing one password"
+    )
+    parser.add_argument(
+        "--prefix",
+        default=DEFAULT_PREFIX,
+        help=f"id prefix of generated devices, PREFIX001, PREFIX002... (default {DEFAULT_PREFIX})",
+    )
+    knobs = parser.add_argument_group("misbehaving devices")
+    knobs.add_argument(
+        "--offline", metavar="N", type=_count, default=0, help="N devices start offline"
+    )
+    knobs.add_argument(
+        "--offline-for",
+        metavar="S",
+        type=_seconds,
+        default=10.0,
+        help="how long they stay offline before connecting (default 10)",
+    )
+    knobs.add_argument(
+        "--silent", metavar="N", type=_count, default=0, help="N devices apply but never ack"
+    )
+    knobs.add_argument(
+        "--late", metavar="N", type=_count, default=0, help="N devices send each ack late"
+    )
+    knobs.add_argument(
+        "--late-by",
+        metavar="S",
+        type=_seconds,
+        default=5.0,
+        help="how late their acks are (default 5)",
+    )
+    knobs.add_argument(
+        "--reject", metavar="N", type=_count, default=0, help="N devices reject every plan"
+    )
+    knobs.add_argument("--reject-reason", metavar="TEXT", help="the reason they give")
+    _add_connection_arguments(parser)
+    parser.set_defaults(func=run_simulate)
+    return parser
+
+
+# ---------------------------------------------------------------------- handlers
+
+
+def _setup_logging(verbose: bool, default: int) -> None:
+    """Log to stderr, unless the caller (the `illuminate` CLI) already set logging up."""
+    if verbose:
+        default = logging.DEBUG if default <= logging.INFO else logging.INFO
+    logging.basicConfig(
+        level=default,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _password(args: argparse.Namespace, *, required: bool) -> str | None:
+    if args.password is not None:
+        password: str | None = args.password
+    elif args.password_file is not None:
+        try:
+            lines = Path(args.password_file).read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise CommandError(
+                f"cannot read --password-file {args.password_file}: {exc.strerror or exc}"
+            ) from None
+        password = lines[0] if lines else ""
+    else:
+        password = os.environ.get(PASSWORD_ENV)
+    if password == "":
+        raise CommandError("the device password is empty")
+    if password is None and required:
+        raise CommandError(
+            f"give the device password: --password, --password-file or ${PASSWORD_ENV}"
+        )
+    return password
+
+
+def _broker(args: argparse.Namespace) -> BrokerAddress:
+    try:
+        return BrokerAddress.parse(args.broker)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _topics(args: argparse.Namespace) -> Topics:
+    try:
+        return Topics(args.topic_root)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _run_until_interrupted(tick: Callable[[], None], interval: float = 0.5) -> None:
+    """Call `tick` every `interval` until SIGINT (Ctrl-C) or SIGTERM."""
+    stop = threading.Event()
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous: dict[signal.Signals, object] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handle)
+    try:
+        while not stop.wait(interval):
+            tick()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)  # type: ignore[arg-type]
+
+
+def _fail(command: str, exc: Exception) -> int:
+    print(f"illuminate {command}: error: {exc}", file=sys.stderr)
+    return 2
+
+
+def run_agent(args: argparse.Namespace) -> int:
+    """Handler of `illuminate agent`."""
+    try:
+        device_id = args.device_id
+        try:
+            check_device_id(device_id)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        broker = _broker(args)
+        if broker.username is not None and broker.username != device_id:
+            raise CommandError("the user in --broker must be the device id, or left out")
+        password = _password(args, required=broker.password is None)
+        topics = _topics(args)
+    except CommandError as exc:
+        return _fail("agent", exc)
+    _setup_logging(args.verbose, logging.INFO)
+    agent = Agent(
+        device_id,
+        broker,
+        password=password,
+        topics=topics,
+        fixture=SimulatedFixture(),
+        ca_file=args.ca_file,
+    )
+    print(f"agent {device_id}: connecting to {agent.address.redacted()} (Ctrl-C to stop)")
+    sys.stdout.flush()
+    agent.start()
+    try:
+        _run_until_interrupted(lambda: None)
+    finally:
+        print(f"agent {device_id}: stopping")
+        agent.stop()
+    return 0
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    """Handler of `illuminate simulate`."""
+    try:
+        broker = _broker(args)
+        topics = _topics(args)
+        if args.fleet is not None:
+            try:
+                spec = FleetSpec.load(args.fleet)
+            except ValueError as exc:
+                raise CommandError(str(exc)) from None
+        else:
+            password = _password(args, required=True)
+            assert password is not None
+            try:
+                spec = FleetSpec.generate(args.count, password, args.prefix)
+            except ValueError as exc:
+                raise CommandError(str(exc)) from None
+        try:
+            spec = spec.with_knobs(
+                offline=args.offline,
+                silent=args.silent,
+                late=args.late,
+                reject=args.reject,
+                offline_s=args.offline_for,
+                late_s=args.late_by,
+                reject_reason=args.reject_reason,
+            )
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+    except CommandError as exc:
+        return _fail("simulate", exc)
+    _setup_logging(args.verbose, logging.WARNING)
+    fleet = Fleet(spec, broker, topics=topics, ca_file=args.ca_file)
+    total = len(fleet)
+    print(
+        f"simulating {total} devices on {broker.redacted()} ({_knob_summary(spec)}; Ctrl-C to stop)"
+    )
+    sys.stdout.flush()
+    last = -1
+
+    def progress() -> None:
+        nonlocal last
+        now = fleet.connected_count()
+        if now != last:
+            print(f"connected {now}/{total}")
+            sys.stdout.flush()
+            last = now
+
+    fleet.start()
+    try:
+        _run_until_interrupted(progress)
+    finally:
+        print("stopping the fleet")
+        sys.stdout.flush()
+        fleet.stop()
+    return 0
+
+
+def _knob_summary(spec: FleetSpec) -> str:
+    offline = sum(1 for d in spec.devices if d.start_offline_s is not None)
+    modes = {"never": 0, "late": 0, "reject": 0}
+    for device in spec.devices:
+        if device.behaviour.ack in modes:
+            modes[device.behaviour.ack] += 1
+    return (
+        f"{offline} start offline, {modes['never']} silent, {modes['late']} late, "
+        f"{modes['reject']} rejecting"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """A parser with just the device commands, for `python -m devices.commands`."""
+    parser = argparse.ArgumentParser(prog="illuminate", description="Illuminate device side.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_agent_parser(subparsers)
+    add_simulate_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.func
+    return handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

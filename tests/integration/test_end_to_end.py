@@ -1,0 +1,117 @@
+"""The whole path, for real: schedule -> controller -> broker -> devices -> public page."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import pytest
+
+from controller.lifecycle import CommandState
+from tests.integration.conftest import GRACE_S, wait_until, whole_second, window_campaign
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow]
+
+
+def _all_confirmed(rig_factory, embedded: bool) -> None:
+    rig = rig_factory(20, embedded=embedded)
+    rig.start_controller()
+    opens = whole_second(3)
+    closes = opens + timedelta(seconds=8)
+    rig.register(window_campaign(opens, closes))
+    fleet = rig.start_fleet()
+    assert fleet.wait_started(timeout=10)
+    assert set(rig.states().values()) == {"scheduled"}
+    versions = {d: row.version for d, row in rig.controller.store.latest_commands().items()}
+    assert len(versions) == 20
+
+    assert wait_until(lambda: set(rig.states().values()) == {"lit"}, timeout=13)
+    lit_by = time.time()
+    assert lit_by - opens.timestamp() < 10, "all 20 lit within 10 s of the opening"
+    store = rig.controller.store
+    latest = store.latest_commands()
+    assert {row.state for row in latest.values()} == {CommandState.APPLIED.value}
+    status = rig.status()
+    assert status.summary.lit == 20
+    for site in status.sites:
+        assert site.color == "#009EDB"
+        assert site.confirmed_at is not None
+        assert abs((site.confirmed_at - opens).total_seconds()) < 1.5
+    # each device switched by its own clock at the step instant
+    for fixture in fleet.fixtures.values():
+        on_at = next(at for at, state in fixture.history if state.on)
+        assert abs((on_at - opens).total_seconds()) < 1.0
+
+    assert wait_until(lambda: set(rig.states().values()) == {"off"}, timeout=12)
+    assert wait_until(lambda: all(not f.current.on for f in fleet.fixtures.values()), timeout=3)
+    # the window opening and closing needed no new plan version
+    assert {d: row.version for d, row in store.latest_commands().items()} == versions
+
+
+def test_all_confirmed_on_mosquitto(rig_factory):
+    _all_confirmed(rig_factory, embedded=False)
+
+
+def test_all_confirmed_on_embedded_broker(rig_factory):
+    _all_confirmed(rig_factory, embedded=True)
+
+
+def test_device_offline_at_opening_catches_up(rig_factory):
+    rig = rig_factory(2, behaviours={1: {"start_offline_s": 5.0}})
+    rig.start_controller()
+    opens = whole_second(2)
+    rig.register(window_campaign(opens, opens + timedelta(seconds=30)))
+    rig.start_fleet()
+    assert wait_until(lambda: rig.states()["site-02"] == "lit", timeout=8)
+    assert rig.states()["site-01"] == "offline"
+    assert wait_until(lambda: rig.states()["site-01"] == "lit", timeout=10)
+    snap = rig.controller.store.snapshot()
+    dev = next(d for d in snap.devices if d.id == "dev-01")
+    assert dev.applied_step_at == opens  # it applied the step that opened the window
+    assert dev.applied_at is not None and dev.applied_at > opens + timedelta(seconds=2)
+
+
+def test_silent_device_is_unconfirmed_and_never_lit(rig_factory):
+    rig = rig_factory(2, behaviours={1: {"behaviour": {"ack": "never"}}})
+    rig.start_controller()
+    opens = whole_second(2)
+    rig.register(window_campaign(opens, opens + timedelta(seconds=30)))
+    rig.start_fleet()
+    seen: set[str] = set()
+
+    def silent_is_unconfirmed() -> bool:
+        seen.add(rig.states()["site-01"])
+        return "unconfirmed" in seen
+
+    assert wait_until(silent_is_unconfirmed, timeout=2 + GRACE_S + 5)
+    assert rig.states()["site-02"] == "lit"
+    time.sleep(1.5)
+    seen.add(rig.states()["site-01"])
+    assert "lit" not in seen
+    assert seen <= {"scheduled", "pending", "unconfirmed"}
+    row = rig.controller.store.latest_commands()["dev-01"]
+    assert row.state == CommandState.UNCONFIRMED.value
+    # the device did switch (it only stays silent): the page must still not say lit
+    assert rig.fleet.fixtures["dev-01"].current.on
+
+
+def test_controller_restart_mid_window_keeps_the_version(rig_factory):
+    rig = rig_factory(3)
+    rig.start_controller()
+    opens = whole_second(2)
+    closes = opens + timedelta(seconds=12)
+    rig.register(window_campaign(opens, closes))
+    fleet = rig.start_fleet()
+    assert wait_until(lambda: set(rig.states().values()) == {"lit"}, timeout=8)
+    before = {d: row.version for d, row in rig.controller.store.latest_commands().items()}
+    count_before = rig.controller.store.count_commands()
+
+    rig.restart_controller()
+    time.sleep(1.5)  # several ticks of the new controller
+    assert set(rig.states().values()) == {"lit"}
+    assert rig.controller.store.count_commands() == count_before
+    assert {d: r.version for d, r in rig.controller.store.latest_commands().items()} == before
+    # and the window still closes on time
+    assert wait_until(lambda: set(rig.states().values()) == {"off"}, timeout=14)
+    assert wait_until(lambda: all(not f.current.on for f in fleet.fixtures.values()), timeout=3)
+    assert {d: a.plan_version for d, a in fleet.agents.items()} == before
