@@ -32,6 +32,12 @@ class Metrics:
             "illuminate_broker_connected", "1 while connected to the broker", registry=self.registry
         )
 
+    def accepted(self, kind: str) -> float:
+        value = self.registry.get_sample_value(
+            "illuminate_device_messages_accepted_total", {"kind": kind}
+        )
+        return value or 0.0
+
     def rejected(self, reason: str) -> float:
         """Current count for one rejection reason (for tests and the console)."""
         value = self.registry.get_sample_value(

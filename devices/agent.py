@@ -89,6 +89,20 @@ class Behaviour(BaseModel):
 _ItemKind = Literal["plan", "controller", "connected", "stop"]
 
 
+def _release(client: mqtt.Client) -> None:
+    """Drop the callbacks, which point back at us, so the stopped client is freed at once.
+
+    paho closes its internal wake-up socket pair only when the client is deleted; a
+    client kept alive by a reference cycle would leak those sockets until a gc pass
+    (a ResourceWarning). Without the callbacks, dropping our reference frees it.
+    """
+    client.on_connect = None
+    client.on_disconnect = None
+    client.on_connect_fail = None
+    client.on_subscribe = None
+    client.on_message = None
+
+
 def describe(state: LightState) -> str:
     """A short human description of a light state, for logs."""
     if not state.on:
@@ -225,6 +239,8 @@ class Agent:
                     log.info("agent %s: offline status not sent: %s", self.device_id, exc)
         client.disconnect()
         client.loop_stop()
+        _release(client)
+        self._client = None
         with self._cond:
             self._session = self._connected = False
             self._cond.notify_all()

@@ -104,6 +104,7 @@ class TestController:
     def close(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
+        self._client.on_message = None  # break the cycle: paho's sockets close on del
 
     def subscribe(self, topic: str) -> None:
         """Subscribe to one more topic; retained messages on it have come on return."""
