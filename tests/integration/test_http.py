@@ -38,7 +38,7 @@ def served(rig_factory):
 
 
 def test_public_status_contract_etag_and_privacy(served):
-    rig, http = served
+    _rig, http = served
     assert wait_until(
         lambda: http.get("/api/v1/public/status").json()["summary"]["lit"] == 3, timeout=10
     )
@@ -84,7 +84,7 @@ def test_public_status_contract_etag_and_privacy(served):
 
 
 def test_etag_changes_when_a_site_changes(served):
-    rig, http = served
+    _rig, http = served
     first = http.get("/api/v1/public/status")
     assert wait_until(
         lambda: http.get("/api/v1/public/status").json()["summary"]["lit"] == 3, timeout=10
