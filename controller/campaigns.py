@@ -7,16 +7,25 @@ nothing is half-applied: a refused campaign changes nothing.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from controller.store.repo import Store
+from schedules.conflicts import check_campaign
+from schedules.expand import PolarPolicyMissing
 from schedules.model import Campaign
+
+CHECK_AHEAD = timedelta(days=400)
+"""How far ahead a campaign's occurrences are expanded to look for missing policies."""
 
 
 class CampaignRejected(ValueError):
-    """The campaign cannot be applied; the message says why (file path style)."""
+    """The campaign cannot be applied; the message says why."""
 
 
 def apply_campaign(store: Store, campaign: Campaign, now: datetime) -> bool:
-    """Store the campaign (insert or replace). True when it was new."""
+    """Check, then store the campaign (insert or replace). True when it was new."""
+    try:
+        check_campaign(campaign, store.catalog(), now - timedelta(days=1), now + CHECK_AHEAD)
+    except PolarPolicyMissing as exc:
+        raise CampaignRejected(str(exc)) from None
     return store.put_campaign(campaign, now)

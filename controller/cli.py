@@ -7,7 +7,7 @@ import logging
 import secrets
 import sys
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,8 @@ from controller.settings import Settings, SettingsError, load_settings
 from devices.clock import system_clock
 from devices.commands import add_agent_parser, add_simulate_parser
 from schedules.files import ScheduleFileError, load_campaign, load_sites
+
+MAX_PREVIEW_DAYS = 3660
 
 
 class CliError(Exception):
@@ -134,10 +136,52 @@ def cmd_devices_list(args: argparse.Namespace) -> int:
 
 
 def cmd_schedules_apply(args: argparse.Namespace) -> int:
+    from controller.campaigns import apply_campaign
+
     campaign = load_campaign(args.file)
-    created = _store(args).put_campaign(campaign, system_clock())
+    created = apply_campaign(_store(args), campaign, system_clock())
     print(f"{'created' if created else 'updated'} campaign {campaign.id}")
     print("a running controller sends the change to the devices at its next reconcile")
+    return 0
+
+
+def _date(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a date (YYYY-MM-DD)") from None
+
+
+def cmd_schedules_preview(args: argparse.Namespace) -> int:
+    from schedules.conflicts import find_conflicts
+    from schedules.preview import local_day_range, preview, render_ics, render_json, render_table
+
+    catalog = load_sites(args.sites)
+    campaigns = [load_campaign(path) for path in args.campaigns]
+    ids = [c.id for c in campaigns]
+    if len(set(ids)) != len(ids):
+        raise CliError(
+            f"two campaign files share an id: {sorted(i for i in ids if ids.count(i) > 1)[0]}"
+        )
+    if args.to < args.from_:
+        raise CliError("--to is before --from")
+    if (args.to - args.from_).days > MAX_PREVIEW_DAYS:
+        raise CliError(f"the range is longer than {MAX_PREVIEW_DAYS} days")
+    if args.city and args.city not in {c.id for c in catalog.cities}:
+        raise CliError(f"--city {args.city!r} is not in {args.sites}")
+    segments = preview(campaigns, catalog, args.from_, args.to, city=args.city)
+    if catalog.sites:
+        start, end = local_day_range(args.from_, args.to, catalog, catalog.sites[0].id)
+        for conflict in find_conflicts(
+            campaigns, catalog, start - timedelta(days=1), end + timedelta(days=1)
+        ):
+            print(f"warning: {conflict.message}", file=sys.stderr)
+    if args.format == "json":
+        print(render_json(segments))
+    elif args.format == "ics":
+        sys.stdout.buffer.write(render_ics(segments, catalog, campaigns))
+    else:
+        print(render_table(segments, catalog), end="")
     return 0
 
 
@@ -233,6 +277,30 @@ def build_parser() -> argparse.ArgumentParser:
     _config_arg(apply)
     apply.add_argument("file", type=Path)
     apply.set_defaults(func=cmd_schedules_apply)
+    prev = csub.add_parser(
+        "preview",
+        help="show the resolved timeline of campaign files, without applying them",
+        description="Expand campaign files over a date range for the sites of a sites "
+        "file, settle overlaps by priority, and print the timeline. Conflicts (equal "
+        "priorities overlapping, empty targets, very short windows) go to stderr. "
+        "Later files count as newer campaigns.",
+    )
+    prev.add_argument("campaigns", nargs="+", type=Path, metavar="CAMPAIGN.yaml")
+    prev.add_argument("--sites", type=Path, required=True, metavar="SITES.yaml")
+    prev.add_argument(
+        "--from",
+        dest="from_",
+        type=_date,
+        required=True,
+        metavar="DATE",
+        help="first local date (YYYY-MM-DD)",
+    )
+    prev.add_argument(
+        "--to", type=_date, required=True, metavar="DATE", help="last local date, inclusive"
+    )
+    prev.add_argument("--format", choices=["table", "json", "ics"], default="table")
+    prev.add_argument("--city", help="only the sites of this city id")
+    prev.set_defaults(func=cmd_schedules_preview)
     return parser
 
 

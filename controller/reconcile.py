@@ -126,7 +126,13 @@ class Reconciler:
                 site = next((s for s in snap.catalog.sites if s.id == device.site_id), None)
                 if site is None:
                     continue
-                steps = self._steps(snap, site, now)
+                try:
+                    steps = self._steps(snap, site, now)
+                except ValueError as exc:  # e.g. a polar policy missing for a new site
+                    log.error(
+                        "device %s: cannot plan, keeping its current plan: %s", device.id, exc
+                    )
+                    continue
                 wakes.update(s.at for s in steps if s.at > now)
                 wakes.update(s.at + self.grace for s in steps if s.at + self.grace > now)
                 row = latest.get(device.id)

@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import re
-from datetime import date, time
-from typing import Annotated
+from datetime import date, datetime, time, timedelta
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from dateutil.rrule import rrulestr
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    model_validator,
+)
+
+from schedules.solar import SunEvent
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,47}$"
 _ID_RE = re.compile(ID_PATTERN)
@@ -139,27 +150,154 @@ class Targets(_Frozen):
         return not (self.all or self.cities or self.sites or self.tags)
 
 
-class At(_Frozen):
-    """A local wall-clock time in the site's time zone."""
+_OFFSET_RE = re.compile(r"^([+-])?(?:(\d{1,2})h)?(?:(\d{1,4})m)?$")
+MAX_OFFSET = timedelta(hours=12)
 
-    at: LocalTime
+
+def _parse_offset(value: object) -> object:
+    if isinstance(value, str):
+        match = _OFFSET_RE.fullmatch(value.strip())
+        if not match or not (match.group(2) or match.group(3)):
+            raise ValueError(f"offset must look like -15m, +1h or -1h30m, not {value!r}")
+        sign, hours, minutes = match.groups()
+        delta = timedelta(hours=int(hours or 0), minutes=int(minutes or 0))
+        delta = -delta if sign == "-" else delta
+        if abs(delta) > MAX_OFFSET:
+            raise ValueError(f"offset {value!r} is more than 12 hours")
+        return delta
+    if isinstance(value, timedelta):
+        return value
+    raise ValueError(f"offset must be a string like -15m, not {value!r}")
+
+
+def format_offset(delta: timedelta) -> str:
+    minutes = int(delta.total_seconds() // 60)
+    sign = "-" if minutes < 0 else "+"
+    hours, mins = divmod(abs(minutes), 60)
+    return (
+        f"{sign}{hours}h{mins}m"
+        if hours and mins
+        else (f"{sign}{hours}h" if hours else f"{sign}{mins}m")
+    )
+
+
+Offset = Annotated[timedelta, BeforeValidator(_parse_offset), PlainSerializer(format_offset)]
+
+
+class TimeSpec(_Frozen):
+    """`{at: "HH:MM"}` local wall time, or `{sun: EVENT, offset?, earliest?, latest?}`."""
+
+    at: LocalTime | None = None
+    sun: SunEvent | None = None
+    offset: Offset = timedelta(0)
+    earliest: LocalTime | None = None
+    latest: LocalTime | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> TimeSpec:
+        if (self.at is None) == (self.sun is None):
+            raise ValueError("give either 'at' (a local time) or 'sun' (a solar event)")
+        if self.at is not None and (self.offset or self.earliest or self.latest):
+            raise ValueError("'offset', 'earliest' and 'latest' go with 'sun', not with 'at'")
+        return self
+
+    def describe(self) -> str:
+        if self.at is not None:
+            return self.at.strftime("%H:%M:%S" if self.at.second else "%H:%M")
+        text = str(self.sun)
+        if self.offset:
+            text += f" {format_offset(self.offset)}"
+        if self.earliest:
+            text += f", not before {self.earliest:%H:%M}"
+        if self.latest:
+            text += f", not after {self.latest:%H:%M}"
+        return text
+
+
+At = TimeSpec  # the fixed-time form, kept for readability at call sites
+
+
+class PolarFallback(_Frozen):
+    fallback: LocalTime
+
+
+Polar = Literal["skip"] | PolarFallback
+
+
+def _check_rrule(value: str | None) -> str | None:
+    if value is None:
+        return None
+    text = value.strip()
+    if len(text) > 500:
+        raise ValueError("rrule is longer than 500 characters")
+    if "FREQ=" not in text.upper():
+        raise ValueError(
+            f"rrule needs FREQ=..., e.g. FREQ=YEARLY;BYMONTH=7;BYMONTHDAY=30: {text!r}"
+        )
+    try:
+        rrulestr(text, dtstart=RRULE_ANCHOR)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"rrule {text!r} is not valid: {exc}") from None
+    return text
+
+
+RRULE_ANCHOR = datetime(2000, 1, 1)  # noqa: DTZ001 - a naive local calendar anchor
+"""DTSTART of an rrule that names none: the rule counts local dates from 1 January 2000."""
 
 
 class Window(_Frozen):
     targets: Targets
-    dates: tuple[date, ...] = Field(min_length=1, max_length=MAX_DATES)
-    start: At
-    end: At
+    dates: tuple[date, ...] = Field(default=(), max_length=MAX_DATES)
+    rrule: Annotated[str | None, AfterValidator(_check_rrule)] = None
+    exdates: tuple[date, ...] = Field(default=(), max_length=MAX_DATES)
+    start: TimeSpec
+    end: TimeSpec
+    polar: Polar | None = None
+
+    @model_validator(mode="after")
+    def _has_dates(self) -> Window:
+        if not self.dates and not self.rrule:
+            raise ValueError("a window needs 'dates', an 'rrule', or both")
+        return self
+
+    def days(self, first: date, last: date) -> list[date]:
+        """The local dates this window starts on, between first and last inclusive."""
+        found = {d for d in self.dates if first <= d <= last}
+        if self.rrule:
+            rule = rrulestr(self.rrule, dtstart=RRULE_ANCHOR)
+            lo = datetime.combine(first, time())
+            hi = datetime.combine(last, time())
+            found.update(dt.date() for dt in rule.between(lo, hi, inc=True))
+        return sorted(found - set(self.exdates))
 
 
 class Campaign(_Frozen):
+    """A campaign: a look (colour and level, or off) and the windows it holds.
+
+    Overlaps are settled by priority (higher wins), then by age (newer wins). An
+    override (`override: true`, with a `reason`) is a one-off that beats every ordinary
+    campaign; `on: false` makes it switch the sites off, as in an emergency "all off".
+    """
+
     id: Id
     title: Names = Field(min_length=1)
-    color: Color
+    color: Color = "#000000"
     level: int = Field(default=100, ge=0, le=100)
     priority: int = Field(default=50, ge=0, le=1000)
     on: bool = True
+    override: bool = False
+    reason: str | None = Field(default=None, min_length=1, max_length=500)
     windows: tuple[Window, ...] = Field(min_length=1, max_length=MAX_WINDOWS)
+
+    @model_validator(mode="after")
+    def _override_rules(self) -> Campaign:
+        if self.override and not self.reason:
+            raise ValueError("an override needs a 'reason'")
+        if self.override and any(w.rrule for w in self.windows):
+            raise ValueError("an override is one-off: give it 'dates', not an 'rrule'")
+        if self.on and self.color == "#000000":
+            raise ValueError("a campaign that lights needs a 'color' (#RRGGBB)")
+        return self
 
     @property
     def light(self) -> Light:

@@ -28,7 +28,7 @@ class Segment:
 
 
 def _winner(active: list[Occurrence]) -> Occurrence:
-    return max(active, key=lambda o: (o.priority, o.rank))
+    return max(active, key=lambda o: o.rank)
 
 
 def timeline(

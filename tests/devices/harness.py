@@ -170,7 +170,7 @@ class TestController:
         topic = self.topics.status(device_id)
         return [
             decode(DeviceStatus, r.payload)
-            for r in self.messages(lambda r: r.topic == topic and r.payload)
+            for r in self.messages(lambda r: r.topic == topic and bool(r.payload))
         ]
 
     def wait_status(self, device_id: str, online: bool, timeout: float = 5.0) -> bool:

@@ -372,7 +372,7 @@ def test_fixture_failure_is_acked_failed(
 def test_controller_birth_makes_devices_report_their_state_again(
     controller: TestController, make_agent: AgentFactory
 ) -> None:
-    agent = make_agent("dev-a")
+    make_agent("dev-a")
     controller.send_plan("dev-a", in_effect(1))
 
     def state_of(version: int) -> Callable[[Received], bool]:
@@ -383,7 +383,10 @@ def test_controller_birth_makes_devices_report_their_state_again(
     before = len(controller.states("dev-a"))
     birth = ControllerStatus(online=True, since=now())
     controller.publish(controller.topics.controller_status, encode(birth), retain=True)
-    assert agent.wait_for(lambda: len(controller.states("dev-a")) > before, 5)
+    state_topic = controller.topics.state("dev-a")
+    assert controller.wait(
+        lambda r: r.topic == state_topic and len(controller.states("dev-a")) > before
+    )
     state, _ = controller.states("dev-a")[-1]
     assert state.state == BLUE and state.plan_version == 1
     # neither the controller's last will nor garbage makes them report
