@@ -19,6 +19,7 @@ from controller.reconcile import Reconciler
 from controller.settings import Settings
 from controller.store.db import make_engine, migrate, session_factory
 from controller.store.repo import Store
+from controller.store.users import Users
 from controller.timer import Timer
 from controller.web.app import build_web
 from devices.clock import Clock, system_clock
@@ -39,6 +40,7 @@ class Controller:
         self.engine = make_engine(settings.database_url)
         migrate(self.engine)
         self.store = Store(session_factory(self.engine))
+        self.users = Users(self.store.sessions)
         self.embedded: EmbeddedBroker | None = None
         if settings.broker.url is None:
             self.embedded = EmbeddedBroker(
@@ -64,6 +66,8 @@ class Controller:
             grace=self.grace,
             upcoming=timedelta(hours=control.upcoming_h),
             ready=self.readiness,
+            users=self.users,
+            on_change=self.reconcile_now,
         )
         self.started = False
 

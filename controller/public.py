@@ -110,8 +110,11 @@ def site_status(
     snap: Snapshot, site: Site, now: datetime, grace: timedelta, upcoming: timedelta, lang: str
 ) -> PublicSite:
     city = snap.catalog.city_of(site)
-    segments = timeline(snap.campaigns, site, city.zone, now - LOOKAROUND, now + upcoming)
-    lit_segments = [seg for seg in segments if seg.light.on]
+    # look past the limit so an upcoming window shows its true end
+    segments = timeline(
+        snap.campaigns, site, city.zone, now - LOOKAROUND, now + upcoming + LOOKAROUND
+    )
+    lit_segments = [seg for seg in segments if seg.light.on and seg.start <= now + upcoming]
     current = next((seg for seg in lit_segments if seg.contains(now)), None)
     base = {
         "id": site.id,

@@ -154,8 +154,11 @@ class Reconciler:
 
     def _steps(self, snap: Snapshot, site: Site, now: datetime) -> list[PlanStep]:
         city = snap.catalog.city_of(site)
-        segments = timeline(snap.campaigns, site, city.zone, now - LOOKAROUND, now + self.horizon)
-        return plan_steps(segments, now, now + self.horizon)
+        # Look past the horizon, so a window that straddles it keeps its true shape;
+        # plan_steps then keeps only the changes up to the horizon.
+        end = now + self.horizon
+        segments = timeline(snap.campaigns, site, city.zone, now - LOOKAROUND, end + LOOKAROUND)
+        return plan_steps(segments, now, end)
 
     def _check_confirmation(
         self, device: DeviceView, row: CommandRow, plan: Plan, now: datetime

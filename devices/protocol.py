@@ -83,7 +83,9 @@ DeviceId = Annotated[str, AfterValidator(check_device_id)]
 
 
 class _Wire(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_max_length=1000)
+    # strict: no coercion ("7" is not a version, 1 is not true, a number is not a time);
+    # RFC 3339 strings still parse as instants because decode() validates JSON text.
+    model_config = ConfigDict(extra="forbid", frozen=True, str_max_length=1000, strict=True)
 
 
 class LightState(_Wire):
@@ -286,10 +288,11 @@ def decode(model: type[M], payload: bytes | bytearray | str) -> M:
         raise ProtocolError("not_json", str(exc)) from None
     if not isinstance(data, dict):
         raise ProtocolError("invalid", "payload must be a JSON object")
-    if data.get("v") != PROTOCOL_VERSION:
-        raise ProtocolError("wrong_version", f"unsupported v={data.get('v')!r}")
+    version = data.get("v")
+    if type(version) is not int or version != PROTOCOL_VERSION:
+        raise ProtocolError("wrong_version", f"unsupported v={version!r}")
     try:
-        return model.model_validate(data)
+        return model.model_validate_json(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "body"

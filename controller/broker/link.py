@@ -79,6 +79,10 @@ class BrokerLink:
         self.client.disconnect()
         self.client.loop_stop()
         self.connected.clear()
+        # break the callback cycle so paho's sockets are freed now, not at a later GC
+        self.client.on_connect = None
+        self.client.on_disconnect = None
+        self.client.on_message = None
 
     def publish(self, topic: str, payload: bytes, retain: bool) -> mqtt.MQTTMessageInfo:
         return self.client.publish(topic, payload, qos=1, retain=retain)

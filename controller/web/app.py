@@ -1,4 +1,4 @@
-"""The web app: the public page and JSON, health, readiness and metrics."""
+"""The web app: the public page and JSON, the staff API, health, readiness and metrics."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from controller.metrics import Metrics
 from controller.public import PublicStatus, public_status
 from controller.store.repo import Store
+from controller.store.users import Users
+from controller.web.api import StaffContext, build_api
+from controller.web.limits import MAX_BODY_BYTES, BodySizeLimit
 from devices.clock import Clock
 
 STATIC = Path(__file__).parent / "static"
@@ -27,7 +30,11 @@ def build_web(
     grace: timedelta,
     upcoming: timedelta,
     ready: Callable[[], dict[str, bool]],
+    users: Users | None = None,
+    on_change: Callable[[], None] | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
 ) -> FastAPI:
+    """The app. `on_change` runs after each accepted edit (the Controller reconciles)."""
     app = FastAPI(
         title="Illuminate",
         summary="Monument illumination, confirmed by the devices themselves.",
@@ -35,6 +42,15 @@ def build_web(
         docs_url="/api/docs",
         openapi_url="/api/openapi.json",
     )
+
+    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    app.state.staff = StaffContext(
+        store=store,
+        users=users if users is not None else Users(store.sessions),
+        clock=clock,
+        on_change=on_change if on_change is not None else _nothing,
+    )
+    app.include_router(build_api())
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
@@ -73,3 +89,7 @@ def build_web(
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+def _nothing() -> None:
+    pass

@@ -129,12 +129,6 @@ def test_scheduled_when_a_window_starts_within_upcoming() -> None:
     assert site.color is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="site_status computes timeline(..., now + upcoming), whose segments are clipped "
-    "at now + upcoming: a scheduled window that ends after now + upcoming is shown with "
-    "that instant as its end instead of its true end",
-)
 def test_a_scheduled_window_shows_its_true_end_past_the_upcoming_limit() -> None:
     now = datetime(2025, 6, 9, 20, 0, tzinfo=UTC)  # now + 24 h = 10 June 20:00Z, mid-window
     site = atomium(snap(device()), now)
@@ -316,11 +310,6 @@ def test_etag_changes_when_a_state_changes() -> None:
     assert len({pending.etag(), lit.etag(), unconfirmed.etag()}) == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="same clipping as above: while a scheduled window ends after now + upcoming, its "
-    "shown end is now + upcoming, so the ETag changes on every request",
-)
 def test_etag_is_stable_while_a_scheduled_window_straddles_the_upcoming_limit() -> None:
     tomorrow = (campaign(dates=("2025-06-11",)),)
     now = S + timedelta(minutes=30)  # tomorrow's window is 23.5 h to 25.5 h ahead

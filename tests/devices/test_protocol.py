@@ -359,3 +359,24 @@ def test_topics_parse_round_trips() -> None:
 )
 def test_topics_parse_rejects_foreign_topics(topic: str) -> None:
     assert Topics().parse(topic) is None
+
+
+@pytest.mark.parametrize(
+    ("body", "kind"),
+    [
+        ('{"v":1,"version":"7","stage":"received"}', "invalid"),
+        ('{"v":1,"version":7.0,"stage":"received"}', "invalid"),
+        ('{"v":true,"version":7,"stage":"received"}', "wrong_version"),
+        ('{"v":1.0,"version":7,"stage":"received"}', "wrong_version"),
+        ('{"v":1,"version":7,"stage":"received","step_at":1893456000}', "invalid"),
+        (
+            '{"v":1,"version":7,"stage":"applied","step_at":"2026-07-30T19:30:00Z",'
+            '"applied_at":"2026-07-30T19:30:00Z","state":{"on":"yes"}}',
+            "invalid",
+        ),
+    ],
+)
+def test_no_coercion_of_wire_values(body, kind):
+    with pytest.raises(ProtocolError) as err:
+        decode(Ack, body.encode())
+    assert err.value.kind == kind

@@ -1,0 +1,298 @@
+"""The staff API under /api/v1, behind bearer tokens with roles.
+
+`build_web` installs it: it puts a `StaffContext` in `app.state.staff` and includes the
+router from `build_api()`. Route functions get what they need through the `Annotated`
+dependencies below, so new routers (devices, for technicians) can reuse them:
+
+- `CurrentPrincipal`: any authenticated user; 401 with `WWW-Authenticate: Bearer` when
+  the token is missing, unknown, or its user is disabled.
+- `require_role(*roles)`: the same, then 403 unless the user has one of `roles`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict
+
+from controller.auth import Principal, Role
+from controller.campaigns import CampaignRejected, apply_campaign
+from controller.store.campaign_reads import campaign_record, campaign_records
+from controller.store.repo import Store
+from controller.store.users import Users
+from devices.clock import Clock
+from schedules.files import ScheduleFileError, parse_document
+from schedules.model import Campaign
+
+log = logging.getLogger(__name__)
+
+MAX_REPORTED_ERRORS = 50
+BODY_SOURCE = "body"
+TOP = "(top)"
+_PATH_RE = re.compile(r"\(top\)|(?:[^\s\[\].:]+|\[\d+\])(?:\[\d+\]|\.[^\s\[\].:]+)*")
+
+
+@dataclass(frozen=True)
+class StaffContext:
+    store: Store
+    users: Users
+    clock: Clock
+    on_change: Callable[[], None]
+
+
+def staff_context(request: Request) -> StaffContext:
+    context = getattr(request.app.state, "staff", None)
+    if not isinstance(context, StaffContext):
+        raise RuntimeError("the staff API is not installed: set app.state.staff")
+    return context
+
+
+Staff = Annotated[StaffContext, Depends(staff_context)]
+
+bearer = HTTPBearer(
+    auto_error=False,
+    description="A staff token from `illuminate users add` (or `users token`).",
+)
+
+
+def current_principal(
+    staff: Staff,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Principal:
+    if credentials is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="a bearer token is required",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    principal = staff.users.authenticate(credentials.credentials, staff.clock())
+    if principal is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            detail="invalid bearer token",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+def require_role(*roles: Role) -> Callable[[Principal], Principal]:
+    """A dependency: the authenticated principal, if their role is one of `roles`."""
+    allowed = frozenset(roles)
+
+    def check(principal: CurrentPrincipal) -> Principal:
+        if principal.role not in allowed:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                detail=f"the {principal.role.value} role may not do this",
+            )
+        return principal
+
+    return check
+
+
+CampaignEditor = Annotated[Principal, Depends(require_role(Role.COORDINATOR, Role.ADMIN))]
+
+
+class ErrorItem(BaseModel):
+    path: str
+    message: str
+
+
+class ValidationProblem(BaseModel):
+    detail: list[ErrorItem]
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+class CampaignSummary(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    title: dict[str, str]
+    priority: int
+    created_at: datetime
+    updated_at: datetime
+
+
+def _invalid(items: list[ErrorItem]) -> JSONResponse:
+    if len(items) > MAX_REPORTED_ERRORS:
+        more = len(items) - MAX_REPORTED_ERRORS
+        items = [*items[:MAX_REPORTED_ERRORS], ErrorItem(path=TOP, message=f"and {more} more")]
+    body = ValidationProblem(detail=items).model_dump()
+    return JSONResponse(body, status_code=422)
+
+
+def _error_items(text: str) -> list[ErrorItem]:
+    """`body: windows[0].start.at: message` lines, as {path, message} items.
+
+    A line that does not start with a path (after the optional source) is kept whole,
+    with the path "(top)".
+    """
+    items = []
+    for line in text.splitlines():
+        rest = line.removeprefix(f"{BODY_SOURCE}: ")
+        path, sep, message = rest.partition(": ")
+        if sep and _PATH_RE.fullmatch(path):
+            items.append(ErrorItem(path=path, message=message))
+        elif rest.strip():
+            items.append(ErrorItem(path=TOP, message=rest))
+    return items or [ErrorItem(path=TOP, message=text or "invalid")]
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _parse_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw, parse_constant=_no_constants)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media in {"", "application/json"} or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+def _notify(on_change: Callable[[], None]) -> None:
+    try:
+        on_change()
+    except Exception:
+        log.exception("the change was stored, but the reconcile after it failed")
+
+
+CAMPAIGN_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "The campaign, in the same schema as a campaign YAML file. "
+        "`id` may be left out; when present it must equal the id in the path.",
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+}
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "missing or invalid bearer token"},
+    403: {"model": Problem, "description": "the role may not do this"},
+}
+
+
+def build_api() -> APIRouter:
+    router = APIRouter(prefix="/api/v1", tags=["staff"], responses=AUTH_RESPONSES)
+
+    @router.get("/me", response_model=Principal)
+    def me(principal: CurrentPrincipal) -> Principal:
+        """The authenticated user: name, role and (for technicians) cities."""
+        return principal
+
+    @router.get("/campaigns", response_model=list[CampaignSummary])
+    def list_campaigns(staff: Staff, _who: CampaignEditor) -> list[CampaignSummary]:
+        summaries = []
+        for record in campaign_records(staff.store):
+            campaign = Campaign.model_validate(record.body)
+            summaries.append(
+                CampaignSummary(
+                    id=record.id,
+                    title=dict(campaign.title),
+                    priority=campaign.priority,
+                    created_at=record.created_at,
+                    updated_at=record.updated_at,
+                )
+            )
+        return summaries
+
+    @router.get(
+        "/campaigns/{campaign_id}",
+        responses={404: {"model": Problem, "description": "no such campaign"}},
+    )
+    def get_campaign(campaign_id: str, staff: Staff, _who: CampaignEditor) -> JSONResponse:
+        """The campaign as stored (same schema as the YAML file, defaults filled in)."""
+        record = campaign_record(staff.store, campaign_id)
+        if record is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no campaign {campaign_id!r}")
+        return JSONResponse(record.body)
+
+    @router.put(
+        "/campaigns/{campaign_id}",
+        openapi_extra=CAMPAIGN_BODY,
+        responses={
+            200: {"description": "replaced; the stored campaign"},
+            201: {"description": "created; the stored campaign"},
+            413: {"model": Problem, "description": "body over the size limit"},
+            415: {"model": Problem, "description": "body is not JSON"},
+            422: {"model": ValidationProblem, "description": "not a valid campaign"},
+        },
+    )
+    async def put_campaign(
+        campaign_id: str, request: Request, staff: Staff, who: CampaignEditor
+    ) -> JSONResponse:
+        """Create or replace a campaign; the devices get new plans at once."""
+        if not _is_json(request.headers.get("content-type", "")):
+            raise HTTPException(
+                status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, detail="send the campaign as JSON"
+            )
+        try:
+            data = _parse_json(await request.body())
+        except ValueError as exc:
+            return _invalid([ErrorItem(path=TOP, message=str(exc))])
+        if not isinstance(data, dict):
+            return _invalid([ErrorItem(path=TOP, message="the campaign must be a JSON object")])
+        if "id" not in data:
+            data["id"] = campaign_id
+        elif data["id"] != campaign_id:
+            return _invalid(
+                [
+                    ErrorItem(
+                        path="id",
+                        message=f"must equal the id in the URL ({campaign_id!r}), "
+                        f"not {data['id']!r}",
+                    )
+                ]
+            )
+        try:
+            campaign = parse_document(Campaign, data, BODY_SOURCE)
+        except ScheduleFileError as exc:
+            return _invalid(_error_items(str(exc)))
+
+        def store_it() -> tuple[bool, dict[str, Any]]:
+            created = apply_campaign(staff.store, campaign, staff.clock())
+            record = campaign_record(staff.store, campaign.id)
+            body = record.body if record else campaign.model_dump(mode="json")
+            return created, body
+
+        try:
+            created, body = await run_in_threadpool(store_it)
+        except CampaignRejected as exc:
+            return _invalid(_error_items(str(exc)))
+        log.info(
+            "campaign %s %s by %s", campaign.id, "created" if created else "replaced", who.name
+        )
+        await run_in_threadpool(_notify, staff.on_change)
+        if created:
+            location = str(request.url_for("get_campaign", campaign_id=campaign.id).path)
+            return JSONResponse(body, status_code=201, headers={"Location": location})
+        return JSONResponse(body, status_code=200)
+
+    return router
