@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,6 +40,22 @@ def parse_document(model: type[M], data: Any, source: str) -> M:
         raise ScheduleFileError("\n".join(lines)) from None
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true/false. In YAML 1.1 `on`, `off`, `yes` and `no` are
+    booleans too, which would turn the key `on:` into True."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
+
+
 def read_yaml(path: Path) -> Any:
     try:
         raw = path.read_bytes()
@@ -47,7 +64,7 @@ def read_yaml(path: Path) -> Any:
     if len(raw) > MAX_FILE_BYTES:
         raise ScheduleFileError(f"{path}: {len(raw)} bytes is over {MAX_FILE_BYTES}")
     try:
-        return yaml.safe_load(raw)
+        return yaml.load(raw, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise ScheduleFileError(f"{path}: not valid YAML: {exc}") from None
 

@@ -36,9 +36,9 @@ by seconds to minutes because the declination changes during the day.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 __all__ = ["THRESHOLDS", "SunEvent", "altitude", "sun_event"]

@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -87,6 +88,27 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@contextmanager
+def serve(app: Any) -> Iterator[httpx.Client]:
+    """Serve an app with uvicorn on a free port, for the duration of a `with` block."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.02)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            yield http
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
 class FakeClock:
     def __init__(self) -> None:
         self.now = NOW
@@ -130,27 +152,15 @@ def served(tmp_path: Path) -> Iterator[Served]:
         users=users,
         on_change=lambda: changes.append(clock()),
     )
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
     tokens = {
         "admin": users.add("ada", "admin", [], NOW),
         "coordinator": users.add("cora", "coordinator", [], NOW),
         "technician": users.add("tom", "technician", ["brussels"], NOW),
     }
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+        with serve(app) as http:
             yield Served(http, store, users, engine, db_path, clock, changes, tokens)
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
         engine.dispose()
 
 
@@ -526,32 +536,3 @@ def test_the_openapi_document_shows_the_staff_api(served: Served) -> None:
     assert doc["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     put = doc["paths"]["/api/v1/campaigns/{campaign_id}"]["put"]
     assert "application/json" in put["requestBody"]["content"]
-
-
-# helpers ---------------------------------------------------------------------------
-
-
-class serve:  # noqa: N801 - used as a context manager, like a function
-    """Serve an app on a free port for the duration of a `with` block."""
-
-    def __init__(self, app: Any) -> None:
-        port = free_port()
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.base = f"http://127.0.0.1:{port}"
-
-    def __enter__(self) -> httpx.Client:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.02)
-        self.http = httpx.Client(base_url=self.base, timeout=10)
-        return self.http
-
-    def __exit__(self, *exc: object) -> None:
-        self.http.close()
-        self.server.should_exit = True
-        self.thread.join(timeout=10)

@@ -1,0 +1,237 @@
+"""Staff users and API tokens: the store (`Users`), the migration, and `illuminate users`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Engine, inspect
+
+from controller.auth import Principal, Role
+from controller.store.db import alembic_config, make_engine, migrate, session_factory
+from controller.store.repo import Store
+from controller.store.tables import Base
+from controller.store.users import UserError, Users
+from controller.users_cli import add_users_parser
+from schedules.model import SiteCatalog
+
+NOW = datetime(2026, 7, 30, 12, 0, tzinfo=UTC)
+CATALOG = SiteCatalog.model_validate(
+    {
+        "cities": [
+            {"id": "brussels", "name": {"en": "Brussels"}, "timezone": "Europe/Brussels"},
+            {"id": "ypres", "name": {"en": "Ypres"}, "timezone": "Europe/Brussels"},
+        ],
+        "sites": [],
+    }
+)
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    engine = make_engine(f"sqlite:///{tmp_path / 'data' / 'illuminate.sqlite'}")
+    migrate(engine)
+    Store(session_factory(engine)).import_catalog(CATALOG)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def users(engine: Engine) -> Users:
+    return Users(session_factory(engine))
+
+
+# Users -----------------------------------------------------------------------------
+
+
+def test_add_returns_a_token_that_authenticates(users: Users) -> None:
+    token = users.add("bob", "technician", ["ypres", "brussels", "ypres"], NOW)
+    assert token.startswith("ilm_") and len(token) > 40
+    assert users.authenticate(token) == Principal(
+        name="bob", role=Role.TECHNICIAN, cities=("ypres", "brussels")
+    )
+    coordinator = users.add("cora", "coordinator", [], NOW)
+    principal = users.authenticate(coordinator)
+    assert principal is not None and principal.role is Role.COORDINATOR
+    assert principal.cities == ()
+
+
+def test_city_scope(users: Users) -> None:
+    tech = users.authenticate(users.add("tom", "technician", ["brussels"], NOW))
+    admin = users.authenticate(users.add("ada", "admin", [], NOW))
+    coordinator = users.authenticate(users.add("cora", "coordinator", [], NOW))
+    assert tech is not None and admin is not None and coordinator is not None
+    assert tech.covers_city("brussels") and not tech.covers_city("ypres")
+    assert admin.covers_city("ypres")
+    assert not coordinator.covers_city("brussels")
+
+
+@pytest.mark.parametrize(
+    ("name", "role", "cities", "words"),
+    [
+        ("alice", "wizard", [], "unknown role 'wizard' (choose one of: admin, coordinator"),
+        ("alice", "technician", [], "a technician needs at least one city"),
+        ("alice", "technician", ["atlantis"], "unknown city 'atlantis'"),
+        ("alice", "technician", ["Brussels"], "not a valid city id"),
+        ("alice", "coordinator", ["brussels"], "only technicians are scoped to cities"),
+        ("Alice Smith", "admin", [], "not a valid user name"),
+        ("", "admin", [], "not a valid user name"),
+    ],
+)
+def test_bad_users_are_refused_with_a_reason(
+    users: Users, name: str, role: str, cities: list[str], words: str
+) -> None:
+    with pytest.raises(ValueError, match="") as caught:
+        users.add(name, role, cities, NOW)
+    assert isinstance(caught.value, UserError)
+    assert words in str(caught.value)
+    assert users.list() == []
+
+
+def test_names_are_unique(users: Users) -> None:
+    users.add("cora", "coordinator", [], NOW)
+    with pytest.raises(UserError, match="already exists"):
+        users.add("cora", "admin", [], NOW)
+
+
+def test_unknown_disabled_and_malformed_tokens_are_refused(users: Users) -> None:
+    token = users.add("cora", "coordinator", [], NOW)
+    for bad in ("", "ilm_", token[:-1], token + "x", "x" * 10_000, token.upper(), " " + token):
+        assert users.authenticate(bad) is None
+    users.disable("cora")
+    assert users.authenticate(token) is None
+    with pytest.raises(UserError, match="no user"):
+        users.disable("nobody")
+
+
+def test_issue_token_adds_a_token_and_keeps_the_others(users: Users) -> None:
+    first = users.add("cora", "coordinator", [], NOW)
+    second = users.issue_token("cora", NOW)
+    assert second != first
+    assert users.authenticate(first) == users.authenticate(second)
+    (view,) = users.list()
+    assert view.tokens == 2
+    with pytest.raises(UserError, match="no user 'nobody'"):
+        users.issue_token("nobody", NOW)
+
+
+def test_last_use_is_recorded_at_most_once_a_minute(users: Users) -> None:
+    token = users.add("cora", "coordinator", [], NOW)
+    assert users.list()[0].last_used_at is None
+    users.authenticate(token)
+    assert users.list()[0].last_used_at is None
+    users.authenticate(token, NOW)
+    assert users.list()[0].last_used_at == NOW
+    users.authenticate(token, NOW + timedelta(seconds=30))
+    assert users.list()[0].last_used_at == NOW
+    users.authenticate(token, NOW + timedelta(minutes=2))
+    assert users.list()[0].last_used_at == NOW + timedelta(minutes=2)
+
+
+# migration -------------------------------------------------------------------------
+
+
+def test_migration_0002_matches_the_tables_and_goes_down_and_up(engine: Engine) -> None:
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    mine = [d for d in diff if "users" in repr(d) or "api_tokens" in repr(d)]
+    assert mine == []
+
+    cfg = alembic_config(str(engine.url))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0001")
+    with engine.connect() as conn:
+        tables = set(inspect(conn).get_table_names())
+    assert not {"users", "api_tokens"} & tables
+    assert "campaigns" in tables
+    migrate(engine)
+    with engine.connect() as conn:
+        assert {"users", "api_tokens"} <= set(inspect(conn).get_table_names())
+
+
+# command line ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine: Engine) -> Path:
+    """A settings file whose database is the `engine` fixture's (cities imported)."""
+    for name in list(os.environ):
+        if name.upper().startswith("ILLUMINATE_"):
+            monkeypatch.delenv(name)
+    path = tmp_path / "illuminate.toml"
+    path.write_text(f'data_dir = "{(tmp_path / "data").as_posix()}"\n')
+    return path
+
+
+def run(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="illuminate")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_users_parser(sub)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+def printed_token(out: str) -> str:
+    (line,) = [line for line in out.splitlines() if line.startswith("API token: ")]
+    return line.removeprefix("API token: ")
+
+
+def test_users_add_prints_a_working_token_once(
+    config: Path, users: Users, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run("users", "add", "bob", "--role", "technician", "--city", "brussels",
+               "--city", "ypres", "--config", str(config)) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "created user bob (technician for brussels, ypres)" in out
+    assert "shown once" in out
+    token = printed_token(out)
+    assert out.count(token) == 1
+    assert users.authenticate(token) == Principal(
+        name="bob", role=Role.TECHNICIAN, cities=("brussels", "ypres")
+    )
+
+    assert run("users", "token", "bob", "--config", str(config)) == 0
+    second = printed_token(capsys.readouterr().out)
+    assert users.authenticate(second) is not None and second != token
+
+    assert run("users", "add", "cora", "--role", "coordinator", "--config", str(config)) == 0
+    capsys.readouterr()
+    assert run("users", "list", "--config", str(config)) == 0
+    listing = capsys.readouterr().out
+    assert "bob" in listing and "brussels,ypres" in listing and "tokens=2" in listing
+    assert "cora" in listing and "coordinator" in listing
+    assert "2 users" in listing
+    assert token not in listing and second not in listing
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["--role", "wizard"], "unknown role 'wizard'"),
+        (["--role", "technician"], "a technician needs at least one city"),
+        (["--role", "technician", "--city", "atlantis"], "unknown city 'atlantis'"),
+        (["--role", "admin", "--city", "ypres"], "only technicians"),
+    ],
+)
+def test_users_add_refuses_with_a_clear_value_error(
+    config: Path, users: Users, argv: list[str], words: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(ValueError, match=words):
+        run("users", "add", "alice", *argv, "--config", str(config))
+    assert "API token" not in capsys.readouterr().out
+    assert users.list() == []
+
+
+def test_users_add_needs_a_role(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        run("users", "add", "alice", "--config", str(config))
+    assert exited.value.code == 2
+    assert "--role" in capsys.readouterr().err
