@@ -100,6 +100,7 @@ class Controller:
             self.settings.control.publish_timeout_s,
         )
         self.reconciler.on_outbox = self.dispatcher.wake
+        self.intake.on_drift = self.reconcile_now
         self.link.on_connected.append(lambda: self.metrics.broker_connected.set(1))
         self.intake.start()
         self.dispatcher.start()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
 
 from controller.broker.link import Incoming
 from controller.lifecycle import CommandState
@@ -64,6 +65,7 @@ class Intake:
         self._thread = threading.Thread(target=self._loop, name="intake", daemon=True)
         self._known: set[str] = set()
         self.processed = 0
+        self.on_drift: Callable[[], None] = lambda: None
 
     def start(self) -> None:
         self._thread.start()
@@ -122,6 +124,7 @@ class Intake:
             self.store.record_status(device_id, body.online, body.firmware, now)
         else:
             self.store.record_state(device_id, body.state.model_dump(mode="json"), now)
+            self._check_drift(device_id, body)
 
     def _ack(self, device_id: str, ack: Ack) -> None:
         row = self.store.command(device_id, ack.version)
@@ -150,3 +153,28 @@ class Intake:
                 ack.applied_at,
             )
         self.store.move(row.id, target, now, detail)
+
+    def _check_drift(self, device_id: str, report: DeviceState) -> None:
+        """An applied plan whose device now reports other output has DRIFTED.
+
+        Only a report about the newest version counts, compared with the step that
+        version had in force at the report's own time, so a report racing a step
+        boundary is judged against the step the device was showing.
+        """
+        row = self.store.latest_command(device_id)
+        if row is None or row.state != CommandState.APPLIED.value:
+            return
+        if report.plan_version != row.version:
+            return
+        step = decode(Plan, row.payload).step_at(report.reported_at)
+        if step is None or step.state.matches(report.state):
+            return
+        self.metrics.drifted.inc()
+        self.store.move(
+            row.id,
+            CommandState.DRIFTED,
+            self.clock(),
+            f"reports {report.state.model_dump_json()} instead of the step at {step.at}",
+        )
+        log.warning("device %s drifted from plan version %d", device_id, row.version)
+        self.on_drift()

@@ -25,6 +25,11 @@ class Metrics:
             "Plan versions acknowledged by the broker",
             registry=self.registry,
         )
+        self.drifted = Counter(
+            "illuminate_devices_drifted",
+            "Applied plans whose device later reported other output",
+            registry=self.registry,
+        )
         self.reconciles = Counter(
             "illuminate_reconcile_runs", "Reconciler runs", registry=self.registry
         )

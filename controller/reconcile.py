@@ -138,7 +138,8 @@ class Reconciler:
                 row = latest.get(device.id)
                 if row is not None:
                     old = decode(Plan, row.payload)
-                    if same_from_now(old.steps, steps, now):
+                    drifted = row.state == CommandState.DRIFTED.value
+                    if not drifted and same_from_now(old.steps, steps, now):
                         if self._check_confirmation(device, row, old, now):
                             result.unconfirmed.append(device.id)
                         continue

@@ -166,6 +166,15 @@ class Store:
             )
             return {row.device_id: row for row in rows}
 
+    def latest_command(self, device_id: str) -> CommandRow | None:
+        with self.sessions() as s:
+            return s.scalars(
+                select(CommandRow)
+                .where(CommandRow.device_id == device_id)
+                .order_by(CommandRow.version.desc())
+                .limit(1)
+            ).first()
+
     def add_command(self, device_id: str, version: int, payload: str, now: datetime) -> None:
         """Commit a new plan version to the outbox; older open versions are superseded."""
         with self.sessions.begin() as s:

@@ -353,6 +353,49 @@ def test_a_rejected_campaign_is_422_with_its_message(
     assert served.changes == []
 
 
+def test_a_campaign_the_sites_cannot_run_is_422(served: Served) -> None:
+    """apply_campaign's own check: no sunset in Longyearbyen at midsummer, no policy."""
+    served.store.import_catalog(
+        SiteCatalog.model_validate(
+            {
+                "cities": [
+                    {
+                        "id": "longyearbyen",
+                        "name": {"en": "Longyearbyen"},
+                        "timezone": "Arctic/Longyearbyen",
+                    }
+                ],
+                "sites": [
+                    {
+                        "id": "svalbard-church",
+                        "city": "longyearbyen",
+                        "name": {"en": "Svalbard Church"},
+                        "lat": 78.2213,
+                        "lon": 15.6517,
+                    }
+                ],
+            }
+        )
+    )
+    window = {
+        "targets": {"cities": ["longyearbyen"]},
+        "dates": ["2027-06-21"],
+        "start": {"sun": "sunset"},
+        "end": {"at": "23:59"},
+    }
+    response = served.http.put(
+        "/api/v1/campaigns/midsummer",
+        json=campaign_body(id="midsummer", windows=[window]),
+        headers=served.auth("coordinator"),
+    )
+    assert response.status_code == 422, response.text
+    (item,) = response.json()["detail"]
+    assert "no sunset at site svalbard-church" in item["message"]
+    assert "polar" in item["message"]
+    assert served.store.campaigns() == ()
+    assert served.changes == []
+
+
 def test_on_change_runs_once_per_accepted_put_only(served: Served) -> None:
     coordinator = served.auth("coordinator")
     outcomes = []

@@ -115,3 +115,46 @@ def test_controller_restart_mid_window_keeps_the_version(rig_factory):
     assert wait_until(lambda: set(rig.states().values()) == {"off"}, timeout=14)
     assert wait_until(lambda: all(not f.current.on for f in fleet.fixtures.values()), timeout=3)
     assert {d: a.plan_version for d, a in fleet.agents.items()} == before
+
+
+def test_drifted_device_gets_the_plan_again(rig_factory, mosquitto):
+    import json
+    from datetime import UTC, datetime
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    rig = rig_factory(2)
+    rig.start_controller()
+    opens = whole_second(2)
+    rig.register(window_campaign(opens, opens + timedelta(seconds=40)))
+    fleet = rig.start_fleet()
+    assert wait_until(lambda: set(rig.states().values()) == {"lit"}, timeout=8)
+    store = rig.controller.store
+    version = store.latest_commands()["dev-01"].version
+
+    # someone switched the floodlight off by hand: the device reports it
+    raw = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="dev-01-maintenance")
+    raw.username_pw_set("dev-01", "pw-01")
+    raw.connect("127.0.0.1", mosquitto.port)
+    raw.loop_start()
+    try:
+        report = {
+            "v": 1,
+            "state": {"on": False},
+            "plan_version": version,
+            "reported_at": datetime.now(UTC).isoformat(),
+        }
+        raw.publish(
+            "illuminate/v1/devices/dev-01/state", json.dumps(report), qos=1, retain=True
+        ).wait_for_publish(5)
+    finally:
+        raw.loop_stop()
+        raw.disconnect()
+    assert wait_until(lambda: store.command("dev-01", version).state == "superseded", timeout=5)
+    states = [e.to_state for e in store.events("dev-01") if e.version == version]
+    assert states[-2:] == ["drifted", "superseded"]
+    assert wait_until(lambda: fleet.agents["dev-01"].plan_version == version + 1, timeout=5)
+    assert wait_until(lambda: store.latest_commands()["dev-01"].state == "applied", timeout=5)
+    assert rig.states()["site-01"] == "lit"
+    assert store.latest_commands()["dev-02"].version == version  # the others are left alone
