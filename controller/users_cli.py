@@ -60,6 +60,13 @@ def cmd_users_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_users_disable(args: argparse.Namespace) -> int:
+    with open_users(args) as users:
+        users.disable(args.name)
+    print(f"disabled user {args.name}; their tokens no longer work")
+    return 0
+
+
 def cmd_users_list(args: argparse.Namespace) -> int:
     with open_users(args) as users:
         views = users.list()
@@ -82,7 +89,7 @@ def _config_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def add_users_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
-    """Register `illuminate users add|token|list`."""
+    """Register `illuminate users add|token|disable|list`."""
     users: argparse.ArgumentParser = subparsers.add_parser(
         "users",
         help="staff accounts and their API tokens",
@@ -122,6 +129,13 @@ def add_users_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
     _config_arg(token)
     token.add_argument("name")
     token.set_defaults(func=cmd_users_token)
+
+    disable = usub.add_parser(
+        "disable", help="disable a user: every one of their tokens stops working"
+    )
+    _config_arg(disable)
+    disable.add_argument("name")
+    disable.set_defaults(func=cmd_users_disable)
 
     ulist = usub.add_parser("list", help="list users, their roles and cities")
     _config_arg(ulist)

@@ -1,7 +1,7 @@
 """Sunrise, sunset and twilight instants, keyed by local date. Pure: no clock, no I/O.
 
-Conventions (USNO): an event is the instant the geometric (unrefracted) altitude of the Sun's
-centre crosses a threshold.
+Conventions (USNO): an event is the instant the geometric (unrefracted, topocentric) altitude of
+the Sun's centre crosses a threshold.
 
 - sunrise, sunset: -0.8333 deg (0 deg 50': 34' of standard refraction plus the 16'
   semi-diameter, i.e. the upper limb touches the apparent horizon);
@@ -11,8 +11,9 @@ centre crosses a threshold.
 What "the sunset of date D" means, in the site's zone:
 
 - an evening event (sunset, civil dusk, nautical dusk) is the first downward crossing after local
-  noon of D and before local noon of D+1, so a sunset at 00:02 on the night of 17 to 18 May
-  belongs to 17 May;
+  noon of D and before local noon of D+1, so Tromso's sunset at 00:28 on 18 May 2026 belongs
+  to 17 May; conversely a sunset before local noon (Tromso on the eve of the polar night) is not
+  that day's sunset;
 - a morning event (sunrise, civil dawn, nautical dawn) is the first upward crossing after local
   midnight of D and before local midnight of D+1;
 - `None` when there is no such crossing: polar day or night, or twilight that never gets dark
@@ -22,8 +23,9 @@ The Sun's place: the Earth's heliocentric longitude from VSOP87 (Bretagnon & Fra
 truncated as in Meeus, "Astronomical Algorithms" (2nd ed., appendix III), with the FK5
 correction, aberration and the short nutation series of Meeus ch. 22, and sidereal time from
 Meeus (12.4). Against full ephemerides (PyEphem, astropy) the apparent longitude is within 1"
-from 1960 to 2100, about 0.0003 deg of altitude: a second or two of time except in grazing cases,
-where any error is magnified as the Sun's path becomes tangent to the threshold.
+from 1960 to 2100 and the altitude within 0.0003 deg: event times agree to the second, and
+within 2 s in the grazing cases where any error is magnified as the Sun's path becomes tangent
+to the threshold.
 
 The crossing is found without a fixed-step scan: between a transit (the altitude's maximum) and
 the next antitransit (its minimum) the altitude is monotonic, so the interval is split at the

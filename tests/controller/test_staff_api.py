@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import socket
 import threading
 import time
@@ -25,8 +26,10 @@ import uvicorn
 from sqlalchemy import Engine, select
 
 import controller.web.api as api_module
+from controller.app import Controller
 from controller.campaigns import CampaignRejected
 from controller.metrics import Metrics
+from controller.settings import load_settings
 from controller.store.db import make_engine, migrate, session_factory
 from controller.store.repo import Store
 from controller.store.tables import ApiTokenRow, UserRow
@@ -445,6 +448,30 @@ def test_a_failing_on_change_does_not_lose_the_edit(
     engine.dispose()
     assert response.status_code == 201
     assert "reconcile after it failed" in caplog.text
+
+
+def test_the_controller_wires_users_and_reconciles_after_a_put(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through `Controller.web`: an accepted PUT becomes a new plan version at once."""
+    for name in list(os.environ):
+        if name.upper().startswith("ILLUMINATE_"):
+            monkeypatch.delenv(name)
+    controller = Controller(load_settings(None, data_dir=tmp_path), clock=lambda: NOW)
+    try:
+        controller.store.import_catalog(CATALOG)
+        controller.store.add_device("dev-atomium", "atomium", "device-password", NOW)
+        token = controller.users.add("cora", "coordinator", [], NOW)
+        with serve(controller.web) as http:
+            response = http.put(
+                "/api/v1/campaigns/blue-heart",
+                json=campaign_body(),
+                headers={"Authorization": f"Bearer {token}"},
+            )
+        assert response.status_code == 201, response.text
+        assert controller.store.count_commands("dev-atomium") == 1
+    finally:
+        controller.engine.dispose()
 
 
 # body size limit -----------------------------------------------------------------

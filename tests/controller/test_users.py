@@ -211,6 +211,12 @@ def test_users_add_prints_a_working_token_once(
     assert "2 users" in listing
     assert token not in listing and second not in listing
 
+    assert run("users", "disable", "bob", "--config", str(config)) == 0
+    assert "disabled user bob" in capsys.readouterr().out
+    assert users.authenticate(token) is None and users.authenticate(second) is None
+    with pytest.raises(ValueError, match="no user 'nobody'"):
+        run("users", "disable", "nobody", "--config", str(config))
+
 
 @pytest.mark.parametrize(
     ("argv", "words"),
