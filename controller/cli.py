@@ -13,6 +13,7 @@ from typing import Any
 
 from controller.settings import Settings, SettingsError, load_settings
 from devices.clock import system_clock
+from controller.users_cli import add_users_parser
 from devices.commands import add_agent_parser, add_simulate_parser
 from schedules.files import ScheduleFileError, load_campaign, load_sites
 
@@ -248,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_agent_parser(sub)
     add_simulate_parser(sub)
+    add_users_parser(sub)
 
     devices = sub.add_parser("devices", help="register and list devices")
     dsub = devices.add_subparsers(dest="action", required=True, metavar="ACTION")

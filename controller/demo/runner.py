@@ -105,6 +105,10 @@ def run_demo(settings: Settings, start_in: timedelta, duration: timedelta) -> in
     if settings.database.url is None:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{db}{suffix}").unlink(missing_ok=True)
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        # thirty simulated devices chat at INFO; the demo prints its own progress
+        for name in ("devices", "controller.reconcile"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     catalog = load_sites(SITES_FILE)
     controller = Controller(settings)
     opens = (controller.clock() + start_in).replace(microsecond=0) + timedelta(seconds=1)
