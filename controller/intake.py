@@ -72,7 +72,8 @@ class Intake:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=10)
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
 
     def _loop(self) -> None:
         while not self._stop.is_set():

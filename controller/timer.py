@@ -61,6 +61,9 @@ class Timer:
             )
 
     def pending(self) -> list[datetime]:
+        """Instants of the wake-ups planned (empty before start)."""
+        if not self._scheduler.running:
+            return []
         return sorted(
             job.next_run_time for job in self._scheduler.get_jobs() if job.id.startswith("wake-")
         )
