@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from controller.settings import Settings, SettingsError, load_settings
-from devices.clock import system_clock
 from controller.users_cli import add_users_parser
+from devices.clock import system_clock
 from devices.commands import add_agent_parser, add_simulate_parser
 from schedules.files import ScheduleFileError, load_campaign, load_sites
 
