@@ -15,7 +15,7 @@ from controller.store.db import make_engine, migrate, session_factory
 from controller.store.repo import Store
 
 BELGIUM = Path(controller.__file__).parent / "demo" / "belgium.yaml"
-COMMANDS = ["demo", "serve", "agent", "simulate", "devices", "sites", "schedules"]
+COMMANDS = ["demo", "serve", "agent", "simulate", "users", "devices", "sites", "schedules"]
 
 CAMPAIGN = """\
 id: blue-heart
