@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint install mosquitto clean
+.PHONY: demo test lint install mosquitto browser clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,18 @@ mosquitto:
 	    exit 1; \
 	  fi; }
 
-test: $(DEV_STAMP) mosquitto lint
+# The browser test renders the public page in headless Chromium; install it when this machine lacks it.
+browser:
+	@command -v chromium >/dev/null 2>&1 || test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "Installing Chromium (Debian package 'chromium') for the browser test"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "The browser test needs Chromium. Install it (Debian: sudo apt-get install chromium) and run make test again." >&2; \
+	    exit 1; \
+	  fi; }
+
+test: $(DEV_STAMP) mosquitto browser lint
 	$(BIN)/python -m pytest -q
 
 lint: $(DEV_STAMP)

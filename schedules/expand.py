@@ -70,10 +70,10 @@ def _policy_instant(
     try:
         return spec_instant(spec, day, site, zone)
     except _NoEvent:
-        if window.polar == "skip":
-            return None
-        if window.polar is not None:
+        if window.polar is not None and window.polar.fallback is not None:
             return local_to_utc(day, window.polar.fallback, zone)
+        if window.polar is not None:
+            return None
         raise PolarPolicyMissing(
             f"campaign {campaign}: there is no {spec.sun} at site {site.id} on "
             f"{day.isoformat()}; add to the window 'polar: skip' or "
@@ -91,11 +91,21 @@ def window_instants(
     end = _policy_instant(window, window.end, day, site, zone, campaign)
     if end is None:
         return None
-    if end <= start:
+    # "at or before its start" compares wall times, before any DST gap moved them
+    if _wall(window.end, day, end, zone) <= _wall(window.start, day, start, zone):
         end = _policy_instant(window, window.end, day + timedelta(days=1), site, zone, campaign)
-        if end is None or end <= start:
+        if end is None:
             return None
+    if end <= start:
+        return None
     return start, end
+
+
+def _wall(spec: TimeSpec, day: date, instant: datetime, zone: ZoneInfo) -> datetime:
+    """The local wall time a spec names: as written for `at`, else the instant's."""
+    if spec.at is not None:
+        return datetime.combine(day, spec.at)
+    return instant.astimezone(zone).replace(tzinfo=None)
 
 
 @dataclass(frozen=True)
@@ -124,7 +134,7 @@ def occurrences(
     """
     found: list[Occurrence] = []
     first_day = start.astimezone(zone).date() - timedelta(days=SPAN_DAYS)
-    last_day = end.astimezone(zone).date()
+    last_day = end.astimezone(zone).date() + timedelta(days=1)  # sunrise-2h starts the eve
     key = (campaign.override, campaign.priority, rank)
     for index, window in enumerate(campaign.windows):
         if not window.targets.matches(site):

@@ -34,7 +34,11 @@ def parse_document(model: type[M], data: Any, source: str) -> M:
         return model.model_validate(data)
     except ValidationError as exc:
         lines = []
-        for err in exc.errors():
+        errors = exc.errors()
+        deeper = {tuple(e["loc"][:n]) for e in errors for n in range(len(e["loc"]))}
+        for err in errors:
+            if err["type"] == "too_short" and tuple(err["loc"]) in deeper:
+                continue  # "no windows" only because every window failed: say why instead
             msg = err["msg"].removeprefix("Value error, ")
             lines.append(f"{source}: {_path(tuple(err['loc']))}: {msg}")
         raise ScheduleFileError("\n".join(lines)) from None

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime, time, timedelta
-from typing import Annotated, Literal
+from functools import lru_cache
+from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from dateutil.rrule import rrulestr
+from dateutil.rrule import DAILY, YEARLY, rrulestr
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -15,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    model_serializer,
     model_validator,
 )
 
@@ -197,7 +199,8 @@ class TimeSpec(_Frozen):
     def _one_kind(self) -> TimeSpec:
         if (self.at is None) == (self.sun is None):
             raise ValueError("give either 'at' (a local time) or 'sun' (a solar event)")
-        if self.at is not None and (self.offset or self.earliest or self.latest):
+        solar_only = {"offset", "earliest", "latest"} & self.model_fields_set
+        if self.at is not None and solar_only:
             raise ValueError("'offset', 'earliest' and 'latest' go with 'sun', not with 'at'")
         return self
 
@@ -217,11 +220,33 @@ class TimeSpec(_Frozen):
 At = TimeSpec  # the fixed-time form, kept for readability at call sites
 
 
-class PolarFallback(_Frozen):
-    fallback: LocalTime
+class PolarPolicy(_Frozen):
+    """What a window does on a date its solar event does not happen:
+    `skip` (written `polar: skip`) or `fallback` (written `polar: {fallback: "22:00"}`)."""
 
+    skip: bool = False
+    fallback: LocalTime | None = None
 
-Polar = Literal["skip"] | PolarFallback
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, value: object) -> object:
+        if value == "skip":
+            return {"skip": True}
+        if isinstance(value, str):
+            raise ValueError(f"polar must be 'skip' or {{fallback: \"HH:MM\"}}, not {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _one(self) -> PolarPolicy:
+        if self.skip == (self.fallback is not None):
+            raise ValueError("polar must be 'skip' or {fallback: \"HH:MM\"}")
+        return self
+
+    @model_serializer
+    def _as_written(self) -> str | dict[str, str]:
+        if self.fallback is None:
+            return "skip"
+        return {"fallback": self.fallback.strftime("%H:%M:%S")}
 
 
 def _check_rrule(value: str | None) -> str | None:
@@ -235,10 +260,20 @@ def _check_rrule(value: str | None) -> str | None:
             f"rrule needs FREQ=..., e.g. FREQ=YEARLY;BYMONTH=7;BYMONTHDAY=30: {text!r}"
         )
     try:
-        rrulestr(text, dtstart=RRULE_ANCHOR)
+        rule = rrulestr(text, dtstart=RRULE_ANCHOR)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"rrule {text!r} is not valid: {exc}") from None
+    if getattr(rule, "_freq", YEARLY) > DAILY:
+        raise ValueError(f"rrule {text!r} repeats more often than daily; windows are per date")
     return text
+
+
+@lru_cache(maxsize=4096)
+def _rrule_days(text: str, first: date, last: date) -> tuple[date, ...]:
+    rule = rrulestr(text, dtstart=RRULE_ANCHOR)
+    lo = datetime.combine(first, time())
+    hi = datetime.combine(last, time())
+    return tuple(dt.date() for dt in rule.between(lo, hi, inc=True))
 
 
 RRULE_ANCHOR = datetime(2000, 1, 1)  # noqa: DTZ001 - a naive local calendar anchor
@@ -252,7 +287,7 @@ class Window(_Frozen):
     exdates: tuple[date, ...] = Field(default=(), max_length=MAX_DATES)
     start: TimeSpec
     end: TimeSpec
-    polar: Polar | None = None
+    polar: PolarPolicy | None = None
 
     @model_validator(mode="after")
     def _has_dates(self) -> Window:
@@ -264,10 +299,7 @@ class Window(_Frozen):
         """The local dates this window starts on, between first and last inclusive."""
         found = {d for d in self.dates if first <= d <= last}
         if self.rrule:
-            rule = rrulestr(self.rrule, dtstart=RRULE_ANCHOR)
-            lo = datetime.combine(first, time())
-            hi = datetime.combine(last, time())
-            found.update(dt.date() for dt in rule.between(lo, hi, inc=True))
+            found.update(_rrule_days(self.rrule, first, last))
         return sorted(found - set(self.exdates))
 
 

@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from itertools import pairwise
 
-import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schedules.expand import occurrences, window_instants
@@ -231,28 +230,6 @@ def instants_in(scenario: Scenario):
     return st.integers(0, span - 1).map(lambda s: scenario.start + timedelta(seconds=s))
 
 
-def _starts_before_its_day(scenario: Scenario) -> bool:
-    """Some occurrence near the range starts on a local date before the date it belongs to.
-
-    That happens for a morning event with a negative offset at high latitude (Tromsø's
-    sunrise at 01:43 on 28 July, minus 2 h). `occurrences` misses those when the range ends
-    before the occurrence's own date (see the xfail test below), so the properties that
-    compare ranges skip such scenarios; drop this filter once that is fixed.
-    """
-    zone = scenario.zone
-    first = scenario.start.astimezone(zone).date() - timedelta(days=3)
-    last = scenario.end.astimezone(zone).date() + timedelta(days=3)
-    for campaign in scenario.campaigns:
-        for window in campaign.windows:
-            if not window.targets.matches(scenario.site):
-                continue
-            for day in window.days(first, last):
-                found = window_instants(window, day, scenario.site, zone, campaign.id)
-                if found and found[0].astimezone(zone).date() < day:
-                    return True
-    return False
-
-
 def check_sorted_disjoint_inside(segments: list[Segment], start: datetime, end: datetime):
     for seg in segments:
         assert start <= seg.start < seg.end <= end, seg
@@ -291,7 +268,6 @@ def test_segments_are_sorted_disjoint_and_inside_the_range(scenario):
 @PROPERTY
 @given(st.data(), scenarios())
 def test_adjacent_ranges_join_into_their_union(data, scenario):
-    assume(not _starts_before_its_day(scenario))
     a, c = scenario.start, scenario.end
     b = a + timedelta(minutes=data.draw(st.integers(1, int((c - a).total_seconds() // 60) - 1)))
     whole = timeline(scenario.campaigns, scenario.site, scenario.zone, a, c)
@@ -305,7 +281,6 @@ def test_adjacent_ranges_join_into_their_union(data, scenario):
 @PROPERTY
 @given(st.data(), scenarios())
 def test_desired_state_agrees_with_the_timeline(data, scenario):
-    assume(not _starts_before_its_day(scenario))
     segments = timeline(
         scenario.campaigns, scenario.site, scenario.zone, scenario.start, scenario.end
     )
@@ -328,7 +303,6 @@ def test_desired_state_agrees_with_the_timeline(data, scenario):
 @PROPERTY
 @given(scenarios())
 def test_winner_is_the_highest_override_priority_age_covering_it(scenario):
-    assume(not _starts_before_its_day(scenario))
     site, zone, start, end = scenario.site, scenario.zone, scenario.start, scenario.end
     campaigns = scenario.campaigns
 
@@ -383,12 +357,6 @@ def test_winner_is_the_highest_override_priority_age_covering_it(scenario):
 TROMSO = next(s for s in SITES if s.id == "arctic-cathedral")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="occurrences() scans local dates only up to the range end's date, so an "
-    "occurrence of date D that starts before local midnight (sunrise -2h at Tromsø) is "
-    "missed by a range that ends on D-1",
-)
 def test_occurrence_starting_the_evening_before_its_date_is_seen_by_a_range_ending_then():
     early = Campaign.model_validate(
         {

@@ -9,7 +9,8 @@
  * Stable hooks for tests:
  *   #summary (role=status, the only live region), #count-lit, #count-total,
  *   #count-pending, #count-unconfirmed, #count-offline, #count-scheduled, #count-off,
- *   #last-updated (<time>), #stale-warning (data-stale="old"|"failed" when shown),
+ *   #last-checked (<time>: the client clock at the last successful poll, 200 or 304),
+ *   #last-updated (<time>: generated_at of the data shown), #stale-warning (data-stale="old"|"failed" when shown),
  *   #cities > section.city[data-city] > ul > li#site-<id>[data-state=<code>].
  *   Only site elements carry a data-state attribute.
  */
@@ -39,7 +40,8 @@
       headline: function (total) {
         return total === 1 ? "{lit} of {total} monument lit" : "{lit} of {total} monuments lit";
       },
-      updated: "Last updated {time}",
+      checked: "Checked {time}",
+      dataFrom: "data from {time}",
       staleOld: "This information may be out of date: the last successful update was more than a minute ago.",
       staleFailed: "Could not reach the server. Showing the last information received; it may be out of date.",
       loading: "Loading the status…",
@@ -79,7 +81,8 @@
       headline: function (total) {
         return total === 1 ? "{lit} sur {total} monument illuminé" : "{lit} sur {total} monuments illuminés";
       },
-      updated: "Dernière mise à jour\u00a0: {time}",
+      checked: "Vérifié à {time}",
+      dataFrom: "données de {time}",
       staleOld: "Ces informations sont peut-être périmées\u00a0: la dernière mise à jour réussie date de plus d'une minute.",
       staleFailed: "Impossible de joindre le serveur. Les dernières informations reçues sont affichées\u00a0; elles sont peut-être périmées.",
       loading: "Chargement de l'état…",
@@ -119,7 +122,8 @@
       headline: function (total) {
         return total === 1 ? "{lit} van {total} monument verlicht" : "{lit} van {total} monumenten verlicht";
       },
-      updated: "Laatst bijgewerkt om {time}",
+      checked: "Gecontroleerd om {time}",
+      dataFrom: "gegevens van {time}",
       staleOld: "Deze informatie is mogelijk verouderd: de laatste geslaagde update is meer dan een minuut geleden.",
       staleFailed: "De server is niet bereikbaar. De laatst ontvangen informatie wordt getoond; die is mogelijk verouderd.",
       loading: "Status laden…",
@@ -159,7 +163,8 @@
       headline: function (total) {
         return total === 1 ? "{lit} von {total} Denkmal beleuchtet" : "{lit} von {total} Denkmälern beleuchtet";
       },
-      updated: "Zuletzt aktualisiert um {time}",
+      checked: "Geprüft um {time}",
+      dataFrom: "Datenstand {time}",
       staleOld: "Diese Angaben sind möglicherweise veraltet: Die letzte erfolgreiche Aktualisierung liegt über eine Minute zurück.",
       staleFailed: "Der Server ist nicht erreichbar. Angezeigt werden die zuletzt empfangenen Angaben; sie sind möglicherweise veraltet.",
       loading: "Status wird geladen…",
@@ -437,17 +442,35 @@
     $("counts").hidden = false;
   }
 
+  // "Checked 21:31:05 · data from 21:30:01". The ETag ignores generated_at, so while
+  // nothing changes every poll is a 304 and the data time stands still; the check time
+  // (client clock at the last 200 or 304) shows that polling is still healthy.
   function renderUpdated() {
     var node = $("updated");
-    var at = data ? parseTime(data.generated_at) : null;
-    if (!at) {
-      node.hidden = true;
-      return;
+    var cat = t();
+    var parts = [];
+    if (lastSuccess) {
+      var checked = new Date(lastSuccess);
+      var checkedEl = timeEl(checked, hhmmss(checked));
+      checkedEl.id = "last-checked";
+      var c = el("span", "checked");
+      fillTemplate(c, cat.checked, { time: checkedEl });
+      parts.push(c);
     }
-    var time = timeEl(at, hhmmss(at));
-    time.id = "last-updated";
-    fillTemplate(node, t().updated, { time: time });
-    node.hidden = false;
+    var at = data ? parseTime(data.generated_at) : null;
+    if (at) {
+      var atEl = timeEl(at, hhmmss(at));
+      atEl.id = "last-updated";
+      var d = el("span", "data-time");
+      fillTemplate(d, cat.dataFrom, { time: atEl });
+      parts.push(d);
+    }
+    clear(node);
+    for (var i = 0; i < parts.length; i++) {
+      if (i) node.appendChild(document.createTextNode(" \u00b7 "));
+      node.appendChild(parts[i]);
+    }
+    node.hidden = parts.length === 0;
   }
 
   function renderStale() {
@@ -654,6 +677,8 @@
           if (!valid(body)) throw new Error("unexpected body");
           data = body;
           etag = tag;
+          lastSuccess = Date.now();
+          lastFailed = false;
           renderAll();
           return null;
         });
@@ -672,8 +697,12 @@
         if (timeout !== null) clearTimeout(timeout);
         if (mine !== seq) return;
         inflight = null;
-        if (data) renderStale();
-        else renderAll();
+        if (data) {
+          renderUpdated(); // the check time moves on every 200 or 304
+          renderStale();
+        } else {
+          renderAll();
+        }
         schedule(POLL_MS);
       });
   }
