@@ -6,15 +6,18 @@ import argparse
 import logging
 import secrets
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+from controller.cli_common import config_arg, open_database
 from controller.settings import Settings, SettingsError, load_settings
+from controller.store.repo import Store
 from controller.users_cli import add_users_parser
 from devices.clock import system_clock
-from devices.commands import add_agent_parser, add_simulate_parser
+from devices.commands import add_agent_parser, add_simulate_parser, seconds_arg
 from schedules.files import ScheduleFileError, load_campaign, load_sites
 
 MAX_PREVIEW_DAYS = 3660
@@ -24,27 +27,8 @@ class CliError(Exception):
     """A fault the user can fix; printed without a traceback."""
 
 
-def _seconds(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
-    if number < 0:
-        raise argparse.ArgumentTypeError("must not be negative")
-    return number
-
-
 def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
     return load_settings(getattr(args, "config", None), **overrides)
-
-
-def _config_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config",
-        type=Path,
-        metavar="FILE",
-        help="settings file (TOML); ILLUMINATE_* environment variables override it",
-    )
 
 
 # commands ---------------------------------------------------------------------
@@ -83,25 +67,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(settings, timedelta(seconds=args.start_in), timedelta(seconds=args.duration))
 
 
-def _store(args: argparse.Namespace) -> Any:
-    from controller.store.db import make_engine, migrate, session_factory
-    from controller.store.repo import Store
-
-    settings = _settings(args)
-    engine = make_engine(settings.database_url)
-    migrate(engine)
-    return Store(session_factory(engine))
+@contextmanager
+def _store(args: argparse.Namespace) -> Iterator[Store]:
+    with open_database(args) as sessions:
+        yield Store(sessions)
 
 
 def cmd_sites_import(args: argparse.Namespace) -> int:
     catalog = load_sites(args.file)
-    cities, sites = _store(args).import_catalog(catalog)
+    with _store(args) as store:
+        cities, sites = store.import_catalog(catalog)
     print(f"imported {cities} cities and {sites} sites from {args.file}")
     return 0
 
 
 def cmd_sites_list(args: argparse.Namespace) -> int:
-    catalog = _store(args).catalog()
+    with _store(args) as store:
+        catalog = store.catalog()
     for site in catalog.sites:
         print(f"{site.id:32} {site.city:20} {site.lat:9.5f} {site.lon:10.5f}")
     print(f"{len(catalog.sites)} sites in {len(catalog.cities)} cities")
@@ -113,7 +95,8 @@ def cmd_devices_add(args: argparse.Namespace) -> int:
 
     password = args.password or secrets.token_urlsafe(18)
     try:
-        _store(args).add_device(args.id, args.site, password, system_clock())
+        with _store(args) as store:
+            store.add_device(args.id, args.site, password, system_clock())
     except RegistryError as exc:
         raise CliError(str(exc)) from None
     print(f"registered device {args.id} at site {args.site}")
@@ -123,7 +106,8 @@ def cmd_devices_add(args: argparse.Namespace) -> int:
 
 
 def cmd_devices_list(args: argparse.Namespace) -> int:
-    devices = _store(args).devices()
+    with _store(args) as store:
+        devices = store.devices()
     for d in devices:
         online = {True: "online", False: "offline", None: "never seen"}[d.online]
         applied = (
@@ -140,7 +124,8 @@ def cmd_schedules_apply(args: argparse.Namespace) -> int:
     from controller.campaigns import apply_campaign
 
     campaign = load_campaign(args.file)
-    created = apply_campaign(_store(args), campaign, system_clock())
+    with _store(args) as store:
+        created = apply_campaign(store, campaign, system_clock())
     print(f"{'created' if created else 'updated'} campaign {campaign.id}")
     print("a running controller sends the change to the devices at its next reconcile")
     return 0
@@ -205,17 +190,17 @@ def build_parser() -> argparse.ArgumentParser:
         "SQLite database in the data folder, the Belgian monuments with one simulated "
         "device each, and a Blue Heart window. Open the status page and watch.",
     )
-    _config_arg(demo)
+    config_arg(demo)
     demo.add_argument(
         "--start-in",
-        type=_seconds,
+        type=seconds_arg,
         default=30.0,
         metavar="S",
         help="seconds until the window opens (default 30)",
     )
     demo.add_argument(
         "--duration",
-        type=_seconds,
+        type=seconds_arg,
         default=600.0,
         metavar="S",
         help="window length in seconds (default 600)",
@@ -224,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
     demo.add_argument(
         "--grace",
-        type=_seconds,
+        type=seconds_arg,
         default=20.0,
         metavar="S",
         help="seconds a device has to confirm before 'unconfirmed' (default 20)",
@@ -244,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and the web app. With no broker.url it starts the embedded broker; with no "
         "database.url it uses SQLite in the data folder.",
     )
-    _config_arg(serve)
+    config_arg(serve)
     serve.set_defaults(func=cmd_serve)
 
     add_agent_parser(sub)
@@ -254,29 +239,29 @@ def build_parser() -> argparse.ArgumentParser:
     devices = sub.add_parser("devices", help="register and list devices")
     dsub = devices.add_subparsers(dest="action", required=True, metavar="ACTION")
     add = dsub.add_parser("add", help="register a device at a site and issue its password")
-    _config_arg(add)
+    config_arg(add)
     add.add_argument("id", help="device id, also its MQTT username ([a-z0-9-], up to 48)")
     add.add_argument("--site", required=True, help="the site id it lights")
     add.add_argument("--password", help="set this password instead of generating one")
     add.set_defaults(func=cmd_devices_add)
     dlist = dsub.add_parser("list", help="list devices with their last report")
-    _config_arg(dlist)
+    config_arg(dlist)
     dlist.set_defaults(func=cmd_devices_list)
 
     sites = sub.add_parser("sites", help="import and list cities and sites")
     ssub = sites.add_subparsers(dest="action", required=True, metavar="ACTION")
     imp = ssub.add_parser("import", help="import a sites file (YAML)")
-    _config_arg(imp)
+    config_arg(imp)
     imp.add_argument("file", type=Path)
     imp.set_defaults(func=cmd_sites_import)
     slist = ssub.add_parser("list", help="list sites")
-    _config_arg(slist)
+    config_arg(slist)
     slist.set_defaults(func=cmd_sites_list)
 
     schedules = sub.add_parser("schedules", help="campaigns and their windows")
     csub = schedules.add_subparsers(dest="action", required=True, metavar="ACTION")
     apply = csub.add_parser("apply", help="create or replace a campaign from its file")
-    _config_arg(apply)
+    config_arg(apply)
     apply.add_argument("file", type=Path)
     apply.set_defaults(func=cmd_schedules_apply)
     prev = csub.add_parser(

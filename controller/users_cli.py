@@ -8,10 +8,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from controller.auth import Role
+from controller.cli_common import config_arg, open_database
 from devices.clock import system_clock
 
 if TYPE_CHECKING:
@@ -25,17 +25,10 @@ ROLES = ", ".join(r.value for r in Role)
 @contextmanager
 def open_users(args: argparse.Namespace) -> Iterator[Users]:
     """The users of the configured database (migrated to the newest schema)."""
-    from controller.settings import load_settings
-    from controller.store.db import make_engine, migrate, session_factory
     from controller.store.users import Users
 
-    settings = load_settings(getattr(args, "config", None))
-    engine = make_engine(settings.database_url)
-    try:
-        migrate(engine)
-        yield Users(session_factory(engine))
-    finally:
-        engine.dispose()
+    with open_database(args) as sessions:
+        yield Users(sessions)
 
 
 def _print_token(token: str) -> None:
@@ -79,15 +72,6 @@ def cmd_users_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _config_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config",
-        type=Path,
-        metavar="FILE",
-        help="settings file (TOML); ILLUMINATE_* environment variables override it",
-    )
-
-
 def add_users_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
     """Register `illuminate users add|token|disable|list`."""
     users: argparse.ArgumentParser = subparsers.add_parser(
@@ -109,7 +93,7 @@ def add_users_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
         "  illuminate users add bob --role technician --city brussels --city ypres",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _config_arg(add)
+    config_arg(add)
     add.add_argument("name", help="user name (lower-case letters, digits, '.', '_', '@', '-')")
     add.add_argument("--role", required=True, metavar="ROLE", help=f"one of: {ROLES}")
     add.add_argument(
@@ -126,18 +110,18 @@ def add_users_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
         description="Print a new API token for the user, once (for example when the old "
         "one was lost). Their other tokens keep working.",
     )
-    _config_arg(token)
+    config_arg(token)
     token.add_argument("name")
     token.set_defaults(func=cmd_users_token)
 
     disable = usub.add_parser(
         "disable", help="disable a user: every one of their tokens stops working"
     )
-    _config_arg(disable)
+    config_arg(disable)
     disable.add_argument("name")
     disable.set_defaults(func=cmd_users_disable)
 
     ulist = usub.add_parser("list", help="list users, their roles and cities")
-    _config_arg(ulist)
+    config_arg(ulist)
     ulist.set_defaults(func=cmd_users_list)
     return users

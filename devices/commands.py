@@ -46,7 +46,8 @@ def _count(value: str) -> int:
     return n
 
 
-def _seconds(value: str) -> float:
+def seconds_arg(value: str) -> float:
+    """argparse type: seconds, 0 to one day."""
     try:
         s = float(value)
     except ValueError:
@@ -158,7 +159,7 @@ def add_simulate_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
     knobs.add_argument(
         "--offline-for",
         metavar="S",
-        type=_seconds,
+        type=seconds_arg,
         default=10.0,
         help="how long they stay offline before connecting (default 10)",
     )
@@ -171,7 +172,7 @@ def add_simulate_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
     knobs.add_argument(
         "--late-by",
         metavar="S",
-        type=_seconds,
+        type=seconds_arg,
         default=5.0,
         help="how late their acks are (default 5)",
     )

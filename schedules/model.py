@@ -204,6 +204,21 @@ class TimeSpec(_Frozen):
             raise ValueError("'offset', 'earliest' and 'latest' go with 'sun', not with 'at'")
         return self
 
+    @model_serializer
+    def _as_written(self) -> dict[str, str]:
+        """Only the keys that mean something, so a dump reads back as the same spec."""
+        if self.at is not None:
+            return {"at": self.at.strftime("%H:%M:%S")}
+        assert self.sun is not None
+        out = {"sun": self.sun.value}
+        if self.offset:
+            out["offset"] = format_offset(self.offset)
+        if self.earliest is not None:
+            out["earliest"] = self.earliest.strftime("%H:%M:%S")
+        if self.latest is not None:
+            out["latest"] = self.latest.strftime("%H:%M:%S")
+        return out
+
     def describe(self) -> str:
         if self.at is not None:
             return self.at.strftime("%H:%M:%S" if self.at.second else "%H:%M")

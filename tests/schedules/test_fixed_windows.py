@@ -114,3 +114,37 @@ def test_bad_campaign_names_the_path(patch, where):
     with pytest.raises(ScheduleFileError) as err:
         parse_document(Campaign, data, "c.yaml")
     assert f"c.yaml: {where}" in str(err.value)
+
+
+def test_a_dumped_campaign_reads_back_the_same():
+    data = {
+        "id": "c",
+        "title": {"en": "c"},
+        "color": "#009EDB",
+        "windows": [
+            {
+                "targets": {"all": True},
+                "rrule": "FREQ=YEARLY;BYMONTH=7;BYMONTHDAY=30",
+                "start": {"sun": "sunset", "offset": "-1h15m", "earliest": "20:00"},
+                "end": {"at": "01:00"},
+                "polar": {"fallback": "22:00"},
+            },
+            {
+                "targets": {"tags": ["fountain"]},
+                "dates": ["2026-07-30"],
+                "start": {"sun": "civil_dusk"},
+                "end": {"sun": "sunrise", "offset": "+30m", "latest": "06:00"},
+                "polar": "skip",
+            },
+        ],
+    }
+    campaign = Campaign.model_validate(data)
+    for mode in ("json", "python"):
+        assert Campaign.model_validate(campaign.model_dump(mode=mode)) == campaign
+    dumped = campaign.model_dump(mode="json")
+    assert dumped["windows"][0]["start"] == {
+        "sun": "sunset",
+        "offset": "-1h15m",
+        "earliest": "20:00:00",
+    }
+    assert dumped["windows"][1]["polar"] == "skip"
