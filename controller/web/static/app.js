@@ -10,7 +10,8 @@
  *   #summary (role=status, the only live region), #count-lit, #count-total,
  *   #count-pending, #count-unconfirmed, #count-offline, #count-scheduled, #count-off,
  *   #last-checked (<time>: the client clock at the last successful poll, 200 or 304),
- *   #last-updated (<time>: generated_at of the data shown), #stale-warning (data-stale="old"|"failed" when shown),
+ *   #last-updated (<time>: generated_at of the data shown),
+ *   #stale-warning (data-stale="old"|"failed" when shown),
  *   #cities > section.city[data-city] > ul > li#site-<id>[data-state=<code>].
  *   Only site elements carry a data-state attribute.
  */
