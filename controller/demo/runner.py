@@ -77,7 +77,7 @@ def seed(
     return FleetSpec(devices=devices)
 
 
-def _progress(controller: Controller, stop: threading.Event) -> None:
+def _progress(controller: Controller, stop: threading.Event, zone: ZoneInfo) -> None:
     """Print the public summary whenever it changes."""
     from controller.public import public_status
 
@@ -93,10 +93,8 @@ def _progress(controller: Controller, stop: threading.Event) -> None:
             f"{n} {k}" for k, n in status.summary.model_dump().items() if n and k != "total"
         )
         if line != last:
-            print(
-                f"[{controller.clock():%H:%M:%S}] {status.summary.total} monuments: {line}",
-                flush=True,
-            )
+            at = controller.clock().astimezone(zone)
+            print(f"[{at:%H:%M:%S}] {status.summary.total} monuments: {line}", flush=True)
             last = line
 
 
@@ -117,9 +115,9 @@ def run_demo(settings: Settings, start_in: timedelta, duration: timedelta) -> in
     fleet = Fleet(spec, controller.broker_address(), topics=settings.topics)
     fleet.start()
     stop = threading.Event()
-    progress = threading.Thread(target=_progress, args=(controller, stop), daemon=True)
-    url = f"http://{settings.http.host}:{settings.http.port}"
     zone = catalog.city_of(catalog.sites[0]).zone
+    progress = threading.Thread(target=_progress, args=(controller, stop, zone), daemon=True)
+    url = f"http://{settings.http.host}:{settings.http.port}"
     print(
         f"Illuminate demo: {len(catalog.sites)} monuments in {len(catalog.cities)} cities, "
         f"one simulated device each.\n"
