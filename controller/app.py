@@ -100,8 +100,10 @@ class Controller:
             self.settings.control.publish_timeout_s,
         )
         self.reconciler.on_outbox = self.dispatcher.wake
-        self.intake.on_drift = self.reconcile_now
+        self.intake.on_drift = self.request_reconcile
+        self.intake.on_stale_plan = self.dispatcher.republish
         self.link.on_connected.append(lambda: self.metrics.broker_connected.set(1))
+        self.link.on_disconnected.append(lambda: self.metrics.broker_connected.set(0))
         self.intake.start()
         self.dispatcher.start()
         self.link.start()
@@ -116,6 +118,10 @@ class Controller:
     def _reconcile(self) -> Iterable[datetime]:
         self.metrics.reconciles.inc()
         return self.reconciler.run().wake_at
+
+    def request_reconcile(self) -> None:
+        """Reconcile soon, on the timer's thread; many requests make one run."""
+        self.timer.soon()
 
     def reconcile_now(self) -> None:
         """Reconcile at once (after an edit), and plan the next wake-ups."""

@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 
 from controller.broker.link import Incoming
-from controller.lifecycle import CommandState
+from controller.lifecycle import FINAL, CommandState
 from controller.metrics import Metrics
 from controller.store.repo import Store
 from devices.clock import Clock
@@ -40,6 +41,17 @@ STAGE_TO_STATE = {
     Stage.EXPIRED: CommandState.EXPIRED,
 }
 
+_FINAL_VALUES = frozenset(state.value for state in FINAL)
+_CONFIRMABLE = frozenset(
+    {
+        CommandState.PENDING,
+        CommandState.PUBLISHED,
+        CommandState.RECEIVED,
+        CommandState.ARMED,
+        CommandState.UNCONFIRMED,
+    }
+)
+
 BODIES: dict[Kind, type[Ack] | type[DeviceState] | type[DeviceStatus]] = {
     Kind.ACK: Ack,
     Kind.STATE: DeviceState,
@@ -64,8 +76,10 @@ class Intake:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="intake", daemon=True)
         self._known: set[str] = set()
+        self._known_at = -1e9
         self.processed = 0
         self.on_drift: Callable[[], None] = lambda: None
+        self.on_stale_plan: Callable[[str], None] = lambda _device_id: None
 
     def start(self) -> None:
         self._thread.start()
@@ -90,8 +104,11 @@ class Intake:
                 self.processed += 1
 
     def _registered(self, device_id: str) -> bool:
-        if device_id not in self._known:
+        """Registered devices, re-read at most once a second when an unknown id shows up
+        (a flood from unregistered accounts must not turn into a flood of queries)."""
+        if device_id not in self._known and time.monotonic() - self._known_at > 1.0:
             self._known = self.store.device_ids()
+            self._known_at = time.monotonic()
         return device_id in self._known
 
     def _reject(self, device_id: str, reason: str, detail: str) -> None:
@@ -125,7 +142,7 @@ class Intake:
             self.store.record_status(device_id, body.online, body.firmware, now)
         else:
             self.store.record_state(device_id, body.state.model_dump(mode="json"), now)
-            self._check_drift(device_id, body)
+            self._state(device_id, body)
 
     def _ack(self, device_id: str, ack: Ack) -> None:
         row = self.store.command(device_id, ack.version)
@@ -154,6 +171,38 @@ class Intake:
                 ack.applied_at,
             )
         self.store.move(row.id, target, now, detail)
+
+    def _state(self, device_id: str, report: DeviceState) -> None:
+        """A state report is evidence too: of a step applied (its ack may have been lost,
+        say while the controller was down), of a device without its newest plan, or of
+        drift from the plan it applied."""
+        latest = self.store.latest_command(device_id)
+        if latest is None:
+            return
+        if report.plan_version is None or report.plan_version < latest.version:
+            if latest.state not in _FINAL_VALUES:
+                self.on_stale_plan(device_id)
+            return
+        if report.plan_version == latest.version and report.step_at is not None:
+            step = next(
+                (s for s in decode(Plan, latest.payload).steps if s.at == report.step_at), None
+            )
+            if step is not None and step.state.matches(report.state):
+                self.store.record_applied(
+                    device_id,
+                    latest.version,
+                    report.step_at,
+                    report.state.model_dump(mode="json"),
+                    report.reported_at,
+                )
+                self.store.move(
+                    latest.id,
+                    CommandState.APPLIED,
+                    self.clock(),
+                    f"state report: step {report.step_at.isoformat()} in force",
+                    only_from=_CONFIRMABLE,
+                )
+        self._check_drift(device_id, report)
 
     def _check_drift(self, device_id: str, report: DeviceState) -> None:
         """An applied plan whose device now reports other output has DRIFTED.

@@ -18,8 +18,8 @@ from controller.lifecycle import CommandState
 from controller.store.repo import DeviceView, Snapshot, Store
 from controller.store.tables import CommandRow
 from devices.clock import Clock
+from devices.protocol import MAX_STEPS, Plan, PlanStep, decode, encode
 from devices.protocol import LightState as WireLight
-from devices.protocol import Plan, PlanStep, decode, encode
 from schedules.model import Light, Site
 from schedules.resolve import LOOKAROUND, Segment, timeline
 
@@ -121,37 +121,49 @@ class Reconciler:
             result = ReconcileResult()
             snap = self.store.snapshot()
             latest = self.store.latest_commands()
+            sites = {site.id: site for site in snap.catalog.sites}
+            per_site: dict[str, list[PlanStep]] = {}
             wakes: set[datetime] = set()
             for device in snap.devices:
-                site = next((s for s in snap.catalog.sites if s.id == device.site_id), None)
+                site = sites.get(device.site_id)
                 if site is None:
                     continue
                 try:
-                    steps = self._steps(snap, site, now)
-                except ValueError as exc:  # e.g. a polar policy missing for a new site
+                    if site.id not in per_site:
+                        per_site[site.id] = self._steps(snap, site, now)
+                    steps = per_site[site.id]
+                    wakes.update(s.at for s in steps if s.at > now)
+                    wakes.update(s.at + self.grace for s in steps if s.at + self.grace > now)
+                    self._device(device, latest.get(device.id), steps, now, result)
+                except Exception as exc:  # one device's trouble never stops the fleet's plans
                     log.error(
                         "device %s: cannot plan, keeping its current plan: %s", device.id, exc
                     )
-                    continue
-                wakes.update(s.at for s in steps if s.at > now)
-                wakes.update(s.at + self.grace for s in steps if s.at + self.grace > now)
-                row = latest.get(device.id)
-                if row is not None:
-                    old = decode(Plan, row.payload)
-                    drifted = row.state == CommandState.DRIFTED.value
-                    if not drifted and same_from_now(old.steps, steps, now):
-                        if self._check_confirmation(device, row, old, now):
-                            result.unconfirmed.append(device.id)
-                        continue
-                version = (row.version if row else 0) + 1
-                plan = Plan(version=version, issued_at=now, steps=steps)
-                self.store.add_command(device.id, version, encode(plan).decode(), now)
-                result.new_versions[device.id] = version
-                log.info("device %s: plan version %d (%d steps)", device.id, version, len(steps))
             result.wake_at = sorted(wakes)
             if result.new_versions:
                 self.on_outbox()
             return result
+
+    def _device(
+        self,
+        device: DeviceView,
+        row: CommandRow | None,
+        steps: list[PlanStep],
+        now: datetime,
+        result: ReconcileResult,
+    ) -> None:
+        if row is not None:
+            old = decode(Plan, row.payload)
+            drifted = row.state == CommandState.DRIFTED.value
+            if not drifted and same_from_now(old.steps, steps, now):
+                if self._check_confirmation(device.id, row, old, now):
+                    result.unconfirmed.append(device.id)
+                return
+        version = (row.version if row else 0) + 1
+        plan = Plan(version=version, issued_at=now, steps=steps)
+        self.store.add_command(device.id, version, encode(plan).decode(), now)
+        result.new_versions[device.id] = version
+        log.info("device %s: plan version %d (%d steps)", device.id, version, len(steps))
 
     def _steps(self, snap: Snapshot, site: Site, now: datetime) -> list[PlanStep]:
         city = snap.catalog.city_of(site)
@@ -159,10 +171,19 @@ class Reconciler:
         # plan_steps then keeps only the changes up to the horizon.
         end = now + self.horizon
         segments = timeline(snap.campaigns, site, city.zone, now - LOOKAROUND, end + LOOKAROUND)
-        return plan_steps(segments, now, end)
+        steps = plan_steps(segments, now, end)
+        if len(steps) > MAX_STEPS:
+            log.warning(
+                "site %s: %d steps in the horizon; the plan keeps the first %d",
+                site.id,
+                len(steps),
+                MAX_STEPS,
+            )
+            steps = steps[:MAX_STEPS]
+        return steps
 
     def _check_confirmation(
-        self, device: DeviceView, row: CommandRow, plan: Plan, now: datetime
+        self, device_id: str, row: CommandRow, plan: Plan, now: datetime
     ) -> bool:
         """The step in force with no apply report within the grace period: UNCONFIRMED.
 
@@ -173,6 +194,9 @@ class Reconciler:
         if due is None or CommandState(row.state) not in _AWAITING:
             return False
         if now < max(due.at, plan.issued_at) + self.grace:
+            return False
+        device = self.store.device(device_id)  # fresh: an ack may have landed since
+        if device is None:
             return False
         confirmed = (
             device.applied_version == plan.version

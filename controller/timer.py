@@ -8,6 +8,7 @@ and a late wake-up simply runs the level-triggered reconcile late.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 
@@ -25,6 +26,8 @@ class Timer:
         """`wake` runs a reconcile and returns the instants to wake up at next."""
         self._wake = wake
         self._tick = tick
+        self._busy = threading.Lock()
+        self._stopping = threading.Event()
         self._scheduler = BackgroundScheduler(
             timezone=UTC,
             job_defaults={"misfire_grace_time": None, "coalesce": True, "max_instances": 1},
@@ -40,16 +43,35 @@ class Timer:
         self._scheduler.start()
 
     def stop(self) -> None:
+        # APScheduler's shutdown() holds the job-store lock while it waits for running
+        # jobs; a job that adds a wake-up then waits for that lock: a deadlock. So first
+        # let any fire() in flight finish and make later ones return at once.
+        with self._busy:
+            self._stopping.set()
         if self._scheduler.running:
             self._scheduler.shutdown(wait=True)
 
     def fire(self) -> None:
-        try:
-            instants = list(self._wake())
-        except Exception:
-            log.exception("reconcile failed; the safety tick will try again")
+        with self._busy:
+            if self._stopping.is_set():
+                return
+            try:
+                instants = list(self._wake())
+            except Exception:
+                log.exception("reconcile failed; the safety tick will try again")
+                return
+            self.plan(instants)
+
+    def soon(self) -> None:
+        """Run a reconcile on the timer's thread as soon as it can; requests coalesce."""
+        if self._stopping.is_set():
             return
-        self.plan(instants)
+        self._scheduler.add_job(
+            self.fire,
+            DateTrigger(run_date=datetime.now(UTC), timezone=UTC),
+            id="soon",
+            replace_existing=True,
+        )
 
     def plan(self, instants: Iterable[datetime]) -> None:
         for at in sorted(set(instants))[:MAX_WAKEUPS]:

@@ -72,7 +72,8 @@ class Behaviour(BaseModel):
     """How the agent acknowledges. Anything but `normal` is for simulation and tests.
 
     - `normal`: acks every stage at once.
-    - `never`: applies steps and reports its state, but sends no acks.
+    - `never`: applies steps but reports nothing back: no acks, no state reports (a
+      silent device; only its online status is seen).
     - `late`: sends each ack `ack_delay_s` seconds late (steps still apply on time).
     - `reject`: acks each new plan `rejected` with `reject_reason` and applies nothing.
     """
@@ -532,6 +533,8 @@ class Agent:
             self._cond.notify_all()
 
     def _publish_state(self) -> None:
+        if self.behaviour.ack == "never":
+            return
         version, step_at = self._last_applied or (None, None)
         state = DeviceState(
             device=self.device_id,

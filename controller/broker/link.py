@@ -47,6 +47,7 @@ class BrokerLink:
         self.started_at = started_at
         self.connected = threading.Event()
         self.on_connected: list[Any] = []
+        self.on_disconnected: list[Any] = []
         will = encode(ControllerStatus(online=False))
         self.client = new_client(
             address,
@@ -117,6 +118,8 @@ class BrokerLink:
         if self.connected.is_set():
             log.warning("lost the broker connection (%s); reconnecting", reason)
         self.connected.clear()
+        for callback in self.on_disconnected:
+            callback()
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:

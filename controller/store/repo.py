@@ -6,9 +6,9 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller.lifecycle import FINAL, CommandState, check_move
@@ -39,6 +39,8 @@ class DeviceView:
     applied_step_at: datetime | None
     applied_state: dict[str, Any] | None
     applied_at: datetime | None
+    reported_state: dict[str, Any] | None = None
+    reported_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,11 @@ class Store:
     def device_ids(self) -> set[str]:
         with self.sessions() as s:
             return set(s.scalars(select(DeviceRow.id)))
+
+    def device(self, device_id: str) -> DeviceView | None:
+        with self.sessions() as s:
+            row = s.get(DeviceRow, device_id)
+            return _device_view(row) if row is not None else None
 
     def devices(self) -> list[DeviceView]:
         with self.sessions() as s:
@@ -225,22 +232,40 @@ class Store:
         *,
         only_from: frozenset[CommandState] | None = None,
     ) -> bool:
-        """Apply one lifecycle transition; False (and nothing stored) when not allowed."""
-        with self.sessions.begin() as s:
-            row = s.get(CommandRow, command_id, with_for_update=True)
-            if row is None:
-                return False
-            current = CommandState(row.state)
-            if only_from is not None and current not in only_from:
-                return False
-            try:
-                check_move(current, target)
-            except ValueError:
-                return False
-            _move(s, row, target, now, detail)
-            if target is CommandState.PUBLISHED:
-                row.published_at = now
-            return True
+        """Apply one lifecycle transition; False (and nothing stored) when not allowed.
+
+        Compare-and-set: the row changes only if its state is still the one the
+        transition was checked against, so two threads (a PUBACK and an ack, say)
+        can never overwrite each other's move. On a lost race it checks again.
+        """
+        for _attempt in range(5):
+            with self.sessions.begin() as s:
+                row = s.get(CommandRow, command_id)
+                if row is None:
+                    return False
+                current = CommandState(row.state)
+                if only_from is not None and current not in only_from:
+                    return False
+                try:
+                    check_move(current, target)
+                except ValueError:
+                    return False
+                values: dict[str, Any] = {"state": target.value, "state_at": now}
+                if detail and target in FINAL | {CommandState.UNCONFIRMED}:
+                    values["reason"] = detail[:500]
+                if target is CommandState.PUBLISHED:
+                    values["published_at"] = now
+                result = s.execute(
+                    update(CommandRow)
+                    .where(CommandRow.id == command_id, CommandRow.state == current.value)
+                    .values(**values)
+                    .execution_options(synchronize_session=False)
+                )
+                if cast("CursorResult[Any]", result).rowcount != 1:
+                    continue  # another thread moved it first: check against the new state
+                s.add(_event(row, current, target, now, detail))
+                return True
+        return False
 
     def events(self, device_id: str | None = None) -> list[CommandEventRow]:
         with self.sessions() as s:
@@ -288,7 +313,11 @@ class Store:
             row = s.get(DeviceRow, device_id)
             if row is None:
                 return
-            newer = row.applied_step_at is None or step_at >= row.applied_step_at
+            newer = (
+                row.applied_version is None
+                or version > row.applied_version
+                or (version == row.applied_version and step_at >= (row.applied_step_at or step_at))
+            )
             if newer:
                 row.applied_version = version
                 row.applied_step_at = step_at
@@ -343,16 +372,19 @@ def _campaigns(s: Session) -> tuple[Campaign, ...]:
     return tuple(Campaign.model_validate(row.body) for row in rows)
 
 
+def _device_view(r: DeviceRow) -> DeviceView:
+    return DeviceView(
+        id=r.id,
+        site_id=r.site_id,
+        online=r.online,
+        applied_version=r.applied_version,
+        applied_step_at=r.applied_step_at,
+        applied_state=r.applied_state,
+        applied_at=r.applied_at,
+        reported_state=r.reported_state,
+        reported_at=r.reported_at,
+    )
+
+
 def _devices(s: Session) -> list[DeviceView]:
-    return [
-        DeviceView(
-            id=r.id,
-            site_id=r.site_id,
-            online=r.online,
-            applied_version=r.applied_version,
-            applied_step_at=r.applied_step_at,
-            applied_state=r.applied_state,
-            applied_at=r.applied_at,
-        )
-        for r in s.scalars(select(DeviceRow).order_by(DeviceRow.id))
-    ]
+    return [_device_view(r) for r in s.scalars(select(DeviceRow).order_by(DeviceRow.id))]
