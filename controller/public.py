@@ -77,13 +77,20 @@ def _device_state(
 ) -> tuple[PublicState, datetime | None]:
     if device.online is not True:
         return PublicState.OFFLINE, None
-    if (
+    target = LightState(on=True, color=seg.light.color, level=seg.light.level)
+    confirmed = (
         device.applied_step_at == seg.start
         and device.applied_state is not None
-        and LightState.model_validate(device.applied_state).matches(
-            LightState(on=True, color=seg.light.color, level=seg.light.level)
-        )
-    ):
+        and LightState.model_validate(device.applied_state).matches(target)
+    )
+    contradicted = (
+        device.reported_state is not None
+        and device.reported_at is not None
+        and device.applied_at is not None
+        and device.reported_at > device.applied_at
+        and not LightState.model_validate(device.reported_state).matches(target)
+    )
+    if confirmed and not contradicted:
         return PublicState.LIT, device.applied_at
     if now >= seg.start + grace:
         return PublicState.UNCONFIRMED, None
@@ -106,6 +113,19 @@ def _site_state(
     return PublicState.PENDING, None
 
 
+def _runs(segments: list[Segment]) -> list[Segment]:
+    """Join touching segments with the same look, as a device's plan does: one step
+    starts the run, whichever campaigns the pieces belong to (the first names it)."""
+    out: list[Segment] = []
+    for seg in segments:
+        last = out[-1] if out else None
+        if last is not None and last.end == seg.start and last.light == seg.light:
+            out[-1] = Segment(last.site, last.campaign, last.start, seg.end, last.light)
+        else:
+            out.append(seg)
+    return out
+
+
 def site_status(
     snap: Snapshot, site: Site, now: datetime, grace: timedelta, upcoming: timedelta, lang: str
 ) -> PublicSite:
@@ -114,7 +134,7 @@ def site_status(
     segments = timeline(
         snap.campaigns, site, city.zone, now - LOOKAROUND, now + upcoming + LOOKAROUND
     )
-    lit_segments = [seg for seg in segments if seg.light.on and seg.start <= now + upcoming]
+    lit_segments = [seg for seg in _runs(segments) if seg.light.on and seg.start <= now + upcoming]
     current = next((seg for seg in lit_segments if seg.contains(now)), None)
     base = {
         "id": site.id,

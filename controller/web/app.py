@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -21,6 +23,27 @@ from devices.clock import Clock
 
 STATIC = Path(__file__).parent / "static"
 PUBLIC_CACHE = "public, max-age=5, s-maxage=10, stale-while-revalidate=30"
+LANGUAGES = frozenset({"en", "fr", "nl", "de"})
+PUBLIC_TTL_S = 1.0
+
+
+class PublicCache:
+    """The public status, computed at most once a second per language: a crowd on the
+    page costs one computation, not one per visitor."""
+
+    def __init__(self, ttl_s: float = PUBLIC_TTL_S) -> None:
+        self.ttl_s = ttl_s
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[float, PublicStatus]] = {}
+
+    def get(self, lang: str, compute: Callable[[], PublicStatus]) -> PublicStatus:
+        with self._lock:
+            hit = self._entries.get(lang)
+            if hit is not None and time.monotonic() - hit[0] < self.ttl_s:
+                return hit[1]
+            body = compute()
+            self._entries[lang] = (time.monotonic(), body)
+            return body
 
 
 def build_web(
@@ -56,6 +79,8 @@ def build_web(
     def index() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
+    cache = PublicCache()
+
     @app.get(
         "/api/v1/public/status",
         response_model=PublicStatus,
@@ -63,7 +88,10 @@ def build_web(
         tags=["public"],
     )
     def status(request: Request, lang: str = "en") -> Response:
-        body = public_status(store.snapshot(), clock(), grace, upcoming, lang=lang[:8])
+        lang = lang if lang in LANGUAGES else "en"
+        body = cache.get(
+            lang, lambda: public_status(store.snapshot(), clock(), grace, upcoming, lang=lang)
+        )
         etag = body.etag()
         headers = {"ETag": etag, "Cache-Control": PUBLIC_CACHE, "Vary": "Accept-Encoding"}
         if etag in {t.strip() for t in request.headers.get("if-none-match", "").split(",")}:

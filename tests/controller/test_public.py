@@ -317,3 +317,31 @@ def test_etag_is_stable_while_a_scheduled_window_straddles_the_upcoming_limit() 
     b = status(snap(device(), campaigns=tomorrow), now + timedelta(seconds=1))
     assert a.sites[0].state is PublicState.SCHEDULED
     assert a.etag() == b.etag()
+
+
+def test_a_later_state_report_of_other_output_takes_lit_away() -> None:
+    dark = {"on": False, "color": "#000000", "level": 0}
+    lit = lit_device(at=S + timedelta(seconds=1))
+    reported_dark = DeviceView(
+        **{**lit.__dict__, "reported_state": dark, "reported_at": S + timedelta(minutes=5)}
+    )
+    now = S + timedelta(minutes=6)
+    assert atomium(snap(lit), now).state is PublicState.LIT
+    site = atomium(snap(reported_dark), now)
+    assert site.state is PublicState.UNCONFIRMED
+    assert site.color is None
+    # a report from before the apply says nothing about it
+    earlier = DeviceView(**{**lit.__dict__, "reported_state": dark, "reported_at": S})
+    assert atomium(snap(earlier), now).state is PublicState.LIT
+
+
+def test_adjacent_windows_of_the_same_look_are_one_confirmed_run() -> None:
+    # two campaigns back to back with the same colour: the device's plan has one step at
+    # 21:00 (19:00Z), and its confirmation covers the whole run
+    first = campaign("first", start="21:00", end="22:00")
+    second = campaign("second", start="22:00", end="23:00")
+    now = S + timedelta(minutes=90)  # inside the second campaign's window
+    site = atomium(snap(lit_device(), campaigns=(first, second)), now)
+    assert site.state is PublicState.LIT
+    assert site.window is not None
+    assert (site.window.start, site.window.end) == (S, E)
