@@ -26,6 +26,8 @@ from schedules.resolve import LOOKAROUND, Segment, timeline
 log = logging.getLogger(__name__)
 
 OFF = WireLight(on=False)
+_RETRIED = frozenset({CommandState.UNCONFIRMED.value, CommandState.FAILED.value})
+MAX_RETRIES = 3
 _AWAITING = frozenset(
     {
         CommandState.PENDING,
@@ -113,6 +115,7 @@ class Reconciler:
         self.horizon = horizon
         self.grace = grace
         self.on_outbox = on_outbox
+        self.retry_after = max(grace * 2, timedelta(seconds=60))
         self._lock = threading.Lock()
 
     def run(self, now: datetime | None = None) -> ReconcileResult:
@@ -154,8 +157,10 @@ class Reconciler:
     ) -> None:
         if row is not None:
             old = decode(Plan, row.payload)
-            drifted = row.state == CommandState.DRIFTED.value
-            if not drifted and same_from_now(old.steps, steps, now):
+            again = row.state == CommandState.DRIFTED.value or self._retry_due(
+                device, row, old, now
+            )
+            if not again and same_from_now(old.steps, steps, now):
                 if self._check_confirmation(device.id, row, old, now):
                     result.unconfirmed.append(device.id)
                 return
@@ -164,6 +169,23 @@ class Reconciler:
         self.store.add_command(device.id, version, encode(plan).decode(), now)
         result.new_versions[device.id] = version
         log.info("device %s: plan version %d (%d steps)", device.id, version, len(steps))
+
+    def _retry_due(self, device: DeviceView, row: CommandRow, plan: Plan, now: datetime) -> bool:
+        """Send the plan again, as a new version, when its step in force went unconfirmed
+        or failed, the device is online, `retry_after` has passed, and fewer than
+        `MAX_RETRIES` versions were already sent for that step. (A device drops a
+        version it has, so only a new one makes it apply and report again.)"""
+        if row.state not in _RETRIED or device.online is not True:
+            return False
+        if now - row.state_at < self.retry_after:
+            return False
+        due = plan.step_at(now)
+        if due is None:
+            return False
+        if self.store.count_commands(device.id, issued_since=due.at) >= MAX_RETRIES:
+            return False
+        log.warning("device %s: v%d %s; sending the plan again", device.id, row.version, row.state)
+        return True
 
     def _steps(self, snap: Snapshot, site: Site, now: datetime) -> list[PlanStep]:
         city = snap.catalog.city_of(site)

@@ -274,11 +274,15 @@ class Store:
                 query = query.where(CommandEventRow.device_id == device_id)
             return list(s.scalars(query))
 
-    def count_commands(self, device_id: str | None = None) -> int:
+    def count_commands(
+        self, device_id: str | None = None, issued_since: datetime | None = None
+    ) -> int:
         with self.sessions() as s:
             query = select(func.count()).select_from(CommandRow)
             if device_id is not None:
                 query = query.where(CommandRow.device_id == device_id)
+            if issued_since is not None:
+                query = query.where(CommandRow.created_at >= issued_since)
             return int(s.scalar(query) or 0)
 
     # device reports -----------------------------------------------------------

@@ -439,3 +439,27 @@ def test_moves_on_a_final_command_are_refused_and_not_audited(rig: Rig) -> None:
     assert not rig.store.move(old.id, CommandState.APPLIED, T0 + timedelta(hours=2))
     assert rig.state("dev-a", 1) == "superseded"
     assert len(rig.store.events("dev-a")) == before
+
+
+def test_an_online_device_that_stays_unconfirmed_gets_the_plan_again_three_times(
+    rig: Rig,
+) -> None:
+    rig.store.record_status("dev-a", True, None, T0)
+    rig.reconciler.run(now=T0)
+    unconfirmed_at = S + GRACE + timedelta(seconds=1)
+    assert rig.reconciler.run(now=unconfirmed_at).unconfirmed == ["dev-a", "dev-b"]
+    retry = rig.reconciler.retry_after
+    assert retry == timedelta(seconds=60)
+    # not before retry_after
+    assert rig.reconciler.run(now=unconfirmed_at + retry - timedelta(seconds=1)).new_versions == {}
+    t = unconfirmed_at
+    for version in (2, 3, 4):
+        t = t + retry
+        result = rig.reconciler.run(now=t)
+        assert result.new_versions == {"dev-a": version}  # dev-b is offline: left alone
+        assert rig.state("dev-a", version - 1) == "superseded"
+        t = t + GRACE + timedelta(seconds=1)
+        assert rig.reconciler.run(now=t).unconfirmed == ["dev-a"]
+    # three retries for the step: then it stays unconfirmed, for someone to look at
+    assert rig.reconciler.run(now=t + retry * 10).new_versions == {}
+    assert rig.state("dev-a", 4) == "unconfirmed"
