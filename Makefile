@@ -24,27 +24,26 @@ install: $(DEV_STAMP)
 demo: $(RUN_STAMP)
 	$(BIN)/illuminate demo
 
-# The broker tests start their own Mosquitto; install it when this machine lacks it.
-mosquitto:
-	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || { \
+# $(call ensure,COMMAND,PATH,DEBIAN PACKAGE,WHAT FOR): install a system package the tests
+# need when the machine lacks it and we may (root with apt-get); otherwise say so and stop.
+define ensure
+	@command -v $(1) >/dev/null 2>&1 || test -x $(2) || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "Installing Mosquitto (Debian package 'mosquitto') for the broker tests"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
+	    echo "Installing $(3) (Debian package '$(3)') for $(4)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(3) >/dev/null; \
 	  else \
-	    echo "The broker tests need Mosquitto. Install it (Debian: sudo apt-get install mosquitto) and run make test again." >&2; \
+	    echo "$(4) need the Debian package $(3), which is missing. Install it (Debian: sudo apt-get install $(3)) and run make test again." >&2; \
 	    exit 1; \
 	  fi; }
+endef
 
-# The browser test renders the public page in headless Chromium; install it when this machine lacks it.
+# The broker tests start their own Mosquitto.
+mosquitto:
+	$(call ensure,mosquitto,/usr/sbin/mosquitto,mosquitto,the broker tests)
+
+# The browser test renders the public page in headless Chromium.
 browser:
-	@command -v chromium >/dev/null 2>&1 || test -x /usr/bin/chromium || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "Installing Chromium (Debian package 'chromium') for the browser test"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else \
-	    echo "The browser test needs Chromium. Install it (Debian: sudo apt-get install chromium) and run make test again." >&2; \
-	    exit 1; \
-	  fi; }
+	$(call ensure,chromium,/usr/bin/chromium,chromium,the browser tests)
 
 test: $(DEV_STAMP) mosquitto browser lint
 	$(BIN)/python -m pytest -q
