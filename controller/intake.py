@@ -77,6 +77,7 @@ class Intake:
         self._thread = threading.Thread(target=self._loop, name="intake", daemon=True)
         self._known: set[str] = set()
         self._known_at = -1e9
+        self._known_generation = -1
         self.processed = 0
         self.on_drift: Callable[[], None] = lambda: None
         self.on_stale_plan: Callable[[str], None] = lambda _device_id: None
@@ -104,9 +105,14 @@ class Intake:
                 self.processed += 1
 
     def _registered(self, device_id: str) -> bool:
-        """Registered devices, re-read at most once a second when an unknown id shows up
-        (a flood from unregistered accounts must not turn into a flood of queries)."""
-        if device_id not in self._known and time.monotonic() - self._known_at > 1.0:
+        """Registered devices, re-read when an unknown id shows up: at once after a
+        registration in this process, else at most once a second (a flood from
+        unregistered accounts must not turn into a flood of queries)."""
+        if device_id not in self._known and (
+            self._known_generation != self.store.registry_generation
+            or time.monotonic() - self._known_at > 1.0
+        ):
+            self._known_generation = self.store.registry_generation
             self._known = self.store.device_ids()
             self._known_at = time.monotonic()
         return device_id in self._known
@@ -136,6 +142,8 @@ class Intake:
             return
         self.metrics.accepted_messages.labels(kind=where.kind.value).inc()
         now = self.clock()
+        if not message.retain and where.kind in (Kind.ACK, Kind.STATE):
+            self.store.mark_online(device_id, now)
         if isinstance(body, Ack):
             self._ack(device_id, body)
         elif isinstance(body, DeviceStatus):
@@ -177,6 +185,19 @@ class Intake:
         say while the controller was down), of a device without its newest plan, or of
         drift from the plan it applied."""
         latest = self.store.latest_command(device_id)
+        newest = latest.version if latest is not None else 0
+        if report.plan_version is not None and report.plan_version > newest:
+            # it holds a version this database never issued (a restore, a re-registered
+            # device): it would ignore ours, so the next version must go past its own
+            if self.store.raise_version_floor(device_id, report.plan_version):
+                log.warning(
+                    "device %s holds plan version %d, beyond ours (%d); re-planning above it",
+                    device_id,
+                    report.plan_version,
+                    newest,
+                )
+                self.on_drift()
+            return
         if latest is None:
             return
         if report.plan_version is None or report.plan_version < latest.version:

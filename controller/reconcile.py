@@ -157,14 +157,16 @@ class Reconciler:
     ) -> None:
         if row is not None:
             old = decode(Plan, row.payload)
-            again = row.state == CommandState.DRIFTED.value or self._retry_due(
-                device, row, old, now
+            again = (
+                row.state == CommandState.DRIFTED.value
+                or device.version_floor >= row.version
+                or self._retry_due(device, row, old, now)
             )
             if not again and same_from_now(old.steps, steps, now):
                 if self._check_confirmation(device.id, row, old, now):
                     result.unconfirmed.append(device.id)
                 return
-        version = (row.version if row else 0) + 1
+        version = max(row.version if row else 0, device.version_floor) + 1
         plan = Plan(version=version, issued_at=now, steps=steps)
         self.store.add_command(device.id, version, encode(plan).decode(), now)
         result.new_versions[device.id] = version

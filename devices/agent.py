@@ -435,7 +435,18 @@ class Agent:
                 self._malformed += 1
                 self._cond.notify_all()
             return
-        if plan.version <= self._version:
+        if plan.version < self._version:
+            # a sender that counts below us (say, a controller whose database was
+            # restored): ignore the plan, but say which version we hold
+            log.info(
+                "agent %s: plan %d is older than %d; ignored",
+                self.device_id,
+                plan.version,
+                self._version,
+            )
+            self._publish_state()
+            return
+        if plan.version == self._version:
             log.debug("agent %s: plan %d already seen", self.device_id, plan.version)
             return
         self._version = plan.version

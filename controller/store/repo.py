@@ -41,6 +41,7 @@ class DeviceView:
     applied_at: datetime | None
     reported_state: dict[str, Any] | None = None
     reported_at: datetime | None = None
+    version_floor: int = 0
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,9 @@ def verify_secret(secret: str, stored: str) -> bool:
 class Store:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions = sessions
+        self.registry_generation = 0
+        """Bumped by every registration made through this store, so caches of the
+        registry in this process can tell at once that it changed."""
 
     # registry -----------------------------------------------------------------
 
@@ -110,6 +114,7 @@ class Store:
                 raise RegistryError(f"unknown site {site_id!r}")
             if s.get(DeviceRow, device_id) is not None:
                 raise RegistryError(f"device {device_id!r} is already registered")
+            self.registry_generation += 1
             s.add(
                 DeviceRow(
                     id=device_id,
@@ -296,6 +301,15 @@ class Store:
                 values["firmware"] = firmware
             s.execute(update(DeviceRow).where(DeviceRow.id == device_id).values(**values))
 
+    def mark_online(self, device_id: str, now: datetime) -> None:
+        """A live message proves the device is connected, whatever status we missed."""
+        with self.sessions.begin() as s:
+            s.execute(
+                update(DeviceRow)
+                .where(DeviceRow.id == device_id, DeviceRow.online.is_not(True))
+                .values(online=True, status_at=now)
+            )
+
     def record_state(self, device_id: str, state: dict[str, Any], now: datetime) -> None:
         with self.sessions.begin() as s:
             s.execute(
@@ -303,6 +317,16 @@ class Store:
                 .where(DeviceRow.id == device_id)
                 .values(reported_state=state, reported_at=now)
             )
+
+    def raise_version_floor(self, device_id: str, version: int) -> bool:
+        """Remember that the device holds `version`; True when that raised the floor."""
+        with self.sessions.begin() as s:
+            result = s.execute(
+                update(DeviceRow)
+                .where(DeviceRow.id == device_id, DeviceRow.version_floor < version)
+                .values(version_floor=version)
+            )
+            return cast("CursorResult[Any]", result).rowcount == 1
 
     def record_applied(
         self,
@@ -312,15 +336,17 @@ class Store:
         state: dict[str, Any],
         applied_at: datetime,
     ) -> None:
-        """Keep the newest step the device reports applied (by step instant)."""
+        """Keep the newest step the device reports applied: newest version, then latest
+        step. A repeated report of the same step keeps the first (true) applied time."""
         with self.sessions.begin() as s:
             row = s.get(DeviceRow, device_id)
             if row is None:
                 return
+            later_step = row.applied_step_at is None or step_at > row.applied_step_at
             newer = (
                 row.applied_version is None
                 or version > row.applied_version
-                or (version == row.applied_version and step_at >= (row.applied_step_at or step_at))
+                or (version == row.applied_version and later_step)
             )
             if newer:
                 row.applied_version = version
@@ -387,6 +413,7 @@ def _device_view(r: DeviceRow) -> DeviceView:
         applied_at=r.applied_at,
         reported_state=r.reported_state,
         reported_at=r.reported_at,
+        version_floor=r.version_floor or 0,
     )
 
 

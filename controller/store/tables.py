@@ -85,6 +85,9 @@ class DeviceRow(Base):
     applied_step_at: Mapped[datetime | None] = mapped_column(default=None)
     applied_state: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     applied_at: Mapped[datetime | None] = mapped_column(default=None)
+    version_floor: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """The highest plan version the device says it has: the next version must exceed it
+    (after a database restore the device may hold versions this database never issued)."""
 
 
 class CampaignRow(Base):

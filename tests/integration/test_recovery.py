@@ -57,3 +57,44 @@ def test_broker_and_devices_that_forgot_everything_get_their_plans_again(rig_fac
     assert wait_until(lambda: all(f.current.on for f in rebooted.fixtures.values()), timeout=8)
     assert {d: a.plan_version for d, a in rebooted.agents.items()} == versions  # same versions
     assert wait_until(lambda: set(rig.states().values()) == {"lit"}, timeout=5)
+
+
+def test_a_restored_database_plans_above_the_versions_devices_hold(
+    rig_factory, tmp_path, mosquitto
+):
+    """Devices drop versions at or below the one they have; after the controller lost its
+    database, their state reports tell it how far it must count to be heard again."""
+    from datetime import UTC, datetime
+
+    from tests.integration.conftest import make_settings
+
+    rig = rig_factory(2)
+    rig.start_controller()
+    opens = whole_second(2)
+    blue = window_campaign(opens, opens + timedelta(seconds=60))
+    rig.register(blue)
+    fleet = rig.start_fleet()
+    assert wait_until(lambda: set(rig.states().values()) == {"lit"}, timeout=8)
+    for color in ("#FF0000", "#00FF00"):
+        rig.controller.store.put_campaign(
+            blue.model_copy(update={"color": color}), datetime.now(UTC)
+        )
+        rig.controller.reconcile_now()
+    assert wait_until(lambda: all(f.current.color == "#00FF00" for f in fleet.fixtures.values()), 5)
+    held = {d: a.plan_version for d, a in fleet.agents.items()}
+    assert min(held.values()) >= 3
+
+    rig.controller.stop()
+    rig.settings = make_settings(tmp_path / "restored", mosquitto.url)  # an empty database
+    rig.start_controller()
+    rig.register(blue)
+    assert wait_until(lambda: all(f.current.color == "#009EDB" for f in fleet.fixtures.values()), 8)
+    assert {d: a.plan_version for d, a in fleet.agents.items()} == {
+        d: v + 1 for d, v in held.items()
+    }
+    ok = wait_until(lambda: set(rig.states().values()) == {"lit"}, timeout=5)
+    assert ok, (
+        rig.states(),
+        rig.controller.store.devices(),
+        rig.controller.store.latest_commands(),
+    )
