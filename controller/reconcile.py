@@ -163,7 +163,7 @@ class Reconciler:
                 or self._retry_due(device, row, old, now)
             )
             if not again and same_from_now(old.steps, steps, now):
-                if self._check_confirmation(device.id, row, old, now):
+                if self._check_confirmation(device, row, old, now):
                     result.unconfirmed.append(device.id)
                 return
         version = max(row.version if row else 0, device.version_floor) + 1
@@ -207,7 +207,7 @@ class Reconciler:
         return steps
 
     def _check_confirmation(
-        self, device_id: str, row: CommandRow, plan: Plan, now: datetime
+        self, seen: DeviceView, row: CommandRow, plan: Plan, now: datetime
     ) -> bool:
         """The step in force with no apply report within the grace period: UNCONFIRMED.
 
@@ -219,16 +219,20 @@ class Reconciler:
             return False
         if now < max(due.at, plan.issued_at) + self.grace:
             return False
-        device = self.store.device(device_id)  # fresh: an ack may have landed since
-        if device is None:
+        if _confirms(seen, plan, due.at):
             return False
-        confirmed = (
-            device.applied_version == plan.version
-            and device.applied_step_at is not None
-            and device.applied_step_at >= due.at
-        ) or (device.applied_step_at is not None and device.applied_step_at > due.at)
-        if confirmed:
+        fresh = self.store.device(seen.id)  # the snapshot may predate an ack just taken in
+        if fresh is None or _confirms(fresh, plan, due.at):
             return False
         return self.store.move(
             row.id, CommandState.UNCONFIRMED, now, f"no apply report for the step at {due.at}"
         )
+
+
+def _confirms(device: DeviceView, plan: Plan, step_at: datetime) -> bool:
+    """Did the device report applying `plan`'s step at `step_at` (or a later one)?"""
+    if device.applied_step_at is None:
+        return False
+    if device.applied_version == plan.version:
+        return device.applied_step_at >= step_at
+    return device.applied_step_at > step_at
