@@ -78,7 +78,6 @@ class Intake:
         self._known: set[str] = set()
         self._known_at = -1e9
         self._known_generation = -1
-        self.processed = 0
         self.on_drift: Callable[[], None] = lambda: None
         self.on_stale_plan: Callable[[str], None] = lambda _device_id: None
 
@@ -101,8 +100,6 @@ class Intake:
             except Exception:
                 log.exception("could not handle a message on %s", message.topic)
                 self.metrics.rejected_messages.labels(reason="error").inc()
-            finally:
-                self.processed += 1
 
     def _registered(self, device_id: str) -> bool:
         """Registered devices, re-read when an unknown id shows up: at once after a

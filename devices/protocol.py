@@ -209,14 +209,6 @@ class Kind(StrEnum):
     STATUS = "status"
 
 
-DEVICE_BODIES: dict[Kind, type[_Wire]] = {
-    Kind.PLAN: Plan,
-    Kind.ACK: Ack,
-    Kind.STATE: DeviceState,
-    Kind.STATUS: DeviceStatus,
-}
-
-
 @dataclass(frozen=True)
 class DeviceTopic:
     device_id: str

@@ -219,21 +219,6 @@ class TimeSpec(_Frozen):
             out["latest"] = self.latest.strftime("%H:%M:%S")
         return out
 
-    def describe(self) -> str:
-        if self.at is not None:
-            return self.at.strftime("%H:%M:%S" if self.at.second else "%H:%M")
-        text = str(self.sun)
-        if self.offset:
-            text += f" {format_offset(self.offset)}"
-        if self.earliest:
-            text += f", not before {self.earliest:%H:%M}"
-        if self.latest:
-            text += f", not after {self.latest:%H:%M}"
-        return text
-
-
-At = TimeSpec  # the fixed-time form, kept for readability at call sites
-
 
 class PolarPolicy(_Frozen):
     """What a window does on a date its solar event does not happen:

@@ -45,6 +45,16 @@ class DeviceView:
 
 
 @dataclass(frozen=True)
+class CampaignRecord:
+    """A stored campaign as written, with its times (for the staff API)."""
+
+    id: str
+    body: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """Everything the public view and the reconciler read, taken in one transaction."""
 
@@ -150,6 +160,16 @@ class Store:
             row.body = body
             row.updated_at = now
             return False
+
+    def campaign_records(self) -> list[CampaignRecord]:
+        with self.sessions() as s:
+            rows = s.scalars(select(CampaignRow).order_by(CampaignRow.id))
+            return [_record(row) for row in rows]
+
+    def campaign_record(self, campaign_id: str) -> CampaignRecord | None:
+        with self.sessions() as s:
+            row = s.get(CampaignRow, campaign_id)
+            return None if row is None else _record(row)
 
     def campaigns(self) -> tuple[Campaign, ...]:
         with self.sessions() as s:
@@ -395,6 +415,12 @@ def _catalog(s: Session) -> SiteCatalog:
         for r in s.scalars(select(SiteRow).order_by(SiteRow.id))
     ]
     return SiteCatalog(cities=tuple(cities), sites=tuple(sites))
+
+
+def _record(row: CampaignRow) -> CampaignRecord:
+    return CampaignRecord(
+        id=row.id, body=dict(row.body), created_at=row.created_at, updated_at=row.updated_at
+    )
 
 
 def _campaigns(s: Session) -> tuple[Campaign, ...]:

@@ -27,7 +27,6 @@ from pydantic import BaseModel, ConfigDict
 
 from controller.auth import Principal, Role
 from controller.campaigns import CampaignRejected, apply_campaign
-from controller.store.campaign_reads import campaign_record, campaign_records
 from controller.store.repo import Store
 from controller.store.users import Users
 from devices.clock import Clock
@@ -210,7 +209,7 @@ def build_api() -> APIRouter:
     @router.get("/campaigns", response_model=list[CampaignSummary])
     def list_campaigns(staff: Staff, _who: CampaignEditor) -> list[CampaignSummary]:
         summaries = []
-        for record in campaign_records(staff.store):
+        for record in staff.store.campaign_records():
             campaign = Campaign.model_validate(record.body)
             summaries.append(
                 CampaignSummary(
@@ -229,7 +228,7 @@ def build_api() -> APIRouter:
     )
     def get_campaign(campaign_id: str, staff: Staff, _who: CampaignEditor) -> JSONResponse:
         """The campaign as stored (same schema as the YAML file, defaults filled in)."""
-        record = campaign_record(staff.store, campaign_id)
+        record = staff.store.campaign_record(campaign_id)
         if record is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no campaign {campaign_id!r}")
         return JSONResponse(record.body)
@@ -278,7 +277,7 @@ def build_api() -> APIRouter:
 
         def store_it() -> tuple[bool, dict[str, Any]]:
             created = apply_campaign(staff.store, campaign, staff.clock())
-            record = campaign_record(staff.store, campaign.id)
+            record = staff.store.campaign_record(campaign.id)
             body = record.body if record else campaign.model_dump(mode="json")
             return created, body
 
