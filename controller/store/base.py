@@ -1,0 +1,224 @@
+"""The store seams, one per aggregate, and the plain data that crosses them.
+
+Nothing here is an ORM row: the SQL stores (`controller/store/sql.py`) and the in-memory
+ones (`controller/store/memory.py`) both take and return these frozen dataclasses, and
+`tests/controller/test_store_contract.py` runs one contract on SQLite, PostgreSQL and
+memory.
+
+- `RegistryStore`: cities, sites and devices (who exists, where).
+- `CampaignStore`: the campaigns as written.
+- `OutboxStore`: plan versions per device and their lifecycle, with the audit log.
+  Every write is a batch in one transaction, and every state change is a
+  compare-and-set against the row's current state, never against a stale read.
+- `ReportStore`: what devices said about themselves (online, output, applied steps).
+  Only the intake writes it; a write that changes nothing is not made.
+- `revision(...)` counters change in the same transaction as the data they cover, so a
+  controller notices, within a poll, what another process (the CLI) changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from typing import Any, Protocol
+
+from controller.lifecycle import CommandState
+from devices.protocol import Plan, decode
+from schedules.model import Campaign, SiteCatalog
+
+RESERVED_PREFIX = "illuminate"
+
+
+class RegistryError(ValueError):
+    """A registry change that cannot be made; the message says why."""
+
+
+@dataclass(frozen=True)
+class NewDevice:
+    """A device to register. `secret_hash` is computed by the caller (or None)."""
+
+    id: str
+    site_id: str
+    secret_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class DeviceView:
+    """A device and what it last said about itself."""
+
+    id: str
+    site_id: str
+    online: bool | None = None
+    status_at: datetime | None = None
+    firmware: str | None = None
+    applied_version: int | None = None
+    applied_step_at: datetime | None = None
+    applied_state: dict[str, Any] | None = None
+    applied_at: datetime | None = None
+    reported_state: dict[str, Any] | None = None
+    reported_at: datetime | None = None
+    version_floor: int = 0
+
+
+@dataclass(frozen=True)
+class CampaignRecord:
+    """A stored campaign as written, with its times (for the staff API)."""
+
+    id: str
+    body: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Command:
+    """One plan version for one device: the outbox row and its lifecycle state."""
+
+    id: int
+    device_id: str
+    version: int
+    payload: str
+    state: CommandState
+    state_at: datetime
+    created_at: datetime
+    published_at: datetime | None = None
+    reason: str | None = None
+
+    @cached_property
+    def plan(self) -> Plan:
+        return decode(Plan, self.payload)
+
+
+@dataclass(frozen=True)
+class NewVersion:
+    """A plan version to commit. `based_on` is the newest command the caller saw for the
+    device (id and state), or None if it saw none: the version is stored only if that is
+    still the newest command, in that state (compare-and-set)."""
+
+    device_id: str
+    version: int
+    payload: str
+    at: datetime
+    based_on: tuple[int, CommandState] | None
+
+
+@dataclass(frozen=True)
+class Move:
+    """One lifecycle transition. It is made only if the lifecycle allows it from the
+    row's current state and, when `only_from` is given, that state is one of them."""
+
+    command_id: int
+    target: CommandState
+    at: datetime
+    detail: str | None = None
+    only_from: frozenset[CommandState] | None = None
+
+
+@dataclass(frozen=True)
+class CommandEvent:
+    """One row of the append-only audit log."""
+
+    command_id: int
+    device_id: str
+    version: int
+    from_state: CommandState | None
+    to_state: CommandState
+    at: datetime
+    detail: str | None = None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the public view and the reconciler read: sites, campaigns, devices, and the
+    newest command of each device."""
+
+    catalog: SiteCatalog
+    campaigns: tuple[Campaign, ...]
+    devices: tuple[DeviceView, ...]
+    latest: dict[str, Command] = field(default_factory=dict)
+
+
+class RegistryStore(Protocol):
+    def import_catalog(self, catalog: SiteCatalog) -> tuple[int, int]:
+        """Insert or update every city and site, in one transaction."""
+
+    def catalog(self) -> SiteCatalog: ...
+
+    def add_devices(self, devices: Sequence[NewDevice], now: datetime) -> None:
+        """Register all of them in one transaction, or none: RegistryError names every
+        problem (bad or reserved id, unknown site, already registered, repeated)."""
+
+    def device_ids(self) -> set[str]: ...
+
+    def revision(self) -> int:
+        """Changes whenever sites or devices change, in any process."""
+
+
+class CampaignStore(Protocol):
+    def put(self, campaign: Campaign, now: datetime) -> bool:
+        """Insert or replace; True when it was new."""
+
+    def all(self) -> tuple[Campaign, ...]:
+        """Every campaign, oldest first."""
+
+    def records(self) -> list[CampaignRecord]: ...
+
+    def record(self, campaign_id: str) -> CampaignRecord | None: ...
+
+    def revision(self) -> int:
+        """Changes whenever a campaign changes, in any process."""
+
+
+class OutboxStore(Protocol):
+    def latest(self, device_ids: Collection[str] | None = None) -> dict[str, Command]:
+        """The newest command of each device (of those given, or of all)."""
+
+    def get(self, keys: Collection[tuple[str, int]]) -> dict[tuple[str, int], Command]:
+        """Commands by (device id, version)."""
+
+    def pending(self, limit: int | None = None) -> list[Command]:
+        """Commands still PENDING, oldest first."""
+
+    def add_versions(self, versions: Sequence[NewVersion]) -> list[Command]:
+        """Commit new plan versions (PENDING), superseding each device's open ones.
+        Returns the commands stored; a version whose `based_on` no longer holds is
+        skipped, not an error (the caller decides again on fresh data)."""
+
+    def move(self, moves: Sequence[Move]) -> list[bool]:
+        """Apply transitions in order, in one transaction; one bool per move. A move
+        that the lifecycle does not allow from the current state changes nothing."""
+
+    def count_since(self, device_ids: Collection[str], since: datetime) -> dict[str, int]:
+        """How many versions each device was issued at or after `since`."""
+
+    def events(self, device_id: str | None = None) -> list[CommandEvent]: ...
+
+
+class ReportStore(Protocol):
+    def views(self, device_ids: Collection[str] | None = None) -> dict[str, DeviceView]:
+        """Devices with their reports (of those given, or of all)."""
+
+    def save(self, views: Sequence[DeviceView]) -> int:
+        """Write the report fields of these devices in one transaction; returns how many
+        rows changed. Registration fields (site, secret) are never touched."""
+
+
+@dataclass(frozen=True)
+class Stores:
+    """The four stores of one database (or of one in-memory world)."""
+
+    registry: RegistryStore
+    campaigns: CampaignStore
+    outbox: OutboxStore
+    reports: ReportStore
+
+    def snapshot(self) -> Snapshot:
+        views = self.reports.views()
+        return Snapshot(
+            self.registry.catalog(),
+            self.campaigns.all(),
+            tuple(views[k] for k in sorted(views)),
+            self.outbox.latest(),
+        )
