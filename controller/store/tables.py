@@ -131,6 +131,15 @@ class CommandEventRow(Base):
     detail: Mapped[str | None] = mapped_column(String(500), default=None)
 
 
+class RevisionRow(Base):
+    """A change counter per aggregate ("registry", "campaigns"), bumped in the same
+    transaction as the change, so another process can tell cheaply that it changed."""
+
+    __tablename__ = "revisions"
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
 class UserRow(Base):
     """A staff account: admin, coordinator or technician (scoped to `cities`)."""
 

@@ -1,0 +1,645 @@
+"""The stores on SQLAlchemy: SQLite (WAL) or PostgreSQL. One transaction per batch.
+
+Every lifecycle write is a compare-and-set: the batch reads the rows' current states,
+decides, and updates `WHERE id = ? AND state = <what it read>`. If another writer got
+there first, the whole batch is rolled back and decided again on the new states, so no
+decision is ever made against a stale read.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar, cast
+
+from sqlalchemy import CursorResult, Engine, and_, bindparam, func, insert, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from controller.lifecycle import FINAL, CommandState, can_move
+from controller.store.base import (
+    RESERVED_PREFIX,
+    CampaignRecord,
+    Command,
+    CommandEvent,
+    DeviceView,
+    Move,
+    NewDevice,
+    NewVersion,
+    RegistryError,
+    Stores,
+)
+from controller.store.tables import (
+    CampaignRow,
+    CityRow,
+    CommandEventRow,
+    CommandRow,
+    DeviceRow,
+    RevisionRow,
+    SiteRow,
+)
+from devices.protocol import is_device_id
+from schedules.model import Campaign, City, Site, SiteCatalog
+
+log = logging.getLogger(__name__)
+
+CHUNK = 2000
+"""Ids per IN (...) list: well under every database's bound-parameter limit."""
+CAS_ATTEMPTS = 8
+MAX_REASON = 500
+MAX_ERRORS = 50
+
+T = TypeVar("T")
+
+
+class ConcurrentChange(RuntimeError):
+    """Another writer changed a row between this batch's read and its write."""
+
+
+def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _rowcount(result: Any) -> int:
+    return int(cast("CursorResult[Any]", result).rowcount)
+
+
+def _bump(s: Session, name: str) -> None:
+    s.execute(
+        update(RevisionRow).where(RevisionRow.name == name).values(value=RevisionRow.value + 1)
+    )
+
+
+def _revision(sessions: sessionmaker[Session], name: str) -> int:
+    with sessions() as s:
+        return int(s.scalar(select(RevisionRow.value).where(RevisionRow.name == name)) or 0)
+
+
+# registry -------------------------------------------------------------------------
+
+
+class SqlRegistry:
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    def import_catalog(self, catalog: SiteCatalog) -> tuple[int, int]:
+        with self.sessions.begin() as s:
+            for city in catalog.cities:
+                s.merge(CityRow(id=city.id, name=dict(city.name), timezone=city.timezone))
+            s.flush()
+            for site in catalog.sites:
+                s.merge(
+                    SiteRow(
+                        id=site.id,
+                        city_id=site.city,
+                        name=dict(site.name),
+                        lat=site.lat,
+                        lon=site.lon,
+                        tags=list(site.tags),
+                    )
+                )
+            _bump(s, "registry")
+        return len(catalog.cities), len(catalog.sites)
+
+    def catalog(self) -> SiteCatalog:
+        with self.sessions() as s:
+            cities = [
+                City(id=c.id, name=c.name, timezone=c.timezone)
+                for c in s.scalars(select(CityRow).order_by(CityRow.id))
+            ]
+            sites = [
+                Site(id=r.id, city=r.city_id, name=r.name, lat=r.lat, lon=r.lon, tags=tuple(r.tags))
+                for r in s.scalars(select(SiteRow).order_by(SiteRow.id))
+            ]
+        return SiteCatalog(cities=tuple(cities), sites=tuple(sites))
+
+    def add_devices(self, devices: Sequence[NewDevice], now: datetime) -> None:
+        with self.sessions.begin() as s:
+            site_ids = set(s.scalars(select(SiteRow.id)))
+            ids = [d.id for d in devices]
+            existing: set[str] = set()
+            for part in chunks(ids):
+                existing.update(s.scalars(select(DeviceRow.id).where(DeviceRow.id.in_(part))))
+            check_new_devices(devices, site_ids, existing)
+            for batch in chunks(devices):
+                s.execute(
+                    insert(DeviceRow),
+                    [
+                        {
+                            "id": d.id,
+                            "site_id": d.site_id,
+                            "secret_hash": d.secret_hash,
+                            "created_at": now,
+                            "kind": "native",
+                            "version_floor": 0,
+                        }
+                        for d in batch
+                    ],
+                )
+            _bump(s, "registry")
+
+    def device_ids(self) -> set[str]:
+        with self.sessions() as s:
+            return set(s.scalars(select(DeviceRow.id)))
+
+    def revision(self) -> int:
+        return _revision(self.sessions, "registry")
+
+
+def check_new_devices(
+    devices: Sequence[NewDevice], site_ids: Collection[str], existing: Collection[str]
+) -> None:
+    """Raise RegistryError naming every problem of a batch (shared by every store)."""
+    problems: list[str] = []
+    seen: set[str] = set()
+    for d in devices:
+        if not is_device_id(d.id):
+            problems.append(
+                f"{d.id!r}: a device id is 1-48 lower-case letters, digits and '-', "
+                "starting with a letter or digit"
+            )
+        elif d.id.startswith(RESERVED_PREFIX):
+            problems.append(f"{d.id!r}: ids starting with {RESERVED_PREFIX!r} are reserved")
+        elif d.id in seen:
+            problems.append(f"{d.id!r}: appears more than once")
+        elif d.id in existing:
+            problems.append(f"{d.id!r}: already registered")
+        if d.site_id not in site_ids:
+            problems.append(f"{d.id!r}: unknown site {d.site_id!r}")
+        seen.add(d.id)
+    if problems:
+        more = len(problems) - MAX_ERRORS
+        text = "; ".join(problems[:MAX_ERRORS]) + (f"; and {more} more" if more > 0 else "")
+        raise RegistryError(text)
+
+
+# campaigns ------------------------------------------------------------------------
+
+
+class SqlCampaigns:
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    def put(self, campaign: Campaign, now: datetime) -> bool:
+        body = campaign.model_dump(mode="json")
+        with self.sessions.begin() as s:
+            _bump(s, "campaigns")
+            row = s.get(CampaignRow, campaign.id)
+            if row is None:
+                s.add(CampaignRow(id=campaign.id, body=body, created_at=now, updated_at=now))
+                return True
+            row.body = body
+            row.updated_at = now
+            return False
+
+    def all(self) -> tuple[Campaign, ...]:
+        with self.sessions() as s:
+            rows = s.scalars(select(CampaignRow).order_by(CampaignRow.created_at, CampaignRow.id))
+            return tuple(Campaign.model_validate(row.body) for row in rows)
+
+    def records(self) -> list[CampaignRecord]:
+        with self.sessions() as s:
+            return [_record(row) for row in s.scalars(select(CampaignRow).order_by(CampaignRow.id))]
+
+    def record(self, campaign_id: str) -> CampaignRecord | None:
+        with self.sessions() as s:
+            row = s.get(CampaignRow, campaign_id)
+            return None if row is None else _record(row)
+
+    def revision(self) -> int:
+        return _revision(self.sessions, "campaigns")
+
+
+def _record(row: CampaignRow) -> CampaignRecord:
+    return CampaignRecord(
+        id=row.id, body=dict(row.body), created_at=row.created_at, updated_at=row.updated_at
+    )
+
+
+# outbox ---------------------------------------------------------------------------
+
+_COMMAND_COLUMNS = (
+    CommandRow.id,
+    CommandRow.device_id,
+    CommandRow.version,
+    CommandRow.payload,
+    CommandRow.state,
+    CommandRow.state_at,
+    CommandRow.created_at,
+    CommandRow.published_at,
+    CommandRow.reason,
+)
+
+
+def _command(row: Any) -> Command:
+    return Command(
+        id=row.id,
+        device_id=row.device_id,
+        version=row.version,
+        payload=row.payload,
+        state=CommandState(row.state),
+        state_at=row.state_at,
+        created_at=row.created_at,
+        published_at=row.published_at,
+        reason=row.reason,
+    )
+
+
+@dataclass
+class _Cell:
+    """One command's state while a batch decides its moves."""
+
+    id: int
+    device_id: str
+    version: int
+    seen: CommandState
+    state: CommandState
+    state_at: datetime
+    published_at: datetime | None
+    reason: str | None
+
+    @property
+    def changed(self) -> bool:
+        return self.state is not self.seen
+
+
+def apply_moves(
+    cells: dict[int, _Cell], moves: Sequence[Move]
+) -> tuple[list[bool], list[CommandEvent]]:
+    """Decide a batch of moves on the current states, in order (pure; shared by stores)."""
+    results: list[bool] = []
+    events: list[CommandEvent] = []
+    for m in moves:
+        cell = cells.get(m.command_id)
+        ok = (
+            cell is not None
+            and (m.only_from is None or cell.state in m.only_from)
+            and can_move(cell.state, m.target)
+        )
+        results.append(ok)
+        if not ok or cell is None:
+            continue
+        events.append(
+            CommandEvent(
+                cell.id, cell.device_id, cell.version, cell.state, m.target, m.at, _clip(m.detail)
+            )
+        )
+        cell.state = m.target
+        cell.state_at = m.at
+        if m.detail and m.target in FINAL | {CommandState.UNCONFIRMED}:
+            cell.reason = _clip(m.detail)
+        if m.target is CommandState.PUBLISHED:
+            cell.published_at = m.at
+    return results, events
+
+
+def _clip(text: str | None) -> str | None:
+    return text[:MAX_REASON] if text else None
+
+
+class SqlOutbox:
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    def latest(self, device_ids: Collection[str] | None = None) -> dict[str, Command]:
+        with self.sessions() as s:
+            return self._latest(s, device_ids)
+
+    def _latest(self, s: Session, device_ids: Collection[str] | None) -> dict[str, Command]:
+        out: dict[str, Command] = {}
+        parts: Iterable[Sequence[str] | None] = (
+            [None] if device_ids is None else chunks(sorted(device_ids))
+        )
+        for part in parts:
+            newest = select(CommandRow.device_id, func.max(CommandRow.version).label("v"))
+            if part is not None:
+                newest = newest.where(CommandRow.device_id.in_(part))
+            sub = newest.group_by(CommandRow.device_id).subquery()
+            query = select(*_COMMAND_COLUMNS).join(
+                sub, and_(CommandRow.device_id == sub.c.device_id, CommandRow.version == sub.c.v)
+            )
+            for row in s.execute(query):
+                out[row.device_id] = _command(row)
+        return out
+
+    def get(self, keys: Collection[tuple[str, int]]) -> dict[tuple[str, int], Command]:
+        out: dict[tuple[str, int], Command] = {}
+        wanted = set(keys)
+        by_device = sorted({device for device, _ in wanted})
+        with self.sessions() as s:
+            for part in chunks(by_device):
+                versions = {v for d, v in wanted if d in set(part)}
+                query = select(*_COMMAND_COLUMNS).where(
+                    CommandRow.device_id.in_(part), CommandRow.version.in_(sorted(versions))
+                )
+                for row in s.execute(query):
+                    if (row.device_id, row.version) in wanted:
+                        out[(row.device_id, row.version)] = _command(row)
+        return out
+
+    def pending(self, limit: int | None = None) -> list[Command]:
+        query = (
+            select(*_COMMAND_COLUMNS)
+            .where(CommandRow.state == CommandState.PENDING.value)
+            .order_by(CommandRow.id)
+        )
+        if limit is not None:
+            query = query.limit(limit)
+        with self.sessions() as s:
+            return [_command(row) for row in s.execute(query)]
+
+    def count_since(self, device_ids: Collection[str], since: datetime) -> dict[str, int]:
+        out: dict[str, int] = {}
+        with self.sessions() as s:
+            for part in chunks(sorted(device_ids)):
+                query = (
+                    select(CommandRow.device_id, func.count())
+                    .where(CommandRow.device_id.in_(part), CommandRow.created_at >= since)
+                    .group_by(CommandRow.device_id)
+                )
+                out.update({device: int(n) for device, n in s.execute(query)})
+        return out
+
+    def events(self, device_id: str | None = None) -> list[CommandEvent]:
+        query = select(CommandEventRow).order_by(CommandEventRow.id)
+        if device_id is not None:
+            query = query.where(CommandEventRow.device_id == device_id)
+        with self.sessions() as s:
+            return [
+                CommandEvent(
+                    r.command_id,
+                    r.device_id,
+                    r.version,
+                    CommandState(r.from_state) if r.from_state else None,
+                    CommandState(r.to_state),
+                    r.at,
+                    r.detail,
+                )
+                for r in s.scalars(query)
+            ]
+
+    # writes ---------------------------------------------------------------------------
+
+    def _cells(self, s: Session, where: Any) -> dict[int, _Cell]:
+        query = select(
+            CommandRow.id,
+            CommandRow.device_id,
+            CommandRow.version,
+            CommandRow.state,
+            CommandRow.state_at,
+            CommandRow.published_at,
+            CommandRow.reason,
+        ).where(where)
+        if s.bind is not None and s.bind.dialect.name == "postgresql":
+            query = query.with_for_update()
+        return {
+            r.id: _Cell(
+                r.id,
+                r.device_id,
+                r.version,
+                CommandState(r.state),
+                CommandState(r.state),
+                r.state_at,
+                r.published_at,
+                r.reason,
+            )
+            for r in s.execute(query)
+        }
+
+    def _write_cells(self, s: Session, cells: Iterable[_Cell], events: list[CommandEvent]) -> None:
+        """Compare-and-set every changed cell; ConcurrentChange if any row moved meanwhile."""
+        changed = [c for c in cells if c.changed]
+        if changed:
+            stmt = (
+                update(CommandRow.__table__)  # type: ignore[arg-type]
+                .where(
+                    CommandRow.__table__.c.id == bindparam("b_id"),
+                    CommandRow.__table__.c.state == bindparam("b_seen"),
+                )
+                .values(
+                    state=bindparam("b_state"),
+                    state_at=bindparam("b_state_at"),
+                    published_at=bindparam("b_published_at"),
+                    reason=bindparam("b_reason"),
+                )
+            )
+            params = [
+                {
+                    "b_id": c.id,
+                    "b_seen": c.seen.value,
+                    "b_state": c.state.value,
+                    "b_state_at": c.state_at,
+                    "b_published_at": c.published_at,
+                    "b_reason": c.reason,
+                }
+                for c in changed
+            ]
+            conn = s.connection()
+            if conn.dialect.supports_sane_multi_rowcount:
+                if _rowcount(conn.execute(stmt, params)) != len(params):
+                    raise ConcurrentChange("a command moved during the batch")
+            else:
+                for one in params:
+                    if _rowcount(conn.execute(stmt, one)) != 1:
+                        raise ConcurrentChange("a command moved during the batch")
+        if events:
+            s.execute(
+                insert(CommandEventRow),
+                [
+                    {
+                        "command_id": e.command_id,
+                        "device_id": e.device_id,
+                        "version": e.version,
+                        "from_state": e.from_state.value if e.from_state else None,
+                        "to_state": e.to_state.value,
+                        "at": e.at,
+                        "detail": e.detail,
+                    }
+                    for e in events
+                ],
+            )
+
+    def move(self, moves: Sequence[Move]) -> list[bool]:
+        if not moves:
+            return []
+        ids = sorted({m.command_id for m in moves})
+        for _ in range(CAS_ATTEMPTS):
+            try:
+                with self.sessions.begin() as s:
+                    cells: dict[int, _Cell] = {}
+                    for part in chunks(ids):
+                        cells.update(self._cells(s, CommandRow.id.in_(part)))
+                    results, events = apply_moves(cells, moves)
+                    self._write_cells(s, cells.values(), events)
+                    return results
+            except ConcurrentChange:
+                log.debug("outbox move: concurrent change, deciding again")
+        raise ConcurrentChange(f"move: rows kept changing over {CAS_ATTEMPTS} attempts")
+
+    def add_versions(self, versions: Sequence[NewVersion]) -> list[Command]:
+        if not versions:
+            return []
+        devices = sorted({v.device_id for v in versions})
+        for _ in range(CAS_ATTEMPTS):
+            try:
+                with self.sessions.begin() as s:
+                    return self._add_versions(s, versions, devices)
+            except ConcurrentChange:
+                log.debug("outbox add_versions: concurrent change, deciding again")
+        raise ConcurrentChange(f"add_versions: rows kept changing over {CAS_ATTEMPTS} attempts")
+
+    def _add_versions(
+        self, s: Session, versions: Sequence[NewVersion], devices: Sequence[str]
+    ) -> list[Command]:
+        open_states = [st.value for st in CommandState if st not in FINAL]
+        cells: dict[int, _Cell] = {}
+        for part in chunks(devices):
+            cells.update(
+                self._cells(
+                    s, and_(CommandRow.device_id.in_(part), CommandRow.state.in_(open_states))
+                )
+            )
+        latest = self._latest(s, devices)
+        by_device = {v.device_id: v for v in versions if _holds(v, latest.get(v.device_id))}
+        accepted = list(by_device.values())
+        moves = [
+            Move(
+                c.id,
+                CommandState.SUPERSEDED,
+                by_device[c.device_id].at,
+                f"by version {by_device[c.device_id].version}",
+            )
+            for c in sorted(cells.values(), key=lambda c: c.id)
+            if c.device_id in by_device
+        ]
+        _, events = apply_moves(cells, moves)
+        self._write_cells(s, cells.values(), events)
+        stored: list[Command] = []
+        for group in chunks(accepted):
+            rows = [
+                {
+                    "device_id": v.device_id,
+                    "version": v.version,
+                    "payload": v.payload,
+                    "state": CommandState.PENDING.value,
+                    "state_at": v.at,
+                    "created_at": v.at,
+                }
+                for v in group
+            ]
+            ids = list(
+                s.scalars(
+                    insert(CommandRow).returning(CommandRow.id, sort_by_parameter_order=True), rows
+                )
+            )
+            for command_id, v in zip(ids, group, strict=True):
+                stored.append(
+                    Command(
+                        command_id,
+                        v.device_id,
+                        v.version,
+                        v.payload,
+                        CommandState.PENDING,
+                        v.at,
+                        v.at,
+                    )
+                )
+        new_events = [
+            CommandEvent(c.id, c.device_id, c.version, None, CommandState.PENDING, c.created_at)
+            for c in stored
+        ]
+        self._write_cells(s, [], new_events)
+        return stored
+
+
+def _holds(version: NewVersion, newest: Command | None) -> bool:
+    if version.based_on is None:
+        return newest is None
+    return (
+        newest is not None
+        and (newest.id, newest.state) == version.based_on
+        and version.version > newest.version
+    )
+
+
+# device reports -------------------------------------------------------------------
+
+_REPORT_FIELDS = (
+    "online",
+    "status_at",
+    "firmware",
+    "applied_version",
+    "applied_step_at",
+    "applied_state",
+    "applied_at",
+    "reported_state",
+    "reported_at",
+    "version_floor",
+)
+
+
+class SqlReports:
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    def views(self, device_ids: Collection[str] | None = None) -> dict[str, DeviceView]:
+        columns = [
+            DeviceRow.id,
+            DeviceRow.site_id,
+            *(getattr(DeviceRow, f) for f in _REPORT_FIELDS),
+        ]
+        out: dict[str, DeviceView] = {}
+        with self.sessions() as s:
+            parts: Iterable[Sequence[str] | None] = (
+                [None] if device_ids is None else chunks(sorted(device_ids))
+            )
+            for part in parts:
+                query = select(*columns)
+                if part is not None:
+                    query = query.where(DeviceRow.id.in_(part))
+                for row in s.execute(query):
+                    values = row._asdict()
+                    values["version_floor"] = values["version_floor"] or 0
+                    out[row.id] = DeviceView(**values)
+        return out
+
+    def save(self, views: Sequence[DeviceView]) -> int:
+        if not views:
+            return 0
+        table = DeviceRow.__table__
+        stmt = (
+            update(table)  # type: ignore[arg-type]
+            .where(table.c.id == bindparam("b_id"))
+            .values({f: bindparam(f"b_{f}") for f in _REPORT_FIELDS})
+        )
+        params = [
+            {"b_id": v.id, **{f"b_{f}": getattr(v, f) for f in _REPORT_FIELDS}} for v in views
+        ]
+        with self.sessions.begin() as s:
+            return _rowcount(s.connection().execute(stmt, params))
+
+
+def sql_stores(sessions: sessionmaker[Session]) -> Stores:
+    return Stores(
+        registry=SqlRegistry(sessions),
+        campaigns=SqlCampaigns(sessions),
+        outbox=SqlOutbox(sessions),
+        reports=SqlReports(sessions),
+    )
+
+
+@contextmanager
+def database(url: str) -> Iterator[tuple[Engine, sessionmaker[Session], Stores]]:
+    """An engine on `url`, migrated, with its sessions and stores; disposed after."""
+    from controller.store.db import make_engine, migrate, session_factory
+
+    engine = make_engine(url)
+    try:
+        migrate(engine)
+        sessions = session_factory(engine)
+        yield engine, sessions, sql_stores(sessions)
+    finally:
+        engine.dispose()
