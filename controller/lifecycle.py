@@ -7,6 +7,10 @@ ack still resolves it. DRIFTED: the reported output left the desired state.
 
 The APPLIED state speaks of the plan's latest due step: when a later step falls due and
 is not reported applied within the grace period, the command turns UNCONFIRMED again.
+APPLIED -> APPLIED is a transition of its own: a later step of the same version was
+confirmed (a window's end after its start). It is stored with its time like any other,
+so every confirmed step is in the audit log, and a writer that decided on the earlier
+APPLIED loses its compare-and-set.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ ALLOWED: dict[CommandState, frozenset[CommandState]] = {
     S.RECEIVED: frozenset({S.ARMED, S.APPLIED} | _DEVICE_OUTCOMES),
     S.ARMED: frozenset({S.APPLIED} | _DEVICE_OUTCOMES),
     S.UNCONFIRMED: frozenset({S.RECEIVED, S.ARMED, S.APPLIED} | _DEVICE_OUTCOMES - {S.UNCONFIRMED}),
-    S.APPLIED: frozenset({S.UNCONFIRMED, S.DRIFTED, S.SUPERSEDED, S.FAILED}),
+    S.APPLIED: frozenset({S.APPLIED, S.UNCONFIRMED, S.DRIFTED, S.SUPERSEDED, S.FAILED}),
     S.DRIFTED: frozenset({S.APPLIED, S.SUPERSEDED, S.UNCONFIRMED, S.FAILED}),
     S.REJECTED: frozenset(),
     S.FAILED: frozenset(),
@@ -57,6 +61,8 @@ class IllegalTransition(ValueError):
 def can_move(current: CommandState, target: CommandState) -> bool:
     if target not in ALLOWED[current]:
         return False
+    if current is S.APPLIED and target is S.APPLIED:
+        return True  # a later step confirmed
     if current in _PROGRESS and target in _PROGRESS:
         return _PROGRESS[target] > _PROGRESS[current]
     return True

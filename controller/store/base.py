@@ -107,13 +107,16 @@ class NewVersion:
 @dataclass(frozen=True)
 class Move:
     """One lifecycle transition. It is made only if the lifecycle allows it from the
-    row's current state and, when `only_from` is given, that state is one of them."""
+    row's current state and, when `only_from` is given, that state is one of them; and
+    when `seen_at` is given, only if the row has not moved since (its `state_at` is
+    still that instant): the compare-and-set for decisions taken on an earlier read."""
 
     command_id: int
     target: CommandState
     at: datetime
     detail: str | None = None
     only_from: frozenset[CommandState] | None = None
+    seen_at: datetime | None = None
 
 
 @dataclass(frozen=True)

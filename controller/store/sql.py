@@ -261,9 +261,14 @@ class _Cell:
     published_at: datetime | None
     reason: str | None
 
+    seen_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        self.seen_at = self.state_at
+
     @property
     def changed(self) -> bool:
-        return self.state is not self.seen
+        return self.state is not self.seen or self.state_at != self.seen_at
 
 
 def apply_moves(
@@ -277,6 +282,7 @@ def apply_moves(
         ok = (
             cell is not None
             and (m.only_from is None or cell.state in m.only_from)
+            and (m.seen_at is None or cell.state_at == m.seen_at)
             and can_move(cell.state, m.target)
         )
         results.append(ok)
@@ -418,6 +424,7 @@ class SqlOutbox:
                 .where(
                     CommandRow.__table__.c.id == bindparam("b_id"),
                     CommandRow.__table__.c.state == bindparam("b_seen"),
+                    CommandRow.__table__.c.state_at == bindparam("b_seen_at"),
                 )
                 .values(
                     state=bindparam("b_state"),
@@ -430,6 +437,7 @@ class SqlOutbox:
                 {
                     "b_id": c.id,
                     "b_seen": c.seen.value,
+                    "b_seen_at": c.seen_at,
                     "b_state": c.state.value,
                     "b_state_at": c.state_at,
                     "b_published_at": c.published_at,

@@ -271,3 +271,21 @@ def test_reports_save_only_report_fields(stores: Stores) -> None:
     got = stores.reports.views({"d1"})["d1"]
     assert got == replace(changed, site_id="menin-gate")
     assert stores.reports.views({"d2"})["d2"].online is None
+
+
+def test_a_move_decided_on_an_earlier_read_loses_to_a_newer_move(stores: Stores) -> None:
+    registered(stores, "d1")
+    c = first(stores)
+    stores.outbox.move([Move(c.id, S.APPLIED, NOW, "step 1")])
+    seen = stores.outbox.latest()["d1"]
+    later = NOW + timedelta(hours=2)
+    # the intake confirms a later step (APPLIED -> APPLIED) ...
+    assert stores.outbox.move([Move(c.id, S.APPLIED, later, "step 2")]) == [True]
+    # ... so the reconciler's UNCONFIRMED, decided on the first APPLIED, is refused
+    stale = Move(
+        c.id, S.UNCONFIRMED, later, only_from=frozenset({S.APPLIED}), seen_at=seen.state_at
+    )
+    assert stores.outbox.move([stale]) == [False]
+    assert stores.outbox.latest()["d1"].state is S.APPLIED
+    fresh = stores.outbox.latest()["d1"]
+    assert stores.outbox.move([replace(stale, seen_at=fresh.state_at)]) == [True]
