@@ -1,82 +1,116 @@
 """Outbox -> broker. Each pending plan version is published QoS 1, retained.
 
 A row is committed before it is published, and it turns PUBLISHED only on the broker's
-PUBACK. A row that was not acknowledged stays PENDING and is published again with the
-same version, so a crash or an outage never loses a plan and devices drop duplicates.
+PUBACK. Publishes are pipelined: the dispatcher hands the broker every pending row at
+once, each with a completion callback, and commits the PUBLISHED moves of whatever was
+acknowledged in one batch. A publish not acknowledged within `publish_timeout_s` (on the
+monotonic clock) is published again with the same version, so a lost connection or a
+crash never loses a plan, and devices drop the duplicates.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
+from dataclasses import dataclass
 
-from controller.broker.link import BrokerLink
+from controller.broker.base import Broker
 from controller.lifecycle import CommandState
 from controller.metrics import Metrics
-from controller.store.repo import Store
-from devices.clock import Clock
+from controller.store.base import Command, Move, OutboxStore
+from devices.clock import TimeSource
 from devices.protocol import Topics
 
 log = logging.getLogger(__name__)
 
-_NOT_REPUBLISHED = frozenset(
-    {CommandState.SUPERSEDED.value, CommandState.REJECTED.value, CommandState.EXPIRED.value}
-)
+NOT_REPUBLISHED = frozenset({CommandState.SUPERSEDED, CommandState.REJECTED, CommandState.EXPIRED})
+MAX_IN_FLIGHT = 20_000
+IDLE_S = 1.0
+
+
+@dataclass
+class _InFlight:
+    command: Command
+    deadline: float
 
 
 class Dispatcher:
     def __init__(
         self,
-        store: Store,
-        link: BrokerLink,
+        outbox: OutboxStore,
+        broker: Broker,
         topics: Topics,
-        clock: Clock,
+        clock: TimeSource,
         metrics: Metrics,
         publish_timeout_s: float,
+        *,
+        max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
-        self.store = store
-        self.link = link
+        self.outbox = outbox
+        self.broker = broker
         self.topics = topics
         self.clock = clock
         self.metrics = metrics
         self.publish_timeout_s = publish_timeout_s
-        self._wake = threading.Event()
+        self.max_in_flight = max_in_flight
+        self._in_flight: dict[int, _InFlight] = {}
+        self._acked: queue.SimpleQueue[tuple[int, bool]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._republish: set[str] = set()
         self._republish_all = False
+        self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="dispatcher", daemon=True)
 
-    def wake(self) -> None:
+    # the broker's connection events --------------------------------------------------
+
+    def connected(self) -> None:
+        """Retained plans live in the broker, and a broker without persistence (the
+        embedded one, or Mosquitto after a restart) forgets them: publish every
+        device's newest plan again on each (re)connection."""
+        self.republish()
+
+    def disconnected(self) -> None:
         self._wake.set()
 
+    # the thread ------------------------------------------------------------------
+
     def start(self) -> None:
-        self.link.on_connected.append(self.republish)
+        self.broker.add_listener(self)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
-        self._thread.join(timeout=10)
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def wake(self) -> None:
+        self._wake.set()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(timeout=2.0)
+            self._wake.wait(timeout=self._idle_s())
             self._wake.clear()
             if self._stop.is_set():
                 return
             try:
-                self.flush()
+                self.step()
             except Exception:
                 log.exception("dispatch failed; will retry")
+                self._stop.wait(IDLE_S)
+
+    def _idle_s(self) -> float:
+        with self._lock:
+            if not self._in_flight:
+                return IDLE_S
+            soonest = min(f.deadline for f in self._in_flight.values())
+        return max(0.01, min(IDLE_S, soonest - self.clock.monotonic()))
 
     def republish(self, device_id: str | None = None) -> None:
         """Publish the newest plan again, same version: of one device, or of all.
-
-        Retained plans live in the broker, and a broker without persistence (the
-        embedded one, or Mosquitto after a restart) forgets them; a rebooted device may
-        have lost its plan too. Devices drop versions they already have, so this is safe.
-        """
+        A rebooted device may have lost its plan; devices drop versions they have."""
         with self._lock:
             if device_id is None:
                 self._republish_all = True
@@ -84,54 +118,102 @@ class Dispatcher:
                 self._republish.add(device_id)
         self._wake.set()
 
+    # one round (the unit tests call it directly) ---------------------------------
+
+    def step(self) -> int:
+        """Commit what the broker acknowledged, time out what it did not, publish what
+        is pending or asked for again. Returns how many rows turned PUBLISHED."""
+        done = self._commit_acks()
+        self._expire()
+        if not self.broker.is_connected:
+            return done
+        with self._lock:
+            room = self.max_in_flight - len(self._in_flight)
+            busy = set(self._in_flight)
+        rows = [c for c in self.outbox.pending(limit=room + len(busy)) if c.id not in busy]
+        rows = rows[: max(0, room)]
+        everything, some = self._take_republish()
+        if everything or some:
+            pending = {c.device_id for c in rows} | {
+                f.command.device_id for f in self._in_flight.values()
+            }
+            latest = self.outbox.latest(None if everything else some)
+            rows += [
+                c
+                for c in latest.values()
+                if c.device_id not in pending and c.state not in NOT_REPUBLISHED
+            ]
+        for command in rows:
+            self._publish(command)
+        return done
+
+    def _publish(self, command: Command) -> None:
+        deadline = self.clock.monotonic() + self.publish_timeout_s
+        with self._lock:
+            self._in_flight[command.id] = _InFlight(command, deadline)
+
+        def done(ok: bool, command_id: int = command.id) -> None:
+            self._acked.put((command_id, ok))
+            self._wake.set()
+
+        queued = self.broker.publish(
+            self.topics.plan(command.device_id), command.payload.encode(), retain=True, done=done
+        )
+        if not queued:
+            with self._lock:
+                self._in_flight.pop(command.id, None)
+
+    def _commit_acks(self) -> int:
+        acked: list[Command] = []
+        while True:
+            try:
+                command_id, ok = self._acked.get_nowait()
+            except queue.Empty:
+                break
+            with self._lock:
+                flight = self._in_flight.pop(command_id, None)
+            if flight is None:
+                continue
+            if not ok:
+                log.warning(
+                    "broker refused plan %s v%d; will publish it again",
+                    flight.command.device_id,
+                    flight.command.version,
+                )
+                continue
+            if flight.command.state is CommandState.PENDING:
+                acked.append(flight.command)
+        if not acked:
+            return 0
+        now = self.clock()
+        results = self.outbox.move(
+            [
+                Move(c.id, CommandState.PUBLISHED, now, only_from=frozenset({CommandState.PENDING}))
+                for c in acked
+            ]
+        )
+        n = sum(results)
+        self.metrics.published.inc(n)
+        return n
+
+    def _expire(self) -> None:
+        mono = self.clock.monotonic()
+        with self._lock:
+            late = [i for i, f in self._in_flight.items() if f.deadline <= mono]
+            for command_id in late:
+                flight = self._in_flight.pop(command_id)
+                if flight.command.state is not CommandState.PENDING:
+                    self._republish.add(flight.command.device_id)
+        if late:
+            self.metrics.publish_timeouts.inc(len(late))
+            log.warning("%d plan publishes not acknowledged in time; publishing again", len(late))
+
     def _take_republish(self) -> tuple[bool, set[str]]:
         with self._lock:
             everything, some = self._republish_all, self._republish
             self._republish_all, self._republish = False, set()
             return everything, some
 
-    def flush(self) -> int:
-        """Publish every pending row once, and the plans asked for again; returns how
-        many pending rows the broker acknowledged."""
-        if not self.link.connected.is_set():
-            return 0
-        rows = self.store.pending_commands()
-        everything, some = self._take_republish()
-        if everything or some:
-            pending = {row.device_id for row in rows}
-            rows += [
-                row
-                for device_id, row in self.store.latest_commands().items()
-                if device_id not in pending
-                and (everything or device_id in some)
-                and row.state not in _NOT_REPUBLISHED
-            ]
-        sent = [
-            (row, self.link.publish(self.topics.plan(row.device_id), row.payload.encode(), True))
-            for row in rows
-        ]
-        done = 0
-        retry = False
-        for row, info in sent:
-            try:
-                info.wait_for_publish(timeout=self.publish_timeout_s)
-            except (RuntimeError, ValueError) as exc:
-                log.warning("plan %s v%d not acknowledged yet: %s", row.device_id, row.version, exc)
-                retry = True
-                continue
-            if not info.is_published():
-                retry = True
-                continue
-            if row.state == CommandState.PENDING.value:
-                self.store.move(
-                    row.id,
-                    CommandState.PUBLISHED,
-                    self.clock(),
-                    only_from=frozenset({CommandState.PENDING}),
-                )
-                self.metrics.published.inc()
-                done += 1
-        if retry:
-            self._wake.set()  # try the rest again on the next round
-            self._stop.wait(0.5)
-        return done
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._in_flight)

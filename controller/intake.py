@@ -1,29 +1,37 @@
-"""Device messages -> lifecycle transitions and device reports.
+"""Device messages -> lifecycle transitions and device reports, a batch at a time.
+
+The intake takes what the inbox holds (fairly across devices, bounded in size), reads
+the state of just those devices once, decides every message in arrival order against
+that state, and writes the outcome in two batched, idempotent writes: the device reports
+(only the rows that changed) and the lifecycle moves (compare-and-set in the store). If
+the database fails, the whole batch is kept and decided again later: nothing is lost.
 
 Every message is parsed at the edge. Anything wrong is logged with its device and
 counted by reason, and the loop carries on: one device's bad message never stops the
-controller. Messages from devices that are not registered are ignored.
+controller. Messages from devices that are not registered are ignored (and counted).
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
-import time
 from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 
-from controller.broker.link import Incoming
-from controller.lifecycle import FINAL, CommandState
+from controller.broker.base import Incoming
+from controller.confirmation import confirmed_at
+from controller.inbox import Inbox
+from controller.lifecycle import FINAL, CommandState, can_move
 from controller.metrics import Metrics
-from controller.store.repo import Store
-from devices.clock import Clock
+from controller.store.base import Command, DeviceView, Move, Stores
+from devices.clock import TimeSource
 from devices.protocol import (
     Ack,
     DeviceState,
     DeviceStatus,
     Kind,
-    Plan,
+    PlanStep,
     ProtocolError,
     Stage,
     Topics,
@@ -40,209 +48,380 @@ STAGE_TO_STATE = {
     Stage.REJECTED: CommandState.REJECTED,
     Stage.EXPIRED: CommandState.EXPIRED,
 }
-
-_FINAL_VALUES = frozenset(state.value for state in FINAL)
-_CONFIRMABLE = frozenset(
+CONFIRMABLE = frozenset(
     {
         CommandState.PENDING,
         CommandState.PUBLISHED,
         CommandState.RECEIVED,
         CommandState.ARMED,
         CommandState.UNCONFIRMED,
+        CommandState.APPLIED,
+        CommandState.DRIFTED,
     }
 )
-
 BODIES: dict[Kind, type[Ack] | type[DeviceState] | type[DeviceStatus]] = {
     Kind.ACK: Ack,
     Kind.STATE: DeviceState,
     Kind.STATUS: DeviceStatus,
 }
+BATCH = 2000
+REGISTRY_RECHECK_S = 1.0
+RETRY_FIRST_S = 0.2
+RETRY_MAX_S = 5.0
+
+
+@dataclass
+class Outcome:
+    """What one batch changed, for whoever reacts (public view, reconciler, dispatcher)."""
+
+    devices: set[str] = field(default_factory=set)
+    """Devices whose reports or commands changed."""
+    drift: bool = False
+    """A device left its plan, or holds a version beyond ours: reconcile soon."""
+    stale_plans: set[str] = field(default_factory=set)
+    """Devices that report an older plan than our newest: publish it again."""
+    moves: int = 0
+    reports: int = 0
+
+
+@dataclass
+class _Batch:
+    """The state of the batch's devices while its messages are decided."""
+
+    views: dict[str, DeviceView]
+    latest: dict[str, Command]
+    commands: dict[tuple[str, int], Command]
+    state: dict[int, CommandState] = field(default_factory=dict)
+    moves: list[Move] = field(default_factory=list)
+    outcome: Outcome = field(default_factory=Outcome)
+
+    def move(
+        self,
+        command: Command,
+        target: CommandState,
+        at: datetime,
+        detail: str | None,
+        only_from: frozenset[CommandState] | None = None,
+    ) -> None:
+        current = self.state.get(command.id, command.state)
+        if only_from is not None and current not in only_from:
+            return
+        if not can_move(current, target):
+            return
+        self.state[command.id] = target
+        self.moves.append(Move(command.id, target, at, detail, only_from))
+        self.outcome.devices.add(command.device_id)
 
 
 class Intake:
     def __init__(
         self,
-        store: Store,
+        stores: Stores,
         topics: Topics,
-        inbox: queue.Queue[Incoming],
-        clock: Clock,
+        inbox: Inbox,
+        clock: TimeSource,
         metrics: Metrics,
+        *,
+        batch_size: int = BATCH,
     ) -> None:
-        self.store = store
+        self.stores = stores
         self.topics = topics
         self.inbox = inbox
         self.clock = clock
         self.metrics = metrics
+        self.batch_size = batch_size
+        self.on_outcome: Callable[[Outcome], None] = lambda _outcome: None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="intake", daemon=True)
         self._known: set[str] = set()
-        self._known_at = -1e9
-        self._known_generation = -1
-        self.on_drift: Callable[[], None] = lambda: None
-        self.on_stale_plan: Callable[[str], None] = lambda _device_id: None
+        self._known_revision: int | None = None
+        self._known_checked = -1e18
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
+        self.inbox.wake()
         if self._thread.is_alive():
             self._thread.join(timeout=10)
 
     def _loop(self) -> None:
+        batch: list[Incoming] = []
+        backoff = RETRY_FIRST_S
         while not self._stop.is_set():
+            if not batch:
+                batch = self.inbox.take(self.batch_size, timeout=0.2)
+                if not batch:
+                    continue
             try:
-                message = self.inbox.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            try:
-                self.handle(message)
+                self.process(batch)
             except Exception:
-                log.exception("could not handle a message on %s", message.topic)
+                # the database is busy or down: keep the batch, decide it again later
+                self.metrics.intake_retries.inc()
+                log.exception("intake: could not store %d messages; will retry", len(batch))
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, RETRY_MAX_S)
+                continue
+            batch = []
+            backoff = RETRY_FIRST_S
+
+    # the batch ------------------------------------------------------------------
+
+    def process(self, messages: list[Incoming]) -> Outcome:
+        """Decide and store one batch; raises (changing nothing it cannot redo) when the
+        database fails, so the caller can keep the batch and try again."""
+        parsed = [p for m in messages if (p := self._parse(m)) is not None]
+        if not parsed:
+            return Outcome()
+        device_ids = {device_id for device_id, _, _ in parsed}
+        ack_keys = {(d, body.version) for d, body, _ in parsed if isinstance(body, Ack)}
+        views = self.stores.reports.views(device_ids)
+        batch = _Batch(
+            views=dict(views),
+            latest=self.stores.outbox.latest(device_ids),
+            commands=self.stores.outbox.get(ack_keys) if ack_keys else {},
+        )
+        now = self.clock()
+        for device_id, body, retain in parsed:
+            if device_id not in batch.views:
+                continue  # registered a moment ago in another process and not yet read
+            try:
+                self._decide(batch, device_id, body, retain, now)
+            except Exception:  # one message's trouble never stops the batch
+                log.exception("device %s: could not handle a message", device_id)
                 self.metrics.rejected_messages.labels(reason="error").inc()
+        changed = [v for d, v in batch.views.items() if v != views.get(d)]
+        batch.outcome.reports = self.stores.reports.save(changed) if changed else 0
+        batch.outcome.devices.update(v.id for v in changed)
+        if batch.moves:
+            results = self.stores.outbox.move(batch.moves)
+            batch.outcome.moves = sum(results)
+        self.metrics.intake_batches.inc()
+        self.on_outcome(batch.outcome)
+        return batch.outcome
+
+    def _parse(
+        self, message: Incoming
+    ) -> tuple[str, Ack | DeviceState | DeviceStatus, bool] | None:
+        where = self.topics.parse(message.topic)
+        if where is None or where.kind is Kind.PLAN:
+            return None
+        device_id = where.device_id
+        if not self._registered(device_id):
+            self.metrics.rejected_messages.labels(reason="unregistered").inc()
+            log.debug("ignoring %s from unregistered device %s", where.kind, device_id)
+            return None
+        if not message.payload and message.retain:
+            return None  # a cleared retained message
+        try:
+            body = decode(BODIES[where.kind], message.payload)
+        except ProtocolError as exc:
+            self._reject(device_id, exc.kind, exc.message)
+            return None
+        if body.device is not None and body.device != device_id:
+            self._reject(device_id, "device_mismatch", f"body names device {body.device!r}")
+            return None
+        self.metrics.accepted_messages.labels(kind=where.kind.value).inc()
+        return device_id, body, message.retain
 
     def _registered(self, device_id: str) -> bool:
-        """Registered devices, re-read when an unknown id shows up: at once after a
-        registration in this process, else at most once a second (a flood from
-        unregistered accounts must not turn into a flood of queries)."""
-        if device_id not in self._known and (
-            self._known_generation != self.store.registry_generation
-            or time.monotonic() - self._known_at > 1.0
-        ):
-            self._known_generation = self.store.registry_generation
-            self._known = self.store.device_ids()
-            self._known_at = time.monotonic()
+        """Registered devices, read again when an unknown id shows up and the registry's
+        revision moved (checked at most once a second: a flood from unregistered
+        accounts must not turn into a flood of queries)."""
+        if device_id in self._known:
+            return True
+        mono = self.clock.monotonic()
+        if mono - self._known_checked >= REGISTRY_RECHECK_S or self._known_revision is None:
+            self._known_checked = mono
+            revision = self.stores.registry.revision()
+            if revision != self._known_revision:
+                self._known_revision = revision
+                self._known = self.stores.registry.device_ids()
         return device_id in self._known
+
+    def forget_registry(self) -> None:
+        """Read the registry again at the next unknown id (after a registration here)."""
+        self._known_revision = None
 
     def _reject(self, device_id: str, reason: str, detail: str) -> None:
         self.metrics.rejected_messages.labels(reason=reason).inc()
         log.warning("device %s: refused message (%s): %s", device_id, reason, detail)
 
-    def handle(self, message: Incoming) -> None:
-        where = self.topics.parse(message.topic)
-        if where is None or where.kind is Kind.PLAN:
-            return
-        device_id = where.device_id
-        if not self._registered(device_id):
-            self.metrics.rejected_messages.labels(reason="unregistered").inc()
-            log.debug("ignoring %s from unregistered device %s", where.kind, device_id)
-            return
-        if not message.payload and message.retain:
-            return  # a cleared retained message
-        try:
-            body = decode(BODIES[where.kind], message.payload)
-        except ProtocolError as exc:
-            self._reject(device_id, exc.kind, exc.message)
-            return
-        if body.device is not None and body.device != device_id:
-            self._reject(device_id, "device_mismatch", f"body names device {body.device!r}")
-            return
-        self.metrics.accepted_messages.labels(kind=where.kind.value).inc()
-        now = self.clock()
-        if not message.retain and where.kind in (Kind.ACK, Kind.STATE):
-            self.store.mark_online(device_id, now)
-        if isinstance(body, Ack):
-            self._ack(device_id, body)
-        elif isinstance(body, DeviceStatus):
-            self.store.record_status(device_id, body.online, body.firmware, now)
-        else:
-            self.store.record_state(device_id, body.state.model_dump(mode="json"), now)
-            self._state(device_id, body)
+    # one message ------------------------------------------------------------------
 
-    def _ack(self, device_id: str, ack: Ack) -> None:
-        row = self.store.command(device_id, ack.version)
-        if row is None:
+    def _decide(
+        self,
+        batch: _Batch,
+        device_id: str,
+        body: Ack | DeviceState | DeviceStatus,
+        retain: bool,
+        now: datetime,
+    ) -> None:
+        view = batch.views[device_id]
+        if not retain and isinstance(body, Ack | DeviceState) and view.online is not True:
+            # a live message proves the device is connected, whatever status we missed
+            view = batch.views[device_id] = replace(view, online=True, status_at=now)
+        if isinstance(body, Ack):
+            self._ack(batch, device_id, body, now)
+        elif isinstance(body, DeviceStatus):
+            firmware = body.firmware or view.firmware
+            if (view.online, view.firmware) != (body.online, firmware):
+                batch.views[device_id] = replace(
+                    view, online=body.online, firmware=firmware, status_at=now
+                )
+        else:
+            if (view.reported_state, view.reported_at) != (
+                state := body.state.model_dump(mode="json"),
+                body.reported_at,
+            ):
+                batch.views[device_id] = replace(
+                    view, reported_state=state, reported_at=body.reported_at
+                )
+            self._state(batch, device_id, body, now)
+
+    def _record_applied(
+        self,
+        batch: _Batch,
+        device_id: str,
+        version: int,
+        step: PlanStep,
+        state: dict[str, object],
+        applied_at: datetime,
+    ) -> bool:
+        """Keep the newest step the device reports applied: newest version, then latest
+        step. A repeated report of the same step keeps the first (true) applied time.
+        True when the record changed."""
+        view = batch.views[device_id]
+        newer = (
+            view.applied_version is None
+            or version > view.applied_version
+            or (
+                version == view.applied_version
+                and (view.applied_step_at is None or step.at > view.applied_step_at)
+            )
+        )
+        if newer:
+            batch.views[device_id] = replace(
+                view,
+                applied_version=version,
+                applied_step_at=step.at,
+                applied_state=dict(state),
+                applied_at=applied_at,
+            )
+        return newer
+
+    def _ack(self, batch: _Batch, device_id: str, ack: Ack, now: datetime) -> None:
+        command = batch.commands.get((device_id, ack.version))
+        if command is None:
             self._reject(device_id, "unknown_version", f"ack for version {ack.version}")
             return
-        now = self.clock()
         target = STAGE_TO_STATE[ack.stage]
-        detail = ack.reason
-        if ack.stage is Stage.APPLIED:
-            assert ack.step_at and ack.applied_at and ack.state  # checked by the codec
-            step = next((s for s in decode(Plan, row.payload).steps if s.at == ack.step_at), None)
-            if step is None:
-                self._reject(device_id, "unknown_step", f"v{ack.version} has no step {ack.step_at}")
-                return
-            if not step.state.matches(ack.state):
-                self._reject(device_id, "state_mismatch", f"applied {ack.state}, not {step.state}")
-                self.store.move(row.id, CommandState.FAILED, now, "applied state differs")
-                return
-            detail = f"step {ack.step_at.isoformat()} applied at {ack.applied_at.isoformat()}"
-            self.store.record_applied(
-                device_id,
-                ack.version,
-                ack.step_at,
-                ack.state.model_dump(mode="json"),
-                ack.applied_at,
+        if ack.stage is not Stage.APPLIED:
+            batch.move(command, target, now, ack.reason)
+            return
+        assert ack.step_at and ack.applied_at and ack.state  # checked by the codec
+        step = next((s for s in command.plan.steps if s.at == ack.step_at), None)
+        if step is None:
+            self._reject(device_id, "unknown_step", f"v{ack.version} has no step {ack.step_at}")
+            return
+        if not step.state.matches(ack.state):
+            self._reject(device_id, "state_mismatch", f"applied {ack.state}, not {step.state}")
+            batch.move(command, CommandState.FAILED, now, "applied state differs")
+            return
+        changed = self._record_applied(
+            batch, device_id, ack.version, step, ack.state.model_dump(mode="json"), ack.applied_at
+        )
+        if changed or batch.state.get(command.id, command.state) is not CommandState.APPLIED:
+            batch.move(
+                command,
+                CommandState.APPLIED,
+                now,
+                f"step {ack.step_at.isoformat()} applied at {ack.applied_at.isoformat()}",
             )
-        self.store.move(row.id, target, now, detail)
 
-    def _state(self, device_id: str, report: DeviceState) -> None:
+    def _state(self, batch: _Batch, device_id: str, report: DeviceState, now: datetime) -> None:
         """A state report is evidence too: of a step applied (its ack may have been lost,
         say while the controller was down), of a device without its newest plan, or of
         drift from the plan it applied."""
-        latest = self.store.latest_command(device_id)
+        latest = batch.latest.get(device_id)
         newest = latest.version if latest is not None else 0
+        view = batch.views[device_id]
         if report.plan_version is not None and report.plan_version > newest:
             # it holds a version this database never issued (a restore, a re-registered
             # device): it would ignore ours, so the next version must go past its own
-            if self.store.raise_version_floor(device_id, report.plan_version):
+            if report.plan_version > view.version_floor:
+                batch.views[device_id] = replace(view, version_floor=report.plan_version)
                 log.warning(
                     "device %s holds plan version %d, beyond ours (%d); re-planning above it",
                     device_id,
                     report.plan_version,
                     newest,
                 )
-                self.on_drift()
+                batch.outcome.drift = True
             return
         if latest is None:
             return
+        current = batch.state.get(latest.id, latest.state)
         if report.plan_version is None or report.plan_version < latest.version:
-            if latest.state not in _FINAL_VALUES:
-                self.on_stale_plan(device_id)
+            if current not in FINAL:
+                batch.outcome.stale_plans.add(device_id)
             return
-        if report.plan_version == latest.version and report.step_at is not None:
-            step = next(
-                (s for s in decode(Plan, latest.payload).steps if s.at == report.step_at), None
-            )
+        if report.step_at is not None:
+            step = next((s for s in latest.plan.steps if s.at == report.step_at), None)
             if step is not None and step.state.matches(report.state):
-                self.store.record_applied(
+                changed = self._record_applied(
+                    batch,
                     device_id,
                     latest.version,
-                    report.step_at,
+                    step,
                     report.state.model_dump(mode="json"),
                     report.reported_at,
                 )
-                self.store.move(
-                    latest.id,
-                    CommandState.APPLIED,
-                    self.clock(),
-                    f"state report: step {report.step_at.isoformat()} in force",
-                    only_from=_CONFIRMABLE,
-                )
-        self._check_drift(device_id, report)
+                if changed or current is not CommandState.APPLIED:
+                    batch.move(
+                        latest,
+                        CommandState.APPLIED,
+                        now,
+                        f"state report: step {report.step_at.isoformat()} in force",
+                        only_from=CONFIRMABLE,
+                    )
+        self._check_drift(batch, device_id, latest, report, now)
 
-    def _check_drift(self, device_id: str, report: DeviceState) -> None:
+    def _check_drift(
+        self, batch: _Batch, device_id: str, latest: Command, report: DeviceState, now: datetime
+    ) -> None:
         """An applied plan whose device now reports other output has DRIFTED.
 
         Only a report about the newest version counts, compared with the step that
         version had in force at the report's own time, so a report racing a step
         boundary is judged against the step the device was showing.
         """
-        row = self.store.latest_command(device_id)
-        if row is None or row.state != CommandState.APPLIED.value:
+        if batch.state.get(latest.id, latest.state) is not CommandState.APPLIED:
             return
-        if report.plan_version != row.version:
+        if report.plan_version != latest.version:
             return
-        step = decode(Plan, row.payload).step_at(report.reported_at)
-        if step is None or step.state.matches(report.state):
+        step = latest.plan.step_at(report.reported_at)
+        if step is None:
+            return
+        view = batch.views[device_id]
+        if confirmed_at(
+            version=latest.version,
+            step=step,
+            applied_version=view.applied_version,
+            applied_step_at=view.applied_step_at,
+            applied_state=view.applied_state,
+            applied_at=view.applied_at,
+            reported_state=report.state,
+            reported_at=report.reported_at,
+        ) is not None or step.state.matches(report.state):
             return
         self.metrics.drifted.inc()
-        self.store.move(
-            row.id,
+        batch.move(
+            latest,
             CommandState.DRIFTED,
-            self.clock(),
+            now,
             f"reports {report.state.model_dump_json()} instead of the step at {step.at}",
         )
-        log.warning("device %s drifted from plan version %d", device_id, row.version)
-        self.on_drift()
+        log.warning("device %s drifted from plan version %d", device_id, latest.version)
+        batch.outcome.drift = True

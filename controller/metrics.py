@@ -30,6 +30,31 @@ class Metrics:
             "Applied plans whose device later reported other output",
             registry=self.registry,
         )
+        self.dropped_messages = Counter(
+            "illuminate_device_messages_dropped",
+            "Device messages not kept by the inbox, by reason (coalesced: a newer report "
+            "of the same kind from the same device replaced it)",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.intake_batches = Counter(
+            "illuminate_intake_batches", "Batches the intake stored", registry=self.registry
+        )
+        self.intake_retries = Counter(
+            "illuminate_intake_retries",
+            "Intake batches kept and tried again after a database error",
+            registry=self.registry,
+        )
+        self.publish_timeouts = Counter(
+            "illuminate_publish_timeouts",
+            "Plan publishes the broker did not acknowledge in time (published again)",
+            registry=self.registry,
+        )
+        self.clock_steps = Counter(
+            "illuminate_clock_steps",
+            "Steps of the system wall clock the controller noticed (and did not follow)",
+            registry=self.registry,
+        )
         self.reconciles = Counter(
             "illuminate_reconcile_runs", "Reconciler runs", registry=self.registry
         )
@@ -40,6 +65,12 @@ class Metrics:
     def accepted(self, kind: str) -> float:
         value = self.registry.get_sample_value(
             "illuminate_device_messages_accepted_total", {"kind": kind}
+        )
+        return value or 0.0
+
+    def dropped(self, reason: str) -> float:
+        value = self.registry.get_sample_value(
+            "illuminate_device_messages_dropped_total", {"reason": reason}
         )
         return value or 0.0
 

@@ -18,7 +18,7 @@ memory.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -193,8 +193,8 @@ class OutboxStore(Protocol):
         """Apply transitions in order, in one transaction; one bool per move. A move
         that the lifecycle does not allow from the current state changes nothing."""
 
-    def count_since(self, device_ids: Collection[str], since: datetime) -> dict[str, int]:
-        """How many versions each device was issued at or after `since`."""
+    def count_since(self, since: Mapping[str, datetime]) -> dict[str, int]:
+        """How many versions each device was issued at or after its instant."""
 
     def events(self, device_id: str | None = None) -> list[CommandEvent]: ...
 

@@ -8,7 +8,7 @@ one lock for the whole world.
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -143,12 +143,11 @@ class MemoryOutbox:
             ]
         return rows if limit is None else rows[:limit]
 
-    def count_since(self, device_ids: Collection[str], since: datetime) -> dict[str, int]:
-        wanted = set(device_ids)
+    def count_since(self, since: Mapping[str, datetime]) -> dict[str, int]:
         out: dict[str, int] = {}
         with self.w.lock:
             for c in self.w.commands.values():
-                if c.device_id in wanted and c.created_at >= since:
+                if c.device_id in since and c.created_at >= since[c.device_id]:
                     out[c.device_id] = out.get(c.device_id, 0) + 1
         return out
 

@@ -9,7 +9,7 @@ decision is ever made against a stale read.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -357,16 +357,17 @@ class SqlOutbox:
         with self.sessions() as s:
             return [_command(row) for row in s.execute(query)]
 
-    def count_since(self, device_ids: Collection[str], since: datetime) -> dict[str, int]:
+    def count_since(self, since: Mapping[str, datetime]) -> dict[str, int]:
         out: dict[str, int] = {}
         with self.sessions() as s:
-            for part in chunks(sorted(device_ids)):
-                query = (
-                    select(CommandRow.device_id, func.count())
-                    .where(CommandRow.device_id.in_(part), CommandRow.created_at >= since)
-                    .group_by(CommandRow.device_id)
+            for part in chunks(sorted(since)):
+                earliest = min(since[d] for d in part)
+                query = select(CommandRow.device_id, CommandRow.created_at).where(
+                    CommandRow.device_id.in_(part), CommandRow.created_at >= earliest
                 )
-                out.update({device: int(n) for device, n in s.execute(query)})
+                for device, created in s.execute(query):
+                    if created >= since[device]:
+                        out[device] = out.get(device, 0) + 1
         return out
 
     def events(self, device_id: str | None = None) -> list[CommandEvent]:

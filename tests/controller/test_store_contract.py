@@ -246,8 +246,8 @@ def test_latest_get_pending_and_counts(stores: Stores) -> None:
     assert len(stores.outbox.pending(limit=0)) == 0
     assert set(stores.outbox.latest({"d1"})) == {"d1"}
     assert set(stores.outbox.get([("d1", 1), ("d2", 1), ("d2", 7)])) == {("d1", 1), ("d2", 1)}
-    assert stores.outbox.count_since({"d1", "d2"}, NOW) == {"d1": 1, "d2": 1}
-    assert stores.outbox.count_since({"d1"}, NOW + timedelta(seconds=1)) == {}
+    assert stores.outbox.count_since({"d1": NOW, "d2": NOW}) == {"d1": 1, "d2": 1}
+    assert stores.outbox.count_since({"d1": NOW + timedelta(seconds=1), "d2": NOW}) == {"d2": 1}
 
 
 # reports -------------------------------------------------------------------------
