@@ -1,73 +1,107 @@
-"""The one place that wires Illuminate together: `Controller(settings)`."""
+"""The one place that wires Illuminate together: `Controller(settings)`.
+
+broker --sink--> Inbox --take--> Intake --batch--> stores
+                                   | outcome: invalidate the public view,
+                                   | republish stale plans, reconcile on drift
+Timer (tick + wake-ups) --> Reconciler --versions--> outbox --> Dispatcher --> broker
+RevisionWatch (changes by other processes) --> reconcile soon, public view stale
+PublicView (rendered once per change, off the request path) --> web app
+"""
 
 from __future__ import annotations
 
 import logging
-import queue
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from fastapi import FastAPI
 from sqlalchemy import text
 
+from controller.broker.base import Broker
 from controller.broker.embedded import EmbeddedBroker
-from controller.broker.link import BrokerLink, Incoming
+from controller.broker.link import PahoBroker
 from controller.dispatch import Dispatcher
-from controller.intake import Intake
+from controller.inbox import Inbox
+from controller.intake import Intake, Outcome
 from controller.metrics import Metrics
+from controller.public_view import PublicView
 from controller.reconcile import Reconciler
 from controller.settings import Settings
+from controller.steady import SteadyClock
 from controller.store.db import make_engine, migrate, session_factory
-from controller.store.repo import Store
+from controller.store.sql import sql_stores
 from controller.store.users import Users
-from controller.timer import Timer
+from controller.timelines import Timelines
+from controller.timer import ApsWakeups, Timer, Wakeups
+from controller.watch import RevisionWatch
 from controller.web.app import build_web
-from devices.clock import Clock, system_clock
+from devices.clock import TimeSource, system_clock
 from devices.connection import BrokerAddress
 
 log = logging.getLogger(__name__)
 
-INBOX_LIMIT = 100_000
-
 
 class Controller:
-    """Store, broker link, intake, dispatcher, reconciler, timer and web app."""
+    """Stores, broker, inbox, intake, dispatcher, reconciler, timer and web app."""
 
-    def __init__(self, settings: Settings, clock: Clock = system_clock) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: TimeSource | None = None,
+        wakeups: Wakeups | None = None,
+    ) -> None:
         self.settings = settings
-        self.clock = clock
         self.metrics = Metrics()
+        control = settings.control
+        self.clock: TimeSource = clock or SteadyClock(
+            system_clock,
+            follow_after_s=control.clock_follow_step_s,
+            on_step=lambda _s: self.metrics.clock_steps.inc(),
+        )
         self.engine = make_engine(settings.database_url)
         migrate(self.engine)
-        self.store = Store(session_factory(self.engine))
-        self.users = Users(self.store.sessions)
+        self.sessions = session_factory(self.engine)
+        self.stores = sql_stores(self.sessions)
+        self.users = Users(self.sessions)
         self.embedded: EmbeddedBroker | None = None
         if settings.broker.url is None:
             self.embedded = EmbeddedBroker(
                 settings.broker.embedded_host, settings.broker.embedded_port
             )
-        self.inbox: queue.Queue[Incoming] = queue.Queue(maxsize=INBOX_LIMIT)
-        self.link: BrokerLink | None = None
-        self.intake = Intake(self.store, settings.topics, self.inbox, clock, self.metrics)
-        control = settings.control
+        self.inbox = Inbox(
+            settings.topics, on_drop=lambda r: self.metrics.dropped_messages.labels(reason=r).inc()
+        )
+        self.broker: Broker | None = None
+        self.intake = Intake(self.stores, settings.topics, self.inbox, self.clock, self.metrics)
+        self.intake.on_outcome = self._outcome
         self.grace = timedelta(seconds=control.grace_s)
+        self.timelines = Timelines()
         self.reconciler = Reconciler(
-            self.store,
-            clock,
+            self.stores,
+            self.clock,
             horizon=timedelta(hours=control.horizon_h),
             grace=self.grace,
+            timelines=self.timelines,
         )
         self.dispatcher: Dispatcher | None = None
-        self.timer = Timer(self._reconcile, tick=timedelta(seconds=control.tick_s))
-        self.web: FastAPI = build_web(
-            self.store,
-            clock,
-            self.metrics,
+        self.timer = Timer(
+            self._reconcile, tick=timedelta(seconds=control.tick_s), wakeups=wakeups or ApsWakeups()
+        )
+        self.watch = RevisionWatch(self.stores, self._changed_elsewhere)
+        self.public = PublicView(
+            self.stores.snapshot,
+            self.clock,
             grace=self.grace,
             upcoming=timedelta(hours=control.upcoming_h),
+        )
+        self.web: FastAPI = build_web(
+            self.stores,
+            self.clock,
+            self.metrics,
+            public=self.public,
             ready=self.readiness,
             users=self.users,
-            on_change=self.reconcile_now,
+            on_change=self.changed,
         )
         self.started = False
 
@@ -79,52 +113,74 @@ class Controller:
         return self.settings.broker.address()
 
     def start(self, wait_broker_s: float = 10.0) -> None:
+        """Start everything; returns without waiting for the first reconcile, so the web
+        app answers at once (the public view says 'starting' until its first build)."""
         if self.embedded is not None:
             self.embedded.start()
             log.info("embedded broker on %s", self.embedded.url)
         address = self.broker_address()
-        self.link = BrokerLink(
+        ca_file = self.settings.broker.ca_file
+        self.broker = PahoBroker(
             address,
             self.settings.topics,
             self.settings.broker.client_id,
-            self.inbox,
+            self.inbox.put,
             started_at=self.clock(),
-            ca_file=str(self.settings.broker.ca_file) if self.settings.broker.ca_file else None,
+            ca_file=str(ca_file) if ca_file else None,
         )
         self.dispatcher = Dispatcher(
-            self.store,
-            self.link,
+            self.stores.outbox,
+            self.broker,
             self.settings.topics,
             self.clock,
             self.metrics,
             self.settings.control.publish_timeout_s,
         )
         self.reconciler.on_outbox = self.dispatcher.wake
-        self.intake.on_drift = self.request_reconcile
-        self.intake.on_stale_plan = self.dispatcher.republish
-        self.link.on_connected.append(lambda: self.metrics.broker_connected.set(1))
-        self.link.on_disconnected.append(lambda: self.metrics.broker_connected.set(0))
+        self.broker.add_listener(_Gauge(self.metrics))
         self.intake.start()
         self.dispatcher.start()
-        self.link.start()
-        if not self.link.wait_connected(wait_broker_s):
+        self.public.start()
+        self.broker.start()
+        if not self.broker.wait_connected(wait_broker_s):
             log.warning(
                 "broker %s not reachable yet; retrying in the background", address.redacted()
             )
         self.timer.start()
-        self.timer.fire()
+        self.watch.start()
+        self.timer.soon()
         self.started = True
 
     def _reconcile(self) -> Iterable[datetime]:
         self.metrics.reconciles.inc()
-        return self.reconciler.run().wake_at
+        result = self.reconciler.run()
+        if result.conflicts:
+            self.timer.soon()  # decisions that lost a race: take them again on fresh reads
+        if result.new_versions or result.unconfirmed:
+            self.public.invalidate()
+        return result.wake_at
 
-    def request_reconcile(self) -> None:
-        """Reconcile soon, on the timer's thread; many requests make one run."""
+    def _outcome(self, outcome: Outcome) -> None:
+        if outcome.devices:
+            self.public.invalidate()
+        if outcome.drift:
+            self.timer.soon()
+        if self.dispatcher is not None:
+            for device_id in outcome.stale_plans:
+                self.dispatcher.republish(device_id)
+
+    def _changed_elsewhere(self) -> None:
+        self.intake.forget_registry()
+        self.changed()
+
+    def changed(self) -> None:
+        """Sites, devices or campaigns changed: reconcile soon, on the timer's thread,
+        and render the public view again. Returns at once."""
+        self.public.invalidate()
         self.timer.soon()
 
     def reconcile_now(self) -> None:
-        """Reconcile at once (after an edit), and plan the next wake-ups."""
+        """Reconcile at once, on the caller's thread (tests and the demo's first run)."""
         self.timer.fire()
 
     def readiness(self) -> dict[str, bool]:
@@ -134,17 +190,30 @@ class Controller:
             database = True
         except Exception:
             database = False
-        broker = self.link is not None and self.link.connected.is_set()
+        broker = self.broker is not None and self.broker.is_connected
         return {"database": database, "broker": broker}
 
     def stop(self) -> None:
+        self.watch.stop()
         self.timer.stop()
-        if self.link is not None:
-            self.link.stop()
+        if self.broker is not None:
+            self.broker.stop()
         if self.dispatcher is not None:
             self.dispatcher.stop()
         self.intake.stop()
+        self.public.stop()
         if self.embedded is not None:
             self.embedded.stop()
         self.engine.dispose()
         self.started = False
+
+
+class _Gauge:
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def connected(self) -> None:
+        self.metrics.broker_connected.set(1)
+
+    def disconnected(self) -> None:
+        self.metrics.broker_connected.set(0)

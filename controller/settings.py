@@ -83,6 +83,11 @@ class ControlSettings(_Section):
     tick_s: float = Field(default=30, gt=0, le=3600, description="safety reconcile period")
     publish_timeout_s: float = Field(default=10, gt=0, le=300)
     upcoming_h: float = Field(default=24, gt=0, description="how far ahead 'scheduled' looks")
+    clock_follow_step_s: float = Field(
+        default=900,
+        ge=0,
+        description="how long a step of the system clock must hold before it is followed",
+    )
 
 
 class Settings(BaseSettings):
