@@ -10,6 +10,9 @@ A device confirmed step `step` of plan version `version` when:
 2. the output it reported with that apply matches the step's target; and
 3. no later state report contradicts it: a newer report of other output takes the
    confirmation away (the monument went dark, or changed colour, after all).
+Or when it reported applying a later step of the same version: its clock is a little
+ahead of ours and it has moved on (so a step boundary never turns a device that keeps
+up into an UNCONFIRMED one and a needless retry).
 
 An apply report of an older version never confirms a newer one: a new version exists
 because the older one was not enough (a retry, drift, a changed window), so the device
@@ -47,7 +50,11 @@ def confirmed_at(
     reported_at: datetime | None = None,
 ) -> datetime | None:
     """When the device confirmed `step` of plan `version` (its own applied time), or None."""
-    if applied_version != version or applied_step_at != step.at or applied_at is None:
+    if applied_version != version or applied_step_at is None or applied_at is None:
+        return None
+    if applied_step_at > step.at:
+        return applied_at
+    if applied_step_at != step.at:
         return None
     applied = _light(applied_state)
     if applied is None or not applied.matches(step.state):

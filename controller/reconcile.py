@@ -291,7 +291,7 @@ class Reconciler:
                 command.id,
                 CommandState.UNCONFIRMED,
                 now,
-                f"no apply report for the step at {due.at.isoformat()}",
+                f"no apply report for the step at {due.at}",
                 only_from=frozenset({command.state}),
                 seen_at=command.state_at,
             )

@@ -59,6 +59,10 @@ class ApsWakeups:
 
     def stop(self) -> None:
         if self._scheduler.running:
+            # remove the jobs first (under the scheduler's job-store lock, so after any
+            # round of due jobs in progress): APScheduler 3 otherwise races a shutdown
+            # against removing the one-shot job it has just run
+            self._scheduler.remove_all_jobs()
             self._scheduler.shutdown(wait=True)
 
     def _add(self, at: datetime, job_id: str) -> None:

@@ -7,7 +7,7 @@ that is 19:00Z-21:00Z.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,9 +15,10 @@ import pytest
 
 from controller.lifecycle import CommandState
 from controller.reconcile import Reconciler, plan_steps, same_from_now
-from controller.store.db import make_engine, migrate, session_factory
-from controller.store.repo import Store
-from devices.protocol import LightState, Plan, PlanStep, decode
+from controller.store.base import Command, Move, NewDevice, Stores
+from controller.store.memory import memory_stores
+from controller.store.sql import database
+from devices.protocol import LightState, Plan, PlanStep
 from schedules.model import Campaign, Light, SiteCatalog
 from schedules.resolve import Segment
 
@@ -205,46 +206,81 @@ def campaign(color: str = "#009edb", dates: tuple[str, ...] = ("2025-06-10",), *
 
 @dataclass
 class Rig:
-    store: Store
+    stores: Stores
     reconciler: Reconciler
     outbox_calls: list[int] = field(default_factory=list)
 
+    def command(self, device_id: str, version: int) -> Command | None:
+        return self.stores.outbox.get([(device_id, version)]).get((device_id, version))
+
     def plan(self, device_id: str, version: int) -> Plan:
-        row = self.store.command(device_id, version)
+        row = self.command(device_id, version)
         assert row is not None
-        return decode(Plan, row.payload)
+        return row.plan
 
     def state(self, device_id: str, version: int) -> str:
-        row = self.store.command(device_id, version)
+        row = self.command(device_id, version)
         assert row is not None
-        return row.state
+        return row.state.value
 
-    def events(self, device_id: str) -> list[tuple[int, str | None, str, datetime]]:
-        return [(e.version, e.from_state, e.to_state, e.at) for e in self.store.events(device_id)]
+    def events(self, device_id: str | None = None):
+        return self.stores.outbox.events(device_id)
+
+    def event_rows(self, device_id: str) -> list[tuple[int, str | None, str, datetime]]:
+        return [(e.version, e.from_state, e.to_state, e.at) for e in self.events(device_id)]
+
+    def put_campaign(self, c: Campaign, at: datetime) -> bool:
+        return self.stores.campaigns.put(c, at)
+
+    def count_commands(self, device_id: str | None = None) -> int:
+        events = self.events(device_id)
+        return len({(e.device_id, e.version) for e in events})
+
+    def pending_commands(self) -> list[Command]:
+        return self.stores.outbox.pending()
+
+    def move(self, command_id: int, target: CommandState, at: datetime, detail=None) -> bool:
+        return self.stores.outbox.move([Move(command_id, target, at, detail)])[0]
+
+    def _update(self, device_id: str, **values) -> None:
+        view = self.stores.reports.views({device_id})[device_id]
+        self.stores.reports.save([replace(view, **values)])
+
+    def record_status(self, device_id: str, online: bool, firmware, at: datetime) -> None:
+        self._update(device_id, online=online, firmware=firmware, status_at=at)
 
     def applied(
         self, device_id: str, version: int, at: datetime, state: LightState, applied_at: datetime
     ) -> None:
-        self.store.record_applied(device_id, version, at, state.model_dump(mode="json"), applied_at)
+        self._update(
+            device_id,
+            applied_version=version,
+            applied_step_at=at,
+            applied_state=state.model_dump(mode="json"),
+            applied_at=applied_at,
+        )
 
 
-@pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
-    engine = make_engine(f"sqlite:///{tmp_path}/db.sqlite")
-    migrate(engine)
-    store = Store(session_factory(engine))
-    store.import_catalog(CATALOG)
-    store.add_device("dev-a", "atomium", None, T0)
-    store.add_device("dev-b", "grand-place", None, T0)
-    store.put_campaign(campaign(), T0)
-
+@pytest.fixture(params=["memory", "sqlite"])
+def rig(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Rig]:
     def no_clock() -> datetime:
         raise AssertionError("the tests pass `now` explicitly")
 
-    rig = Rig(store, Reconciler(store, no_clock, HORIZON, GRACE))
-    rig.reconciler.on_outbox = lambda: rig.outbox_calls.append(1)
-    yield rig
-    engine.dispose()
+    def make(stores: Stores) -> Rig:
+        stores.registry.import_catalog(CATALOG)
+        stores.registry.add_devices(
+            [NewDevice("dev-a", "atomium"), NewDevice("dev-b", "grand-place")], T0
+        )
+        stores.campaigns.put(campaign(), T0)
+        rig = Rig(stores, Reconciler(stores, no_clock, HORIZON, GRACE))  # type: ignore[arg-type]
+        rig.reconciler.on_outbox = lambda: rig.outbox_calls.append(1)
+        return rig
+
+    if request.param == "memory":
+        yield make(memory_stores())
+        return
+    with database(f"sqlite:///{tmp_path}/db.sqlite") as (_, _, stores):
+        yield make(stores)
 
 
 def test_first_run_makes_version_1_per_device(rig: Rig) -> None:
@@ -259,8 +295,8 @@ def test_first_run_makes_version_1_per_device(rig: Rig) -> None:
         assert plan.issued_at == T0
         assert plan.steps == [step(T0, OFF), step(S, BLUE), step(E, OFF)]
         assert rig.state(device, 1) == "pending"
-        assert rig.events(device) == [(1, None, "pending", T0)]
-    assert [row.device_id for row in rig.store.pending_commands()] == ["dev-a", "dev-b"]
+        assert rig.event_rows(device) == [(1, None, "pending", T0)]
+    assert [row.device_id for row in rig.pending_commands()] == ["dev-a", "dev-b"]
 
 
 def test_a_later_run_inside_the_same_plan_makes_no_new_version(rig: Rig) -> None:
@@ -271,23 +307,23 @@ def test_a_later_run_inside_the_same_plan_makes_no_new_version(rig: Rig) -> None
         result = rig.reconciler.run(now=now)
         assert result.new_versions == {}
         assert result.unconfirmed == []
-    assert rig.store.count_commands() == 2
+    assert rig.count_commands() == 2
     assert rig.outbox_calls == [1]
-    assert rig.events("dev-a") == [(1, None, "pending", T0)]
+    assert rig.event_rows("dev-a") == [(1, None, "pending", T0)]
 
 
 def test_a_restart_mid_window_makes_no_new_version(rig: Rig) -> None:
     rig.reconciler.run(now=T0)
-    restarted = Reconciler(rig.store, rig.reconciler.clock, HORIZON, GRACE)
+    restarted = Reconciler(rig.stores, rig.reconciler.clock, HORIZON, GRACE)
     result = restarted.run(now=S + timedelta(seconds=10))
     assert result.new_versions == {}
-    assert rig.store.count_commands("dev-a") == 1
+    assert rig.count_commands("dev-a") == 1
 
 
 def test_editing_the_campaign_supersedes_the_old_version(rig: Rig) -> None:
     rig.reconciler.run(now=T0)
     t1 = T0 + timedelta(hours=1)
-    assert rig.store.put_campaign(campaign(color="#c8102e"), t1) is False
+    assert rig.put_campaign(campaign(color="#c8102e"), t1) is False
     result = rig.reconciler.run(now=t1)
     assert result.new_versions == {"dev-a": 2, "dev-b": 2}
     assert rig.outbox_calls == [1, 1]
@@ -296,29 +332,29 @@ def test_editing_the_campaign_supersedes_the_old_version(rig: Rig) -> None:
         assert rig.state(device, 2) == "pending"
         assert rig.plan(device, 2).issued_at == t1
         assert rig.plan(device, 2).steps == [step(t1, OFF), step(S, RED), step(E, OFF)]
-        assert rig.events(device) == [
+        assert rig.event_rows(device) == [
             (1, None, "pending", T0),
             (1, "pending", "superseded", t1),
             (2, None, "pending", t1),
         ]
-    old = rig.store.command("dev-a", 1)
+    old = rig.command("dev-a", 1)
     assert old is not None
     assert old.reason == "by version 2"
     assert old.state_at == t1
-    assert [e.detail for e in rig.store.events("dev-a")] == [None, "by version 2", None]
+    assert [e.detail for e in rig.events("dev-a")] == [None, "by version 2", None]
 
 
 def test_an_edit_that_does_not_change_the_light_makes_no_new_version(rig: Rig) -> None:
     rig.reconciler.run(now=T0)
     rig.applied("dev-a", 1, T0, OFF, T0 + timedelta(seconds=1))
     t1 = T0 + timedelta(hours=1)
-    rig.store.put_campaign(campaign(title={"en": "Blue Heart 2025"}), t1)
+    rig.put_campaign(campaign(title={"en": "Blue Heart 2025"}), t1)
     assert rig.reconciler.run(now=t1).new_versions == {}
     assert rig.state("dev-a", 1) == "pending"
 
 
 def test_a_window_entering_the_horizon_makes_a_new_version(rig: Rig) -> None:
-    rig.store.put_campaign(campaign(dates=("2025-06-10", "2025-06-12")), T0)
+    rig.put_campaign(campaign(dates=("2025-06-10", "2025-06-12")), T0)
     rig.reconciler.run(now=T0)
     # horizon end T0+48h = 12 June 12:00Z: the 12 June window (19:00Z) is not in yet
     assert rig.plan("dev-a", 1).steps == [step(T0, OFF), step(S, BLUE), step(E, OFF)]
@@ -337,7 +373,7 @@ CLIPPED = (
 
 
 def test_a_window_straddling_the_horizon_end_has_no_off_step_inside_it(rig: Rig) -> None:
-    rig.store.put_campaign(campaign(dates=("2025-06-12",)), T0)
+    rig.put_campaign(campaign(dates=("2025-06-12",)), T0)
     s3, e3 = S + timedelta(days=2), E + timedelta(days=2)
     now = s3 - HORIZON + timedelta(minutes=30)  # horizon end = 12 June 19:30Z, mid-window
     rig.reconciler.run(now=now)
@@ -349,12 +385,12 @@ def test_a_window_straddling_the_horizon_end_has_no_off_step_inside_it(rig: Rig)
 
 
 def test_ticks_while_the_horizon_end_is_inside_a_window_make_no_new_version(rig: Rig) -> None:
-    rig.store.put_campaign(campaign(dates=("2025-06-12",)), T0)
+    rig.put_campaign(campaign(dates=("2025-06-12",)), T0)
     now = S + timedelta(days=2) - HORIZON + timedelta(minutes=30)
     assert rig.reconciler.run(now=now).new_versions == {"dev-a": 1, "dev-b": 1}
     for tick in (30, 60, 90):
         assert rig.reconciler.run(now=now + timedelta(seconds=tick)).new_versions == {}
-    assert rig.store.count_commands("dev-a") == 1
+    assert rig.count_commands("dev-a") == 1
 
 
 def test_no_apply_report_after_grace_makes_the_command_unconfirmed(rig: Rig) -> None:
@@ -375,15 +411,15 @@ def test_no_apply_report_after_grace_makes_the_command_unconfirmed(rig: Rig) -> 
     assert result.new_versions == {}
     assert rig.state("dev-a", 1) == "unconfirmed"
     assert rig.state("dev-b", 1) == "pending"
-    row = rig.store.command("dev-a", 1)
+    row = rig.command("dev-a", 1)
     assert row is not None
     assert row.reason == "no apply report for the step at 2025-06-10 19:00:00+00:00"
-    assert rig.events("dev-a") == [(1, None, "pending", T0), (1, "pending", "unconfirmed", after)]
-    assert rig.events("dev-b") == [(1, None, "pending", T0)]
+    assert rig.event_rows("dev-a") == [(1, None, "pending", T0), (1, "pending", "unconfirmed", after)]
+    assert rig.event_rows("dev-b") == [(1, None, "pending", T0)]
 
     # a second run does not record it again
     assert rig.reconciler.run(now=after + timedelta(minutes=5)).unconfirmed == []
-    assert len(rig.store.events("dev-a")) == 2
+    assert len(rig.events("dev-a")) == 2
 
 
 def test_a_late_apply_resolves_unconfirmed_and_a_later_step_unconfirms_it_again(
@@ -392,12 +428,12 @@ def test_a_late_apply_resolves_unconfirmed_and_a_later_step_unconfirms_it_again(
     rig.reconciler.run(now=T0)
     rig.applied("dev-a", 1, T0, OFF, T0 + timedelta(seconds=1))
     rig.reconciler.run(now=S + timedelta(minutes=1))
-    row = rig.store.command("dev-a", 1)
+    row = rig.command("dev-a", 1)
     assert row is not None and row.state == "unconfirmed"
 
     late = S + timedelta(minutes=2)
     rig.applied("dev-a", 1, S, BLUE, late)
-    assert rig.store.move(row.id, CommandState.APPLIED, late, "late")
+    assert rig.move(row.id, CommandState.APPLIED, late, "late")
     assert rig.reconciler.run(now=S + timedelta(minutes=3)).unconfirmed == []
     assert rig.state("dev-a", 1) == "applied"
 
@@ -406,7 +442,7 @@ def test_a_late_apply_resolves_unconfirmed_and_a_later_step_unconfirms_it_again(
     end_check = E + GRACE
     # dev-b never reported anything: it is unconfirmed already and is not counted again
     assert rig.reconciler.run(now=end_check).unconfirmed == ["dev-a"]
-    assert rig.events("dev-a")[-2:] == [
+    assert rig.event_rows("dev-a")[-2:] == [
         (1, "unconfirmed", "applied", late),
         (1, "applied", "unconfirmed", end_check),
     ]
@@ -431,20 +467,20 @@ def test_a_report_of_a_later_step_confirms_an_earlier_version(rig: Rig) -> None:
 
 def test_moves_on_a_final_command_are_refused_and_not_audited(rig: Rig) -> None:
     rig.reconciler.run(now=T0)
-    rig.store.put_campaign(campaign(color="#c8102e"), T0 + timedelta(hours=1))
+    rig.put_campaign(campaign(color="#c8102e"), T0 + timedelta(hours=1))
     rig.reconciler.run(now=T0 + timedelta(hours=1))
-    old = rig.store.command("dev-a", 1)
+    old = rig.command("dev-a", 1)
     assert old is not None and old.state == "superseded"
-    before = len(rig.store.events("dev-a"))
-    assert not rig.store.move(old.id, CommandState.APPLIED, T0 + timedelta(hours=2))
+    before = len(rig.events("dev-a"))
+    assert not rig.move(old.id, CommandState.APPLIED, T0 + timedelta(hours=2))
     assert rig.state("dev-a", 1) == "superseded"
-    assert len(rig.store.events("dev-a")) == before
+    assert len(rig.events("dev-a")) == before
 
 
 def test_an_online_device_that_stays_unconfirmed_gets_the_plan_again_three_times(
     rig: Rig,
 ) -> None:
-    rig.store.record_status("dev-a", True, None, T0)
+    rig.record_status("dev-a", True, None, T0)
     rig.reconciler.run(now=T0)
     unconfirmed_at = S + GRACE + timedelta(seconds=1)
     assert rig.reconciler.run(now=unconfirmed_at).unconfirmed == ["dev-a", "dev-b"]
@@ -463,3 +499,18 @@ def test_an_online_device_that_stays_unconfirmed_gets_the_plan_again_three_times
     # three retries for the step: then it stays unconfirmed, for someone to look at
     assert rig.reconciler.run(now=t + retry * 10).new_versions == {}
     assert rig.state("dev-a", 4) == "unconfirmed"
+
+
+@pytest.mark.parametrize("jump", [timedelta(hours=1), timedelta(hours=-1)], ids=["+1h", "-1h"])
+def test_a_wall_clock_step_makes_no_new_version_for_an_unchanged_window(
+    rig: Rig, jump: timedelta
+) -> None:
+    rig.reconciler.run(now=T0)
+    for device in ("dev-a", "dev-b"):
+        rig.applied(device, 1, S, BLUE, S + timedelta(seconds=1))
+    now = S + timedelta(minutes=30)
+    assert rig.reconciler.run(now=now).new_versions == {}
+    result = rig.reconciler.run(now=now + jump)
+    assert result.new_versions == {}
+    assert result.unconfirmed == []
+    assert rig.count_commands() == 2

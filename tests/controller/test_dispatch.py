@@ -1,0 +1,169 @@
+"""The dispatcher on the in-memory broker and stores, with a fake clock: no sleeps."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from controller.broker.base import Incoming
+from controller.broker.memory import MemoryBroker
+from controller.dispatch import Dispatcher
+from controller.lifecycle import CommandState as S
+from controller.metrics import Metrics
+from controller.store.base import Move, NewDevice, NewVersion, Stores
+from controller.store.memory import memory_stores
+from devices.clock import FakeClock
+from devices.protocol import Topics
+from schedules.model import SiteCatalog
+
+T0 = datetime(2026, 7, 30, 19, 0, tzinfo=UTC)
+TOPICS = Topics()
+TIMEOUT_S = 10.0
+
+
+def payload(version: int) -> str:
+    return (
+        f'{{"v":1,"version":{version},"issued_at":"2026-07-30T19:00:00Z",'
+        '"steps":[{"at":"2026-07-30T19:00:00Z","state":{"on":false}}]}'
+    )
+
+
+class World:
+    def __init__(self, devices: int = 3) -> None:
+        self.clock = FakeClock(T0)
+        self.stores: Stores = memory_stores()
+        self.stores.registry.import_catalog(
+            SiteCatalog.model_validate(
+                {
+                    "cities": [{"id": "c", "name": {"en": "C"}, "timezone": "Europe/Brussels"}],
+                    "sites": [{"id": "s", "city": "c", "name": {"en": "S"}, "lat": 50, "lon": 4}],
+                }
+            )
+        )
+        self.ids = [f"d{i}" for i in range(devices)]
+        self.stores.registry.add_devices([NewDevice(i, "s") for i in self.ids], T0)
+        self.received: list[Incoming] = []
+        self.broker = MemoryBroker(self.received.append)
+        self.metrics = Metrics()
+        self.dispatcher = Dispatcher(
+            self.stores.outbox, self.broker, TOPICS, self.clock, self.metrics, TIMEOUT_S
+        )
+        self.broker.add_listener(self.dispatcher)
+        self.broker.connect()
+
+    def issue(self, version: int = 1) -> None:
+        latest = self.stores.outbox.latest()
+        self.stores.outbox.add_versions(
+            [
+                NewVersion(
+                    d,
+                    version,
+                    payload(version),
+                    self.clock(),
+                    (latest[d].id, latest[d].state) if d in latest else None,
+                )
+                for d in self.ids
+            ]
+        )
+
+    def states(self) -> list[S]:
+        latest = self.stores.outbox.latest()
+        return [latest[d].state for d in self.ids]
+
+
+@pytest.fixture
+def w() -> World:
+    return World()
+
+
+def test_every_pending_row_is_published_at_once_and_turns_published_on_its_puback(w: World):
+    w.issue()
+    w.dispatcher.step()
+    assert sorted(w.broker.topics()) == sorted(TOPICS.plan(d) for d in w.ids)
+    assert all(p.retain for p in w.broker.published)
+    assert w.states() == [S.PENDING] * 3  # transport not yet acknowledged
+    w.broker.ack(TOPICS.plan("d1"))
+    assert w.dispatcher.step() == 1
+    assert w.states() == [S.PENDING, S.PUBLISHED, S.PENDING]
+    w.broker.ack()
+    assert w.dispatcher.step() == 2
+    assert w.states() == [S.PUBLISHED] * 3
+    assert len(w.broker.published) == 3  # nothing published twice
+    assert w.metrics.registry.get_sample_value("illuminate_plans_published_total") == 3
+
+
+def test_a_publish_not_acknowledged_in_time_is_sent_again(w: World) -> None:
+    w.issue()
+    w.dispatcher.step()
+    w.clock.advance(TIMEOUT_S - 0.1)
+    w.dispatcher.step()
+    assert len(w.broker.published) == 3  # still within the timeout
+    w.clock.advance(0.2)
+    w.dispatcher.step()
+    assert len(w.broker.published) == 6
+    assert w.broker.published[3].payload == w.broker.published[0].payload  # same version
+    w.broker.ack()
+    w.dispatcher.step()
+    assert w.states() == [S.PUBLISHED] * 3
+
+
+def test_a_wall_clock_jump_does_not_time_publishes_out(w: World) -> None:
+    w.issue()
+    w.dispatcher.step()
+    w.clock.jump(timedelta(hours=1))
+    w.dispatcher.step()
+    assert len(w.broker.published) == 3
+
+
+def test_nothing_is_published_while_disconnected_and_all_goes_out_on_reconnect(w: World):
+    w.broker.disconnect()
+    w.issue()
+    w.dispatcher.step()
+    assert w.broker.published == []
+    w.broker.connect()  # the dispatcher listens: every device's newest plan again
+    w.dispatcher.step()
+    assert len(w.broker.published) == 3
+
+
+def test_a_lost_connection_loses_no_plan(w: World) -> None:
+    w.issue()
+    w.dispatcher.step()
+    w.broker.disconnect()  # PUBACKs never come
+    w.clock.advance(TIMEOUT_S + 1)
+    w.dispatcher.step()
+    w.broker.connect()
+    w.dispatcher.step()
+    w.broker.ack()
+    w.dispatcher.step()
+    assert w.states() == [S.PUBLISHED] * 3
+
+
+def test_a_device_with_a_stale_plan_gets_the_newest_again(w: World) -> None:
+    w.issue()
+    w.dispatcher.step()
+    w.broker.ack()
+    w.dispatcher.step()
+    before = len(w.broker.published)
+    w.dispatcher.republish("d2")
+    w.dispatcher.step()
+    assert w.broker.topics()[before:] == [TOPICS.plan("d2")]
+
+
+def test_a_refused_publish_stays_pending_and_is_sent_again(w: World) -> None:
+    w.issue()
+    w.dispatcher.step()
+    w.broker.ack(TOPICS.plan("d0"), ok=False)
+    w.dispatcher.step()
+    assert w.states()[0] is S.PENDING
+    assert w.broker.topics().count(TOPICS.plan("d0")) == 2
+
+
+def test_an_ack_overtaking_the_puback_is_not_undone(w: World) -> None:
+    w.issue()
+    w.dispatcher.step()
+    d0 = w.stores.outbox.latest()["d0"]
+    w.stores.outbox.move([Move(d0.id, S.ARMED, T0)])
+    w.broker.ack()
+    w.dispatcher.step()
+    assert w.states()[0] is S.ARMED

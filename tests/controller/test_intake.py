@@ -1,0 +1,277 @@
+"""The intake and its inbox on in-memory stores and a fake clock: no broker, no sleeps."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from controller.broker.base import Incoming
+from controller.inbox import Inbox
+from controller.intake import Intake
+from controller.lifecycle import CommandState as S
+from controller.metrics import Metrics
+from controller.store.base import NewDevice, NewVersion, Stores
+from controller.store.memory import memory_stores
+from devices.clock import FakeClock
+from devices.protocol import Plan, PlanStep, Topics, encode
+from devices.protocol import LightState as L
+from schedules.model import SiteCatalog
+
+T0 = datetime(2026, 7, 30, 19, 0, tzinfo=UTC)
+STEP = T0 + timedelta(minutes=30)
+BLUE = L(on=True, color="#009EDB", level=80)
+RED = L(on=True, color="#C8102E", level=80)
+OFF = L(on=False)
+TOPICS = Topics()
+CATALOG = SiteCatalog.model_validate(
+    {
+        "cities": [{"id": "bxl", "name": {"en": "Brussels"}, "timezone": "Europe/Brussels"}],
+        "sites": [
+            {"id": f"s{i}", "city": "bxl", "name": {"en": f"S{i}"}, "lat": 50.8, "lon": 4.3}
+            for i in range(3)
+        ],
+    }
+)
+
+
+def iso(t: datetime) -> str:
+    return t.isoformat().replace("+00:00", "Z")
+
+
+class World:
+    def __init__(self) -> None:
+        self.clock = FakeClock(T0 + timedelta(minutes=31))
+        self.stores: Stores = memory_stores()
+        self.stores.registry.import_catalog(CATALOG)
+        self.stores.registry.add_devices([NewDevice(f"d{i}", f"s{i}") for i in range(3)], T0)
+        self.metrics = Metrics()
+        self.inbox = Inbox(TOPICS, per_device=4, on_drop=self.drop)
+        self.drops: list[str] = []
+        self.intake = Intake(self.stores, TOPICS, self.inbox, self.clock, self.metrics)
+        plan = Plan(
+            version=1,
+            issued_at=T0,
+            steps=[PlanStep(at=T0, state=OFF), PlanStep(at=STEP, state=BLUE)],
+        )
+        self.stores.outbox.add_versions(
+            [NewVersion(f"d{i}", 1, encode(plan).decode(), T0, None) for i in range(3)]
+        )
+
+    def drop(self, reason: str) -> None:
+        self.drops.append(reason)
+
+    def ack(self, sender: str, stage: str, version: int = 1, **extra: object) -> Incoming:
+        body = {"v": 1, "version": version, "stage": stage, **extra}
+        return Incoming(TOPICS.ack(sender), json.dumps(body).encode(), False)
+
+    def applied(self, device: str, state: L = BLUE, step: datetime = STEP) -> Incoming:
+        return self.ack(
+            device,
+            "applied",
+            step_at=iso(step),
+            applied_at=iso(step),
+            state=state.model_dump(mode="json"),
+        )
+
+    def report(
+        self,
+        device: str,
+        state: L = BLUE,
+        version: int | None = 1,
+        step: datetime | None = STEP,
+        retain: bool = True,
+        at: datetime | None = None,
+    ) -> Incoming:
+        body: dict[str, object] = {
+            "v": 1,
+            "state": state.model_dump(mode="json"),
+            "reported_at": iso(at or STEP),
+        }
+        if version is not None:
+            body["plan_version"] = version
+        if step is not None:
+            body["step_at"] = iso(step)
+        return Incoming(TOPICS.state(device), json.dumps(body).encode(), retain)
+
+    def status(self, device: str, online: bool, retain: bool = True) -> Incoming:
+        return Incoming(
+            TOPICS.status(device), json.dumps({"v": 1, "online": online}).encode(), retain
+        )
+
+    def state_of(self, device: str) -> S:
+        return self.stores.outbox.latest()[device].state
+
+    def view(self, device: str):
+        return self.stores.reports.views({device})[device]
+
+
+@pytest.fixture
+def w() -> World:
+    return World()
+
+
+def test_one_batch_walks_the_lifecycle_and_records_the_apply(w: World) -> None:
+    out = w.intake.process(
+        [w.ack("d0", "received"), w.ack("d0", "armed"), w.applied("d0"), w.ack("d1", "received")]
+    )
+    assert w.state_of("d0") is S.APPLIED
+    assert w.state_of("d1") is S.RECEIVED
+    assert out.moves == 4
+    view = w.view("d0")
+    assert (view.applied_version, view.applied_step_at, view.online) == (1, STEP, True)
+    assert [e.to_state for e in w.stores.outbox.events("d0")] == [
+        S.PENDING,
+        S.RECEIVED,
+        S.ARMED,
+        S.APPLIED,
+    ]
+
+
+def test_an_apply_of_the_wrong_output_fails_the_command(w: World) -> None:
+    w.intake.process([w.applied("d0", state=RED)])
+    assert w.state_of("d0") is S.FAILED
+    assert w.view("d0").applied_version is None
+    assert w.metrics.rejected("state_mismatch") == 1
+
+
+def test_a_repeated_apply_report_is_no_write_and_keeps_the_first_time(w: World) -> None:
+    w.intake.process([w.applied("d0")])
+    events = len(w.stores.outbox.events("d0"))
+    again = w.ack(
+        "d0",
+        "applied",
+        step_at=iso(STEP),
+        applied_at=iso(STEP + timedelta(seconds=9)),
+        state=BLUE.model_dump(mode="json"),
+    )
+    out = w.intake.process([again])
+    assert (out.moves, out.reports) == (0, 0)
+    assert len(w.stores.outbox.events("d0")) == events
+    assert w.view("d0").applied_at == STEP
+
+
+def test_retained_status_that_changes_nothing_writes_nothing(w: World) -> None:
+    assert w.intake.process([w.status("d0", True)]).reports == 1
+    assert w.intake.process([w.status("d0", True), w.status("d0", True)]).reports == 0
+
+
+def test_a_state_report_confirms_a_step_whose_ack_was_lost(w: World) -> None:
+    w.intake.process([w.report("d2")])
+    assert w.state_of("d2") is S.APPLIED
+    assert w.view("d2").applied_step_at == STEP
+
+
+def test_a_report_of_an_older_plan_asks_for_a_republish(w: World) -> None:
+    out = w.intake.process([w.report("d0", version=None, step=None)])
+    assert out.stale_plans == {"d0"}
+
+
+def test_a_version_beyond_ours_raises_the_floor_and_asks_to_replan(w: World) -> None:
+    out = w.intake.process([w.report("d0", version=9)])
+    assert out.drift is True
+    assert w.view("d0").version_floor == 9
+
+
+def test_other_output_after_an_apply_is_drift(w: World) -> None:
+    w.intake.process([w.applied("d0")])
+    out = w.intake.process([w.report("d0", state=RED, at=STEP + timedelta(minutes=1))])
+    assert out.drift is True
+    assert w.state_of("d0") is S.DRIFTED
+
+
+def test_bad_messages_are_counted_and_the_rest_of_the_batch_goes_on(w: World) -> None:
+    batch = [
+        Incoming(TOPICS.ack("d0"), b"{not json", False),
+        Incoming(
+            TOPICS.ack("ghost"),
+            json.dumps({"v": 1, "version": 1, "stage": "armed"}).encode(),
+            False,
+        ),
+        w.ack("d0", "armed", device="d1"),
+        w.ack("d0", "armed", version=77),
+        w.ack("d1", "armed"),
+    ]
+    w.intake.process(batch)
+    assert w.state_of("d1") is S.ARMED
+    assert w.state_of("d0") is S.PENDING
+    assert w.metrics.rejected("unregistered") == 1
+    assert w.metrics.rejected("device_mismatch") == 1
+    assert w.metrics.rejected("unknown_version") == 1
+
+
+def test_a_device_registered_later_is_seen_within_a_second(w: World) -> None:
+    w.intake.process([w.ack("d0", "armed")])
+    w.stores.registry.add_devices([NewDevice("late", "s0")], T0)
+    msg = w.status("late", True)
+    w.intake.process([msg])
+    assert w.view("late").online is None  # the registry was read under a second ago
+    w.clock.advance(1.0)
+    w.intake.process([msg])
+    assert w.view("late").online is True
+
+
+class FailingOnce:
+    """The reports store, failing its first save like a locked database."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.failures = 1
+
+    def views(self, ids=None):
+        return self.inner.views(ids)
+
+    def save(self, views):
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("database is locked")
+        return self.inner.save(views)
+
+
+def test_a_database_error_keeps_the_batch_for_a_retry(w: World) -> None:
+    stores = Stores(
+        w.stores.registry, w.stores.campaigns, w.stores.outbox, FailingOnce(w.stores.reports)
+    )
+    intake = Intake(stores, TOPICS, w.inbox, w.clock, w.metrics)
+    batch = [w.applied("d0")]
+    with pytest.raises(RuntimeError):
+        intake.process(batch)
+    intake.process(batch)  # what the loop does: the same batch again
+    assert w.state_of("d0") is S.APPLIED
+    assert w.view("d0").applied_step_at == STEP
+
+
+# the inbox -------------------------------------------------------------------------
+
+
+def test_inbox_coalesces_reports_keeps_acks_in_order_and_bounds_each_device(w: World) -> None:
+    for i in range(3):
+        w.inbox.put(w.report("d0", at=STEP + timedelta(seconds=i)))
+    for stage in ("received", "armed", "received", "armed", "received", "armed"):
+        w.inbox.put(w.ack("d0", stage))
+    taken = w.inbox.take(100, timeout=0)
+    kinds = [TOPICS.parse(m.topic).kind.value for m in taken]
+    assert kinds == ["state", "ack", "ack", "ack", "ack"]
+    assert json.loads(taken[0].payload)["reported_at"] == iso(STEP + timedelta(seconds=2))
+    assert w.drops.count("coalesced") == 2
+    assert w.drops.count("device_queue_full") == 2
+
+
+def test_one_devices_flood_does_not_delay_another_device(w: World) -> None:
+    inbox = Inbox(TOPICS, per_device=1000)
+    for i in range(1000):
+        inbox.put(w.ack("d0", "armed", reason=f"flood {i}"))
+    inbox.put(w.applied("d1"))
+    first = inbox.take(10, timeout=0)
+    second = inbox.take(10, timeout=0)
+    devices = [TOPICS.parse(m.topic).device_id for m in first + second]
+    assert "d1" in devices
+    assert len(inbox) == 1000 + 1 - 20
+
+
+def test_inbox_ignores_topics_that_are_not_a_devices(w: World) -> None:
+    w.inbox.put(Incoming("elsewhere/x", b"{}", False))
+    w.inbox.put(Incoming(TOPICS.plan("d0"), b"{}", True))
+    assert w.inbox.take(10, timeout=0) == []
+    assert w.drops == ["not_a_device_topic", "not_a_device_topic"]

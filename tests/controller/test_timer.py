@@ -1,0 +1,142 @@
+"""The timer on manual wake-ups, and the steady clock on a fake clock."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from controller.steady import SteadyClock
+from controller.timer import MAX_WAKEUPS, ApsWakeups, ManualWakeups, Timer
+from devices.clock import FakeClock
+
+T0 = datetime(2026, 7, 30, 19, 0, tzinfo=UTC)
+S = T0 + timedelta(minutes=30)
+E = T0 + timedelta(hours=3)
+
+
+class Reconciles:
+    def __init__(self, clock: FakeClock, instants: list[datetime]) -> None:
+        self.clock = clock
+        self.instants = instants
+        self.runs: list[datetime] = []
+
+    def __call__(self) -> list[datetime]:
+        self.runs.append(self.clock())
+        return [t for t in self.instants if t > self.clock()]
+
+
+def test_a_fire_plans_the_wakeups_the_reconcile_asks_for_and_they_run() -> None:
+    clock = FakeClock(T0)
+    wake = Reconciles(clock, [S, S + timedelta(seconds=30), E])
+    wakeups = ManualWakeups()
+    timer = Timer(wake, timedelta(seconds=30), wakeups)
+    wakeups.start(timer.fire)
+    timer.fire()
+    assert timer.pending() == [S, S + timedelta(seconds=30), E]
+    clock.set(S)
+    assert wakeups.due(clock()) == 1
+    assert wake.runs == [T0, S]
+    clock.set(E + timedelta(minutes=1))  # a late wake-up runs late, never dropped
+    assert wakeups.due(clock()) == 1
+    assert wake.runs[-1] == E + timedelta(minutes=1)
+    assert timer.pending() == []
+
+
+def test_many_soon_requests_make_one_reconcile() -> None:
+    clock = FakeClock(T0)
+    wake = Reconciles(clock, [])
+    wakeups = ManualWakeups()
+    timer = Timer(wake, timedelta(seconds=30), wakeups)
+    wakeups.start(timer.fire)
+    for _ in range(50):
+        timer.soon()
+    assert wakeups.due(clock()) == 1
+    assert wakeups.due(clock()) == 0
+    assert len(wake.runs) == 1
+
+
+def test_only_the_nearest_wakeups_are_planned() -> None:
+    clock = FakeClock(T0)
+    many = [T0 + timedelta(seconds=i) for i in range(1, 1000)]
+    wakeups = ManualWakeups()
+    timer = Timer(Reconciles(clock, many), timedelta(seconds=30), wakeups)
+    timer.fire()
+    assert timer.pending() == many[:MAX_WAKEUPS]
+
+
+def test_a_failing_reconcile_keeps_the_timer_alive() -> None:
+    calls = []
+
+    def broken() -> list[datetime]:
+        calls.append(1)
+        raise RuntimeError("database down")
+
+    timer = Timer(broken, timedelta(seconds=30), ManualWakeups())
+    timer.fire()
+    timer.fire()
+    assert len(calls) == 2
+
+
+def test_the_safety_tick_runs_on_its_own_and_stops() -> None:
+    fired = threading.Event()
+    count = []
+
+    def wake() -> list[datetime]:
+        count.append(1)
+        if len(count) >= 3:
+            fired.set()
+        return []
+
+    timer = Timer(wake, timedelta(seconds=0.05), ApsWakeups())
+    timer.start()
+    try:
+        assert fired.wait(30), "the safety tick did not fire three times in 30 s"
+    finally:
+        timer.stop()
+    after = len(count)
+    timer.fire()  # a stopped timer does nothing
+    assert len(count) == after
+
+
+def test_aps_wakeups_run_at_the_instant() -> None:
+    ran = threading.Event()
+    wakeups = ApsWakeups()
+    wakeups.start(ran.set)
+    try:
+        wakeups.plan([datetime.now(UTC) + timedelta(milliseconds=100)])
+        assert ran.wait(30)
+    finally:
+        wakeups.stop()
+
+
+# the steady clock -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("jump", [timedelta(hours=1), timedelta(hours=-1)], ids=["+1h", "-1h"])
+def test_a_step_of_the_system_clock_is_not_followed(jump: timedelta) -> None:
+    source = FakeClock(T0)
+    steps: list[float] = []
+    clock = SteadyClock(source, follow_after_s=900, on_step=steps.append)
+    source.advance(10)
+    assert clock() == T0 + timedelta(seconds=10)
+    source.jump(jump)
+    assert clock() == T0 + timedelta(seconds=10)
+    source.advance(5)
+    assert clock() == T0 + timedelta(seconds=15)
+    assert steps == [jump.total_seconds()]
+    assert clock.monotonic() == source.monotonic()
+
+
+def test_small_differences_are_followed_and_a_step_that_holds_is_taken() -> None:
+    source = FakeClock(T0)
+    clock = SteadyClock(source, follow_after_s=60)
+    source.jump(timedelta(milliseconds=300))  # a slew-sized correction
+    assert clock() == T0 + timedelta(milliseconds=300)
+    source.jump(timedelta(minutes=10))
+    assert clock() == T0 + timedelta(milliseconds=300)
+    source.advance(59)
+    assert clock() == T0 + timedelta(seconds=59.3)
+    source.advance(1)
+    assert clock() == source()  # held for 60 s: a deliberate correction, followed
