@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from controller.store.repo import Store
+from controller.store.base import Stores
 from schedules.conflicts import check_campaign
 from schedules.expand import PolarPolicyMissing
 from schedules.model import Campaign
@@ -22,10 +22,11 @@ class CampaignRejected(ValueError):
     """The campaign cannot be applied; the message says why."""
 
 
-def apply_campaign(store: Store, campaign: Campaign, now: datetime) -> bool:
+def apply_campaign(stores: Stores, campaign: Campaign, now: datetime) -> bool:
     """Check, then store the campaign (insert or replace). True when it was new."""
+    catalog = stores.registry.catalog()
     try:
-        check_campaign(campaign, store.catalog(), now - timedelta(days=1), now + CHECK_AHEAD)
+        check_campaign(campaign, catalog, now - timedelta(days=1), now + CHECK_AHEAD)
     except PolarPolicyMissing as exc:
         raise CampaignRejected(str(exc)) from None
-    return store.put_campaign(campaign, now)
+    return stores.campaigns.put(campaign, now)

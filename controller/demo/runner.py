@@ -17,6 +17,8 @@ from zoneinfo import ZoneInfo
 from controller.app import Controller
 from controller.serve import run_http
 from controller.settings import Settings
+from controller.store.base import NewDevice
+from controller.store.repo import hash_secret
 from devices.simulator import Fleet, FleetSpec, SimDevice
 from schedules.files import load_sites
 from schedules.model import Campaign, SiteCatalog
@@ -63,17 +65,22 @@ def seed(
     controller: Controller, catalog: SiteCatalog, start: datetime, duration: timedelta
 ) -> FleetSpec:
     """Register the sites, one device per site, and the demo campaign."""
-    store = controller.store
+    stores = controller.stores
     now = controller.clock()
-    store.import_catalog(catalog)
-    devices = []
-    for site in catalog.sites:
-        device_id = device_id_for(site.id)
-        password = secrets.token_urlsafe(18)
-        store.add_device(device_id, site.id, password, now)
-        devices.append(SimDevice(id=device_id, password=password))
+    stores.registry.import_catalog(catalog)
+    devices = [
+        SimDevice(id=device_id_for(site.id), password=secrets.token_urlsafe(18))
+        for site in catalog.sites
+    ]
+    stores.registry.add_devices(
+        [
+            NewDevice(d.id, site.id, hash_secret(d.password))
+            for d, site in zip(devices, catalog.sites, strict=True)
+        ],
+        now,
+    )
     zone = catalog.city_of(catalog.sites[0]).zone
-    store.put_campaign(demo_campaign(start, duration, zone), now)
+    stores.campaigns.put(demo_campaign(start, duration, zone), now)
     return FleetSpec(devices=devices)
 
 
@@ -84,7 +91,7 @@ def _progress(controller: Controller, stop: threading.Event, zone: ZoneInfo) -> 
     last = None
     while not stop.wait(1.0):
         status = public_status(
-            controller.store.snapshot(),
+            controller.stores.snapshot(),
             controller.clock(),
             controller.grace,
             timedelta(hours=controller.settings.control.upcoming_h),
