@@ -215,15 +215,20 @@ class DeviceList(BaseModel):
 
 @dataclass(frozen=True)
 class Problem:
-    """One fault of an import, with where it is (`line 7`, `devices[6]`)."""
+    """One fault of an import: where it is (`line 7`, `devices[6]`), the device id when
+    known, and the field at fault for a malformed row."""
 
     where: str
     message: str
     kind: ProblemKind = ProblemKind.INVALID
     device_id: str | None = None
+    field: str | None = None
 
     def __str__(self) -> str:
-        return f"{self.where}: {self.message}"
+        if self.field is None:
+            return f"{self.where}: {self.message}"
+        named = f"device {self.device_id!r}: " if self.device_id else ""
+        return f"{self.where}: {named}{self.field}: {self.message}"
 
 
 class ImportRejected(ValueError):
@@ -267,10 +272,11 @@ def _entry(where: str, data: Any, rows: list[Row], problems: list[Problem]) -> N
     except ValidationError as exc:
         did = data.get("id") if isinstance(data, dict) else None
         did = did if isinstance(did, str) and did else None
-        named = f"device {did!r}: " if did else ""
         for err in exc.errors():
-            message = f"{named}{_field(tuple(err['loc']))}: {err['msg']}"
-            problems.append(Problem(where, message, device_id=did))
+            loc = tuple(err["loc"])
+            problems.append(
+                Problem(where, err["msg"], device_id=did, field=_field(loc) if loc else None)
+            )
 
 
 def parse_csv(text: str) -> Batch:
