@@ -146,12 +146,14 @@ def cmd_devices_import(args: argparse.Namespace) -> int:
         CredentialsFile,
         ImportRejected,
         commit,
+        file_format,
         load_file,
         prepare,
     )
 
     started = system_clock.monotonic()
-    out = CredentialsFile(args.credentials, force=args.force)  # refuses a bad OUT now
+    file_format(args.file)  # a name of no known format is refused before any work
+    out = CredentialsFile(args.credentials, force=args.force)  # so is a bad OUT
     _say(f"reading {args.file}")
     try:
         batch = load_file(args.file)

@@ -310,7 +310,8 @@ def parse_csv(text: str) -> Batch:
             if not any(cells):
                 continue
             if len(cells) != len(names):
-                problems.append(Problem(where, f"{len(cells)} cells, the header has {len(names)}"))
+                got = f"{len(cells)} cell{'s' if len(cells) != 1 else ''}"
+                problems.append(Problem(where, f"{got}, the header has {len(names)}"))
                 continue
             _entry(where, dict(zip(names, cells, strict=True)), rows, problems)
     except csv.Error as exc:
