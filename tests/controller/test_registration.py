@@ -6,6 +6,7 @@ The store is the real `Store` on SQLite in tmp_path.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -406,3 +407,13 @@ def test_a_failed_commit_leaves_no_credentials(store: Store, tmp_path: Path, for
     if force:
         assert out.read_text() == "old\n"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.csv")]
+
+
+def test_the_readme_examples_parse() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    (csv_text,) = re.findall(r"^```csv\n(.*?)^```$", readme, re.S | re.M)
+    (yaml_text,) = re.findall(r"^```yaml\n(.*?)^```$", readme, re.S | re.M)
+    expected = [("menin-gate-ctl", "menin-gate"), ("atomium-ctl", "atomium")]
+    for batch in (parse_csv(csv_text), parse_yaml(yaml_text)):
+        assert batch.problems == ()
+        assert [(r.entry.id, r.entry.site) for r in batch.rows] == expected
