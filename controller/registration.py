@@ -161,8 +161,7 @@ def find_problems(
                         index,
                         did,
                         ProblemKind.RESERVED,
-                        f"device id {did!r} is reserved: ids may not start with "
-                        f"{RESERVED_PREFIX!r}",
+                        f"device ids starting with {RESERVED_PREFIX!r} are reserved: {did!r}",
                     )
                 )
         if did in first_at:

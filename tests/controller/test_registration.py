@@ -242,7 +242,7 @@ def test_every_problem_is_reported_and_nothing_registered(store: Store) -> None:
         "line 3: device 'taken' is already registered",
         "line 4: invalid device id 'Bad_Id': use 1-48 lower-case letters, digits and '-',"
         " starting with a letter or digit",
-        "line 5: device id 'illuminate-x' is reserved: ids may not start with 'illuminate'",
+        "line 5: device ids starting with 'illuminate' are reserved: 'illuminate-x'",
         "line 6: unknown site 'nowhere'",
         "line 7: device 'gate-1' is repeated (first at line 2)",
     ]
