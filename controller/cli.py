@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import secrets
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.cli_common import config_arg, open_database
+from controller.registration import new_password
 from controller.settings import Settings, SettingsError, load_settings
 from controller.store.repo import Store
 from controller.users_cli import add_users_parser
@@ -21,6 +21,36 @@ from devices.commands import add_agent_parser, add_simulate_parser, seconds_arg
 from schedules.files import ScheduleFileError, load_campaign, load_sites
 
 MAX_PREVIEW_DAYS = 3660
+
+IMPORT_HELP = """\
+Register every device of FILE in one transaction: all of them, or none when any row
+is bad (every problem is listed, with its line and device id). Each device gets a new
+random password; the passwords are written to OUT, once, and are not shown again.
+
+FILE is CSV (devices.csv) or YAML (devices.yaml / .yml), by its name.
+
+CSV: a header line with the columns id and site (no others), one device per line.
+Spaces around cells are ignored, and so are blank lines.
+
+    id,site
+    menin-gate-ctl,menin-gate
+    atomium-ctl,atomium
+
+YAML: a list of {id, site} (or the same list under a key `devices:`).
+
+    - {id: menin-gate-ctl, site: menin-gate}
+    - {id: atomium-ctl, site: atomium}
+
+Device ids are 1-48 lower-case letters, digits and '-', not starting with
+'illuminate'; each site must already exist (illuminate sites import).
+
+OUT is created with mode 0600 and never overwritten unless --force. Its format follows
+its name: OUT.csv gets a header `id,password` and one line per device; OUT.yaml gets a
+list of {id, password}. With `--credentials -` the CSV goes to stdout and the summary
+to stderr. Progress goes to stderr.
+
+    illuminate devices import devices.csv --credentials device-passwords.csv
+"""
 
 
 class CliError(Exception):
@@ -93,15 +123,60 @@ def cmd_sites_list(args: argparse.Namespace) -> int:
 def cmd_devices_add(args: argparse.Namespace) -> int:
     from controller.store.repo import RegistryError
 
-    password = args.password or secrets.token_urlsafe(18)
+    password = args.password or new_password()
     try:
         with _store(args) as store:
-            store.add_device(args.id, args.site, password, system_clock())
+            store.add_device(
+                args.id, args.site, password, system_clock(), generated=not args.password
+            )
     except RegistryError as exc:
         raise CliError(str(exc)) from None
     print(f"registered device {args.id} at site {args.site}")
     if not args.password:
         print(f"MQTT username: {args.id}\nMQTT password: {password}\n(shown once; keep it safe)")
+    return 0
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def cmd_devices_import(args: argparse.Namespace) -> int:
+    from controller.registration import (
+        CredentialsFile,
+        ImportRejected,
+        commit,
+        file_format,
+        load_file,
+        prepare,
+    )
+
+    started = system_clock.monotonic()
+    file_format(args.file)  # a name of no known format is refused before any work
+    out = CredentialsFile(args.credentials, force=args.force)  # so is a bad OUT
+    _say(f"reading {args.file}")
+    try:
+        batch = load_file(args.file)
+    except OSError as exc:
+        raise CliError(f"cannot read {args.file}: {exc.strerror}") from None
+    _say(f"read {len(batch.rows)} devices; checking them against the registry")
+    try:
+        with _store(args) as store:
+            prepared = prepare(store, batch, _say)
+            _say(f"writing the credentials to {out.name}")
+            with out.writing(prepared.credentials) as publish:
+                _say(f"registering {len(prepared.devices)} devices")
+                commit(store, prepared, system_clock())
+                publish()
+    except ImportRejected as exc:
+        raise CliError(f"{args.file}: {exc}\nnothing was registered") from None
+    elapsed = system_clock.monotonic() - started
+    _say(f"done in {elapsed:.1f} s")
+    summary = (
+        f"registered {len(prepared.devices)} devices at {prepared.sites} sites; "
+        f"credentials in {out.name}"
+    )
+    print(summary, file=sys.stderr if out.to_stdout else sys.stdout)
     return 0
 
 
@@ -244,6 +319,25 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--site", required=True, help="the site id it lights")
     add.add_argument("--password", help="set this password instead of generating one")
     add.set_defaults(func=cmd_devices_add)
+    dimport = dsub.add_parser(
+        "import",
+        help="register many devices from a CSV or YAML file, with generated passwords",
+        description=IMPORT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    config_arg(dimport)
+    dimport.add_argument("file", type=Path, metavar="FILE", help="devices.csv or devices.yaml")
+    dimport.add_argument(
+        "--credentials",
+        required=True,
+        type=Path,
+        metavar="OUT",
+        help="where to write the passwords: OUT.csv, OUT.yaml, or - for stdout (CSV)",
+    )
+    dimport.add_argument(
+        "--force", action="store_true", help="replace OUT if it exists (default: refuse)"
+    )
+    dimport.set_defaults(func=cmd_devices_import)
     dlist = dsub.add_parser("list", help="list devices with their last report")
     config_arg(dlist)
     dlist.set_defaults(func=cmd_devices_list)

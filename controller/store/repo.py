@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-import hashlib
-import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, func, select, update
+from sqlalchemy import CursorResult, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller.lifecycle import FINAL, CommandState, check_move
+from controller.registration import (
+    BatchRejected,
+    find_problems,
+    hash_chosen_secret,
+    hash_generated_secret,
+    verify_secret,
+)
+from controller.store.base import RESERVED_PREFIX, NewDevice, RegistryError
 from controller.store.tables import (
     CampaignRow,
     CityRow,
@@ -20,14 +28,12 @@ from controller.store.tables import (
     DeviceRow,
     SiteRow,
 )
-from devices.protocol import check_device_id
 from schedules.model import Campaign, City, Site, SiteCatalog
 
-RESERVED_PREFIX = "illuminate"
+__all__ = ["RESERVED_PREFIX", "RegistryError", "hash_secret", "verify_secret"]
 
-
-class RegistryError(ValueError):
-    """A registry change that cannot be made; the message says why."""
+INSERT_CHUNK = 1000
+LOOKUP_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -64,20 +70,8 @@ class Snapshot:
 
 
 def hash_secret(secret: str) -> str:
-    salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(secret.encode(), salt=salt, n=2**14, r=8, p=1)
-    return f"scrypt${salt.hex()}${digest.hex()}"
-
-
-def verify_secret(secret: str, stored: str) -> bool:
-    try:
-        scheme, salt, digest = stored.split("$")
-    except ValueError:
-        return False
-    if scheme != "scrypt":
-        return False
-    got = hashlib.scrypt(secret.encode(), salt=bytes.fromhex(salt), n=2**14, r=8, p=1)
-    return secrets.compare_digest(got.hex(), digest)
+    """scrypt, for a password a person chose (see controller/registration.py)."""
+    return hash_chosen_secret(secret)
 
 
 class Store:
@@ -112,27 +106,57 @@ class Store:
         with self.sessions() as s:
             return _catalog(s)
 
-    def add_device(self, device_id: str, site_id: str, secret: str | None, now: datetime) -> None:
+    def add_device(
+        self,
+        device_id: str,
+        site_id: str,
+        secret: str | None,
+        now: datetime,
+        *,
+        generated: bool = False,
+    ) -> None:
+        """Register one device. Its secret is hashed with scrypt, or with salted SHA-256
+        when `generated` says it came from `registration.new_password` (see there)."""
+        secret_hash = None
+        if secret:
+            secret_hash = hash_generated_secret(secret) if generated else hash_secret(secret)
+        self.add_devices([NewDevice(device_id, site_id, secret_hash)], now)
+
+    def add_devices(self, devices: Sequence[NewDevice], now: datetime) -> None:
+        """Register all of them in one transaction, or none: BatchRejected (a
+        RegistryError) names every problem (bad or reserved id, unknown site, already
+        registered, repeated in the batch). Hashes come from the caller."""
+        batch = list(devices)
+        if not batch:
+            return
         try:
-            check_device_id(device_id)
-        except ValueError as exc:
-            raise RegistryError(str(exc)) from None
-        if device_id.startswith(RESERVED_PREFIX):
-            raise RegistryError(f"device ids starting with {RESERVED_PREFIX!r} are reserved")
-        with self.sessions.begin() as s:
-            if s.get(SiteRow, site_id) is None:
-                raise RegistryError(f"unknown site {site_id!r}")
-            if s.get(DeviceRow, device_id) is not None:
-                raise RegistryError(f"device {device_id!r} is already registered")
-            self.registry_generation += 1
-            s.add(
-                DeviceRow(
-                    id=device_id,
-                    site_id=site_id,
-                    secret_hash=hash_secret(secret) if secret else None,
-                    created_at=now,
-                )
-            )
+            with self.sessions.begin() as s:
+                known = _present(s, SiteRow.id, {d.site_id for d in batch})
+                registered = _present(s, DeviceRow.id, {d.id for d in batch})
+                problems = find_problems(batch, known, registered)
+                if problems:
+                    raise BatchRejected(problems)
+                rows = [
+                    {
+                        "id": d.id,
+                        "site_id": d.site_id,
+                        "secret_hash": d.secret_hash,
+                        "created_at": now,
+                    }
+                    for d in batch
+                ]
+                for start in range(0, len(rows), INSERT_CHUNK):
+                    s.execute(insert(DeviceRow), rows[start : start + INSERT_CHUNK])
+        except IntegrityError:
+            # Another process registered some of these ids since our check: say which.
+            with self.sessions() as s:
+                registered = _present(s, DeviceRow.id, {d.id for d in batch})
+                known = _present(s, SiteRow.id, {d.site_id for d in batch})
+            problems = find_problems(batch, known, registered)
+            if problems:
+                raise BatchRejected(problems) from None
+            raise RegistryError("the registry changed during the import; try again") from None
+        self.registry_generation += 1
 
     def device_ids(self) -> set[str]:
         with self.sessions() as s:
@@ -373,6 +397,16 @@ class Store:
                 row.applied_step_at = step_at
                 row.applied_state = state
                 row.applied_at = applied_at
+
+
+def _present(s: Session, column: Any, values: set[str]) -> set[str]:
+    """Which of `values` are in `column` (queried in chunks, for SQLite's limits)."""
+    ordered = sorted(values)
+    found: set[str] = set()
+    for start in range(0, len(ordered), LOOKUP_CHUNK):
+        chunk = ordered[start : start + LOOKUP_CHUNK]
+        found.update(s.scalars(select(column).where(column.in_(chunk))))
+    return found
 
 
 def _move(

@@ -18,6 +18,7 @@ from controller.public import PublicStatus, public_status
 from controller.store.repo import Store
 from controller.store.users import Users
 from controller.web.api import StaffContext, build_api
+from controller.web.devices_api import IMPORT_PATH, MAX_IMPORT_BYTES, build_devices_api
 from controller.web.limits import MAX_BODY_BYTES, BodySizeLimit
 from devices.clock import Clock
 
@@ -66,7 +67,10 @@ def build_web(
         openapi_url="/api/openapi.json",
     )
 
-    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+    import_limit = max(max_body_bytes, MAX_IMPORT_BYTES)
+    app.add_middleware(
+        BodySizeLimit, max_bytes=max_body_bytes, path_limits={IMPORT_PATH: import_limit}
+    )
     app.state.staff = StaffContext(
         store=store,
         users=users if users is not None else Users(store.sessions),
@@ -74,6 +78,7 @@ def build_web(
         on_change=on_change if on_change is not None else _nothing,
     )
     app.include_router(build_api())
+    app.include_router(build_devices_api())
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:

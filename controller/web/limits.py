@@ -1,12 +1,15 @@
 """A request body size limit for the whole web app (pure ASGI middleware).
 
-Add it with `app.add_middleware(BodySizeLimit, max_bytes=...)`. A declared
+Add it with `app.add_middleware(BodySizeLimit, max_bytes=...)`; `path_limits` maps an
+exact path to its own limit (a bulk route that needs more, say). A declared
 Content-Length over the limit is refused with 413 before the app runs (the body is never
 read); a body without one (chunked) is counted as it streams, and the read that crosses
 the limit raises `BodyTooLarge`, which becomes a 413.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
@@ -25,8 +28,14 @@ class BodyTooLarge(HTTPException):
 
 
 class BodySizeLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int = MAX_BODY_BYTES) -> None:
-        if max_bytes < 0:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int = MAX_BODY_BYTES,
+        path_limits: Mapping[str, int] | None = None,
+    ) -> None:
+        self.path_limits = dict(path_limits or {})
+        if max_bytes < 0 or any(v < 0 for v in self.path_limits.values()):
             raise ValueError("max_bytes must not be negative")
         self.app = app
         self.max_bytes = max_bytes
@@ -35,7 +44,7 @@ class BodySizeLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.max_bytes
+        limit = self.path_limits.get(scope.get("path", ""), self.max_bytes)
         try:
             declared = _content_length(scope)
         except ValueError:
