@@ -16,11 +16,12 @@ from datetime import datetime
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import CursorResult, Engine, and_, bindparam, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller.lifecycle import FINAL, CommandState, can_move
+from controller.registration import BatchRejected, find_problems
 from controller.store.base import (
-    RESERVED_PREFIX,
     CampaignRecord,
     Command,
     CommandEvent,
@@ -40,7 +41,6 @@ from controller.store.tables import (
     RevisionRow,
     SiteRow,
 )
-from devices.protocol import is_device_id
 from schedules.model import Campaign, City, Site, SiteCatalog
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,6 @@ CHUNK = 2000
 """Ids per IN (...) list: well under every database's bound-parameter limit."""
 CAS_ATTEMPTS = 8
 MAX_REASON = 500
-MAX_ERRORS = 50
 
 T = TypeVar("T")
 
@@ -124,22 +123,31 @@ class SqlRegistry:
             for part in chunks(ids):
                 existing.update(s.scalars(select(DeviceRow.id).where(DeviceRow.id.in_(part))))
             check_new_devices(devices, site_ids, existing)
-            for batch in chunks(devices):
-                s.execute(
-                    insert(DeviceRow),
-                    [
-                        {
-                            "id": d.id,
-                            "site_id": d.site_id,
-                            "secret_hash": d.secret_hash,
-                            "created_at": now,
-                            "kind": "native",
-                            "version_floor": 0,
-                        }
-                        for d in batch
-                    ],
-                )
+            try:
+                self._insert_devices(s, devices, now)
+            except IntegrityError:
+                raise RegistryError(
+                    "the registry changed during the registration (another process added "
+                    "some of these ids); nothing was registered: try again"
+                ) from None
             _bump(s, "registry")
+
+    def _insert_devices(self, s: Session, devices: Sequence[NewDevice], now: datetime) -> None:
+        for batch in chunks(devices):
+            s.execute(
+                insert(DeviceRow),
+                [
+                    {
+                        "id": d.id,
+                        "site_id": d.site_id,
+                        "secret_hash": d.secret_hash,
+                        "created_at": now,
+                        "kind": "native",
+                        "version_floor": 0,
+                    }
+                    for d in batch
+                ],
+            )
 
     def device_ids(self) -> set[str]:
         with self.sessions() as s:
@@ -152,28 +160,11 @@ class SqlRegistry:
 def check_new_devices(
     devices: Sequence[NewDevice], site_ids: Collection[str], existing: Collection[str]
 ) -> None:
-    """Raise RegistryError naming every problem of a batch (shared by every store)."""
-    problems: list[str] = []
-    seen: set[str] = set()
-    for d in devices:
-        if not is_device_id(d.id):
-            problems.append(
-                f"{d.id!r}: a device id is 1-48 lower-case letters, digits and '-', "
-                "starting with a letter or digit"
-            )
-        elif d.id.startswith(RESERVED_PREFIX):
-            problems.append(f"{d.id!r}: ids starting with {RESERVED_PREFIX!r} are reserved")
-        elif d.id in seen:
-            problems.append(f"{d.id!r}: appears more than once")
-        elif d.id in existing:
-            problems.append(f"{d.id!r}: already registered")
-        if d.site_id not in site_ids:
-            problems.append(f"{d.id!r}: unknown site {d.site_id!r}")
-        seen.add(d.id)
+    """Raise BatchRejected (a RegistryError) naming every problem of a batch (the same
+    checks in every store)."""
+    problems = find_problems(devices, site_ids, existing)
     if problems:
-        more = len(problems) - MAX_ERRORS
-        text = "; ".join(problems[:MAX_ERRORS]) + (f"; and {more} more" if more > 0 else "")
-        raise RegistryError(text)
+        raise BatchRejected(problems)
 
 
 # campaigns ------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict
 
 from controller.auth import Principal, Role
 from controller.campaigns import CampaignRejected, apply_campaign
-from controller.store.repo import Store
+from controller.store.base import Stores
 from controller.store.users import Users
 from devices.clock import Clock
 from schedules.files import ScheduleFileError, parse_document
@@ -43,7 +43,7 @@ _PATH_RE = re.compile(r"\(top\)|(?:[^\s\[\].:]+|\[\d+\])(?:\[\d+\]|\.[^\s\[\].:]
 
 @dataclass(frozen=True)
 class StaffContext:
-    store: Store
+    stores: Stores
     users: Users
     clock: Clock
     on_change: Callable[[], None]
@@ -209,7 +209,7 @@ def build_api() -> APIRouter:
     @router.get("/campaigns", response_model=list[CampaignSummary])
     def list_campaigns(staff: Staff, _who: CampaignEditor) -> list[CampaignSummary]:
         summaries = []
-        for record in staff.store.campaign_records():
+        for record in staff.stores.campaigns.records():
             campaign = Campaign.model_validate(record.body)
             summaries.append(
                 CampaignSummary(
@@ -228,7 +228,7 @@ def build_api() -> APIRouter:
     )
     def get_campaign(campaign_id: str, staff: Staff, _who: CampaignEditor) -> JSONResponse:
         """The campaign as stored (same schema as the YAML file, defaults filled in)."""
-        record = staff.store.campaign_record(campaign_id)
+        record = staff.stores.campaigns.record(campaign_id)
         if record is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no campaign {campaign_id!r}")
         return JSONResponse(record.body)
@@ -276,8 +276,8 @@ def build_api() -> APIRouter:
             return _invalid(_error_items(str(exc)))
 
         def store_it() -> tuple[bool, dict[str, Any]]:
-            created = apply_campaign(staff.store, campaign, staff.clock())
-            record = staff.store.campaign_record(campaign.id)
+            created = apply_campaign(staff.stores, campaign, staff.clock())
+            record = staff.stores.campaigns.record(campaign.id)
             body = record.body if record else campaign.model_dump(mode="json")
             return created, body
 

@@ -144,7 +144,7 @@ def build_devices_api() -> APIRouter:
             return _answer((Problem(TOP, str(exc)),), 422)
         batch = parse_request(data)
         try:
-            done = await run_in_threadpool(register, staff.store, batch, staff.clock())
+            done = await run_in_threadpool(register, staff.stores.registry, batch, staff.clock())
         except ImportRejected as exc:
             return _answer(exc.problems, 409 if exc.only_registered else 422)
         log.info("%d devices registered at %d sites by %s", len(done.devices), done.sites, who.name)

@@ -119,7 +119,7 @@ def test_add_devices_is_all_or_nothing_and_names_every_problem(stores: Stores) -
         "reserved",
         "already registered",
         "unknown site 'nowhere'",
-        "more than once",
+        "repeated",
     ):
         assert part in text
     assert stores.registry.device_ids() == {"d1"}
