@@ -15,6 +15,7 @@ from controller.broker.link import BrokerLink, Incoming
 from controller.dispatch import Dispatcher
 from controller.intake import Intake
 from controller.metrics import Metrics
+from controller.public_view import PublicView, store_snapshot
 from controller.reconcile import Reconciler
 from controller.settings import Settings
 from controller.store.db import make_engine, migrate, session_factory
@@ -22,7 +23,7 @@ from controller.store.repo import Store
 from controller.store.users import Users
 from controller.timer import Timer
 from controller.web.app import build_web
-from devices.clock import Clock, system_clock
+from devices.clock import TimeSource, system_clock
 from devices.connection import BrokerAddress
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ INBOX_LIMIT = 100_000
 class Controller:
     """Store, broker link, intake, dispatcher, reconciler, timer and web app."""
 
-    def __init__(self, settings: Settings, clock: Clock = system_clock) -> None:
+    def __init__(self, settings: Settings, clock: TimeSource = system_clock) -> None:
         self.settings = settings
         self.clock = clock
         self.metrics = Metrics()
@@ -59,12 +60,19 @@ class Controller:
         )
         self.dispatcher: Dispatcher | None = None
         self.timer = Timer(self._reconcile, tick=timedelta(seconds=control.tick_s))
+        # no intake hook yet: max_age_s brings device reports in within a second
+        self.public = PublicView(
+            lambda: store_snapshot(self.store),
+            clock,
+            grace=self.grace,
+            upcoming=timedelta(hours=control.upcoming_h),
+            max_age_s=1.0,
+        )
         self.web: FastAPI = build_web(
             self.store,
             clock,
             self.metrics,
-            grace=self.grace,
-            upcoming=timedelta(hours=control.upcoming_h),
+            public=self.public,
             ready=self.readiness,
             users=self.users,
             on_change=self.reconcile_now,
@@ -113,11 +121,14 @@ class Controller:
             )
         self.timer.start()
         self.timer.fire()
+        self.public.start()
         self.started = True
 
     def _reconcile(self) -> Iterable[datetime]:
         self.metrics.reconciles.inc()
-        return self.reconciler.run().wake_at
+        wake_at = self.reconciler.run().wake_at
+        self.public.invalidate()
+        return wake_at
 
     def request_reconcile(self) -> None:
         """Reconcile soon, on the timer's thread; many requests make one run."""
@@ -138,6 +149,7 @@ class Controller:
         return {"database": database, "broker": broker}
 
     def stop(self) -> None:
+        self.public.stop()
         self.timer.stop()
         if self.link is not None:
             self.link.stop()

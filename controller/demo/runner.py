@@ -80,11 +80,12 @@ def seed(
 def _progress(controller: Controller, stop: threading.Event, zone: ZoneInfo) -> None:
     """Print the public summary whenever it changes."""
     from controller.public import public_status
+    from controller.public_view import store_snapshot
 
     last = None
     while not stop.wait(1.0):
         status = public_status(
-            controller.store.snapshot(),
+            store_snapshot(controller.store),
             controller.clock(),
             controller.grace,
             timedelta(hours=controller.settings.control.upcoming_h),
