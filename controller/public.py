@@ -295,12 +295,12 @@ def etag_of(summary: bytes, sites: bytes) -> str:
 
 
 def summary_json(states: Iterable[SiteState]) -> dict[str, int]:
-    counts = {state.value: 0 for state in PublicState}
-    total = 0
+    """The counts, in the order of `Summary`'s fields."""
+    counts = dict.fromkeys(Summary.model_fields, 0)
     for state in states:
         counts[state.state.value] += 1
-        total += 1
-    return {"total": total, **counts}
+        counts["total"] += 1
+    return counts
 
 
 def site_json(site: Site, city: City, state: SiteState, lang: str) -> dict[str, Any]:
