@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -135,6 +136,11 @@ def runs_range(now: datetime, upcoming: timedelta) -> tuple[datetime, datetime]:
     return now - LOOKAROUND, now + upcoming + LOOKAROUND
 
 
+@lru_cache(maxsize=256)
+def _target(color: str, level: int) -> LightState:
+    return LightState(on=True, color=color, level=level)
+
+
 def device_confirmed_at(
     device: DeviceView, command: Command | None, plan: Plan | None, run: Segment, now: datetime
 ) -> datetime | None:
@@ -149,8 +155,7 @@ def device_confirmed_at(
     step = plan.step_at(now)
     if step is None or not step.state.on or step.at != run.start:
         return None
-    target = LightState(on=True, color=run.light.color, level=run.light.level)
-    if not step.state.matches(target):
+    if not step.state.matches(_target(run.light.color, run.light.level)):
         return None
     return confirmed_at(
         version=command.version,
@@ -303,27 +308,31 @@ def summary_json(states: Iterable[SiteState]) -> dict[str, int]:
     return counts
 
 
-def site_json(site: Site, city: City, state: SiteState, lang: str) -> dict[str, Any]:
-    """One site as the page reads it: the fields of `PublicSite`, in its order, the
-    absent ones left out."""
-    out: dict[str, Any] = {
+def state_json(
+    state: SiteState, instant: Callable[[datetime], str] = format_instant
+) -> dict[str, Any]:
+    """The fields of a site that do not depend on the language, absent ones left out."""
+    out: dict[str, Any] = {"state": state.state.value}
+    if state.color is not None:
+        out["color"] = state.color
+    if state.confirmed_at is not None:
+        out["confirmed_at"] = instant(state.confirmed_at)
+    if state.window is not None:
+        out["window"] = {"start": instant(state.window.start), "end": instant(state.window.end)}
+    return out
+
+
+def site_json(site: Site, city: City, fixed: dict[str, Any], lang: str) -> dict[str, Any]:
+    """One site as the page reads it: the fields of `PublicSite`, in its order. `fixed`
+    is the site's `state_json`."""
+    return {
         "id": site.id,
         "name": display_name(site.name, lang),
         "city": display_name(city.name, lang),
         "lat": site.lat,
         "lon": site.lon,
-        "state": state.state.value,
+        **fixed,
     }
-    if state.color is not None:
-        out["color"] = state.color
-    if state.confirmed_at is not None:
-        out["confirmed_at"] = format_instant(state.confirmed_at)
-    if state.window is not None:
-        out["window"] = {
-            "start": format_instant(state.window.start),
-            "end": format_instant(state.window.end),
-        }
-    return out
 
 
 @dataclass(frozen=True)
@@ -334,15 +343,30 @@ class Document:
     etag: str
 
 
-def render(assessment: Assessment, lang: str, summary: bytes | None = None) -> Document:
-    """Encode the status in `lang`. `summary` may be passed pre-encoded (it is the same
-    in every language)."""
-    if summary is None:
-        summary = dumps(summary_json(state for _, _, state in assessment.sites))
-    sites = dumps([site_json(site, city, state, lang) for site, city, state in assessment.sites])
-    generated = format_instant(assessment.now).encode()
-    body = b'{"generated_at":"%s","summary":%s,"sites":%s}' % (generated, summary, sites)
-    return Document(body, etag_of(summary, sites))
+class Renderer:
+    """Encodes one assessment in any language; what every language shares (the summary,
+    each site's state and times) is encoded once."""
+
+    def __init__(self, assessment: Assessment) -> None:
+        self.assessment = assessment
+        self.summary = dumps(summary_json(state for _, _, state in assessment.sites))
+        instant = lru_cache(maxsize=4096)(format_instant)  # windows are shared by sites
+        self._fixed = [state_json(state, instant) for _, _, state in assessment.sites]
+        self._generated = format_instant(assessment.now).encode()
+
+    def render(self, lang: str) -> Document:
+        sites = dumps(
+            [
+                site_json(site, city, fixed, lang)
+                for (site, city, _), fixed in zip(self.assessment.sites, self._fixed, strict=True)
+            ]
+        )
+        body = b'{"generated_at":"%s","summary":%s,"sites":%s}' % (
+            self._generated,
+            self.summary,
+            sites,
+        )
+        return Document(body, etag_of(self.summary, sites))
 
 
 def public_status(
@@ -358,5 +382,5 @@ def public_status(
     def runs_of(site: Site, city: City) -> tuple[Segment, ...]:
         return site_runs(snap.campaigns, site, city, start, end)
 
-    document = render(assess(snap, now, grace, upcoming, runs_of), lang)
+    document = Renderer(assess(snap, now, grace, upcoming, runs_of)).render(lang)
     return PublicStatus.model_validate_json(document.body)

@@ -34,12 +34,10 @@ from controller.public import (
     DEFAULT_LANGUAGE,
     LANGUAGES,
     Assessment,
+    Renderer,
     assess,
-    dumps,
-    render,
     runs_range,
     site_runs,
-    summary_json,
 )
 from controller.store.base import Command, DeviceView, Snapshot
 from controller.store.repo import Store
@@ -310,10 +308,10 @@ class PublicView:
         finally:
             self.timelines.end()
             self._plans.end()
-        summary = dumps(summary_json(state for _, _, state in assessment.sites))
+        renderer = Renderer(assessment)
         renderings: dict[str, Rendering] = {}
         for lang in sorted(self.languages):
-            document = render(assessment, lang, summary)
+            document = renderer.render(lang)
             renderings[lang] = Rendering(
                 body=document.body,
                 gzip=gzip.compress(document.body, compresslevel=GZIP_LEVEL, mtime=0),
