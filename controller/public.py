@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict
 
 from controller.confirmation import confirmed_at
 from controller.store.base import Command, DeviceView, Snapshot
-from devices.protocol import Instant, LightState, Plan, format_instant
+from devices.protocol import Instant, Plan, format_instant
 from schedules.model import Campaign, City, Site, display_name
 from schedules.resolve import LOOKAROUND, Segment, timeline
 
@@ -136,11 +136,6 @@ def runs_range(now: datetime, upcoming: timedelta) -> tuple[datetime, datetime]:
     return now - LOOKAROUND, now + upcoming + LOOKAROUND
 
 
-@lru_cache(maxsize=256)
-def _target(color: str, level: int) -> LightState:
-    return LightState(on=True, color=color, level=level)
-
-
 def device_confirmed_at(
     device: DeviceView, command: Command | None, plan: Plan | None, run: Segment, now: datetime
 ) -> datetime | None:
@@ -153,10 +148,11 @@ def device_confirmed_at(
     if command is None or plan is None:
         return None
     step = plan.step_at(now)
-    if step is None or not step.state.on or step.at != run.start:
+    if step is None or step.at != run.start:
         return None
-    if not step.state.matches(_target(run.light.color, run.light.level)):
-        return None
+    shows = step.state
+    if not (shows.on and (shows.color, shows.level) == (run.light.color, run.light.level)):
+        return None  # the plan is not the window's (both colours are upper case)
     return confirmed_at(
         version=command.version,
         step=step,

@@ -36,6 +36,7 @@ from controller.public import (
     Assessment,
     Renderer,
     assess,
+    plan_of,
     runs_range,
     site_runs,
 )
@@ -158,15 +159,13 @@ class PlanCache:
         if key in self._plans:
             plan = self._plans[key]
         else:
-            try:
-                plan = command.plan
-            except ValueError:
+            plan = plan_of(command)
+            if plan is None:
                 log.warning(
                     "device %s: plan version %d does not decode; not lit",
                     command.device_id,
                     command.version,
                 )
-                plan = None
         self._used[key] = plan
         return plan
 
