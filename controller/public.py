@@ -2,22 +2,36 @@
 
 Built from an allow-list of fields. It never carries device ids, topics, credentials,
 addresses, firmware or raw errors. A site is `lit` only when every device at the site
-reported applying the step that opened the current window, with the right output.
+confirmed (`controller.confirmation.confirmed_at`) the step of its newest plan that
+opened the current window, with the window's output.
+
+The pieces here are pure and shared by `public_status` (one document, computed on the
+spot) and `controller.public_view.PublicView` (every language rendered once per change),
+so both produce the same bytes and the same ETag.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
+from functools import lru_cache
+from typing import Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict
 
-from controller.store.repo import DeviceView, Snapshot
-from devices.protocol import Instant, LightState
-from schedules.model import Site, display_name
+from controller.confirmation import confirmed_at
+from controller.store.base import Command, DeviceView, Snapshot
+from devices.protocol import Instant, Plan, format_instant
+from schedules.model import Campaign, City, Site, display_name
 from schedules.resolve import LOOKAROUND, Segment, timeline
+
+LANGUAGES = frozenset({"en", "fr", "nl", "de"})
+DEFAULT_LANGUAGE = "en"
 
 
 class PublicState(StrEnum):
@@ -67,55 +81,38 @@ class PublicStatus(_Out):
 
     def etag(self) -> str:
         """Changes exactly when something other than generated_at changes."""
-        body = self.model_dump(mode="json", exclude={"generated_at"}, exclude_none=True)
-        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-        return f'"{digest[:32]}"'
+        body = self.model_dump(mode="json", exclude_none=True)
+        return etag_of(dumps(body["summary"]), dumps(body["sites"]))
 
 
-def _device_state(
-    device: DeviceView, seg: Segment, now: datetime, grace: timedelta
-) -> tuple[PublicState, datetime | None]:
-    if device.online is not True:
-        return PublicState.OFFLINE, None
-    target = LightState(on=True, color=seg.light.color, level=seg.light.level)
-    confirmed = (
-        device.applied_step_at == seg.start
-        and device.applied_state is not None
-        and LightState.model_validate(device.applied_state).matches(target)
-    )
-    contradicted = (
-        device.reported_state is not None
-        and device.reported_at is not None
-        and device.applied_at is not None
-        and device.reported_at > device.applied_at
-        and not LightState.model_validate(device.reported_state).matches(target)
-    )
-    if confirmed and not contradicted:
-        return PublicState.LIT, device.applied_at
-    if now >= seg.start + grace:
-        return PublicState.UNCONFIRMED, None
-    return PublicState.PENDING, None
+# ---- one site's state -------------------------------------------------------------
 
 
-def _site_state(
-    devices: list[DeviceView], seg: Segment, now: datetime, grace: timedelta
-) -> tuple[PublicState, datetime | None]:
-    if not devices:
-        return (PublicState.UNCONFIRMED if now >= seg.start + grace else PublicState.PENDING), None
-    states = [_device_state(d, seg, now, grace) for d in devices]
-    kinds = {state for state, _ in states}
-    if kinds == {PublicState.LIT}:
-        confirmed = [at for _, at in states if at is not None]
-        return PublicState.LIT, max(confirmed) if confirmed else None
-    for worst in (PublicState.UNCONFIRMED, PublicState.OFFLINE):
-        if worst in kinds:
-            return worst, None
-    return PublicState.PENDING, None
+@dataclass(frozen=True)
+class SiteState:
+    """A site's public state, before names are put in a language."""
+
+    state: PublicState
+    window: Segment | None = None
+    color: str | None = None
+    confirmed_at: datetime | None = None
 
 
-def _runs(segments: list[Segment]) -> list[Segment]:
-    """Join touching segments with the same look, as a device's plan does: one step
-    starts the run, whichever campaigns the pieces belong to (the first names it)."""
+PlanOf = Callable[[Command], Plan | None]
+
+
+def plan_of(command: Command) -> Plan | None:
+    """The command's plan, or None when its payload does not decode."""
+    try:
+        return command.plan
+    except ValueError:
+        return None
+
+
+def lit_runs(segments: Iterable[Segment]) -> tuple[Segment, ...]:
+    """The lit runs of a timeline. Touching segments with the same look are joined, as a
+    device's plan does: one step starts the run, whichever campaigns the pieces belong
+    to (the first names it)."""
     out: list[Segment] = []
     for seg in segments:
         last = out[-1] if out else None
@@ -123,44 +120,249 @@ def _runs(segments: list[Segment]) -> list[Segment]:
             out[-1] = Segment(last.site, last.campaign, last.start, seg.end, last.light)
         else:
             out.append(seg)
+    return tuple(seg for seg in out if seg.light.on)
+
+
+def site_runs(
+    campaigns: Sequence[Campaign], site: Site, city: City, start: datetime, end: datetime
+) -> tuple[Segment, ...]:
+    """The lit runs of `site` over [start, end)."""
+    return lit_runs(timeline(campaigns, site, city.zone, start, end))
+
+
+def runs_range(now: datetime, upcoming: timedelta) -> tuple[datetime, datetime]:
+    """The range of timeline a status at `now` needs: past the limit, so an upcoming
+    window shows its true end, and far enough back to see the current one whole."""
+    return now - LOOKAROUND, now + upcoming + LOOKAROUND
+
+
+def device_confirmed_at(
+    device: DeviceView, command: Command | None, plan: Plan | None, run: Segment, now: datetime
+) -> datetime | None:
+    """When the device confirmed the window `run`, or None.
+
+    The step of its newest plan in force at `now` must be lit, start at the window's
+    start and show the window's output, and the device must have confirmed that step
+    of that version: an apply report of an older version confirms nothing.
+    """
+    if command is None or plan is None:
+        return None
+    step = plan.step_at(now)
+    if step is None or step.at != run.start:
+        return None
+    shows = step.state
+    if not (shows.on and (shows.color, shows.level) == (run.light.color, run.light.level)):
+        return None  # the plan is not the window's (both colours are upper case)
+    return confirmed_at(
+        version=command.version,
+        step=step,
+        applied_version=device.applied_version,
+        applied_step_at=device.applied_step_at,
+        applied_state=device.applied_state,
+        applied_at=device.applied_at,
+        reported_state=device.reported_state,
+        reported_at=device.reported_at,
+    )
+
+
+def _open_state(
+    devices: Sequence[DeviceView],
+    latest: Mapping[str, Command],
+    plans: PlanOf,
+    run: Segment,
+    now: datetime,
+    grace: timedelta,
+) -> SiteState:
+    late = now >= run.start + grace
+    waiting = PublicState.UNCONFIRMED if late else PublicState.PENDING
+    if not devices:
+        return SiteState(waiting, window=run)
+    offline = False
+    unconfirmed = False
+    times: list[datetime] = []
+    for device in devices:
+        if device.online is not True:
+            offline = True
+            continue
+        command = latest.get(device.id)
+        at = device_confirmed_at(
+            device, command, plans(command) if command is not None else None, run, now
+        )
+        if at is None:
+            unconfirmed = True
+        else:
+            times.append(at)
+    if not offline and not unconfirmed:
+        return SiteState(
+            PublicState.LIT, window=run, color=run.light.color, confirmed_at=max(times)
+        )
+    if unconfirmed and late:
+        return SiteState(PublicState.UNCONFIRMED, window=run)
+    if offline:
+        return SiteState(PublicState.OFFLINE, window=run)
+    return SiteState(PublicState.PENDING, window=run)
+
+
+def site_state(
+    runs: Sequence[Segment],
+    devices: Sequence[DeviceView],
+    latest: Mapping[str, Command],
+    now: datetime,
+    grace: timedelta,
+    upcoming: timedelta,
+    plans: PlanOf = plan_of,
+) -> SiteState:
+    """The public state of a site with these lit runs and these devices."""
+    for run in runs:
+        if run.contains(now):
+            return _open_state(devices, latest, plans, run, now, grace)
+        if run.start > now:
+            if run.start <= now + upcoming:
+                return SiteState(PublicState.SCHEDULED, window=run)
+            break
+    return SiteState(PublicState.OFF)
+
+
+def next_change(
+    runs: Sequence[Segment], now: datetime, grace: timedelta, upcoming: timedelta
+) -> datetime | None:
+    """The first instant after `now` at which time alone may change the site's state: a
+    window enters the upcoming horizon, starts, passes its grace period, or ends."""
+    found: datetime | None = None
+    for run in runs:
+        if run.end <= now:
+            continue
+        for at in (run.start - upcoming, run.start, run.start + grace, run.end):
+            if at > now and (found is None or at < found):
+                found = at
+        if run.start - upcoming > now:
+            break  # later runs change nothing before this one does
+    return found
+
+
+# ---- every site ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """Every site's state at `now`, and when time alone may next change one."""
+
+    now: datetime
+    sites: tuple[tuple[Site, City, SiteState], ...]
+    next_change: datetime | None
+
+
+RunsOf = Callable[[Site, City], tuple[Segment, ...]]
+
+
+def assess(
+    snap: Snapshot,
+    now: datetime,
+    grace: timedelta,
+    upcoming: timedelta,
+    runs_of: RunsOf,
+    plans: PlanOf = plan_of,
+) -> Assessment:
+    """The state of every site of the catalog, in catalog order. Devices are indexed by
+    site once, so the cost grows with sites plus devices, never their product."""
+    by_site: dict[str, list[DeviceView]] = defaultdict(list)
+    for device in snap.devices:
+        by_site[device.site_id].append(device)
+    cities = {city.id: city for city in snap.catalog.cities}
+    out: list[tuple[Site, City, SiteState]] = []
+    soonest: datetime | None = None
+    for site in snap.catalog.sites:
+        city = cities[site.city]
+        runs = runs_of(site, city)
+        state = site_state(runs, by_site.get(site.id, ()), snap.latest, now, grace, upcoming, plans)
+        out.append((site, city, state))
+        at = next_change(runs, now, grace, upcoming)
+        if at is not None and (soonest is None or at < soonest):
+            soonest = at
+    return Assessment(now, tuple(out), soonest)
+
+
+# ---- JSON -----------------------------------------------------------------------------
+
+
+def dumps(value: Any) -> bytes:
+    return orjson.dumps(value)
+
+
+def etag_of(summary: bytes, sites: bytes) -> str:
+    """The ETag of a document: its summary and sites, never its generated_at."""
+    digest = hashlib.sha256(summary + b"\n" + sites).hexdigest()
+    return f'"{digest[:32]}"'
+
+
+def summary_json(states: Iterable[SiteState]) -> dict[str, int]:
+    """The counts, in the order of `Summary`'s fields."""
+    counts = dict.fromkeys(Summary.model_fields, 0)
+    for state in states:
+        counts[state.state.value] += 1
+        counts["total"] += 1
+    return counts
+
+
+def state_json(
+    state: SiteState, instant: Callable[[datetime], str] = format_instant
+) -> dict[str, Any]:
+    """The fields of a site that do not depend on the language, absent ones left out."""
+    out: dict[str, Any] = {"state": state.state.value}
+    if state.color is not None:
+        out["color"] = state.color
+    if state.confirmed_at is not None:
+        out["confirmed_at"] = instant(state.confirmed_at)
+    if state.window is not None:
+        out["window"] = {"start": instant(state.window.start), "end": instant(state.window.end)}
     return out
 
 
-def site_status(
-    snap: Snapshot, site: Site, now: datetime, grace: timedelta, upcoming: timedelta, lang: str
-) -> PublicSite:
-    city = snap.catalog.city_of(site)
-    # look past the limit so an upcoming window shows its true end
-    segments = timeline(
-        snap.campaigns, site, city.zone, now - LOOKAROUND, now + upcoming + LOOKAROUND
-    )
-    lit_segments = [seg for seg in _runs(segments) if seg.light.on and seg.start <= now + upcoming]
-    current = next((seg for seg in lit_segments if seg.contains(now)), None)
-    base = {
+def site_json(site: Site, city: City, fixed: dict[str, Any], lang: str) -> dict[str, Any]:
+    """One site as the page reads it: the fields of `PublicSite`, in its order. `fixed`
+    is the site's `state_json`."""
+    return {
         "id": site.id,
         "name": display_name(site.name, lang),
         "city": display_name(city.name, lang),
         "lat": site.lat,
         "lon": site.lon,
+        **fixed,
     }
-    if current is not None:
-        devices = [d for d in snap.devices if d.site_id == site.id]
-        state, confirmed_at = _site_state(devices, current, now, grace)
-        return PublicSite(
-            **base,
-            state=state,
-            color=current.light.color if state is PublicState.LIT else None,
-            confirmed_at=confirmed_at,
-            window=PublicWindow(start=current.start, end=current.end),
+
+
+@dataclass(frozen=True)
+class Document:
+    """One language's status document, encoded, with its ETag."""
+
+    body: bytes
+    etag: str
+
+
+class Renderer:
+    """Encodes one assessment in any language; what every language shares (the summary,
+    each site's state and times) is encoded once."""
+
+    def __init__(self, assessment: Assessment) -> None:
+        self.assessment = assessment
+        self.summary = dumps(summary_json(state for _, _, state in assessment.sites))
+        instant = lru_cache(maxsize=4096)(format_instant)  # windows are shared by sites
+        self._fixed = [state_json(state, instant) for _, _, state in assessment.sites]
+        self._generated = format_instant(assessment.now).encode()
+
+    def render(self, lang: str) -> Document:
+        sites = dumps(
+            [
+                site_json(site, city, fixed, lang)
+                for (site, city, _), fixed in zip(self.assessment.sites, self._fixed, strict=True)
+            ]
         )
-    nxt = next((seg for seg in lit_segments if seg.start > now), None)
-    if nxt is not None:
-        return PublicSite(
-            **base,
-            state=PublicState.SCHEDULED,
-            window=PublicWindow(start=nxt.start, end=nxt.end),
+        body = b'{"generated_at":"%s","summary":%s,"sites":%s}' % (
+            self._generated,
+            self.summary,
+            sites,
         )
-    return PublicSite(**base, state=PublicState.OFF)
+        return Document(body, etag_of(self.summary, sites))
 
 
 def public_status(
@@ -168,14 +370,13 @@ def public_status(
     now: datetime,
     grace: timedelta,
     upcoming: timedelta,
-    lang: str = "en",
+    lang: str = DEFAULT_LANGUAGE,
 ) -> PublicStatus:
-    sites = [site_status(snap, s, now, grace, upcoming, lang) for s in snap.catalog.sites]
-    counts = {state: 0 for state in PublicState}
-    for site in sites:
-        counts[site.state] += 1
-    return PublicStatus(
-        generated_at=now,
-        summary=Summary(total=len(sites), **{k.value: v for k, v in counts.items()}),
-        sites=sites,
-    )
+    """The status document at `now`, computed on the spot (no cache)."""
+    start, end = runs_range(now, upcoming)
+
+    def runs_of(site: Site, city: City) -> tuple[Segment, ...]:
+        return site_runs(snap.campaigns, site, city, start, end)
+
+    document = Renderer(assess(snap, now, grace, upcoming, runs_of)).render(lang)
+    return PublicStatus.model_validate_json(document.body)

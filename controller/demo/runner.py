@@ -14,6 +14,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import orjson
+
 from controller.app import Controller
 from controller.serve import run_http
 from controller.settings import Settings
@@ -85,23 +87,17 @@ def seed(
 
 
 def _progress(controller: Controller, stop: threading.Event, zone: ZoneInfo) -> None:
-    """Print the public summary whenever it changes."""
-    from controller.public import public_status
-
+    """Print the public summary whenever it changes (read from the page's own rendering)."""
     last = None
     while not stop.wait(1.0):
-        status = public_status(
-            controller.stores.snapshot(),
-            controller.clock(),
-            controller.grace,
-            timedelta(hours=controller.settings.control.upcoming_h),
-        )
-        line = ", ".join(
-            f"{n} {k}" for k, n in status.summary.model_dump().items() if n and k != "total"
-        )
+        rendering = controller.public.get("en")
+        if rendering is None:
+            continue
+        summary = orjson.loads(rendering.body)["summary"]
+        line = ", ".join(f"{n} {k}" for k, n in summary.items() if n and k != "total")
         if line != last:
             at = controller.clock().astimezone(zone)
-            print(f"[{at:%H:%M:%S}] {status.summary.total} monuments: {line}", flush=True)
+            print(f"[{at:%H:%M:%S}] {summary['total']} monuments: {line}", flush=True)
             last = line
 
 

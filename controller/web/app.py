@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable
-from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
@@ -14,8 +11,9 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from controller.metrics import Metrics
-from controller.public import PublicStatus, public_status
-from controller.store.repo import Store
+from controller.public import DEFAULT_LANGUAGE, PublicStatus
+from controller.public_view import PublicView
+from controller.store.base import Stores
 from controller.store.users import Users
 from controller.web.api import StaffContext, build_api
 from controller.web.devices_api import IMPORT_PATH, MAX_IMPORT_BYTES, build_devices_api
@@ -24,41 +22,49 @@ from devices.clock import Clock
 
 STATIC = Path(__file__).parent / "static"
 PUBLIC_CACHE = "public, max-age=5, s-maxage=10, stale-while-revalidate=30"
-LANGUAGES = frozenset({"en", "fr", "nl", "de"})
-PUBLIC_TTL_S = 1.0
+STARTING_RETRY_S = 1
 
 
-class PublicCache:
-    """The public status, computed at most once a second per language: a crowd on the
-    page costs one computation, not one per visitor."""
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Does an Accept-Encoding header take gzip (by name or `*`, with q above 0)?"""
+    for part in accept_encoding.lower().split(","):
+        name, _, params = part.partition(";")
+        if name.strip() not in ("gzip", "*"):
+            continue
+        q = params.strip()
+        if q.startswith("q="):
+            try:
+                if float(q[2:]) <= 0:
+                    continue
+            except ValueError:
+                continue
+        return True
+    return False
 
-    def __init__(self, ttl_s: float = PUBLIC_TTL_S) -> None:
-        self.ttl_s = ttl_s
-        self._lock = threading.Lock()
-        self._entries: dict[str, tuple[float, PublicStatus]] = {}
 
-    def get(self, lang: str, compute: Callable[[], PublicStatus]) -> PublicStatus:
-        with self._lock:
-            hit = self._entries.get(lang)
-            if hit is not None and time.monotonic() - hit[0] < self.ttl_s:
-                return hit[1]
-            body = compute()
-            self._entries[lang] = (time.monotonic(), body)
-            return body
+def etag_matches(if_none_match: str, etag: str) -> bool:
+    """Does an If-None-Match header name `etag` (or `*`)? Weak tags compare as weak."""
+    if if_none_match == etag:
+        return True
+    for tag in if_none_match.split(","):
+        tag = tag.strip()
+        if tag in (etag, "*", f"W/{etag}"):
+            return True
+    return False
 
 
 def build_web(
-    store: Store,
+    stores: Stores,
     clock: Clock,
     metrics: Metrics,
-    grace: timedelta,
-    upcoming: timedelta,
+    public: PublicView,
     ready: Callable[[], dict[str, bool]],
-    users: Users | None = None,
+    users: Users,
     on_change: Callable[[], None] | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
 ) -> FastAPI:
-    """The app. `on_change` runs after each accepted edit (the Controller reconciles)."""
+    """The app. `public` serves the public status as rendered; `on_change` runs after
+    each accepted edit (the Controller reconciles)."""
     app = FastAPI(
         title="Illuminate",
         summary="Monument illumination, confirmed by the devices themselves.",
@@ -72,8 +78,8 @@ def build_web(
         BodySizeLimit, max_bytes=max_body_bytes, path_limits={IMPORT_PATH: import_limit}
     )
     app.state.staff = StaffContext(
-        store=store,
-        users=users if users is not None else Users(store.sessions),
+        stores=stores,
+        users=users,
         clock=clock,
         on_change=on_change if on_change is not None else _nothing,
     )
@@ -84,24 +90,37 @@ def build_web(
     def index() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
-    cache = PublicCache()
-
     @app.get(
         "/api/v1/public/status",
         response_model=PublicStatus,
         response_model_exclude_none=True,
+        responses={
+            304: {"description": "Not modified (If-None-Match names the current ETag)"},
+            503: {"description": "Starting: the first status is not rendered yet"},
+        },
         tags=["public"],
     )
-    def status(request: Request, lang: str = "en") -> Response:
-        lang = lang if lang in LANGUAGES else "en"
-        body = cache.get(
-            lang, lambda: public_status(store.snapshot(), clock(), grace, upcoming, lang=lang)
-        )
-        etag = body.etag()
-        headers = {"ETag": etag, "Cache-Control": PUBLIC_CACHE, "Vary": "Accept-Encoding"}
-        if etag in {t.strip() for t in request.headers.get("if-none-match", "").split(",")}:
+    async def status(request: Request, lang: str = DEFAULT_LANGUAGE) -> Response:
+        rendering = public.get(lang)
+        if rendering is None:
+            return JSONResponse(
+                {"detail": "starting: the public status is not ready yet"},
+                status_code=503,
+                headers={"Retry-After": str(STARTING_RETRY_S), "Cache-Control": "no-store"},
+            )
+        headers = {
+            "ETag": rendering.etag,
+            "Cache-Control": PUBLIC_CACHE,
+            "Vary": "Accept-Encoding",
+        }
+        if_none_match = request.headers.get("if-none-match")
+        if if_none_match is not None and etag_matches(if_none_match, rendering.etag):
             return Response(status_code=304, headers=headers)
-        return JSONResponse(body.model_dump(mode="json", exclude_none=True), headers=headers)
+        body = rendering.body
+        if accepts_gzip(request.headers.get("accept-encoding", "")):
+            body = rendering.gzip
+            headers["Content-Encoding"] = "gzip"
+        return Response(body, media_type="application/json", headers=headers)
 
     @app.get("/healthz", tags=["operations"])
     def healthz() -> dict[str, str]:

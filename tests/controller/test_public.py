@@ -1,6 +1,8 @@
 """The public state of a site (DESIGN.md, "Public state of a site"), from hand-made snapshots.
 
 The window is 21:00-23:00 in Brussels on 10 June 2025 (CEST, UTC+2): 19:00Z-21:00Z.
+Unless a test says otherwise, every device's newest command is plan version 1, issued the
+day before: off, then blue at 19:00Z, then off at 21:00Z.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from typing import Any
 
 import pytest
 
+from controller.lifecycle import CommandState
 from controller.public import PublicSite, PublicState, PublicStatus, public_status
-from controller.store.repo import DeviceView, Snapshot
+from controller.store.base import Command, DeviceView, Snapshot
+from devices.protocol import LightState, Plan, PlanStep, encode
 from schedules.model import Campaign, SiteCatalog
 
 S = datetime(2025, 6, 10, 19, 0, tzinfo=UTC)
@@ -79,24 +83,63 @@ def device(
     step_at: datetime | None = None,
     state: dict[str, Any] | None = None,
     applied_at: datetime | None = None,
+    version: int = 1,
 ) -> DeviceView:
     return DeviceView(
         id=did,
         site_id=site,
         online=online,
-        applied_version=1 if step_at else None,
+        applied_version=version if step_at else None,
         applied_step_at=step_at,
         applied_state=state,
         applied_at=applied_at,
     )
 
 
-def lit_device(did: str = "dev-atomium", site: str = "atomium", at: datetime = S) -> DeviceView:
-    return device(did, site, step_at=S, state=BLUE, applied_at=at)
+def lit_device(
+    did: str = "dev-atomium", site: str = "atomium", at: datetime = S, version: int = 1
+) -> DeviceView:
+    return device(did, site, step_at=S, state=BLUE, applied_at=at, version=version)
 
 
-def snap(*devices: DeviceView, campaigns: tuple[Campaign, ...] | None = None) -> Snapshot:
-    return Snapshot(CATALOG, campaigns if campaigns is not None else (campaign(),), devices)
+ISSUED = S - timedelta(days=1)
+OFF = LightState(on=False)
+BLUE_STEP = LightState.model_validate(BLUE)
+
+
+def command(
+    did: str = "dev-atomium",
+    version: int = 1,
+    steps: list[tuple[datetime, LightState]] | None = None,
+) -> Command:
+    """A plan version for a device; by default off, blue 19:00Z-21:00Z, then off."""
+    if steps is None:
+        steps = [(ISSUED, OFF), (S, BLUE_STEP), (E, OFF)]
+    plan = Plan(
+        version=version,
+        issued_at=ISSUED,
+        steps=[PlanStep(at=at, state=state) for at, state in steps],
+    )
+    return Command(
+        id=version,
+        device_id=did,
+        version=version,
+        payload=encode(plan).decode(),
+        state=CommandState.PUBLISHED,
+        state_at=ISSUED,
+        created_at=ISSUED,
+    )
+
+
+def snap(
+    *devices: DeviceView,
+    campaigns: tuple[Campaign, ...] | None = None,
+    commands: dict[str, Command] | None = None,
+) -> Snapshot:
+    """`commands` replaces the default command of the devices it names."""
+    latest = {d.id: command(d.id) for d in devices}
+    latest.update(commands or {})
+    return Snapshot(CATALOG, campaigns if campaigns is not None else (campaign(),), devices, latest)
 
 
 def status(snapshot: Snapshot, now: datetime, lang: str = "en") -> PublicStatus:
@@ -345,3 +388,61 @@ def test_adjacent_windows_of_the_same_look_are_one_confirmed_run() -> None:
     assert site.state is PublicState.LIT
     assert site.window is not None
     assert (site.window.start, site.window.end) == (S, E)
+
+
+# ---- the newest plan and its version ------------------------------------------------
+
+
+def test_an_apply_report_of_an_older_version_does_not_make_a_site_lit() -> None:
+    # the device applied the blue step of version 1, but version 2 is its newest plan
+    newer = {"dev-atomium": command(version=2)}
+    s = snap(lit_device(version=1), commands=newer)
+    assert atomium(s, S + timedelta(seconds=10)).state is PublicState.PENDING
+    site = atomium(s, S + GRACE)
+    assert site.state is PublicState.UNCONFIRMED
+    assert (site.color, site.confirmed_at) == (None, None)
+    # once it confirms version 2, it is lit
+    assert atomium(snap(lit_device(version=2), commands=newer), S + GRACE).state is (
+        PublicState.LIT
+    )
+
+
+def test_a_device_without_a_plan_is_not_lit() -> None:
+    s = Snapshot(CATALOG, (campaign(),), (lit_device(),), {})
+    assert atomium(s, S + timedelta(seconds=10)).state is PublicState.PENDING
+    assert atomium(s, S + GRACE).state is PublicState.UNCONFIRMED
+
+
+def test_a_plan_whose_step_in_force_is_not_the_window_is_not_lit() -> None:
+    # the plan in force predates the campaign: its step now is off
+    dark = {"dev-atomium": command(steps=[(ISSUED, OFF)])}
+    dev = device(step_at=ISSUED, state={"on": False}, applied_at=ISSUED)
+    assert atomium(snap(dev, commands=dark), S + GRACE).state is PublicState.UNCONFIRMED
+    # a plan lit from a later instant than the window's start is not the window's step
+    late = {"dev-atomium": command(steps=[(ISSUED, OFF), (S + timedelta(minutes=5), BLUE_STEP)])}
+    dev = device(step_at=S + timedelta(minutes=5), state=BLUE, applied_at=S + timedelta(minutes=5))
+    assert atomium(snap(dev, commands=late), S + timedelta(minutes=6)).state is (
+        PublicState.UNCONFIRMED
+    )
+
+
+def test_a_confirmed_plan_of_another_colour_is_not_lit() -> None:
+    # the campaign turned red after the device confirmed its blue plan
+    red = Campaign.model_validate({**campaign().model_dump(mode="json"), "color": "#C8102E"})
+    site = atomium(snap(lit_device(), campaigns=(red,)), S + GRACE)
+    assert site.state is PublicState.UNCONFIRMED
+    assert site.color is None
+
+
+def test_a_plan_that_does_not_decode_is_not_lit() -> None:
+    broken = Command(
+        id=9,
+        device_id="dev-atomium",
+        version=1,
+        payload="{not json",
+        state=CommandState.PUBLISHED,
+        state_at=ISSUED,
+        created_at=ISSUED,
+    )
+    s = snap(lit_device(), commands={"dev-atomium": broken})
+    assert atomium(s, S + GRACE).state is PublicState.UNCONFIRMED

@@ -29,6 +29,7 @@ import controller.web.api as api_module
 from controller.app import Controller
 from controller.campaigns import CampaignRejected
 from controller.metrics import Metrics
+from controller.public_view import PublicView, store_snapshot
 from controller.settings import load_settings
 from controller.store.db import make_engine, migrate, session_factory
 from controller.store.repo import Store
@@ -36,6 +37,7 @@ from controller.store.tables import ApiTokenRow, UserRow
 from controller.store.users import Users
 from controller.web.app import build_web
 from controller.web.limits import MAX_BODY_BYTES, BodySizeLimit, BodyTooLarge
+from devices.clock import FakeClock as TimeSourceClock
 from schedules.model import Campaign, SiteCatalog
 
 NOW = datetime(2026, 7, 30, 12, 0, tzinfo=UTC)
@@ -119,6 +121,21 @@ class FakeClock:
     def __call__(self) -> datetime:
         return self.now
 
+    def monotonic(self) -> float:
+        return 0.0
+
+
+def public_view(store: Store, clock: Any) -> PublicView:
+    """The public status of `store`, rendered once (these tests do not change it)."""
+    view = PublicView(
+        lambda: store_snapshot(store),
+        clock,
+        grace=timedelta(seconds=30),
+        upcoming=timedelta(hours=24),
+    )
+    view.rebuild()
+    return view
+
 
 @dataclass
 class Served:
@@ -149,8 +166,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
         store,
         clock,
         Metrics(),
-        grace=timedelta(seconds=30),
-        upcoming=timedelta(hours=24),
+        public=public_view(store, clock),
         ready=lambda: {"database": True},
         users=users,
         on_change=lambda: changes.append(clock()),
@@ -433,8 +449,7 @@ def test_a_failing_on_change_does_not_lose_the_edit(
         store,
         lambda: NOW,
         Metrics(),
-        grace=timedelta(seconds=30),
-        upcoming=timedelta(hours=24),
+        public=public_view(store, TimeSourceClock(NOW)),
         ready=dict,
         users=users,
         on_change=boom,

@@ -13,6 +13,7 @@ import pytest
 
 from controller.app import Controller
 from controller.public import PublicStatus, public_status
+from controller.public_view import store_snapshot
 from controller.settings import Settings, load_settings
 from devices.agent import Behaviour
 from devices.simulator import Fleet, FleetSpec, SimDevice
@@ -121,7 +122,9 @@ class Rig:
     def status(self) -> PublicStatus:
         assert self.controller is not None
         c = self.controller
-        return public_status(c.store.snapshot(), datetime.now(UTC), c.grace, timedelta(hours=24))
+        return public_status(
+            store_snapshot(c.store), datetime.now(UTC), c.grace, timedelta(hours=24)
+        )
 
     def states(self) -> dict[str, str]:
         return {s.id: s.state.value for s in self.status().sites}

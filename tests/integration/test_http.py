@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import threading
 import time
@@ -15,6 +16,8 @@ from tests.integration.conftest import wait_until, whole_second, window_campaign
 from tests.support.mosquitto import CONTROLLER_PASSWORD, free_port
 
 pytestmark = pytest.mark.broker
+
+STATUS = "/api/v1/public/status"
 
 
 @pytest.fixture
@@ -32,6 +35,8 @@ def served(rig_factory):
     thread.start()
     assert wait_until(lambda: server.started, timeout=10)
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+        # the first rendering is built in the background; until then the status is 503
+        assert wait_until(lambda: client.get(STATUS).status_code == 200, timeout=60)
         yield rig, client
     server.should_exit = True
     thread.join(timeout=10)
@@ -73,12 +78,28 @@ def test_public_status_contract_etag_and_privacy(served):
     for secret in ("dev-0", "illuminate/v1", "pw-0", CONTROLLER_PASSWORD, "127.0.0.1", "ctl"):
         assert secret not in text
     assert "max-age" in response.headers["cache-control"]
+    assert response.headers["vary"] == "Accept-Encoding"
+    assert response.headers["content-type"] == "application/json"
+
+    # the same document, gzipped for a client that takes gzip; as is for one that does not
+    raw = http.get(STATUS, headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in raw.headers
+    with http.stream("GET", STATUS, headers={"Accept-Encoding": "gzip"}) as zipped:
+        assert zipped.headers["content-encoding"] == "gzip"
+        assert zipped.headers["vary"] == "Accept-Encoding"
+        packed = b"".join(zipped.iter_raw())
+    assert gzip.decompress(packed) == raw.content
+    unzipped = json.loads(raw.content)
+    assert (unzipped["summary"], unzipped["sites"]) == (body["summary"], body["sites"])
 
     etag = response.headers["etag"]
     again = http.get("/api/v1/public/status", headers={"If-None-Match": etag})
     assert again.status_code == 304
     assert again.headers["etag"] == etag
     assert again.content == b""
+    assert again.headers["vary"] == "Accept-Encoding"
+    zipped_again = http.get(STATUS, headers={"If-None-Match": etag, "Accept-Encoding": "gzip"})
+    assert zipped_again.status_code == 304
     stale = http.get("/api/v1/public/status", headers={"If-None-Match": '"something-else"'})
     assert stale.status_code == 200
 

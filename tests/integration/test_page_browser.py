@@ -244,6 +244,8 @@ def serve(rig_factory: Callable[..., Rig]) -> Iterator[Callable[[float, float], 
         http = httpx.Client(base_url=url, timeout=5)
         running.append((server, thread, http))
         assert wait_until(lambda: server.started, timeout=10)
+        # the first rendering is built in the background; until then the status is 503
+        assert wait_until(lambda: http.get(STATUS).status_code == 200, timeout=60)
         return Served(rig, url + "/", http, recorder)
 
     yield start

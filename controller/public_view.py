@@ -1,0 +1,349 @@
+"""The public status, rendered once per change and served as a lookup.
+
+`PublicView` holds, for every language, the encoded JSON document, a gzip copy and the
+ETag. Requests only read the current rendering (`get`); they never compute. The view is
+rebuilt off the request path, by one builder at a time (the refresher thread that
+`start` runs, or a caller of `refresh`):
+
+- after `invalidate()` (the controller calls it after every intake batch, reconcile, or
+  registry or campaign change), at most once per `min_interval_s`;
+- when time alone changes a site's state: the view knows the next such instant (a
+  window enters the upcoming horizon, starts, passes its grace period, or ends) and is
+  stale from then on;
+- at least every `max_age_s` when given, for changes made where no `invalidate()` is
+  called (another process).
+
+A rebuild re-expands a site's timeline only when its campaigns, the site or the date
+range changed: timelines are cached per (site, campaigns fingerprint, range), and the
+cache keeps only what the last build used.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import math
+import threading
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from controller.public import (
+    DEFAULT_LANGUAGE,
+    LANGUAGES,
+    Assessment,
+    Renderer,
+    assess,
+    plan_of,
+    runs_range,
+    site_runs,
+)
+from controller.store.base import Command, Snapshot
+from devices.clock import TimeSource
+from devices.protocol import Plan
+from schedules.model import Campaign, City, Site
+from schedules.resolve import Segment
+
+log = logging.getLogger(__name__)
+
+MIN_INTERVAL_S = 1.0
+RANGE_STEP = timedelta(hours=6)
+"""Timelines are expanded over a range that moves in these steps, so the same expansion
+serves every rebuild until `now` crosses into the next step."""
+GZIP_LEVEL = 6
+IDLE_WAIT_S = 5.0
+"""The refresher looks at the wall clock at least this often (it may be set)."""
+_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Rendering:
+    """One language's document: the bytes to send, gzipped or not, and its ETag."""
+
+    body: bytes
+    gzip: bytes
+    etag: str
+    generated_at: datetime
+
+
+def campaigns_fingerprint(campaigns: Sequence[Campaign]) -> str:
+    """Changes whenever any campaign, or their order, changes."""
+    digest = hashlib.sha256()
+    for campaign in campaigns:
+        digest.update(campaign.model_dump_json().encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+_TimelineKey = tuple[str, str, float, float, tuple[str, ...], str, str, datetime]
+
+
+class TimelineCache:
+    """Lit runs per (site, campaigns fingerprint, range). Bounded: after each build
+    (`begin` ... `end`) it keeps only the entries that build used, one per site."""
+
+    def __init__(self, upcoming: timedelta, step: timedelta = RANGE_STEP) -> None:
+        self.upcoming = upcoming
+        self.step = step
+        self.expansions = 0
+        self._entries: dict[_TimelineKey, tuple[Segment, ...]] = {}
+        self._used: dict[_TimelineKey, tuple[Segment, ...]] = {}
+
+    def range_start(self, now: datetime) -> datetime:
+        return _EPOCH + self.step * ((now - _EPOCH) // self.step)
+
+    def range_end(self, now: datetime) -> datetime:
+        """When `now` leaves the current range: the next build expands afresh."""
+        return self.range_start(now) + self.step
+
+    def begin(self) -> None:
+        self._used = {}
+
+    def end(self) -> None:
+        self._entries, self._used = self._used, {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def runs(
+        self,
+        campaigns: Sequence[Campaign],
+        fingerprint: str,
+        site: Site,
+        city: City,
+        now: datetime,
+    ) -> tuple[Segment, ...]:
+        base = self.range_start(now)
+        key: _TimelineKey = (
+            site.id,
+            site.city,
+            site.lat,
+            site.lon,
+            site.tags,
+            city.timezone,
+            fingerprint,
+            base,
+        )
+        found = self._used.get(key)
+        if found is None:
+            found = self._entries.get(key)
+        if found is None:
+            start = runs_range(base, self.upcoming)[0]
+            end = runs_range(base + self.step, self.upcoming)[1]
+            found = site_runs(campaigns, site, city, start, end)
+            self.expansions += 1
+        self._used[key] = found
+        return found
+
+
+class PlanCache:
+    """Decoded plans by command, kept for the commands the last build read."""
+
+    def __init__(self) -> None:
+        self._plans: dict[tuple[int, str, int], Plan | None] = {}
+        self._used: dict[tuple[int, str, int], Plan | None] = {}
+
+    def begin(self) -> None:
+        self._used = {}
+
+    def end(self) -> None:
+        self._plans, self._used = self._used, {}
+
+    def __call__(self, command: Command) -> Plan | None:
+        key = (command.id, command.device_id, command.version)
+        if key in self._used:
+            return self._used[key]
+        if key in self._plans:
+            plan = self._plans[key]
+        else:
+            plan = plan_of(command)
+            if plan is None:
+                log.warning(
+                    "device %s: plan version %d does not decode; not lit",
+                    command.device_id,
+                    command.version,
+                )
+        self._used[key] = plan
+        return plan
+
+
+class PublicView:
+    """Every language's public status, rendered once per change (see the module)."""
+
+    def __init__(
+        self,
+        load: Callable[[], Snapshot],
+        clock: TimeSource,
+        *,
+        grace: timedelta,
+        upcoming: timedelta,
+        min_interval_s: float = MIN_INTERVAL_S,
+        max_age_s: float | None = None,
+        languages: Collection[str] = LANGUAGES,
+        default_language: str = DEFAULT_LANGUAGE,
+    ) -> None:
+        if min_interval_s < 0:
+            raise ValueError("min_interval_s must not be negative")
+        if max_age_s is not None and max_age_s < min_interval_s:
+            raise ValueError("max_age_s must be at least min_interval_s")
+        if default_language not in languages:
+            raise ValueError(f"the default language {default_language!r} is not offered")
+        self.load = load
+        self.clock = clock
+        self.grace = grace
+        self.upcoming = upcoming
+        self.min_interval_s = min_interval_s
+        self.max_age_s = max_age_s
+        self.languages = frozenset(languages)
+        self.default_language = default_language
+        self.builds = 0
+        """Renderings made so far."""
+        self.failures = 0
+        """Builds that failed (the previous rendering stays served)."""
+        self.timelines = TimelineCache(upcoming)
+        self._plans = PlanCache()
+        self._renderings: dict[str, Rendering] = {}
+        self._stale = True
+        self._attempted: float | None = None  # monotonic time of the last build attempt
+        self._built: float | None = None  # monotonic time of the last successful build
+        self._next_change: datetime | None = None
+        self._building = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ---- requests ---------------------------------------------------------------
+
+    def language(self, lang: str | None) -> str:
+        """`lang` when it is offered, else the default language."""
+        return lang if lang in self.languages else self.default_language
+
+    def get(self, lang: str | None = None) -> Rendering | None:
+        """The current rendering in `lang`, or None before the first build."""
+        return self._renderings.get(self.language(lang))
+
+    @property
+    def ready(self) -> bool:
+        return bool(self._renderings)
+
+    # ---- changes --------------------------------------------------------------------
+
+    def invalidate(self) -> None:
+        """Something the status reads changed: rebuild soon (within `min_interval_s`)."""
+        self._stale = True
+        self._wake.set()
+
+    @property
+    def next_change(self) -> datetime | None:
+        """When time alone next changes a site's state (or the timeline range moves)."""
+        return self._next_change
+
+    def due(self) -> bool:
+        """Should the view be rebuilt now?"""
+        return self._wait_s() <= 0
+
+    def _wait_s(self) -> float:
+        """Seconds until the view is due (0 when due now)."""
+        if self._attempted is None:
+            return 0.0
+        since = self.clock.monotonic() - self._attempted
+        pause = max(0.0, self.min_interval_s - since)
+        if self._stale or self._built is None:
+            return pause  # stale, or the last attempt failed: try again after the pause
+        wait = math.inf if self.max_age_s is None else self.max_age_s - since
+        if self._next_change is not None:
+            wait = min(wait, (self._next_change - self.clock()).total_seconds())
+        return max(pause, wait)
+
+    def refresh(self) -> bool:
+        """Rebuild if due and no other build is running; True when it rebuilt."""
+        if not self.due():
+            return False
+        return self._build(blocking=False)
+
+    def rebuild(self) -> bool:
+        """Rebuild now, whatever the interval (waits for a running build)."""
+        return self._build(blocking=True)
+
+    def _build(self, blocking: bool) -> bool:
+        if not self._building.acquire(blocking=blocking):
+            return False
+        try:
+            self._stale = False  # an invalidate() from now on asks for the next build
+            self._attempted = self.clock.monotonic()
+            try:
+                renderings, next_change = self._render()
+            except Exception:
+                self._stale = True
+                self.failures += 1
+                log.exception("could not build the public status; serving the previous one")
+                return False
+            self._renderings = renderings
+            self._next_change = next_change
+            self._built = self._attempted
+            self.builds += 1
+            return True
+        finally:
+            self._building.release()
+
+    def _render(self) -> tuple[dict[str, Rendering], datetime | None]:
+        now = self.clock()
+        snap = self.load()
+        fingerprint = campaigns_fingerprint(snap.campaigns)
+        campaigns = snap.campaigns
+
+        def runs_of(site: Site, city: City) -> tuple[Segment, ...]:
+            return self.timelines.runs(campaigns, fingerprint, site, city, now)
+
+        self.timelines.begin()
+        self._plans.begin()
+        try:
+            assessment: Assessment = assess(
+                snap, now, self.grace, self.upcoming, runs_of, self._plans
+            )
+        finally:
+            self.timelines.end()
+            self._plans.end()
+        renderer = Renderer(assessment)
+        renderings: dict[str, Rendering] = {}
+        for lang in sorted(self.languages):
+            document = renderer.render(lang)
+            renderings[lang] = Rendering(
+                body=document.body,
+                gzip=gzip.compress(document.body, compresslevel=GZIP_LEVEL, mtime=0),
+                etag=document.etag,
+                generated_at=now,
+            )
+        moves = self.timelines.range_end(now)
+        changes = assessment.next_change
+        return renderings, moves if changes is None else min(changes, moves)
+
+    # ---- the refresher ------------------------------------------------------------
+
+    def start(self) -> None:
+        """Build in a background thread: now, then whenever due, until `stop`."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="public-view", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=timeout_s)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                self.refresh()
+                wait = self._wait_s()
+            except Exception:  # the refresher never dies; a broken build is logged above
+                log.exception("public status refresher")
+                wait = max(self.min_interval_s, 0.1)
+            if wait > 0:
+                self._wake.wait(min(wait, IDLE_WAIT_S))
