@@ -1,128 +1,372 @@
-"""The controller's MQTT connection: paho in its own thread, messages handed off to a queue.
+"""The controller's MQTT connection: `PahoBroker`, the real `Broker` (see `base.py`).
 
-Callbacks only hand off (never block, never call back into our locks). Subscriptions
-are made in on_connect, so they come back after every reconnect, and the retained
-controller birth makes devices publish their state again.
+paho-mqtt 2.x runs in its own thread. What it does, and why (the measurements and the
+broker settings that go with it are in `deploy/mosquitto/README.md`):
+
+- MQTT 5 with a session that outlives the connection (Session Expiry Interval, never a
+  clean start). While the controller is away the broker keeps its subscriptions and
+  queues the acks devices send; after a reconnect they are delivered. The subscriptions
+  are made again only when the broker says the session is gone (it restarted without
+  persistence, or the session expired) or when this process has not subscribed yet; so
+  a reconnect does not pull every device's retained state and status again.
+- A Receive Maximum of 65,535: the broker may have that many messages in flight to the
+  controller before it queues more (Mosquitto's `max_inflight_messages` applies only to
+  clients that do not say). The retained state and status of 10,000 devices (20,000
+  messages) at the first subscribe are then sent, not queued, and never dropped.
+- Every device topic is subscribed at QoS 1: Mosquitto drops QoS 0 messages for a busy
+  client instead of queueing them, and never queues them for an offline one.
+- `publish(..., done=...)` maps paho's packet id to `done` through `on_publish`. The
+  broker's PUBACK may be handled before `client.publish()` has returned the id to us;
+  that early result is kept until the publishing call collects it (as aiomqtt keeps
+  one future per packet id). Reason codes >= 0x80 (MQTT 5 refusals, e.g. 0x87 not
+  authorised) call `done(False)`.
+- While disconnected `publish` returns False and hands nothing to paho, whose own
+  queue would send it again after a reconnect: the caller's outbox is the one place
+  that retries. Packets in flight when the connection drops lose their `done` (nothing
+  is called, as the interface says); paho re-sends them once after the reconnect, which
+  devices ignore as a version they already have.
+- Callbacks only hand off: they never block and never call back into our lock while
+  holding paho's, and never hold ours while calling paho.
+
+A broker that speaks only MQTT 3.1.1 (the embedded amqtt broker) refuses MQTT 5; build
+the link with `mqtt5=False` there. It then uses a 3.1.1 persistent session
+(`clean_session=False`), with the same re-subscribe rule, but without Receive Maximum
+or MQTT 5 refusal codes (a 3.1.1 PUBACK is always a success).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import queue
+import ssl
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from devices.connection import BrokerAddress, new_client
+from controller.broker.base import ConnectionListener, Done, Incoming, Sink
+from devices.connection import BrokerAddress
 from devices.protocol import ControllerStatus, Kind, Topics, encode
+
+__all__ = ["Incoming", "PahoBroker"]
 
 log = logging.getLogger(__name__)
 
+#: How many messages the broker may have in flight to us before it queues (the largest
+#: value MQTT 5 allows). paho acknowledges each one as soon as the sink has taken it.
+RECEIVE_MAXIMUM = 65_535
+#: How long the broker keeps our session (subscriptions and queued acks) while we are away.
+SESSION_EXPIRY_S = 86_400
+KEEPALIVE_S = 30
+#: Our own publishes in flight at once; Mosquitto's `max_inflight_messages` (20) is the
+#: Receive Maximum it announces to us, and paho cannot change this while connected.
+MAX_INFLIGHT = 20
+STOP_TIMEOUT_S = 2.0
+_SUBSCRIBED_KINDS = (Kind.STATUS, Kind.STATE, Kind.ACK)
 
-@dataclass(frozen=True)
-class Incoming:
-    topic: str
-    payload: bytes
-    retain: bool
 
+class PahoBroker:
+    """The `Broker` the controller runs on; see the module docstring."""
 
-class BrokerLink:
     def __init__(
         self,
         address: BrokerAddress,
         topics: Topics,
         client_id: str,
-        inbox: queue.Queue[Incoming],
+        sink: Sink,
         started_at: datetime,
         ca_file: str | None = None,
+        *,
+        mqtt5: bool = True,
+        session_expiry_s: int = SESSION_EXPIRY_S,
     ) -> None:
+        if not client_id:
+            raise ValueError("the controller needs a fixed, non-empty MQTT client id")
         self.address = address
         self.topics = topics
-        self.inbox = inbox
+        self.client_id = client_id
+        self.sink = sink
         self.started_at = started_at
-        self.connected = threading.Event()
-        self.on_connected: list[Any] = []
-        self.on_disconnected: list[Any] = []
-        will = encode(ControllerStatus(online=False))
-        self.client = new_client(
-            address,
-            client_id,
-            will=(topics.controller_status, will),
-            ca_file=ca_file,
-            max_queued_messages=0,
-        )
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = self._on_message
+        self.mqtt5 = mqtt5
+        self.session_expiry_s = session_expiry_s
+        self._lock = threading.Lock()
+        self._connected = threading.Event()
+        self._listeners: list[ConnectionListener] = []
+        # packet id -> done, for publishes of the current connection
+        self._pending: dict[int, Done] = {}
+        # results that arrived before publish() knew its packet id; only kept while a
+        # publish() call is under way, and cleared when none is
+        self._early: dict[int, bool] = {}
+        self._publishing = 0
+        # bumped on every disconnect: a publish that straddles one registers nothing
+        self._epoch = 0
+        # a SUBACK was seen for the broker's current session of ours
+        self._subscribed = False
+        self._subscribe_mid: int | None = None
+        self._client = self._new_client(ca_file)
+
+    # the Broker protocol ----------------------------------------------------------
 
     def start(self) -> None:
-        self.client.connect_async(self.address.host, self.address.port, keepalive=30)
-        self.client.loop_start()
-
-    def wait_connected(self, timeout: float) -> bool:
-        return self.connected.wait(timeout)
+        properties: Properties | None = None
+        if self.mqtt5:
+            properties = Properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = self.session_expiry_s
+            properties.ReceiveMaximum = RECEIVE_MAXIMUM
+        self._client.connect_async(
+            self.address.host,
+            self.address.port,
+            keepalive=KEEPALIVE_S,
+            clean_start=False,
+            properties=properties,
+        )
+        self._client.loop_start()
 
     def stop(self) -> None:
-        if self.connected.is_set():
-            info = self.client.publish(
+        client = self._client
+        if self._connected.is_set():
+            info = client.publish(
                 self.topics.controller_status,
                 encode(ControllerStatus(online=False)),
                 qos=1,
                 retain=True,
             )
             with contextlib.suppress(RuntimeError, ValueError):
-                info.wait_for_publish(timeout=2)
-        self.client.disconnect()
-        self.client.loop_stop()
-        self.connected.clear()
+                info.wait_for_publish(timeout=STOP_TIMEOUT_S)
+        self._connected.clear()
+        client.disconnect()
+        client.loop_stop()
+        with self._lock:
+            self._forget_in_flight()
         # break the callback cycle so paho's sockets are freed now, not at a later GC
-        self.client.on_connect = None
-        self.client.on_disconnect = None
-        self.client.on_message = None
+        client.on_connect = None
+        client.on_disconnect = None
+        client.on_message = None
+        client.on_publish = None
+        client.on_subscribe = None
 
-    def publish(self, topic: str, payload: bytes, retain: bool) -> mqtt.MQTTMessageInfo:
-        return self.client.publish(topic, payload, qos=1, retain=retain)
+    @property
+    def is_connected(self) -> bool:
+        return self._connected.is_set()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def add_listener(self, listener: ConnectionListener) -> None:
+        with self._lock:
+            self._listeners.append(listener)
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool, done: Done | None = None) -> bool:
+        if not self._connected.is_set():
+            return False
+        with self._lock:
+            self._publishing += 1
+            epoch = self._epoch
+        info: mqtt.MQTTMessageInfo | None = None
+        try:
+            info = self._client.publish(topic, payload, qos=1, retain=retain)
+        finally:
+            early, queued = self._register(info, epoch, done)
+        if early is not None and done is not None:
+            _call(done, early)
+        return queued
+
+    # helpers --------------------------------------------------------------------
+
+    def _new_client(self, ca_file: str | None) -> mqtt.Client:
+        if self.mqtt5:
+            client = mqtt.Client(
+                CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5
+            )
+        else:
+            client = mqtt.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=self.client_id,
+                protocol=mqtt.MQTTv311,
+                clean_session=False,
+            )
+        if self.address.username is not None:
+            client.username_pw_set(self.address.username, self.address.password)
+        if self.address.tls:
+            client.tls_set(ca_certs=ca_file, cert_reqs=ssl.CERT_REQUIRED)
+        client.will_set(
+            self.topics.controller_status,
+            encode(ControllerStatus(online=False)),
+            qos=1,
+            retain=True,
+        )
+        client.max_inflight_messages_set(MAX_INFLIGHT)
+        client.max_queued_messages_set(0)  # we never publish while disconnected
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_publish = self._on_publish
+        client.on_subscribe = self._on_subscribe
+        return client
+
+    def _register(
+        self, info: mqtt.MQTTMessageInfo | None, epoch: int, done: Done | None
+    ) -> tuple[bool | None, bool]:
+        """Book a publish's packet id: (its result if the broker already answered,
+        whether it was queued on the current connection)."""
+        with self._lock:
+            self._publishing -= 1
+            early: bool | None = None
+            queued = info is not None and info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+            if info is not None:
+                result = self._early.pop(info.mid, None)
+                if queued and epoch == self._epoch:
+                    if result is not None:
+                        early = result
+                    elif done is not None:
+                        self._pending[info.mid] = done
+                else:
+                    queued = False
+            if self._publishing == 0:
+                self._early.clear()
+            return early, queued
+
+    def _forget_in_flight(self) -> None:
+        """Caller holds the lock. The connection is gone: no `done` will be called for
+        what was in flight on it."""
+        self._epoch += 1
+        self._pending.clear()
+        self._early.clear()
+
+    def _listeners_now(self) -> list[ConnectionListener]:
+        with self._lock:
+            return list(self._listeners)
+
+    def _up(self) -> None:
+        if self._connected.is_set():
+            return
+        log.info("connected to broker %s", self.address.redacted())
+        self._connected.set()
+        for listener in self._listeners_now():
+            _call(listener.connected)
+
+    # paho callbacks (paho's thread) -----------------------------------------------
 
     def _on_connect(
         self,
         client: mqtt.Client,
         _userdata: Any,
-        _flags: Any,
+        flags: mqtt.ConnectFlags,
         reason: ReasonCode,
-        _props: Any,
+        _props: Properties | None,
     ) -> None:
         if reason.is_failure:
-            log.error("broker %s refused the connection: %s", self.address.redacted(), reason)
+            hint = ""
+            if self.mqtt5 and reason.getName() == "Unsupported protocol version":
+                hint = " (the broker speaks only MQTT 3.1.1: build the link with mqtt5=False)"
+            log.error(
+                "broker %s refused the connection: %s%s", self.address.redacted(), reason, hint
+            )
             return
-        for kind in (Kind.STATUS, Kind.STATE, Kind.ACK):
-            client.subscribe(self.topics.device_filter(kind), qos=1)
+        with self._lock:
+            if not flags.session_present:
+                self._subscribed = False
+            resubscribe = not self._subscribed
+        if resubscribe:
+            # One SUBSCRIBE for all kinds; retained messages are wanted here (the
+            # controller learns every device's state and status from them).
+            filters: list[tuple[str, Any]] = [
+                (
+                    self.topics.device_filter(kind),
+                    SubscribeOptions(qos=1) if self.mqtt5 else 1,
+                )
+                for kind in _SUBSCRIBED_KINDS
+            ]
+            rc, mid = client.subscribe(filters)
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                log.warning("could not subscribe (%s); retrying on the next connection", rc)
+            with self._lock:
+                self._subscribe_mid = mid
+        # after the SUBSCRIBE on the same connection, so the broker has our
+        # subscriptions before devices react to the birth by sending their state again
         client.publish(
             self.topics.controller_status,
             encode(ControllerStatus(online=True, since=self.started_at)),
             qos=1,
             retain=True,
         )
-        log.info("connected to broker %s", self.address.redacted())
-        self.connected.set()
-        for callback in self.on_connected:
-            callback()
+        if not resubscribe:
+            self._up()
+
+    def _on_subscribe(
+        self,
+        _client: mqtt.Client,
+        _userdata: Any,
+        mid: int,
+        reasons: list[ReasonCode],
+        _props: Properties | None,
+    ) -> None:
+        with self._lock:
+            if mid != self._subscribe_mid:
+                return
+            self._subscribe_mid = None
+            refused = [r for r in reasons if r.is_failure]
+            self._subscribed = not refused
+        if refused:
+            log.error(
+                "broker %s refused the device subscriptions: %s",
+                self.address.redacted(),
+                ", ".join(str(r) for r in reasons),
+            )
+        self._up()
 
     def _on_disconnect(
-        self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: ReasonCode, _props: Any
+        self,
+        _client: mqtt.Client,
+        _userdata: Any,
+        _flags: mqtt.DisconnectFlags,
+        reason: ReasonCode,
+        _props: Properties | None,
     ) -> None:
-        if self.connected.is_set():
-            log.warning("lost the broker connection (%s); reconnecting", reason)
-        self.connected.clear()
-        for callback in self.on_disconnected:
-            callback()
+        was_up = self._connected.is_set()
+        self._connected.clear()
+        with self._lock:
+            self._forget_in_flight()
+            self._subscribe_mid = None
+        if not was_up:
+            return
+        log.warning("lost the broker connection (%s); reconnecting", reason)
+        for listener in self._listeners_now():
+            _call(listener.disconnected)
+
+    def _on_publish(
+        self,
+        _client: mqtt.Client,
+        _userdata: Any,
+        mid: int,
+        reason: ReasonCode,
+        _props: Properties | None,
+    ) -> None:
+        ok = not reason.is_failure
+        if not ok:
+            log.warning("broker refused publish %d: %s", mid, reason)
+        with self._lock:
+            done = self._pending.pop(mid, None)
+            if done is None and self._publishing > 0:
+                self._early[mid] = ok
+        if done is not None:
+            _call(done, ok)
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        try:
-            self.inbox.put_nowait(Incoming(msg.topic, bytes(msg.payload), bool(msg.retain)))
-        except queue.Full:
-            log.error("intake queue full; dropping a message on %s", msg.topic)
+        _call(self.sink, Incoming(msg.topic, bytes(msg.payload), bool(msg.retain)))
+
+
+def _call(callback: Callable[..., None], *args: Any) -> None:
+    """Run a callback on paho's thread; an exception there would stop paho's loop."""
+    try:
+        callback(*args)
+    except Exception:
+        log.exception("broker callback %r failed", callback)

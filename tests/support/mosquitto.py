@@ -1,13 +1,18 @@
 """A private Mosquitto for one test run: free port, the project's own ACL, passwords.
 
-The broker runs with `deploy/mosquitto/illuminate.acl` as its ACL and a password file
-made for the accounts the test asks for, so tests meet the access rules production has.
+The broker runs with `deploy/mosquitto/illuminate.acl` as its ACL, a password file made
+for the accounts the test asks for, and the delivery limits of `deploy/mosquitto/dev.conf`
+(`SHIPPED_LIMITS`, read from that file), so tests meet the rules production has. Its
+file-descriptor limit is raised to the hard limit, for tests with many clients.
+`persistence=True` keeps sessions and retained messages in the work folder across
+`restart()`; without it a restart forgets everything, as a broker that crashed would.
 """
 
 from __future__ import annotations
 
 import getpass
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -18,8 +23,45 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 ACL = REPO / "deploy" / "mosquitto" / "illuminate.acl"
+DEV_CONF = REPO / "deploy" / "mosquitto" / "dev.conf"
+PRODUCTION_CONF = REPO / "deploy" / "mosquitto" / "production.conf"
+#: the settings that bound delivery; the test broker takes them from the shipped config
+LIMIT_KEYS = (
+    "max_packet_size",
+    "max_inflight_messages",
+    "max_inflight_bytes",
+    "max_queued_messages",
+    "max_queued_bytes",
+    "max_connections",
+    "max_keepalive",
+    "message_size_limit",
+    "queue_qos0_messages",
+    "persistent_client_expiration",
+)
 CONTROLLER_USER = "illuminate-controller"
 CONTROLLER_PASSWORD = "controller-secret"
+
+
+def config_limits(path: Path) -> dict[str, str]:
+    """The `LIMIT_KEYS` settings a Mosquitto config file sets, by name."""
+    limits: dict[str, str] = {}
+    for raw in path.read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        key, _, value = line.partition(" ")
+        if key in LIMIT_KEYS:
+            limits[key] = value.strip()
+    return limits
+
+
+SHIPPED_LIMITS = config_limits(DEV_CONF)
+
+
+def _raise_nofile() -> None:
+    """In the broker's process, before exec: as many file descriptors as allowed."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def free_port() -> int:
@@ -58,6 +100,8 @@ class Mosquitto:
     workdir: Path
     users: dict[str, str] = field(default_factory=dict)
     port: int = 0
+    persistence: bool = False
+    limits: dict[str, str] = field(default_factory=lambda: dict(SHIPPED_LIMITS))
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -97,8 +141,8 @@ class Mosquitto:
                     # run as whoever runs the tests: as root, Mosquitto would switch
                     # to the 'mosquitto' user and lose access to this folder
                     f"user {getpass.getuser()}",
-                    "max_packet_size 131072",
-                    "persistence false",
+                    *(f"{key} {value}" for key, value in self.limits.items()),
+                    *self._persistence_lines(),
                     "log_dest file " + str(self.workdir / "mosquitto.log"),
                     "log_type error",
                     "log_type warning",
@@ -111,9 +155,27 @@ class Mosquitto:
             [mosquitto_binary(), "-c", str(conf)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=_raise_nofile,
         )
         _wait_port(self.port, self.proc)
         return self
+
+    def _persistence_lines(self) -> list[str]:
+        if not self.persistence:
+            return ["persistence false"]
+        store = self.workdir / "db"
+        store.mkdir(exist_ok=True)
+        # a trailing slash: Mosquitto joins the folder and the file name as strings
+        return ["persistence true", f"persistence_location {store}/", "autosave_interval 1"]
+
+    def restart(self) -> Mosquitto:
+        """Stop (cleanly: a persistent broker saves its database) and start on the same port."""
+        self.stop()
+        return self.start()
+
+    def dropped_lines(self) -> list[str]:
+        """Lines of the log where the broker dropped messages for a client."""
+        return [line for line in self.log.splitlines() if "dropped" in line.lower()]
 
     def add_users(self, users: dict[str, str]) -> None:
         """Add accounts and make the running broker reload its password file."""

@@ -1,0 +1,174 @@
+"""One contract for every `Broker`: the in-memory double and the real one on Mosquitto.
+
+Each implementation comes with a harness that does, its own way, what the world does to
+a broker: acknowledge what is in flight, drop and restore the network, and have a device
+send messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+import pytest
+
+from controller.broker.base import Broker
+from controller.broker.link import PahoBroker
+from controller.broker.memory import MemoryBroker
+from devices.connection import BrokerAddress
+from devices.protocol import Topics
+from tests.support.mosquitto import CONTROLLER_PASSWORD, CONTROLLER_USER, Mosquitto
+from tests.support.peer import DEADLINE_S, Listener, Peer, Recorder, Sink
+from tests.support.proxy import CuttableLink
+
+TOPICS = Topics()
+DEVICE = "contract-dev"
+DEVICE_PASSWORD = "contract-pw"
+STARTED = datetime(2025, 7, 30, 18, 0, tzinfo=UTC)
+
+
+class Harness(Protocol):
+    broker: Broker
+    sink: Sink
+
+    def settle(self) -> None:
+        """Let the broker acknowledge what is in flight."""
+
+    def drop(self) -> None:
+        """The network goes."""
+
+    def restore(self) -> None:
+        """The network comes back (the broker reconnects by itself)."""
+
+    def device_sends(self, messages: list[tuple[str, bytes]]) -> None:
+        """The device publishes these, QoS 1, not retained, in this order."""
+
+
+class MemoryHarness:
+    def __init__(self) -> None:
+        self.sink = Sink()
+        self.memory = MemoryBroker(self.sink)
+        self.broker: Broker = self.memory
+
+    def settle(self) -> None:
+        self.memory.ack()
+
+    def drop(self) -> None:
+        self.memory.disconnect()
+
+    def restore(self) -> None:
+        self.memory.connect()
+
+    def device_sends(self, messages: list[tuple[str, bytes]]) -> None:
+        for topic, payload in messages:
+            self.memory.deliver(topic, payload)
+
+
+class PahoHarness:
+    def __init__(self, mosquitto: Mosquitto, link: CuttableLink) -> None:
+        self.mosquitto = mosquitto
+        self.link = link
+        self.sink = Sink()
+        address = BrokerAddress("127.0.0.1", link.port, False, CONTROLLER_USER, CONTROLLER_PASSWORD)
+        self.broker = PahoBroker(address, TOPICS, "contract-controller", self.sink, STARTED)
+
+    def settle(self) -> None:
+        """Mosquitto acknowledges by itself."""
+
+    def drop(self) -> None:
+        self.link.cut()
+
+    def restore(self) -> None:
+        self.link.restore()
+
+    def device_sends(self, messages: list[tuple[str, bytes]]) -> None:
+        with Peer(self.mosquitto.port, DEVICE, DEVICE_PASSWORD) as device:
+            device.publish_all((t, p, False) for t, p in messages)
+
+
+@pytest.fixture(params=["memory", pytest.param("paho", marks=pytest.mark.broker)])
+def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
+    if request.param == "memory":
+        memory = MemoryHarness()
+        yield memory
+        memory.broker.stop()
+        return
+    mosquitto = Mosquitto(tmp_path / "mosquitto").start()
+    mosquitto.add_users({DEVICE: DEVICE_PASSWORD})
+    link = CuttableLink(mosquitto.port).start()
+    paho = PahoHarness(mosquitto, link)
+    try:
+        yield paho
+    finally:
+        paho.broker.stop()
+        link.stop()
+        mosquitto.stop()
+
+
+def started(h: Harness) -> Listener:
+    listener = Listener()
+    h.broker.add_listener(listener)
+    h.broker.start()
+    assert h.broker.wait_connected(DEADLINE_S)
+    listener.wait("connected")
+    assert h.broker.is_connected
+    return listener
+
+
+def test_done_is_called_once_with_true_when_the_broker_acknowledges(harness: Harness) -> None:
+    started(harness)
+    first, second = Recorder(), Recorder()
+    assert harness.broker.publish(TOPICS.plan(DEVICE), b"v1", retain=True, done=first)
+    harness.settle()
+    assert first.wait_for(lambda calls: len(calls) >= 1) == [True]
+    # a later acknowledgement is the barrier: by then a second call of the first
+    # `done` would have happened
+    assert harness.broker.publish(TOPICS.plan(DEVICE), b"v2", retain=True, done=second)
+    harness.settle()
+    assert second.wait_for(lambda calls: len(calls) >= 1) == [True]
+    assert first.items == [True]
+
+
+def test_publish_without_done_is_accepted(harness: Harness) -> None:
+    started(harness)
+    assert harness.broker.publish(TOPICS.plan(DEVICE), b"v1", retain=False)
+    harness.settle()
+
+
+def test_publish_while_disconnected_returns_false_and_never_completes(harness: Harness) -> None:
+    listener = started(harness)
+    harness.drop()
+    listener.wait("disconnected")
+    assert not harness.broker.is_connected
+    refused = Recorder()
+    assert harness.broker.publish(TOPICS.plan(DEVICE), b"lost", retain=True, done=refused) is False
+    harness.restore()
+    assert harness.broker.wait_connected(DEADLINE_S)
+    later = Recorder()
+    assert harness.broker.publish(TOPICS.plan(DEVICE), b"later", retain=True, done=later)
+    harness.settle()
+    assert later.wait_for(lambda calls: len(calls) >= 1) == [True]
+    assert refused.items == []
+
+
+def test_listeners_hear_every_connect_and_disconnect(harness: Harness) -> None:
+    listener = started(harness)
+    for round_ in range(1, 3):
+        harness.drop()
+        listener.wait("disconnected", times=round_)
+        harness.restore()
+        listener.wait("connected", times=round_ + 1)
+        assert harness.broker.wait_connected(DEADLINE_S)
+    assert listener.calls.items == ["connected", "disconnected"] * 2 + ["connected"]
+
+
+def test_messages_reach_the_sink_in_arrival_order(harness: Harness) -> None:
+    started(harness)
+    topic = TOPICS.ack(DEVICE)
+    payloads = [f'{{"n":{n}}}'.encode() for n in range(200)]
+    harness.device_sends([(topic, p) for p in payloads])
+    got = harness.sink.wait_count(len(payloads), lambda m: m.topic == topic)
+    assert [m.payload for m in got] == payloads
+    assert not any(m.retain for m in got)
