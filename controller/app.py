@@ -127,6 +127,7 @@ class Controller:
             self.inbox.put,
             started_at=self.clock(),
             ca_file=str(ca_file) if ca_file else None,
+            mqtt5=self.embedded is None,  # the embedded broker speaks MQTT 3.1.1 only
         )
         self.dispatcher = Dispatcher(
             self.stores.outbox,

@@ -37,9 +37,6 @@ class Wakeups(Protocol):
     def plan(self, instants: Iterable[datetime]) -> None:
         """Wake at each instant (planning one again replaces it, never duplicates it)."""
 
-    def soon(self) -> None:
-        """Wake as soon as possible; many requests make one wake-up."""
-
     def planned(self) -> list[datetime]: ...
 
 
@@ -76,9 +73,6 @@ class ApsWakeups:
         for at in instants:
             self._add(at, f"wake-{at.isoformat()}")
 
-    def soon(self) -> None:
-        self._add(datetime.now(UTC), "soon")
-
     def planned(self) -> list[datetime]:
         if not self._scheduler.running:
             return []
@@ -93,7 +87,6 @@ class ManualWakeups:
     def __init__(self) -> None:
         self._fire: Callable[[], None] | None = None
         self._planned: set[datetime] = set()
-        self.soon_requested = 0
 
     def start(self, fire: Callable[[], None]) -> None:
         self._fire = fire
@@ -104,24 +97,24 @@ class ManualWakeups:
     def plan(self, instants: Iterable[datetime]) -> None:
         self._planned.update(instants)
 
-    def soon(self) -> None:
-        self.soon_requested += 1
-
     def planned(self) -> list[datetime]:
         return sorted(self._planned)
 
     def due(self, now: datetime) -> int:
-        """Fire once if any wake-up is due at `now` (they coalesce), or a soon was asked."""
+        """Fire for the wake-ups due at `now`; returns how many were due."""
         due = {at for at in self._planned if at <= now}
         self._planned -= due
-        if (due or self.soon_requested) and self._fire is not None:
-            self.soon_requested = 0
+        if due and self._fire is not None:
             self._fire()
-            return 1
-        return 0
+        return len(due)
 
 
 class Timer:
+    """Runs the reconcile on its own thread whenever asked: by a wake-up, by the safety
+    tick, or by `soon()`. Requests only set a flag, so they never block (an APScheduler
+    job that ran the reconcile itself would make the next wake-up be skipped while it
+    runs), and any number of requests during a run make one run after it."""
+
     def __init__(
         self,
         wake: Callable[[], Iterable[datetime]],
@@ -133,31 +126,51 @@ class Timer:
         self._tick = tick.total_seconds()
         self.wakeups = wakeups
         self._busy = threading.Lock()
+        self._requested = threading.Event()
         self._stopping = threading.Event()
-        self._ticker: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self.fired = 0
 
     def start(self) -> None:
-        self.wakeups.start(self.fire)
-        self._ticker = threading.Thread(target=self._tick_loop, name="safety-tick", daemon=True)
-        self._ticker.start()
+        self.wakeups.start(self.soon)
+        for target, name in ((self._tick_loop, "safety-tick"), (self._work_loop, "reconcile")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     def _tick_loop(self) -> None:
         # Event.wait measures on the monotonic clock: wall-clock steps do not touch it
         while not self._stopping.wait(self._tick):
-            self.fire()
+            self.soon()
+
+    def _work_loop(self) -> None:
+        while not self._stopping.is_set():
+            if self._requested.wait(0.5):
+                self.run_requested()
 
     def stop(self) -> None:
-        # APScheduler's shutdown() holds the job-store lock while it waits for running
-        # jobs; a job that adds a wake-up then waits for that lock: a deadlock. So first
-        # let any fire() in flight finish and make later ones return at once.
+        # first let any fire() in flight finish and make later ones return at once
         with self._busy:
             self._stopping.set()
+        self._requested.set()
         self.wakeups.stop()
-        if self._ticker is not None:
-            self._ticker.join(timeout=10)
+        for thread in self._threads:
+            thread.join(timeout=10)
+
+    def soon(self) -> None:
+        """Reconcile on the timer's thread as soon as it can; requests coalesce."""
+        self._requested.set()
+
+    def run_requested(self) -> bool:
+        """Run one reconcile if one was asked for (the worker thread, or a test)."""
+        if not self._requested.is_set():
+            return False
+        self._requested.clear()
+        self.fire()
+        return True
 
     def fire(self) -> None:
+        """Reconcile now, on the caller's thread, and plan the wake-ups it asks for."""
         with self._busy:
             if self._stopping.is_set():
                 return
@@ -168,11 +181,6 @@ class Timer:
                 log.exception("reconcile failed; the safety tick will try again")
                 return
             self.plan(instants)
-
-    def soon(self) -> None:
-        """Run a reconcile on the timer's thread as soon as it can; requests coalesce."""
-        if not self._stopping.is_set():
-            self.wakeups.soon()
 
     def plan(self, instants: Iterable[datetime]) -> None:
         self.wakeups.plan(sorted(set(instants))[:MAX_WAKEUPS])

@@ -163,7 +163,9 @@ class PahoBroker:
         with self._lock:
             self._listeners.append(listener)
 
-    def publish(self, topic: str, payload: bytes, *, retain: bool, done: Done | None = None) -> bool:
+    def publish(
+        self, topic: str, payload: bytes, *, retain: bool, done: Done | None = None
+    ) -> bool:
         if not self._connected.is_set():
             return False
         with self._lock:

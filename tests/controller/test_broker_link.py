@@ -291,7 +291,9 @@ def test_with_mqtt5_off_it_works_on_the_embedded_broker() -> None:
     with EmbeddedBroker(port=0) as embedded:
         with Controller(embedded.port, mqtt5=False) as controller:
             done = Recorder()
-            assert controller.broker.publish(TOPICS.plan(device_id(1)), b"{}", retain=True, done=done)
+            assert controller.broker.publish(
+                TOPICS.plan(device_id(1)), b"{}", retain=True, done=done
+            )
             assert done.wait_for(lambda calls: len(calls) >= 1) == [True]
             with Peer(embedded.port, device_id(1), "x") as device:
                 info = device.client.publish(TOPICS.ack(device_id(1)), b"a", qos=1)

@@ -414,7 +414,10 @@ def test_no_apply_report_after_grace_makes_the_command_unconfirmed(rig: Rig) -> 
     row = rig.command("dev-a", 1)
     assert row is not None
     assert row.reason == "no apply report for the step at 2025-06-10 19:00:00+00:00"
-    assert rig.event_rows("dev-a") == [(1, None, "pending", T0), (1, "pending", "unconfirmed", after)]
+    assert rig.event_rows("dev-a") == [
+        (1, None, "pending", T0),
+        (1, "pending", "unconfirmed", after),
+    ]
     assert rig.event_rows("dev-b") == [(1, None, "pending", T0)]
 
     # a second run does not record it again

@@ -32,14 +32,18 @@ def test_a_fire_plans_the_wakeups_the_reconcile_asks_for_and_they_run() -> None:
     wake = Reconciles(clock, [S, S + timedelta(seconds=30), E])
     wakeups = ManualWakeups()
     timer = Timer(wake, timedelta(seconds=30), wakeups)
-    wakeups.start(timer.fire)
+    wakeups.start(timer.soon)
     timer.fire()
     assert timer.pending() == [S, S + timedelta(seconds=30), E]
+    assert timer.run_requested() is False
     clock.set(S)
     assert wakeups.due(clock()) == 1
+    assert timer.run_requested() is True
     assert wake.runs == [T0, S]
-    clock.set(E + timedelta(minutes=1))  # a late wake-up runs late, never dropped
-    assert wakeups.due(clock()) == 1
+    clock.set(E + timedelta(minutes=1))  # late wake-ups run late, together, never dropped
+    assert wakeups.due(clock()) == 2
+    assert timer.run_requested() is True
+    assert timer.run_requested() is False
     assert wake.runs[-1] == E + timedelta(minutes=1)
     assert timer.pending() == []
 
@@ -47,13 +51,11 @@ def test_a_fire_plans_the_wakeups_the_reconcile_asks_for_and_they_run() -> None:
 def test_many_soon_requests_make_one_reconcile() -> None:
     clock = FakeClock(T0)
     wake = Reconciles(clock, [])
-    wakeups = ManualWakeups()
-    timer = Timer(wake, timedelta(seconds=30), wakeups)
-    wakeups.start(timer.fire)
+    timer = Timer(wake, timedelta(seconds=30), ManualWakeups())
     for _ in range(50):
         timer.soon()
-    assert wakeups.due(clock()) == 1
-    assert wakeups.due(clock()) == 0
+    assert timer.run_requested() is True
+    assert timer.run_requested() is False
     assert len(wake.runs) == 1
 
 
@@ -89,7 +91,7 @@ def test_the_safety_tick_runs_on_its_own_and_stops() -> None:
             fired.set()
         return []
 
-    timer = Timer(wake, timedelta(seconds=0.05), ApsWakeups())
+    timer = Timer(wake, timedelta(seconds=0.05), ManualWakeups())
     timer.start()
     try:
         assert fired.wait(30), "the safety tick did not fire three times in 30 s"

@@ -13,8 +13,9 @@ import pytest
 
 from controller.app import Controller
 from controller.public import PublicStatus, public_status
-from controller.public_view import store_snapshot
+from controller.registration import hash_generated_secret
 from controller.settings import Settings, load_settings
+from controller.store.base import NewDevice, Stores
 from devices.agent import Behaviour
 from devices.simulator import Fleet, FleetSpec, SimDevice
 from schedules.model import Campaign, SiteCatalog
@@ -64,6 +65,11 @@ def window_campaign(start: datetime, end: datetime, cid: str = "blue-heart") -> 
     )
 
 
+def count_commands(stores: Stores) -> int:
+    """How many plan versions were ever issued (every version has its PENDING event)."""
+    return sum(1 for e in stores.outbox.events() if e.from_state is None)
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.1) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -96,12 +102,17 @@ class Rig:
     def register(self, campaign: Campaign) -> None:
         assert self.controller is not None
         now = datetime.now(UTC)
-        store = self.controller.store
-        store.import_catalog(self.sites)
-        for device, site in zip(self.devices, self.sites.sites, strict=True):
-            store.add_device(device.id, site.id, device.password, now)
-        store.put_campaign(campaign, now)
-        self.controller.reconcile_now()
+        stores = self.controller.stores
+        stores.registry.import_catalog(self.sites)
+        stores.registry.add_devices(
+            [
+                NewDevice(device.id, site.id, hash_generated_secret(device.password))
+                for device, site in zip(self.devices, self.sites.sites, strict=True)
+            ],
+            now,
+        )
+        stores.campaigns.put(campaign, now)
+        self.controller.changed()
 
     def start_fleet(self) -> Fleet:
         assert self.controller is not None
@@ -122,9 +133,7 @@ class Rig:
     def status(self) -> PublicStatus:
         assert self.controller is not None
         c = self.controller
-        return public_status(
-            store_snapshot(c.store), datetime.now(UTC), c.grace, timedelta(hours=24)
-        )
+        return public_status(c.stores.snapshot(), datetime.now(UTC), c.grace, timedelta(hours=24))
 
     def states(self) -> dict[str, str]:
         return {s.id: s.state.value for s in self.status().sites}
@@ -177,4 +186,4 @@ def rig_factory(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[Callable[..., 
         rig.stop()
 
 
-__all__ = ["Behaviour", "Rig", "wait_until", "whole_second", "window_campaign"]
+__all__ = ["Behaviour", "Rig", "count_commands", "wait_until", "whole_second", "window_campaign"]

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.broker
 def _plan_colors(rig, device_id: str) -> set[str]:
     from devices.protocol import Plan
 
-    row = rig.controller.store.latest_commands()[device_id]
+    row = rig.controller.stores.outbox.latest()[device_id]
     return {s.state.color for s in decode(Plan, row.payload).steps if s.state.on}
 
 

@@ -36,7 +36,7 @@ def running(rig_factory, mosquitto):
     rig.start_controller()
     opens = whole_second(3600)
     rig.register(window_campaign(opens, opens + timedelta(minutes=10)))
-    assert wait_until(lambda: len(rig.controller.store.latest_commands()) == 2, timeout=5)
+    assert wait_until(lambda: len(rig.controller.stores.outbox.latest()) == 2, timeout=5)
     mosquitto.add_users({"stranger": "pw-stranger"})
     clients: list[mqtt.Client] = []
 
@@ -74,13 +74,13 @@ def test_bad_ack_is_counted_and_the_controller_carries_on(running, reason, paylo
     topic = "illuminate/v1/devices/dev-01/ack"
     dev.publish(topic, payload, qos=1).wait_for_publish(5)
     assert wait_until(lambda: metrics.rejected(reason) == before + 1, timeout=5)
-    row = rig.controller.store.latest_commands()["dev-01"]
+    row = rig.controller.stores.outbox.latest()["dev-01"]
     assert row.state in {CommandState.PENDING.value, CommandState.PUBLISHED.value}
 
     # the very next good message is still handled
     dev.publish(topic, _ack(row.version, "received", device="dev-01"), qos=1).wait_for_publish(5)
     assert wait_until(
-        lambda: rig.controller.store.latest_commands()["dev-01"].state == "received", timeout=5
+        lambda: rig.controller.stores.outbox.latest()["dev-01"].state == "received", timeout=5
     )
 
 
@@ -93,7 +93,7 @@ def test_message_from_unregistered_device_is_ignored(running):
         "illuminate/v1/devices/stranger/status", b'{"v":1,"online":true}', qos=1, retain=True
     ).wait_for_publish(5)
     assert wait_until(lambda: metrics.rejected("unregistered") == before + 1, timeout=5)
-    assert "stranger" not in {d.id for d in rig.controller.store.devices()}
+    assert "stranger" not in {d.id for d in rig.controller.stores.reports.views().values()}
 
 
 def test_status_and_state_bodies_are_checked_too(running):
@@ -105,13 +105,20 @@ def test_status_and_state_bodies_are_checked_too(running):
         "illuminate/v1/devices/dev-02/status", b'{"v":1,"online":true,"device":"dev-01"}', qos=1
     ).wait_for_publish(5)
     assert wait_until(lambda: metrics.rejected("device_mismatch") == before + 1, timeout=5)
-    assert next(d for d in rig.controller.store.devices() if d.id == "dev-01").online is None
+    assert (
+        next(d for d in rig.controller.stores.reports.views().values() if d.id == "dev-01").online
+        is None
+    )
 
     dev.publish(
         "illuminate/v1/devices/dev-02/status", b'{"v":1,"online":true}', qos=1
     ).wait_for_publish(5)
     assert wait_until(
-        lambda: next(d for d in rig.controller.store.devices() if d.id == "dev-02").online,
+        lambda: (
+            next(
+                d for d in rig.controller.stores.reports.views().values() if d.id == "dev-02"
+            ).online
+        ),
         timeout=5,
     )
     now = datetime.now(UTC).isoformat()

@@ -8,7 +8,13 @@ from datetime import timedelta
 import pytest
 
 from controller.lifecycle import CommandState
-from tests.integration.conftest import GRACE_S, wait_until, whole_second, window_campaign
+from tests.integration.conftest import (
+    GRACE_S,
+    count_commands,
+    wait_until,
+    whole_second,
+    window_campaign,
+)
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -22,14 +28,14 @@ def _all_confirmed(rig_factory, embedded: bool) -> None:
     fleet = rig.start_fleet()
     assert fleet.wait_started(timeout=10)
     assert set(rig.states().values()) == {"scheduled"}
-    versions = {d: row.version for d, row in rig.controller.store.latest_commands().items()}
+    versions = {d: row.version for d, row in rig.controller.stores.outbox.latest().items()}
     assert len(versions) == 20
 
     assert wait_until(lambda: set(rig.states().values()) == {"lit"}, timeout=13)
     lit_by = time.time()
     assert lit_by - opens.timestamp() < 10, "all 20 lit within 10 s of the opening"
-    store = rig.controller.store
-    latest = store.latest_commands()
+    store = rig.controller.stores
+    latest = store.outbox.latest()
     assert {row.state for row in latest.values()} == {CommandState.APPLIED.value}
     status = rig.status()
     assert status.summary.lit == 20
@@ -45,7 +51,7 @@ def _all_confirmed(rig_factory, embedded: bool) -> None:
     assert wait_until(lambda: set(rig.states().values()) == {"off"}, timeout=12)
     assert wait_until(lambda: all(not f.current.on for f in fleet.fixtures.values()), timeout=3)
     # the window opening and closing needed no new plan version
-    assert {d: row.version for d, row in store.latest_commands().items()} == versions
+    assert {d: row.version for d, row in store.outbox.latest().items()} == versions
 
 
 def test_all_confirmed_on_mosquitto(rig_factory):
@@ -65,7 +71,7 @@ def test_device_offline_at_opening_catches_up(rig_factory):
     assert wait_until(lambda: rig.states()["site-02"] == "lit", timeout=8)
     assert rig.states()["site-01"] == "offline"
     assert wait_until(lambda: rig.states()["site-01"] == "lit", timeout=10)
-    snap = rig.controller.store.snapshot()
+    snap = rig.controller.stores.snapshot()
     dev = next(d for d in snap.devices if d.id == "dev-01")
     assert dev.applied_step_at == opens  # it applied the step that opened the window
     assert dev.applied_at is not None and dev.applied_at > opens + timedelta(seconds=2)
@@ -89,7 +95,7 @@ def test_silent_device_is_unconfirmed_and_never_lit(rig_factory):
     seen.add(rig.states()["site-01"])
     assert "lit" not in seen
     assert seen <= {"scheduled", "pending", "unconfirmed"}
-    row = rig.controller.store.latest_commands()["dev-01"]
+    row = rig.controller.stores.outbox.latest()["dev-01"]
     assert row.state == CommandState.UNCONFIRMED.value
     # the device did switch (it only stays silent): the page must still not say lit
     assert rig.fleet.fixtures["dev-01"].current.on
@@ -103,14 +109,14 @@ def test_controller_restart_mid_window_keeps_the_version(rig_factory):
     rig.register(window_campaign(opens, closes))
     fleet = rig.start_fleet()
     assert wait_until(lambda: set(rig.states().values()) == {"lit"}, timeout=8)
-    before = {d: row.version for d, row in rig.controller.store.latest_commands().items()}
-    count_before = rig.controller.store.count_commands()
+    before = {d: row.version for d, row in rig.controller.stores.outbox.latest().items()}
+    count_before = count_commands(rig.controller.stores)
 
     rig.restart_controller()
     time.sleep(1.5)  # several ticks of the new controller
     assert set(rig.states().values()) == {"lit"}
-    assert rig.controller.store.count_commands() == count_before
-    assert {d: r.version for d, r in rig.controller.store.latest_commands().items()} == before
+    assert count_commands(rig.controller.stores) == count_before
+    assert {d: r.version for d, r in rig.controller.stores.outbox.latest().items()} == before
     # and the window still closes on time
     assert wait_until(lambda: set(rig.states().values()) == {"off"}, timeout=14)
     assert wait_until(lambda: all(not f.current.on for f in fleet.fixtures.values()), timeout=3)
@@ -130,8 +136,8 @@ def test_drifted_device_gets_the_plan_again(rig_factory, mosquitto):
     rig.register(window_campaign(opens, opens + timedelta(seconds=40)))
     fleet = rig.start_fleet()
     assert wait_until(lambda: set(rig.states().values()) == {"lit"}, timeout=8)
-    store = rig.controller.store
-    version = store.latest_commands()["dev-01"].version
+    store = rig.controller.stores
+    version = store.outbox.latest()["dev-01"].version
 
     # someone switched the floodlight off by hand: the device reports it
     raw = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="dev-01-maintenance")
@@ -151,10 +157,13 @@ def test_drifted_device_gets_the_plan_again(rig_factory, mosquitto):
     finally:
         raw.loop_stop()
         raw.disconnect()
-    assert wait_until(lambda: store.command("dev-01", version).state == "superseded", timeout=5)
-    states = [e.to_state for e in store.events("dev-01") if e.version == version]
+    assert wait_until(
+        lambda: store.outbox.get([("dev-01", version)])[("dev-01", version)].state == "superseded",
+        timeout=5,
+    )
+    states = [e.to_state for e in store.outbox.events("dev-01") if e.version == version]
     assert states[-2:] == ["drifted", "superseded"]
     assert wait_until(lambda: fleet.agents["dev-01"].plan_version == version + 1, timeout=5)
-    assert wait_until(lambda: store.latest_commands()["dev-01"].state == "applied", timeout=5)
+    assert wait_until(lambda: store.outbox.latest()["dev-01"].state == "applied", timeout=5)
     assert rig.states()["site-01"] == "lit"
-    assert store.latest_commands()["dev-02"].version == version  # the others are left alone
+    assert store.outbox.latest()["dev-02"].version == version  # the others are left alone

@@ -129,7 +129,7 @@ def test_page_health_ready_and_metrics(served):
     metrics = http.get("/metrics").text
     assert "illuminate_plans_published_total" in metrics
 
-    rig.controller.link.stop()  # broker connection gone: not ready, but alive
+    rig.controller.broker.stop()  # broker connection gone: not ready, but alive
     time.sleep(0.2)
     assert http.get("/readyz").status_code == 503
     assert http.get("/healthz").status_code == 200

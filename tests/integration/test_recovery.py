@@ -27,9 +27,9 @@ def test_step_applied_while_the_controller_was_down_is_confirmed(rig_factory):
     time.sleep(0.5)
     rig.start_controller()
     assert wait_until(lambda: set(rig.states().values()) == {"lit"}, timeout=5)
-    rows = rig.controller.store.latest_commands()
+    rows = rig.controller.stores.outbox.latest()
     assert {row.state for row in rows.values()} == {"applied"}
-    for device in rig.controller.store.devices():
+    for device in rig.controller.stores.reports.views().values():
         # the step that opened the window, applied on time by the device's own clock
         assert device.applied_step_at == opens
         assert abs((device.applied_at - opens).total_seconds()) < 1
@@ -44,7 +44,7 @@ def test_broker_and_devices_that_forgot_everything_get_their_plans_again(rig_fac
     rig.register(window_campaign(opens, opens + timedelta(seconds=60)))
     rig.start_fleet()
     assert wait_until(lambda: set(rig.states().values()) == {"lit"}, timeout=8)
-    versions = {d: r.version for d, r in rig.controller.store.latest_commands().items()}
+    versions = {d: r.version for d, r in rig.controller.stores.outbox.latest().items()}
 
     rig.fleet.stop()  # every device reboots...
     rig.controller.stop()  # ...and the controller restarts with a new embedded broker
@@ -76,7 +76,7 @@ def test_a_restored_database_plans_above_the_versions_devices_hold(
     fleet = rig.start_fleet()
     assert wait_until(lambda: set(rig.states().values()) == {"lit"}, timeout=8)
     for color in ("#FF0000", "#00FF00"):
-        rig.controller.store.put_campaign(
+        rig.controller.stores.campaigns.put(
             blue.model_copy(update={"color": color}), datetime.now(UTC)
         )
         rig.controller.reconcile_now()
@@ -95,6 +95,6 @@ def test_a_restored_database_plans_above_the_versions_devices_hold(
     ok = wait_until(lambda: set(rig.states().values()) == {"lit"}, timeout=5)
     assert ok, (
         rig.states(),
-        rig.controller.store.devices(),
-        rig.controller.store.latest_commands(),
+        rig.controller.stores.reports.views().values(),
+        rig.controller.stores.outbox.latest(),
     )
