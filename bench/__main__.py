@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import e2e, inprocess, report
-from bench.procs import BenchAborted, terminate_on_sigterm
+from bench.procs import BenchAborted, stop_on_signals
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO / "bench" / "results" / "latest.json"
@@ -46,6 +46,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default="50,200",
         help="comma-separated client counts for status-load (default 50,200)",
     )
+    p.add_argument(
+        "--min-lead",
+        type=float,
+        default=5.0,
+        help="least seconds between the replacing PUT and the window's opening (default 5)",
+    )
     p.add_argument("--no-in-process", action="store_true", help="skip reconcile-tick")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
     p.add_argument("--keep", action="store_true", help="keep the work folder (logs, database)")
@@ -57,7 +63,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    terminate_on_sigterm()
+    stop_on_signals()
     clients = tuple(int(c) for c in args.load_clients.split(",") if c.strip())
     opts = e2e.Options(
         devices=args.devices,
@@ -66,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         timeout_s=args.timeout,
         load_seconds=args.load_seconds,
         load_clients=clients,
+        min_lead_s=args.min_lead,
     )
     settings = {
         "shard_size": opts.shard_size,

@@ -545,7 +545,7 @@ def footprint(rig: Rig) -> None:
     rig.controller_rss = (rss, hwm)
     rig.rows.append(
         row(
-            "simulator-memory",
+            "footprint-simulator",
             rig.n,
             None,
             None,
@@ -647,10 +647,12 @@ def status_load(rig: Rig, startup_s: float) -> None:
     floor_rss = rss_kib(floor.pid)[0]
     assert rig.controller is not None
     rss, hwm = rig.controller_rss or rss_kib(rig.controller.pid)
-    rig.rows.append(row("startup", rig.n, startup_s, floor_startup, to="first HTTP answer"))
+    rig.rows.append(
+        row("footprint-startup", rig.n, startup_s, floor_startup, to="first HTTP answer")
+    )
     rig.rows.append(
         row(
-            "controller-rss",
+            "footprint-rss",
             rig.n,
             None,
             None,

@@ -109,10 +109,12 @@ def rss_kib(pid: int) -> tuple[int, int]:
     return values["VmRSS"], values["VmHWM"]
 
 
-def terminate_on_sigterm() -> None:
-    """Turn SIGTERM into BenchAborted, so the run's clean-up runs as on Ctrl-C."""
+def stop_on_signals() -> None:
+    """Ctrl-C raises KeyboardInterrupt even where SIGINT was inherited ignored (a
+    background job), and SIGTERM raises BenchAborted: the run's clean-up runs either way."""
 
     def handle(signum: int, frame: FrameType | None) -> None:
         raise BenchAborted("stopped by SIGTERM")
 
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, handle)

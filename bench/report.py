@@ -90,6 +90,12 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _note(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.0f}"
+    return str(value)
+
+
 NOTE_KEYS = (
     "clients",
     "path",
@@ -116,7 +122,7 @@ NOTE_KEYS = (
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [f"{'scenario':<22} {'devices':>7} {'seconds':>9} {'floor':>9} {'ratio':>7}  notes"]
     for r in rows:
-        notes = ", ".join(f"{k}={_fmt(r[k])}" for k in NOTE_KEYS if r.get(k) is not None)
+        notes = ", ".join(f"{k}={_note(r[k])}" for k in NOTE_KEYS if r.get(k) is not None)
         lines.append(
             f"{r['scenario']:<22} {r['devices']:>7} {_fmt(r['seconds']):>9} "
             f"{_fmt(r['floor_seconds']):>9} {_fmt(r['ratio']):>7}  {notes}"
