@@ -52,6 +52,10 @@ STATUS_PATH = "/api/v1/public/status"
 WINDOW = timedelta(hours=2)
 FIRST_WINDOW_IN = timedelta(hours=1)
 UNCONFIRMED_SETTLE_S = 3.0
+IDLE_SIMULATOR = (
+    "import sys, time, devices.commands, devices.simulator; print('ready', flush=True); "
+    "time.sleep(600)"
+)
 APPLIED_ACK_BYTES = 230  # about the size of a device's `applied` ack
 
 
@@ -167,15 +171,18 @@ class Rig:
     def db(self) -> sqlite3.Connection:
         return sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=10)
 
-    def applied_in_db(self) -> int:
-        """Devices whose newest command is stored APPLIED (read-only)."""
+    def applied_in_db(self, step: datetime) -> int:
+        """Devices whose stored APPLIED report is of `step` (read-only)."""
         with self.db() as conn:
-            (count,) = conn.execute(
-                "SELECT count(*) FROM commands c JOIN (SELECT device_id, max(version) AS v"
-                " FROM commands GROUP BY device_id) m"
-                " ON c.device_id = m.device_id AND c.version = m.v WHERE c.state = 'applied'"
-            ).fetchone()
-        return int(count)
+            values = conn.execute("SELECT applied_step_at FROM devices").fetchall()
+        count = 0
+        for (value,) in values:
+            if value is None:
+                continue
+            at = datetime.fromisoformat(value)
+            if (at if at.tzinfo else at.replace(tzinfo=UTC)) == step:
+                count += 1
+        return count
 
     def armed_after(self, baseline: dict[str, int]) -> dict[str, float]:
         """Device -> when its first `armed` ack above its baseline version was seen."""
@@ -406,7 +413,8 @@ def plan_fanout(rig: Rig) -> tuple[float | None, dict[str, int]]:
     sent, returned = rig.put_campaign(window_campaign(opens, WINDOW))
     done = rig.wait(lambda: len(rig.armed_after(baseline)), rig.n, "armed", rig.deadline())
     armed = rig.armed_after(baseline)
-    seconds = (max(armed.values()) - returned) if done else None
+    last_armed = max(armed.values()) if done else None
+    seconds = (last_armed - returned) if last_armed is not None else None
     with rig.db() as conn:
         got = conn.execute("SELECT payload FROM commands ORDER BY id DESC LIMIT 1").fetchone()
     if got:
@@ -422,6 +430,10 @@ def plan_fanout(rig: Rig) -> tuple[float | None, dict[str, int]]:
             done=len(armed),
             timed_out=None if done else True,
             request_s=round(returned - sent, 4),
+            from_request_s=None if last_armed is None else round(last_armed - sent, 4),
+            ratio_from_request=(
+                round((last_armed - sent) / floor, 2) if last_armed is not None and floor else None
+            ),
             measured_from="the PUT's return",
             observed="armed acks at a privileged observer on the broker",
         )
@@ -433,7 +445,7 @@ def replan_and_step(rig: Rig, fanout_floor: float | None) -> None:
     """Replace the campaign with a window opening soon, then watch the opening."""
     opts = rig.opts
     last = rig.rows[-1]
-    fanout = last["seconds"] if last["seconds"] is not None else opts.scenario_timeout
+    fanout = last.get("from_request_s") or opts.scenario_timeout
     lead = max(opts.min_lead_s, 2 * fanout + 3)
     opens = _whole_second(lead)
     print(f"  plan-fanout-replace: the window now opens in {lead:.0f}s", flush=True)
@@ -442,15 +454,17 @@ def replan_and_step(rig: Rig, fanout_floor: float | None) -> None:
     deadline = min(rig.deadline(), _mono_of(opens))
     done = rig.wait(lambda: len(rig.armed_after(baseline)), rig.n, "armed", deadline)
     armed = rig.armed_after(baseline)
+    last_armed = max(armed.values()) if done else None
     rig.rows.append(
         row(
             "plan-fanout-replace",
             rig.n,
-            (max(armed.values()) - returned) if done else None,
+            (last_armed - returned) if last_armed is not None else None,
             fanout_floor,
             done=len(armed),
             timed_out=None if done else True,
             request_s=round(returned - sent, 4),
+            from_request_s=None if last_armed is None else round(last_armed - sent, 4),
         )
     )
     new_versions = rig.armed_versions()
@@ -478,32 +492,36 @@ def step_confirm(rig: Rig, opens: datetime) -> None:
     while time.monotonic() < step:
         time.sleep(min(0.05, max(0.0, step - time.monotonic())))
     deadline = rig.deadline()
-    progress = Progress("lit on the public status", rig.n)
-    lit_at = db_at = None
+    # first the database (read-only), then the page: a stored APPLIED comes before
+    # lit, and polling the page during the intake would add its load to the intake's
+    db_at = lit_at = None
     lit = applied = 0
-    rig.unconfirmed_max = 0
+    progress = Progress("APPLIED stored", rig.n)
     while time.monotonic() < deadline:
         rig.children.check_alive()
-        if lit_at is None:
-            summary = rig.status()["summary"]
-            lit = int(summary["lit"])
-            rig.unconfirmed_max = max(rig.unconfirmed_max, int(summary["unconfirmed"]))
-            if lit >= rig.n:
-                lit_at = time.monotonic()
-        if db_at is None:
-            applied = rig.applied_in_db()
-            if applied >= rig.n:
-                db_at = time.monotonic()
-        progress(lit, f" ({applied} APPLIED stored)")
-        if lit_at is not None and db_at is not None:
+        applied = rig.applied_in_db(opens)
+        progress(applied)
+        if applied >= rig.n:
+            db_at = time.monotonic()
             break
-        time.sleep(0.1)
+        time.sleep(0.05)
+    progress = Progress("lit on the public status", rig.n)
+    while db_at is not None and time.monotonic() < deadline:
+        rig.children.check_alive()
+        summary = rig.status()["summary"]
+        lit = int(summary["lit"])
+        rig.unconfirmed_max = max(rig.unconfirmed_max, int(summary["unconfirmed"]))
+        progress(lit)
+        if lit >= rig.n:
+            lit_at = time.monotonic()
+            break
+        time.sleep(0.05)
     done = lit_at is not None and db_at is not None
     rig.rows.append(
         row(
             "step-confirm",
             rig.n,
-            (max(lit_at, db_at) - step) if done and lit_at and db_at else None,
+            (lit_at - step) if lit_at is not None else None,
             None,
             done=min(lit, applied),
             timed_out=None if done else True,
@@ -539,19 +557,34 @@ def sync_spread(rig: Rig, opens: datetime) -> None:
 
 
 def footprint(rig: Rig) -> None:
+    """Memory with every device online: the controller's (reported with status-load,
+    beside the floor app) and the simulators', per device, also net of the memory of an
+    idle interpreter that imported the simulator (the process floor)."""
     assert rig.controller is not None
-    rss, hwm = rss_kib(rig.controller.pid)
-    sims = [rss_kib(p.pid)[0] for p in rig.sims]
-    rig.controller_rss = (rss, hwm)
+    rig.controller_rss = rss_kib(rig.controller.pid)
+    sims = sum(rss_kib(p.pid)[0] for p in rig.sims)
+    ready: list[str] = []
+    idle = rig.children.start(
+        "idle-interpreter",
+        [sys.executable, "-c", IDLE_SIMULATOR],
+        log=rig.workdir / "idle.log",
+        on_line=ready.append,
+    )
+    rig.wait(lambda: len(ready), 1, "idle interpreter ready", rig.deadline())
+    base = rss_kib(idle.pid)[0]
+    rig.children.stop(idle)
+    marginal = (sims - base * len(rig.sims)) / rig.n
     rig.rows.append(
         row(
             "footprint-simulator",
             rig.n,
             None,
             None,
-            kib_per_device=round(sum(sims) / rig.n, 1),
-            rss_mib=round(sum(sims) / 1024, 1),
-            processes=len(sims),
+            kib_per_device=round(sims / rig.n, 1),
+            marginal_kib_per_device=round(marginal, 1),
+            rss_mib=round(sims / 1024, 1),
+            processes=len(rig.sims),
+            process_floor_mib=round(base / 1024, 1),
         )
     )
 

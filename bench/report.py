@@ -92,11 +92,14 @@ def _fmt(value: Any) -> str:
 
 def _note(value: Any) -> str:
     if isinstance(value, float):
-        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.0f}"
+        return f"{value:.4g}" if abs(value) < 1000 else f"{value:.0f}"
     return str(value)
 
 
 NOTE_KEYS = (
+    "request_s",
+    "from_request_s",
+    "stored_s",
     "clients",
     "path",
     "rps",
@@ -113,6 +116,7 @@ NOTE_KEYS = (
     "hwm_mib",
     "floor_rss_mib",
     "kib_per_device",
+    "marginal_kib_per_device",
     "per_device_ms",
     "done",
     "timed_out",
