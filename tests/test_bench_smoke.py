@@ -51,6 +51,7 @@ def test_bench_runs_every_scenario(tmp_path: Path) -> None:
         got = rows[(name, None)]
         assert got["done"] == DEVICES and got["seconds"] is not None, got
         assert got["floor_seconds"] is not None and got["ratio"] is not None, got
+    assert rows[("step-confirm", None)]["lit"] == DEVICES
     assert rows[("sync-spread", None)]["samples"] == DEVICES
     assert rows[("false-unconfirmed", None)]["acked_within_grace"] == DEVICES
     assert rows[("footprint-rss", None)]["rss_mib"] > 0
