@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
+N ?= 1000
 
 .PHONY: demo test lint bench install mosquitto browser clean
 
@@ -53,9 +54,10 @@ lint: $(DEV_STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy controller devices schedules
 
-# On-demand benchmarks: print figures beside a baseline from the same run.
-bench: $(DEV_STAMP)
-	$(BIN)/python -m bench
+# On-demand benchmarks, end to end through a private Mosquitto, each beside a floor from
+# the same run (docs/performance.md). `make bench N=200` sets the number of devices.
+bench: $(DEV_STAMP) mosquitto
+	$(BIN)/python -m bench --devices $(N)
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -1,120 +1,123 @@
-"""On-demand benchmarks: `make bench`. Prints numbers; asserts nothing.
+"""`make bench` (`python -m bench`): end-to-end scenarios through real MQTT, each beside a
+floor measured in the same run. Prints a table and writes bench/results/latest.json.
 
-Each figure is shown beside a baseline measured in the same run, because shared
-machines are noisy: compare ratios, not absolute times, across runs.
+Asserts nothing: it exits non-zero only when it could not run. Shared machines are
+noisy, so compare ratios to the floor, not absolute times, across runs.
 """
 
 from __future__ import annotations
 
-import statistics
+import argparse
+import shutil
+import sys
 import tempfile
 import time
-from collections.abc import Callable
-from datetime import UTC, date, datetime, timedelta
+import traceback
 from pathlib import Path
-from zoneinfo import ZoneInfo
+from typing import Any
 
-from controller.public import public_status
-from controller.reconcile import Reconciler
-from controller.store.db import make_engine, migrate, session_factory
-from controller.store.repo import Store
-from schedules.model import Campaign, SiteCatalog
-from schedules.solar import SunEvent, sun_event
+from bench import e2e, inprocess, report
+from bench.procs import BenchAborted, stop_on_signals
 
-NOW = datetime(2026, 7, 30, 12, 0, tzinfo=UTC)
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = REPO / "bench" / "results" / "latest.json"
 
 
-def timed(fn: Callable[[], object], repeat: int = 3) -> float:
-    runs = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        runs.append(time.perf_counter() - start)
-    return statistics.median(runs)
-
-
-def fleet(store: Store, sites: int, devices_per_site: int) -> None:
-    catalog = SiteCatalog.model_validate(
-        {
-            "cities": [
-                {"id": "brussels", "name": {"en": "Brussels"}, "timezone": "Europe/Brussels"}
-            ],
-            "sites": [
-                {
-                    "id": f"s{i:05d}",
-                    "city": "brussels",
-                    "name": {"en": f"Site {i}"},
-                    "lat": 50.8 + (i % 100) / 1000,
-                    "lon": 4.3 + (i // 100) / 1000,
-                }
-                for i in range(sites)
-            ],
-        }
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--devices", "-n", type=int, default=1000, help="devices (= sites), default 1000"
     )
-    store.import_catalog(catalog)
-    for i in range(sites):
-        for d in range(devices_per_site):
-            store.add_device(f"d{i:05d}-{d}", f"s{i:05d}", None, NOW)
-    store.put_campaign(
-        Campaign.model_validate(
-            {
-                "id": "world-day",
-                "title": {"en": "World Day"},
-                "color": "#009EDB",
-                "windows": [
-                    {
-                        "targets": {"all": True},
-                        "rrule": "FREQ=YEARLY;BYMONTH=7;BYMONTHDAY=30",
-                        "start": {"sun": "sunset", "offset": "-15m"},
-                        "end": {"at": "01:00"},
-                    }
-                ],
-            }
-        ),
-        NOW,
+    p.add_argument(
+        "--shard-size", type=int, default=250, help="devices per simulator process (default 250)"
     )
+    p.add_argument("--grace", type=float, default=30.0, help="control.grace_s (default 30)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds each scenario may wait before giving up (default 60 + 0.12 s per device)",
+    )
+    p.add_argument(
+        "--load-seconds", type=float, default=5.0, help="seconds per status-load run (default 5)"
+    )
+    p.add_argument(
+        "--load-clients",
+        default="50,200",
+        help="comma-separated client counts for status-load (default 50,200)",
+    )
+    p.add_argument(
+        "--min-lead",
+        type=float,
+        default=5.0,
+        help="least seconds between the replacing PUT and the window's opening (default 5)",
+    )
+    p.add_argument("--no-in-process", action="store_true", help="skip reconcile-tick")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
+    p.add_argument("--keep", action="store_true", help="keep the work folder (logs, database)")
+    args = p.parse_args(argv)
+    if args.devices < 1 or args.shard_size < 1:
+        p.error("--devices and --shard-size must be at least 1")
+    return args
 
 
-def bench_reconcile(sizes: list[int]) -> None:
-    print("reconcile (SQLite, one sunset campaign, one device per site)")
-    head = ("devices", "first run", "steady tick", "public status", "per device")
-    print("  {:>8} {:>10} {:>12} {:>14} {:>11}".format(*head))
-    for n in sizes:
-        with tempfile.TemporaryDirectory() as tmp:
-            engine = make_engine(f"sqlite:///{Path(tmp) / 'b.sqlite'}")
-            migrate(engine)
-            store = Store(session_factory(engine))
-            fleet(store, n, 1)
-            rec = Reconciler(store, lambda: NOW, timedelta(hours=48), timedelta(seconds=30))
-            t0 = time.perf_counter()
-            rec.run(now=NOW)
-            first = time.perf_counter() - t0
-            steady = timed(lambda rec=rec: rec.run(now=NOW + timedelta(seconds=30)))
-            public = timed(
-                lambda store=store: public_status(
-                    store.snapshot(), NOW, timedelta(seconds=30), timedelta(hours=24)
-                )
-            )
-            print(
-                f"  {n:>8} {first:>9.2f}s {steady:>11.3f}s {public:>13.3f}s "
-                f"{steady / n * 1e3:>9.2f}ms"
-            )
-            engine.dispose()
-
-
-def bench_solar() -> None:
-    zone = ZoneInfo("Europe/Brussels")
-    days = [date(2026, 1, 1) + timedelta(days=i) for i in range(365)]
-    baseline = timed(lambda: [datetime.combine(d, datetime.min.time(), tzinfo=zone) for d in days])
-    sunsets = timed(lambda: [sun_event(SunEvent.SUNSET, d, 50.85, 4.35, zone) for d in days])
-    print("solar events, Brussels, 365 days")
-    print(f"  baseline (365 aware datetimes): {baseline * 1e3:.2f} ms")
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    stop_on_signals()
+    clients = tuple(int(c) for c in args.load_clients.split(",") if c.strip())
+    opts = e2e.Options(
+        devices=args.devices,
+        shard_size=args.shard_size,
+        grace_s=args.grace,
+        timeout_s=args.timeout,
+        load_seconds=args.load_seconds,
+        load_clients=clients,
+        min_lead_s=args.min_lead,
+    )
+    settings = {
+        "shard_size": opts.shard_size,
+        "grace_s": opts.grace_s,
+        "scenario_timeout_s": opts.scenario_timeout,
+        "load_seconds": opts.load_seconds,
+        "load_clients": list(clients),
+    }
+    head = report.header(args.devices, settings, REPO)
+    machine = head["machine"]
     print(
-        f"  365 sunsets: {sunsets * 1e3:.1f} ms ({sunsets / baseline:.0f}x baseline, "
-        f"{sunsets / 365 * 1e6:.0f} us each)"
+        f"Illuminate bench: {args.devices} devices on {machine['cores']} cores, "
+        f"{machine['memory_mib']} MiB, Python {machine['python']}, "
+        f"Mosquitto {machine['mosquitto']}",
+        flush=True,
     )
+    workdir = Path(tempfile.mkdtemp(prefix="illuminate-bench-"))
+    rows: list[dict[str, Any]] = []
+    code = 0
+    began = time.monotonic()
+    try:
+        e2e.run(opts, workdir, rows)
+        if not args.no_in_process:
+            print(f"  reconcile-tick: {args.devices} sites, in process", flush=True)
+            rows.append(inprocess.reconcile_tick(args.devices))
+    except KeyboardInterrupt:
+        print("bench: interrupted; everything it started is stopped", file=sys.stderr)
+        head["error"] = "interrupted"
+        code = 130
+    except (BenchAborted, RuntimeError, OSError) as exc:
+        print(f"bench: could not run: {exc}", file=sys.stderr)
+        traceback.print_exc()
+        head["error"] = str(exc)
+        code = 1
+    head["wall_seconds"] = round(time.monotonic() - began, 1)
+    report.write(args.out, head, rows)
+    print()
+    print(report.table(rows))
+    print(f"\nresults: {args.out}")
+    if code == 0 and not args.keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        print(f"work folder (logs, database): {workdir}")
+    return code
 
 
 if __name__ == "__main__":
-    bench_solar()
-    bench_reconcile([100, 1000])
+    sys.exit(main())
