@@ -39,7 +39,7 @@ from bench.inprocess import registration_floor
 from bench.mqtt import AckObserver, echo_floor, floor_ids
 from bench.procs import BenchAborted, Children, rss_kib
 from bench.report import row
-from controller.web.app import PUBLIC_TTL_S
+from controller.public_view import MIN_INTERVAL_S as PUBLIC_TTL_S
 from tests.support.mosquitto import (
     CONTROLLER_PASSWORD,
     CONTROLLER_USER,
@@ -231,7 +231,7 @@ class Rig:
                 seconds,
                 floor,
                 per_device_ms=round(seconds / self.n * 1e3, 3),
-                method="Store.add_device, one per device",
+                method="registry.add_devices, one batch",
             )
         )
 

@@ -12,8 +12,9 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from controller.store.db import make_engine, migrate, session_factory
-from controller.store.repo import Store
+from controller.registration import hash_generated_secret
+from controller.store.base import NewDevice
+from controller.store.sql import database
 from devices.clock import system_clock
 from devices.simulator import FleetSpec
 from schedules.model import SiteCatalog
@@ -88,19 +89,22 @@ def one_per_site(ids: list[str], password: str | None) -> list[BenchDevice]:
 
 def register_fleet(db_url: str, sites: SiteCatalog, devices: list[BenchDevice]) -> float:
     """Create the schema, import the sites and register every device; return seconds
-    spent on the devices. Today: `Store.add_device`, one transaction per device."""
-    engine = make_engine(db_url)
-    try:
-        migrate(engine)
-        store = Store(session_factory(engine))
-        store.import_catalog(sites)
+    spent on the devices: one batch through the registry, as `illuminate devices import`
+    does (passwords hashed as generated secrets)."""
+    with database(db_url) as (_, _, stores):
+        stores.registry.import_catalog(sites)
         now = system_clock()
         start = time.perf_counter()
-        for device in devices:
-            store.add_device(device.id, device.site_id, device.password, now)
+        stores.registry.add_devices(
+            [
+                NewDevice(
+                    d.id, d.site_id, hash_generated_secret(d.password) if d.password else None
+                )
+                for d in devices
+            ],
+            now,
+        )
         return time.perf_counter() - start
-    finally:
-        engine.dispose()
 
 
 def window_campaign(opens: datetime, length: timedelta) -> dict[str, Any]:

@@ -14,8 +14,8 @@ from typing import Any
 from bench.fleet import catalog, one_per_site, register_fleet, sunset_campaign
 from bench.report import row
 from controller.reconcile import Reconciler
-from controller.store.db import make_engine, session_factory
-from controller.store.repo import Store
+from controller.store.sql import database
+from devices.clock import FakeClock
 from schedules.model import Campaign
 
 NOW = datetime(2026, 7, 30, 12, 0, tzinfo=UTC)
@@ -56,17 +56,14 @@ def reconcile_tick(sites: int) -> dict[str, Any]:
         url = f"sqlite:///{Path(tmp) / 'tick.sqlite'}"
         ids = [f"d{i:06d}" for i in range(sites)]
         register_fleet(url, catalog(sites), one_per_site(ids, None))
-        engine = make_engine(url)
-        try:
-            store = Store(session_factory(engine))
-            store.put_campaign(Campaign.model_validate(sunset_campaign()), NOW)
-            rec = Reconciler(store, lambda: NOW, timedelta(hours=48), timedelta(seconds=30))
+        with database(url) as (_, _, stores):
+            stores.campaigns.put(Campaign.model_validate(sunset_campaign()), NOW)
+            clock = FakeClock(NOW)
+            rec = Reconciler(stores, clock, timedelta(hours=48), timedelta(seconds=30))
             start = time.perf_counter()
             rec.run(now=NOW)
             first = time.perf_counter() - start
             later = NOW + timedelta(seconds=30)
             steady = timed(lambda: rec.run(now=later))
-        finally:
-            engine.dispose()
     floor = timed(lambda: [NOW + timedelta(seconds=i) for i in range(sites)])
     return row("reconcile-tick", sites, steady, floor, first_run_s=round(first, 3))
