@@ -87,7 +87,7 @@ class Controller:
         self.timer = Timer(
             self._reconcile, tick=timedelta(seconds=control.tick_s), wakeups=wakeups or ApsWakeups()
         )
-        self.watch = RevisionWatch(self.stores, self._changed_elsewhere)
+        self.watch = RevisionWatch(self.stores, self.changed)
         self.public = PublicView(
             self.stores.snapshot,
             self.clock,
@@ -170,13 +170,11 @@ class Controller:
             for device_id in outcome.stale_plans:
                 self.dispatcher.republish(device_id)
 
-    def _changed_elsewhere(self) -> None:
-        self.intake.forget_registry()
-        self.changed()
-
     def changed(self) -> None:
-        """Sites, devices or campaigns changed: reconcile soon, on the timer's thread,
-        and render the public view again. Returns at once."""
+        """Sites, devices or campaigns changed (here or in another process): reconcile
+        soon, on the timer's thread, read the registry again, and render the public view
+        again. Returns at once."""
+        self.intake.forget_registry()
         self.public.invalidate()
         self.timer.soon()
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -68,6 +69,7 @@ BATCH = 2000
 REGISTRY_RECHECK_S = 1.0
 RETRY_FIRST_S = 0.2
 RETRY_MAX_S = 5.0
+PARKED = 10_000
 
 
 @dataclass
@@ -136,6 +138,9 @@ class Intake:
         self._known: set[str] = set()
         self._known_revision: int | None = None
         self._known_checked = -1e18
+        self._parked: deque[Incoming] = deque()
+        self._registry_moved = False
+        self._reread = False
 
     def start(self) -> None:
         self._thread.start()
@@ -152,7 +157,7 @@ class Intake:
         while not self._stop.is_set():
             if not batch:
                 batch = self.inbox.take(self.batch_size, timeout=0.2)
-                if not batch:
+                if not batch and not (self._reread and self._parked):
                     continue
             try:
                 self.process(batch)
@@ -171,7 +176,16 @@ class Intake:
     def process(self, messages: list[Incoming]) -> Outcome:
         """Decide and store one batch; raises (changing nothing it cannot redo) when the
         database fails, so the caller can keep the batch and try again."""
+        if self._reread:
+            self._reread = False
+            self._known_checked = -1e18
+            self._read_registry()
         parsed = [p for m in messages if (p := self._parse(m)) is not None]
+        if self._registry_moved:
+            # devices registered since their first messages came: take those in now
+            self._registry_moved = False
+            parked, self._parked = list(self._parked), deque()
+            parsed = [p for m in parked if (p := self._parse(m)) is not None] + parsed
         if not parsed:
             return Outcome()
         device_ids = {device_id for device_id, _, _ in parsed}
@@ -209,8 +223,8 @@ class Intake:
             return None
         device_id = where.device_id
         if not self._registered(device_id):
-            self.metrics.rejected_messages.labels(reason="unregistered").inc()
-            log.debug("ignoring %s from unregistered device %s", where.kind, device_id)
+            self._park(message)
+            log.debug("holding %s from unregistered device %s", where.kind, device_id)
             return None
         if not message.payload and message.retain:
             return None  # a cleared retained message
@@ -231,18 +245,36 @@ class Intake:
         accounts must not turn into a flood of queries)."""
         if device_id in self._known:
             return True
-        mono = self.clock.monotonic()
-        if mono - self._known_checked >= REGISTRY_RECHECK_S or self._known_revision is None:
-            self._known_checked = mono
-            revision = self.stores.registry.revision()
-            if revision != self._known_revision:
-                self._known_revision = revision
-                self._known = self.stores.registry.device_ids()
+        self._read_registry()
         return device_id in self._known
 
+    def _read_registry(self) -> None:
+        mono = self.clock.monotonic()
+        if mono - self._known_checked < REGISTRY_RECHECK_S and self._known_revision is not None:
+            return
+        self._known_checked = mono
+        revision = self.stores.registry.revision()
+        if revision != self._known_revision:
+            self._registry_moved = self._known_revision is not None or bool(self._parked)
+            self._known_revision = revision
+            self._known = self.stores.registry.device_ids()
+
+    def _park(self, message: Incoming) -> None:
+        """Hold a message from an id not (yet) registered: a device registered a moment
+        ago by another process may speak before this process has read the registry.
+        When the registry next changes, the held messages are taken in; the oldest are
+        let go (and counted) past `PARKED`."""
+        self.metrics.rejected_messages.labels(reason="unregistered").inc()
+        self._parked.append(message)
+        if len(self._parked) > PARKED:
+            self._parked.popleft()
+            self.metrics.dropped_messages.labels(reason="unregistered_overflow").inc()
+
     def forget_registry(self) -> None:
-        """Read the registry again at the next unknown id (after a registration here)."""
-        self._known_revision = None
+        """The registry changed: read it again before the next batch, and take in the
+        messages held for ids that were not registered."""
+        self._reread = True
+        self.inbox.wake()
 
     def _reject(self, device_id: str, reason: str, detail: str) -> None:
         self.metrics.rejected_messages.labels(reason=reason).inc()

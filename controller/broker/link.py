@@ -117,7 +117,7 @@ class PahoBroker:
     def start(self) -> None:
         properties: Properties | None = None
         if self.mqtt5:
-            properties = Properties(PacketTypes.CONNECT)
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = self.session_expiry_s
             properties.ReceiveMaximum = RECEIVE_MAXIMUM
         self._client.connect_async(

@@ -15,6 +15,7 @@ from paho.mqtt.enums import MQTTErrorCode
 from controller.broker.embedded import EmbeddedBroker
 from controller.broker.link import PahoBroker
 from devices.connection import BrokerAddress
+from devices.protocol import Topics
 from tests.support.mosquitto import (
     CONTROLLER_PASSWORD,
     CONTROLLER_USER,
@@ -26,7 +27,6 @@ from tests.support.mosquitto import (
 )
 from tests.support.peer import DEADLINE_S, Listener, Peer, Recorder, Sink
 from tests.support.proxy import CuttableLink
-from devices.protocol import Topics
 
 pytestmark = pytest.mark.broker
 

@@ -15,8 +15,8 @@ from controller.metrics import Metrics
 from controller.store.base import NewDevice, NewVersion, Stores
 from controller.store.memory import memory_stores
 from devices.clock import FakeClock
-from devices.protocol import Plan, PlanStep, Topics, encode
 from devices.protocol import LightState as L
+from devices.protocol import Plan, PlanStep, Topics, encode
 from schedules.model import SiteCatalog
 
 T0 = datetime(2026, 7, 30, 19, 0, tzinfo=UTC)
@@ -275,3 +275,12 @@ def test_inbox_ignores_topics_that_are_not_a_devices(w: World) -> None:
     w.inbox.put(Incoming(TOPICS.plan("d0"), b"{}", True))
     assert w.inbox.take(10, timeout=0) == []
     assert w.drops == ["not_a_device_topic", "not_a_device_topic"]
+
+
+def test_a_message_from_a_device_registered_just_after_it_spoke_is_not_lost(w: World) -> None:
+    w.intake.process([w.status("new-one", True)])  # not registered yet: held
+    assert w.metrics.rejected("unregistered") == 1
+    w.stores.registry.add_devices([NewDevice("new-one", "s0")], T0)
+    w.intake.forget_registry()  # what the controller does on a registration
+    w.intake.process([])
+    assert w.view("new-one").online is True

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import orjson
 import pytest
 
 from controller.app import Controller
@@ -17,6 +18,7 @@ from controller.registration import hash_generated_secret
 from controller.settings import Settings, load_settings
 from controller.store.base import NewDevice, Stores
 from devices.agent import Behaviour
+from devices.clock import TimeSource
 from devices.simulator import Fleet, FleetSpec, SimDevice
 from schedules.model import Campaign, SiteCatalog
 from tests.support.mosquitto import CONTROLLER_PASSWORD, CONTROLLER_USER, Mosquitto
@@ -94,8 +96,8 @@ class Rig:
     fleet: Fleet | None = None
     stopped: list[Controller] = field(default_factory=list)
 
-    def start_controller(self) -> Controller:
-        self.controller = Controller(self.settings)
+    def start_controller(self, clock: TimeSource | None = None) -> Controller:
+        self.controller = Controller(self.settings, clock=clock)
         self.controller.start()
         return self.controller
 
@@ -134,6 +136,14 @@ class Rig:
         assert self.controller is not None
         c = self.controller
         return public_status(c.stores.snapshot(), datetime.now(UTC), c.grace, timedelta(hours=24))
+
+    def served(self) -> dict[str, str]:
+        """The states in the public view's current rendering: what the page shows."""
+        assert self.controller is not None
+        rendering = self.controller.public.get("en")
+        if rendering is None:
+            return {}
+        return {s["id"]: s["state"] for s in orjson.loads(rendering.body)["sites"]}
 
     def states(self) -> dict[str, str]:
         return {s.id: s.state.value for s in self.status().sites}
