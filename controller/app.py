@@ -53,8 +53,10 @@ class Controller:
         self.settings = settings
         self.metrics = Metrics()
         control = settings.control
-        self.clock: TimeSource = clock or SteadyClock(
-            system_clock,
+        # the controller keeps time by the system's clock (or the one given), held steady
+        # through steps of its wall reading (see controller/steady.py)
+        self.clock: TimeSource = SteadyClock(
+            clock or system_clock,
             follow_after_s=control.clock_follow_step_s,
             on_step=lambda _s: self.metrics.clock_steps.inc(),
         )

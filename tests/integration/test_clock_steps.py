@@ -10,7 +10,6 @@ from datetime import timedelta
 
 import pytest
 
-from controller.steady import SteadyClock
 from tests.integration.conftest import count_commands, wait_until, whole_second, window_campaign
 from tests.support.clocks import SteppableClock
 
@@ -23,7 +22,7 @@ DEADLINE = 60
 def test_a_stepped_system_clock_changes_nothing(rig_factory, step: timedelta) -> None:
     rig = rig_factory(3)
     system = SteppableClock()
-    controller = rig.start_controller(clock=SteadyClock(system))
+    controller = rig.start_controller(clock=system)
     opens = whole_second(3)
     rig.register(window_campaign(opens, opens + timedelta(minutes=10)))
     rig.start_fleet()
