@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import socket
 import ssl
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
+from urllib.request import getproxies
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -65,9 +69,10 @@ def new_client(
     will: tuple[str, bytes] | None = None,
     ca_file: str | None = None,
     max_queued_messages: int = 1000,
+    client_class: type[mqtt.Client] = mqtt.Client,
 ) -> mqtt.Client:
     """A paho 2.x client (MQTT 3.1.1), credentials, TLS and a retained last will set."""
-    client = mqtt.Client(
+    client = client_class(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=mqtt.MQTTv311,
@@ -82,3 +87,32 @@ def new_client(
     client.max_queued_messages_set(max_queued_messages)
     client.reconnect_delay_set(min_delay=1, max_delay=30)
     return client
+
+
+class LoopClient(mqtt.Client):
+    """A paho client for an external event loop: its TCP connect does not block.
+
+    paho opens the TCP connection with a blocking `socket.create_connection`, which
+    would stall every device on the loop while one broker address is slow to answer.
+    This client starts the connect and returns at once; the CONNECT packet waits in
+    paho's queue until the socket is writable, and a failed connect surfaces as an
+    error on the first read or write. TLS (its handshake), proxies and unix sockets
+    keep paho's own blocking path.
+    """
+
+    def _create_socket_connection(self) -> socket.socket:
+        if self._ssl or "mqtt" in getproxies():
+            return super()._create_socket_connection()
+        family, kind, proto, _, addr = socket.getaddrinfo(
+            self.host, self.port, type=socket.SOCK_STREAM
+        )[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            err = sock.connect_ex(addr)
+            if err not in (0, errno.EINPROGRESS):
+                raise OSError(err, os.strerror(err))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
