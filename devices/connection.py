@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import socket
 import ssl
@@ -89,6 +90,15 @@ def new_client(
     return client
 
 
+@functools.cache
+def _mqtt_proxy_set() -> bool:
+    """Whether the environment names an MQTT proxy (paho then connects through it).
+
+    Read once: scanning the environment costs more than a whole local connect.
+    """
+    return "mqtt" in getproxies()
+
+
 class LoopClient(mqtt.Client):
     """A paho client for an external event loop: its TCP connect does not block.
 
@@ -101,13 +111,16 @@ class LoopClient(mqtt.Client):
     """
 
     def _create_socket_connection(self) -> socket.socket:
-        if self._ssl or "mqtt" in getproxies():
+        if self._ssl or _mqtt_proxy_set():
             return super()._create_socket_connection()
         family, kind, proto, _, addr = socket.getaddrinfo(
             self.host, self.port, type=socket.SOCK_STREAM
         )[0]
         sock = socket.socket(family, kind, proto)
         try:
+            # MQTT sends small packets back to back (CONNECT, birth, SUBSCRIBE, state):
+            # with Nagle each would wait for the broker's delayed ACK
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setblocking(False)
             err = sock.connect_ex(addr)
             if err not in (0, errno.EINPROGRESS):

@@ -19,6 +19,8 @@ paho fires on another thread (a publish from a test, say) is handed to the loop.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 import random
@@ -43,6 +45,12 @@ log = logging.getLogger(__name__)
 MISC_S = 1.0
 """How often every open connection gets `loop_misc` (keepalive pings, dead peers)."""
 _WAKE = object()
+
+
+def _is_current(session: DeviceSession, sock: object) -> bool:
+    """Whether `sock` is the session's socket now (not one it has closed since)."""
+    client = session._client
+    return client is not None and client.socket() is sock
 
 
 def _tls_pending(sock: Any) -> bool:
@@ -163,8 +171,16 @@ class DeviceHost:
             self._wake_r.setblocking(False)
             self._wake_w.setblocking(False)
             self._selector.register(self._wake_r, selectors.EVENT_READ, _WAKE)
-            for session in self._sessions:
+            for session, delay in zip(self._sessions, self._start_after, strict=True):
                 session.open()
+                # the loop thread does not run yet: its queue and timers are ours
+                if delay is None:
+                    self._enqueue(session)
+                else:
+                    self.set_phase(session, Phase.SCHEDULED)
+                    session.retry_timer = self.timers.call_later(
+                        delay, functools.partial(self._retry, session)
+                    )
             self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
             self._thread.start()
 
@@ -265,10 +281,8 @@ class DeviceHost:
         session: DeviceSession | None = userdata
         selector = self._selector
         if selector is not None:
-            try:
+            with contextlib.suppress(KeyError, ValueError, OSError):
                 selector.unregister(sock)
-            except (KeyError, ValueError, OSError):
-                pass
         if session is not None:
             self._open.discard(session)
 
@@ -285,12 +299,11 @@ class DeviceHost:
             self.call_soon(lambda: self._watch(session, sock, events))
             return
         selector = self._selector
-        if selector is None or session._client is None or session._client.socket() is not sock:
+        if selector is None or not _is_current(session, sock):
             return  # a socket closed meanwhile
-        try:
+        # closed behind our back, it fails: the next sweep notices
+        with contextlib.suppress(KeyError, ValueError, OSError):
             selector.modify(sock, events, session)
-        except (KeyError, ValueError, OSError):
-            pass  # closed behind our back: the next sweep notices
 
     # ------------------------------------------------------------------ the loop
 
@@ -298,22 +311,12 @@ class DeviceHost:
         wake = self._wake_w
         if wake is None:
             return
-        try:
+        with contextlib.suppress(OSError):  # already awake (buffer full), or closed
             wake.send(b"\0")
-        except (BlockingIOError, OSError):
-            pass  # already awake, or closed
 
     def _run(self) -> None:
         self._loop_ident = threading.get_ident()
         try:
-            for session, delay in zip(self._sessions, self._start_after, strict=True):
-                if delay is None:
-                    self._enqueue(session)
-                else:
-                    self.set_phase(session, Phase.SCHEDULED)
-                    session.retry_timer = self.timers.call_later(
-                        delay, lambda s=session: self._retry(s)
-                    )
             next_misc = self._monotonic() + MISC_S
             while self._stop_timeout is None:
                 now = self._monotonic()
@@ -363,7 +366,7 @@ class DeviceHost:
 
     def _dispatch(self, session: DeviceSession, sock: Any, mask: int) -> None:
         client = session._client
-        if client is None or client.socket() is not sock:
+        if client is None or not _is_current(session, sock):
             return
         try:
             if session.tcp_pending:
@@ -375,10 +378,10 @@ class DeviceHost:
                 client.loop_read()
                 # TLS may hold decrypted bytes that the selector cannot see
                 for _ in range(64):
-                    if client.socket() is not sock or not _tls_pending(sock):
+                    if not _is_current(session, sock) or not _tls_pending(sock):
                         break
                     client.loop_read()
-            if mask & selectors.EVENT_WRITE and client.socket() is sock:
+            if mask & selectors.EVENT_WRITE and _is_current(session, sock):
                 client.loop_write()
         except Exception:
             log.exception("device %s: the connection failed", session.device_id)

@@ -185,8 +185,7 @@ class DeviceSession:
 
         def done() -> bool:
             return any(
-                v == version and (step_at is None or at == step_at)
-                for v, at in self.device.applied
+                v == version and (step_at is None or at == step_at) for v, at in self.device.applied
             )
 
         return self.wait_for(done, timeout)
