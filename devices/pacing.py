@@ -15,6 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 
+_EPSILON = 1e-9  # refills add up in floats: 10 x 0.1 s at 1/s is one token
+
+
 class ConnectGate:
     """A token bucket (`rate` per second, up to `burst` at once) and `limit` slots."""
 
@@ -48,9 +51,9 @@ class ConnectGate:
         if self.in_flight >= self.limit:
             return False
         self._refill()
-        if self._tokens < 1.0:
+        if self._tokens < 1.0 - _EPSILON:
             return False
-        self._tokens -= 1.0
+        self._tokens = max(0.0, self._tokens - 1.0)
         self.in_flight += 1
         return True
 
