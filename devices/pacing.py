@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-
 _EPSILON = 1e-9  # refills add up in floats: 10 x 0.1 s at 1/s is one token
 
 

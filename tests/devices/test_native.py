@@ -61,9 +61,7 @@ class Rig:
             {
                 "version": version,
                 "issued_at": self.clock(),
-                "steps": [
-                    PlanStep(at=START + timedelta(seconds=s), state=st) for s, st in steps
-                ],
+                "steps": [PlanStep(at=START + timedelta(seconds=s), state=st) for s, st in steps],
                 **extra,
             }
         )

@@ -22,9 +22,7 @@ def heap(clock: FakeClock) -> TimerHeap:
     return TimerHeap(clock, clock.monotonic, wall_slice=0.5)
 
 
-def test_monotonic_timers_run_when_due_in_deadline_order(
-    clock: FakeClock, heap: TimerHeap
-) -> None:
+def test_monotonic_timers_run_when_due_in_deadline_order(clock: FakeClock, heap: TimerHeap) -> None:
     ran: list[str] = []
     heap.call_later(2.0, lambda: ran.append("b"))
     heap.call_later(1.0, lambda: ran.append("a"))
@@ -52,9 +50,7 @@ def test_a_cancelled_timer_never_runs(clock: FakeClock, heap: TimerHeap) -> None
     assert ran == [3]
 
 
-def test_wall_timers_follow_the_wall_clock_and_its_jumps(
-    clock: FakeClock, heap: TimerHeap
-) -> None:
+def test_wall_timers_follow_the_wall_clock_and_its_jumps(clock: FakeClock, heap: TimerHeap) -> None:
     ran: list[str] = []
     heap.call_at(START + timedelta(seconds=10), lambda: ran.append("step"))
     # a far wall deadline still wakes the loop every slice, to see clock jumps
@@ -74,7 +70,7 @@ def test_wall_timer_sleeps_only_until_its_instant_when_that_is_sooner(
     heap.call_at(START + timedelta(seconds=0.2), lambda: None)
     assert heap.timeout(60.0) == pytest.approx(0.2)
     with pytest.raises(ValueError, match="aware"):
-        heap.call_at(datetime(2025, 1, 1), lambda: None)  # noqa: DTZ001
+        heap.call_at(datetime(2025, 1, 1), lambda: None)
 
 
 def test_a_failing_callback_does_not_stop_the_others(
