@@ -367,6 +367,10 @@ def run_simulate(args: argparse.Namespace) -> int:
     except CommandError as exc:
         return _fail("simulate", exc)
     _setup_logging(args.verbose, logging.WARNING)
+    if not args.verbose:
+        # a line per device and step would drown a large fleet: the progress lines
+        # say how it goes; -v shows every connection and step again
+        logging.getLogger("devices").setLevel(logging.WARNING)
     total = len(spec.devices)
     try:
         raise_descriptor_limit(descriptors_needed(total))

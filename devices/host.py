@@ -42,7 +42,7 @@ from devices.timers import TimerHeap
 
 log = logging.getLogger(__name__)
 
-MISC_S = 1.0
+MISC_S = 2.0
 """How often every open connection gets `loop_misc` (keepalive pings, dead peers)."""
 _WAKE = object()
 
