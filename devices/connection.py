@@ -110,12 +110,21 @@ class LoopClient(mqtt.Client):
     keep paho's own blocking path.
     """
 
+    _address_turn = 0
+
+    def try_next_address(self) -> None:
+        """The last attempt failed: the next one uses the host's next address, if any.
+
+        A name such as `localhost` may resolve to ::1 and 127.0.0.1 while the broker
+        listens on one of them only; paho's blocking connect tries each in turn.
+        """
+        self._address_turn += 1
+
     def _create_socket_connection(self) -> socket.socket:
         if self._ssl or _mqtt_proxy_set():
             return super()._create_socket_connection()
-        family, kind, proto, _, addr = socket.getaddrinfo(
-            self.host, self.port, type=socket.SOCK_STREAM
-        )[0]
+        found = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+        family, kind, proto, _, addr = found[self._address_turn % len(found)]
         sock = socket.socket(family, kind, proto)
         try:
             # MQTT sends small packets back to back (CONNECT, birth, SUBSCRIBE, state):

@@ -410,6 +410,7 @@ class DeviceHost:
             session.client.reconnect()
         except Exception as exc:
             session.note_socket_error(exc)
+            session.attempt_failed()
             self.connection_ended(session)
 
     def _sweep(self) -> None:

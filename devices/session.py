@@ -241,6 +241,11 @@ class DeviceSession:
     def note_socket_error(self, exc: BaseException) -> None:
         self.note_error(_socket_error(exc))
 
+    def attempt_failed(self) -> None:
+        """An attempt ended before its CONNACK: the next one tries another address."""
+        if isinstance(self._client, LoopClient):
+            self._client.try_next_address()
+
     # ------------------------------------------------------------------ publishing
 
     def _publish(self, topic: str, payload: bytes, retain: bool) -> None:
@@ -312,6 +317,8 @@ class DeviceSession:
     ) -> None:
         was_up = self.session_up
         self.session_up = False
+        if not was_up:
+            self.attempt_failed()
         if reason_code.is_failure:
             if was_up:
                 self.note_error(f"connection lost: {reason_code}")

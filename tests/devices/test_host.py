@@ -109,3 +109,27 @@ def test_devices_that_start_offline_are_reported_so(fleets: list[Fleet]) -> None
     began = time.monotonic()
     fleet.stop()
     assert time.monotonic() - began < 5
+
+
+def test_a_name_with_several_addresses_is_tried_address_by_address(
+    mosquitto: Mosquitto, fleets: list[Fleet], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Like `localhost` resolving to ::1 first while the broker listens on 127.0.0.1."""
+    import socket
+
+    import devices.connection
+
+    dead, live = ("127.0.0.1", free_port()), ("127.0.0.1", mosquitto.port)
+
+    def resolve(host: str, port: int, *args: object, **kwargs: object) -> list[object]:
+        assert host == "broker.example"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", a) for a in (dead, live)]
+
+    monkeypatch.setattr(devices.connection.socket, "getaddrinfo", resolve)
+    mosquitto.add_users({"two-way": "pw"})
+    spec = FleetSpec(devices=[SimDevice(id="two-way", password="pw")])
+    fleet = Fleet(spec, BrokerAddress("broker.example", mosquitto.port), pacing=QUICK_RETRY)
+    fleets.append(fleet)
+    fleet.start()
+    assert fleet.wait_started(30), fleet.summary().line()
+    assert fleet.agents["two-way"].attempts == 2
