@@ -163,7 +163,9 @@ def add_simulate_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
             "A fleet file is JSON or YAML, a list of devices such as\n"
             "  - {id: sim-001, password: pw, start_offline_s: 30,\n"
             "     behaviour: {ack: late, ack_delay_s: 5}}\n"
-            "where behaviour.ack is normal, never, late or reject."
+            "where behaviour.ack is normal, never, late or reject.\n\n"
+            "Every device holds one socket: the command raises its file-descriptor limit\n"
+            "to the hard limit and exits with code 3 when even that is too low."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

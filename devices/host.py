@@ -141,7 +141,6 @@ class DeviceHost:
         self._lifecycle = threading.Lock()
         self._started = False
         self._stop_timeout: float | None = None
-        self._stopped = threading.Event()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -192,7 +191,6 @@ class DeviceHost:
         with self._lifecycle:
             if not self._started:
                 self._started = True  # a host that never ran cannot start later
-                self._stopped.set()
                 return
             if self._stop_timeout is not None:
                 first = False
@@ -488,6 +486,5 @@ class DeviceHost:
             if sock is not None:
                 sock.close()
         self._wake_r = self._wake_w = None
-        self._stopped.set()
         with self.cond:
             self.cond.notify_all()
