@@ -21,11 +21,16 @@ from typing import TYPE_CHECKING
 from devices.agent import Agent
 from devices.connection import BrokerAddress
 from devices.fixture import SimulatedFixture
+from devices.limits import DescriptorLimitError, descriptors_needed, raise_descriptor_limit
+from devices.pacing import Pacing
+from devices.progress import Progress
 from devices.protocol import DEFAULT_ROOT, Topics, check_device_id
 from devices.simulator import DEFAULT_PREFIX, Fleet, FleetSpec
 
 PASSWORD_ENV = "ILLUMINATE_DEVICE_PASSWORD"
 DEFAULT_BROKER = "mqtt://127.0.0.1:1883"
+PROGRESS_S = 2.0
+"""Seconds between progress lines while devices are missing."""
 
 if TYPE_CHECKING:
     # what `ArgumentParser.add_subparsers()` returns
@@ -44,6 +49,23 @@ def _count(value: str) -> int:
     if n < 0:
         raise argparse.ArgumentTypeError(f"{value!r} must not be negative")
     return n
+
+
+def _positive(value: str) -> int:
+    n = _count(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} must be at least 1")
+    return n
+
+
+def _rate(value: str) -> float:
+    try:
+        rate = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not 0 < rate <= 100_000:
+        raise argparse.ArgumentTypeError(f"{value!r} must be above 0 and at most 100000")
+    return rate
 
 
 def seconds_arg(value: str) -> float:
@@ -127,9 +149,12 @@ def add_simulate_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
         description=(
             "Run many simulated native devices in one process until Ctrl-C. Each has its\n"
             "own MQTT connection, client id and credentials (username = device id), so the\n"
-            "broker's ACL applies as to real devices. The knobs make some devices misbehave;\n"
-            "they take disjoint groups in order: first the --offline devices, then the\n"
-            "--silent, --late and --reject ones. Knobs also apply to a --fleet file."
+            "broker's ACL applies as to real devices. They connect at a bounded pace and\n"
+            "retry with backoff; a progress line says every few seconds how many are\n"
+            "connected and why the others are not, until all are.\n"
+            "The knobs make some devices misbehave; they take disjoint groups in order:\n"
+            "first the --offline devices, then the --silent, --late and --reject ones.\n"
+            "Knobs also apply to a --fleet file."
         ),
         epilog=(
             "examples:\n"
@@ -138,7 +163,9 @@ def add_simulate_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
             "A fleet file is JSON or YAML, a list of devices such as\n"
             "  - {id: sim-001, password: pw, start_offline_s: 30,\n"
             "     behaviour: {ack: late, ack_delay_s: 5}}\n"
-            "where behaviour.ack is normal, never, late or reject."
+            "where behaviour.ack is normal, never, late or reject.\n\n"
+            "Every device holds one socket: the command raises its file-descriptor limit\n"
+            "to the hard limit and exits with code 3 when even that is too low."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -180,6 +207,21 @@ def add_simulate_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
         "--reject", metavar="N", type=_count, default=0, help="N devices reject every plan"
     )
     knobs.add_argument("--reject-reason", metavar="TEXT", help="the reason they give")
+    pace = parser.add_argument_group("connecting")
+    pace.add_argument(
+        "--connect-rate",
+        metavar="N",
+        type=_rate,
+        default=Pacing.rate,
+        help=f"new connection attempts per second, at most (default {Pacing.rate:g})",
+    )
+    pace.add_argument(
+        "--connect-concurrency",
+        metavar="N",
+        type=_positive,
+        default=Pacing.concurrency,
+        help=f"attempts waiting for their CONNACK at once, at most (default {Pacing.concurrency})",
+    )
     _add_connection_arguments(parser)
     parser.set_defaults(func=run_simulate)
     return parser
@@ -327,29 +369,38 @@ def run_simulate(args: argparse.Namespace) -> int:
     except CommandError as exc:
         return _fail("simulate", exc)
     _setup_logging(args.verbose, logging.WARNING)
-    fleet = Fleet(spec, broker, topics=topics, ca_file=args.ca_file)
-    total = len(fleet)
+    if not args.verbose:
+        # a line per device and step would drown a large fleet: the progress lines
+        # say how it goes; -v shows every connection and step again
+        logging.getLogger("devices").setLevel(logging.WARNING)
+    total = len(spec.devices)
+    try:
+        raise_descriptor_limit(descriptors_needed(total))
+    except DescriptorLimitError as exc:
+        print(f"illuminate simulate: error: {exc}", file=sys.stderr)
+        return 3
+    pacing = Pacing(rate=args.connect_rate, concurrency=args.connect_concurrency)
+    fleet = Fleet(spec, broker, topics=topics, ca_file=args.ca_file, pacing=pacing)
     print(
-        f"simulating {total} devices on {broker.redacted()} ({_knob_summary(spec)}; Ctrl-C to stop)"
+        f"simulating {total} devices on {broker.redacted()} ({_knob_summary(spec)}; "
+        f"connecting up to {pacing.rate:g}/s, {pacing.concurrency} at once; Ctrl-C to stop)"
     )
     sys.stdout.flush()
-    last = -1
+    progress = Progress(every=PROGRESS_S)
 
-    def progress() -> None:
-        nonlocal last
-        now = fleet.connected_count()
-        if now != last:
-            print(f"connected {now}/{total}")
+    def report() -> None:
+        line = progress.update(fleet.summary())
+        if line is not None:
+            print(line)
             sys.stdout.flush()
-            last = now
 
     fleet.start()
     try:
-        _run_until_interrupted(progress)
+        _run_until_interrupted(report)
     finally:
         print("stopping the fleet")
         sys.stdout.flush()
-        fleet.stop()
+        fleet.stop(timeout=5.0 + total / 2000)
     return 0
 
 

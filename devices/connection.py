@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+import functools
+import os
+import socket
 import ssl
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
+from urllib.request import getproxies
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -65,9 +70,10 @@ def new_client(
     will: tuple[str, bytes] | None = None,
     ca_file: str | None = None,
     max_queued_messages: int = 1000,
+    client_class: type[mqtt.Client] = mqtt.Client,
 ) -> mqtt.Client:
     """A paho 2.x client (MQTT 3.1.1), credentials, TLS and a retained last will set."""
-    client = mqtt.Client(
+    client = client_class(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
         protocol=mqtt.MQTTv311,
@@ -82,3 +88,53 @@ def new_client(
     client.max_queued_messages_set(max_queued_messages)
     client.reconnect_delay_set(min_delay=1, max_delay=30)
     return client
+
+
+@functools.cache
+def _mqtt_proxy_set() -> bool:
+    """Whether the environment names an MQTT proxy (paho then connects through it).
+
+    Read once: scanning the environment costs more than a whole local connect.
+    """
+    return "mqtt" in getproxies()
+
+
+class LoopClient(mqtt.Client):
+    """A paho client for an external event loop: its TCP connect does not block.
+
+    paho opens the TCP connection with a blocking `socket.create_connection`, which
+    would stall every device on the loop while one broker address is slow to answer.
+    This client starts the connect and returns at once; the CONNECT packet waits in
+    paho's queue until the socket is writable, and a failed connect surfaces as an
+    error on the first read or write. TLS (its handshake), proxies and unix sockets
+    keep paho's own blocking path.
+    """
+
+    _address_turn = 0
+
+    def try_next_address(self) -> None:
+        """The last attempt failed: the next one uses the host's next address, if any.
+
+        A name such as `localhost` may resolve to ::1 and 127.0.0.1 while the broker
+        listens on one of them only; paho's blocking connect tries each in turn.
+        """
+        self._address_turn += 1
+
+    def _create_socket_connection(self) -> socket.socket:
+        if self._ssl or _mqtt_proxy_set():
+            return super()._create_socket_connection()
+        found = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
+        family, kind, proto, _, addr = found[self._address_turn % len(found)]
+        sock = socket.socket(family, kind, proto)
+        try:
+            # MQTT sends small packets back to back (CONNECT, birth, SUBSCRIBE, state):
+            # with Nagle each would wait for the broker's delayed ACK
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setblocking(False)
+            err = sock.connect_ex(addr)
+            if err not in (0, errno.EINPROGRESS):
+                raise OSError(err, os.strerror(err))
+        except BaseException:
+            sock.close()
+            raise
+        return sock

@@ -23,7 +23,8 @@ class Fixture(Protocol):
         """Show `state`; return what the fixture outputs afterwards.
 
         Raise an exception when the output could not be set: the agent then acks
-        `failed` with the exception's message as the reason.
+        `failed` with the exception's message as the reason. It runs on the device's
+        event-loop thread, so it must return quickly (hand slow I/O to a thread).
         """
         ...
 

@@ -1,7 +1,9 @@
-"""The fleet simulator: many native agents in one process, each its own MQTT client.
+"""The fleet simulator: many native devices in one process, each its own MQTT client.
 
 Every simulated device has its own connection, client id and credentials (username =
-device id), so the broker's ACL treats it exactly as a real device. A fleet comes from a
+device id), so the broker's ACL treats it exactly as a real device. All of them run on
+one event loop (`devices.host`), the same sessions and protocol state machine the
+single agent runs, so one process carries thousands of devices. A fleet comes from a
 JSON or YAML file (a list of devices, or `{"devices": [...]}`) or is generated from a
 count and a prefix. Knobs make some devices misbehave: start offline, never ack, ack
 late, reject.
@@ -11,25 +13,27 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from devices.agent import FIRMWARE, Agent, Behaviour
 from devices.clock import Clock, system_clock
 from devices.connection import BrokerAddress
 from devices.fixture import SimulatedFixture
+from devices.host import ConnectionSummary, DeviceHost
+from devices.native import FIRMWARE, Behaviour
+from devices.pacing import Pacing
 from devices.protocol import DeviceId, Topics, check_device_id
+from devices.session import DeviceSession
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = "sim-"
+FLEET_HISTORY = 32
+"""Acks and applied steps each simulated device remembers (bounded: fleets are large)."""
 
 
 class SimDevice(BaseModel):
@@ -149,7 +153,12 @@ class FleetSpec(BaseModel):
 
 
 class Fleet:
-    """Runs the agents of a `FleetSpec`, each with its own connection and fixture."""
+    """Runs the devices of a `FleetSpec` on one event loop, each with its own connection.
+
+    `agents[id]` is each device's `DeviceSession` (the same observation API as `Agent`),
+    `fixtures[id]` its simulated fixture. Connecting is paced by `pacing`; `summary()`
+    tells how many devices are online and why the others are not.
+    """
 
     def __init__(
         self,
@@ -160,33 +169,36 @@ class Fleet:
         clock: Clock = system_clock,
         firmware: str = FIRMWARE,
         ca_file: str | None = None,
-        agent_factory: Callable[[SimDevice], Agent] | None = None,
+        pacing: Pacing | None = None,
+        keepalive_s: int = 30,
+        history: int = FLEET_HISTORY,
+        name: str = "fleet",
     ) -> None:
         self.spec = spec
+        self.host = DeviceHost(clock=clock, pacing=pacing, name=name)
         self.fixtures: dict[str, SimulatedFixture] = {}
-        self.agents: dict[str, Agent] = {}
+        self.agents: dict[str, DeviceSession] = {}
         bare = BrokerAddress(broker.host, broker.port, broker.tls)
         for device in spec.devices:
-            if agent_factory is not None:
-                agent = agent_factory(device)
-            else:
-                fixture = SimulatedFixture(clock=clock)
-                self.fixtures[device.id] = fixture
-                agent = Agent(
-                    device.id,
-                    bare,
-                    password=device.password,
-                    topics=topics,
-                    fixture=fixture,
-                    clock=clock,
-                    behaviour=device.behaviour,
-                    firmware=firmware,
-                    ca_file=ca_file,
-                )
-            self.agents[device.id] = agent
-        self._stop = threading.Event()
-        self._starter: threading.Thread | None = None
-        self._started = False
+            fixture = SimulatedFixture(clock=clock)
+            self.fixtures[device.id] = fixture
+            session = DeviceSession(
+                self.host,
+                device.id,
+                bare,
+                password=device.password,
+                topics=topics,
+                fixture=fixture,
+                behaviour=device.behaviour,
+                firmware=firmware,
+                ca_file=ca_file,
+                keepalive_s=keepalive_s,
+                history=history,
+                # one line per device would drown a large fleet: summary() says it
+                problem_level=logging.INFO,
+            )
+            self.agents[device.id] = session
+            self.host.add(session, start_after=device.start_offline_s)
 
     def __len__(self) -> int:
         return len(self.agents)
@@ -197,53 +209,33 @@ class Fleet:
         return [d.id for d in self.spec.devices if d.start_offline_s is None]
 
     def start(self) -> None:
-        """Start the devices that connect at once; the others start on their delay."""
-        if self._started:
-            raise RuntimeError("the fleet was already started")
-        self._started = True
-        for device_id in self.immediate:
-            self.agents[device_id].start()
-        delayed = sorted(
-            (d.start_offline_s, d.id) for d in self.spec.devices if d.start_offline_s is not None
-        )
-        if delayed:
-            self._starter = threading.Thread(
-                target=self._start_later, args=(delayed,), name="fleet-starter", daemon=True
-            )
-            self._starter.start()
-
-    def _start_later(self, delayed: Sequence[tuple[float, str]]) -> None:
-        began = time.monotonic()
-        for delay, device_id in delayed:
-            if self._stop.wait(max(0.0, began + delay - time.monotonic())):
-                return
-            log.info("fleet: %s comes online after %.1fs", device_id, delay)
-            self.agents[device_id].start()
+        """Start connecting (paced); devices that start offline connect after their delay."""
+        self.host.start()
 
     def connected_count(self) -> int:
-        return sum(1 for agent in self.agents.values() if agent.connected)
+        return self.host.online_count()
+
+    def summary(self) -> ConnectionSummary:
+        return self.host.summary()
 
     def wait_started(self, timeout: float = 10.0, *, include_offline: bool = False) -> bool:
         """Wait until the devices that start at once (or all, if asked) are connected."""
-        ids = list(self.agents) if include_offline else self.immediate
+        sessions = list(self.agents.values())
+        if not include_offline:
+            sessions = [self.agents[i] for i in self.immediate]
+        needed = len(sessions)
         deadline = time.monotonic() + timeout
-        for device_id in ids:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self.agents[device_id].wait_connected(remaining):
-                return False
-        return True
+        cond = self.host.cond
+        with cond:
+            while True:
+                # the count is cheap; look at each device only when it could be done
+                if self.host.online_count() >= needed and all(s.connected for s in sessions):
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                cond.wait(min(remaining, 1.0))
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop every agent cleanly (in parallel); safe to call more than once."""
-        self._stop.set()
-        if self._starter is not None:
-            self._starter.join(timeout)
-        agents = list(self.agents.values())
-        if not agents:
-            return
-        with ThreadPoolExecutor(max_workers=min(32, len(agents))) as pool:
-            for future in [pool.submit(agent.stop, timeout) for agent in agents]:
-                try:
-                    future.result()
-                except Exception:
-                    log.exception("fleet: an agent failed to stop")
+        """Stop every device cleanly (offline status, disconnect); safe to call twice."""
+        self.host.stop(timeout)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -82,6 +83,8 @@ def test_bad_arguments_give_a_clear_error(
         ["simulate"],
         ["simulate", "--count", "-1"],
         ["simulate", "--count", "3", "--late-by", "soon"],
+        ["simulate", "--count", "3", "--connect-rate", "0"],
+        ["simulate", "--count", "3", "--connect-concurrency", "0"],
         ["agent", "--password", "p"],
         ["agent", "--id", "a", "--password", "p", "--password-file", "f"],
     ],
@@ -123,6 +126,11 @@ class Proc:
     def wait_line(self, text: str, timeout: float = 10.0) -> bool:
         with self._cond:
             return self._cond.wait_for(lambda: any(text in x for x in self.lines), timeout)
+
+    def wait_count(self, text: str, count: int, timeout: float = 10.0) -> bool:
+        """Wait until `count` lines contain `text`."""
+        with self._cond:
+            return self._cond.wait_for(lambda: sum(text in x for x in self.lines) >= count, timeout)
 
     def interrupt(self, timeout: float = 10.0) -> int:
         self.proc.send_signal(signal.SIGINT)
@@ -198,3 +206,42 @@ def test_simulate_command_reports_progress_until_ctrl_c(
     for n in range(1, 4):
         assert controller.wait_status(f"cli-{n:03d}", online=False)
     assert not any("Traceback" in line for line in proc.lines), proc.lines
+
+
+@pytest.mark.broker
+def test_simulate_command_says_why_devices_are_missing(
+    mosquitto: Mosquitto, procs: list[Proc]
+) -> None:
+    mosquitto.add_users({"why-001": "fleet-pw", "why-002": "fleet-pw"})  # not why-003
+    proc = Proc(
+        ["simulate", "--broker", mosquitto.url, "--count", "3", "--prefix", "why-"],
+        env={PASSWORD_ENV: "fleet-pw"},
+    )
+    procs.append(proc)
+    # a line every few seconds while one is missing, each saying why
+    assert proc.wait_line("connected 2/3; missing: 1 waiting to retry", timeout=30), proc.lines
+    assert proc.wait_line("(1 connack refused: Not authorized)", timeout=30), proc.lines
+    assert proc.wait_count("connected 2/3; missing", 3, timeout=30), proc.lines  # repeats
+    mosquitto.add_users({"why-003": "fleet-pw"})
+    assert proc.wait_line("connected 3/3 (all connected)", timeout=60), proc.lines
+    assert proc.interrupt() == 0
+    assert not any("Traceback" in line for line in proc.lines), proc.lines
+
+
+def test_simulate_refuses_a_fleet_beyond_the_descriptor_limit() -> None:
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (200, 200))
+
+    done = subprocess.run(
+        [sys.executable, "-m", "devices.commands", "simulate", "--count", "500"],
+        cwd=REPO,
+        env={**os.environ, PASSWORD_ENV: "pw"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=low_limit,
+    )
+    assert done.returncode == 3
+    assert "564 file descriptors are needed" in done.stderr
+    assert "may open only 200" in done.stderr
+    assert "Traceback" not in done.stderr

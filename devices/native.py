@@ -1,0 +1,348 @@
+"""The device side of native protocol v1, without a transport.
+
+`NativeDevice` is the per-device state machine that both the single agent and the fleet
+simulator run: it decodes plans, arms them, applies each step to its fixture at the
+step's instant by its own clock, acks every stage and reports its state. It never
+touches a network: it publishes through a `publish(topic, payload, retain)` callable
+and times steps on a `TimerHeap`. One event-loop thread calls it; the observation
+properties and `wait_for` are safe from any thread (they use the shared condition).
+
+Rules worth knowing:
+- A plan whose version is at or below the latest one accepted is ignored, so retained
+  redeliveries (every reconnect) and repeats do no harm. A plan *below* it is answered
+  with a state report, which tells the sender which version the device holds.
+- A malformed plan is logged, counted (`malformed_plans`) and ignored.
+- A plan whose `not_after` has passed is acked `expired`; a rejected plan (behaviour
+  `reject`) is acked `rejected`. Neither replaces the plan that was running.
+- Catch-up: on arrival, the step in effect now (`Plan.step_at(now)`) is applied at once;
+  older past steps are skipped. When several steps fall due together (a clock jump),
+  only the latest is applied.
+- A fixture that raises makes the device ack `failed` with the error as the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from devices.clock import Clock
+from devices.fixture import Fixture
+from devices.protocol import (
+    MAX_REASON_CHARS,
+    Ack,
+    ControllerStatus,
+    DeviceState,
+    DeviceStatus,
+    LightState,
+    Plan,
+    PlanStep,
+    ProtocolError,
+    Stage,
+    Topics,
+    check_device_id,
+    decode,
+    encode,
+    format_instant,
+)
+from devices.timers import Timer, TimerHeap
+
+log = logging.getLogger(__name__)
+
+FIRMWARE = "illuminate-agent/0.1.0"
+HISTORY = 1000
+"""Default number of acks and applied steps a device remembers for observation."""
+
+AckMode = Literal["normal", "never", "late", "reject"]
+Publish = Callable[[str, bytes, bool], None]
+"""publish(topic, payload, retain): QoS 1, queued while the connection is down."""
+
+
+class Behaviour(BaseModel):
+    """How the device acknowledges. Anything but `normal` is for simulation and tests.
+
+    - `normal`: acks every stage at once.
+    - `never`: applies steps but reports nothing back: no acks, no state reports (a
+      silent device; only its online status is seen).
+    - `late`: sends each ack `ack_delay_s` seconds late (steps still apply on time).
+    - `reject`: acks each new plan `rejected` with `reject_reason` and applies nothing.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ack: AckMode = "normal"
+    ack_delay_s: float = Field(default=5.0, ge=0, le=3600)
+    reject_reason: str = Field(
+        default="rejected by the simulated device", min_length=1, max_length=MAX_REASON_CHARS
+    )
+
+
+def describe(state: LightState) -> str:
+    """A short human description of a light state, for logs."""
+    if not state.on:
+        return "off"
+    fade = f", fade {state.transition_s:g}s" if state.transition_s else ""
+    return f"on {state.color} at {state.level}%{fade}"
+
+
+class NativeDevice:
+    """Plan handling, acks and state reports of one device."""
+
+    def __init__(
+        self,
+        device_id: str,
+        *,
+        fixture: Fixture,
+        timers: TimerHeap,
+        publish: Publish,
+        cond: threading.Condition,
+        topics: Topics | None = None,
+        behaviour: Behaviour | None = None,
+        firmware: str = FIRMWARE,
+        history: int = HISTORY,
+    ) -> None:
+        self.device_id = check_device_id(device_id)
+        self.topics = topics if topics is not None else Topics()
+        self.fixture = fixture
+        self.behaviour = behaviour if behaviour is not None else Behaviour()
+        self.firmware = firmware
+        self._timers = timers
+        self._clock: Clock = timers.clock
+        self._publish = publish
+        self._cond = cond
+
+        self.plan_topic = self.topics.plan(device_id)
+        self.controller_topic = self.topics.controller_status
+        self._ack_topic = self.topics.ack(device_id)
+        self._state_topic = self.topics.state(device_id)
+        self.status_topic = self.topics.status(device_id)
+
+        # Owned by the loop thread.
+        self._plan: Plan | None = None
+        self._pending: list[PlanStep] = []
+        self._last_applied: tuple[int, datetime] | None = None
+        self._step_timer: Timer | None = None
+
+        # Observable from any thread; written under _cond.
+        self._version = 0
+        self._plan_messages = 0
+        self._malformed = 0
+        self._applied: deque[tuple[int, datetime]] = deque(maxlen=history)
+        self._acks: deque[Ack] = deque(maxlen=history)
+
+    # ------------------------------------------------------------------ payloads
+
+    def birth(self) -> bytes:
+        """The retained `online: true` status, sent on every connect."""
+        return encode(DeviceStatus(online=True, firmware=self.firmware, since=self._clock()))
+
+    @staticmethod
+    def offline() -> bytes:
+        """The `online: false` status: last will, and sent on a clean stop."""
+        return encode(DeviceStatus(online=False))
+
+    # ------------------------------------------------------------------ inputs
+
+    def on_connected(self) -> None:
+        """A session began: report the state (the retained plan follows by itself)."""
+        self._publish_state()
+
+    def on_message(self, topic: str, payload: bytes) -> None:
+        try:
+            if topic == self.plan_topic:
+                self._on_plan(payload)
+            elif topic == self.controller_topic:
+                self._on_controller(payload)
+        except Exception:
+            log.exception("device %s: failed to handle a message on %s", self.device_id, topic)
+
+    def close(self) -> None:
+        """Stop timing steps (the device is stopping)."""
+        if self._step_timer is not None:
+            self._step_timer.cancel()
+            self._step_timer = None
+
+    # ------------------------------------------------------------------ observation
+
+    @property
+    def plan_version(self) -> int:
+        """The latest plan version accepted (0 before any)."""
+        return self._version
+
+    @property
+    def plan_messages(self) -> int:
+        """Plan payloads handled, valid or not, new or repeated."""
+        return self._plan_messages
+
+    @property
+    def malformed_plans(self) -> int:
+        return self._malformed
+
+    @property
+    def applied(self) -> list[tuple[int, datetime]]:
+        """(plan version, step instant) for every step applied to the fixture."""
+        with self._cond:
+            return list(self._applied)
+
+    @property
+    def acks_sent(self) -> list[Ack]:
+        """Acks handed to the connection, in order (after any `late` delay)."""
+        with self._cond:
+            return list(self._acks)
+
+    # ------------------------------------------------------------------ plans
+
+    def _on_controller(self, payload: bytes) -> None:
+        try:
+            status = decode(ControllerStatus, payload)
+        except ProtocolError as exc:
+            log.warning("device %s: ignored a bad controller status: %s", self.device_id, exc)
+            return
+        if status.online:
+            self._publish_state()
+
+    def _on_plan(self, payload: bytes) -> None:
+        with self._cond:
+            self._plan_messages += 1
+            self._cond.notify_all()
+        try:
+            plan = decode(Plan, payload)
+        except ProtocolError as exc:
+            log.warning("device %s: ignored a malformed plan: %s", self.device_id, exc)
+            with self._cond:
+                self._malformed += 1
+                self._cond.notify_all()
+            return
+        if plan.version < self._version:
+            # a sender that counts below us (say, a controller whose database was
+            # restored): ignore the plan, but say which version we hold
+            log.info(
+                "device %s: plan %d is older than %d; ignored",
+                self.device_id,
+                plan.version,
+                self._version,
+            )
+            self._publish_state()
+            return
+        if plan.version == self._version:
+            log.debug("device %s: plan %d already seen", self.device_id, plan.version)
+            return
+        with self._cond:
+            self._version = plan.version
+            self._cond.notify_all()
+        log.info("device %s: plan %d received", self.device_id, plan.version)
+
+        if self.behaviour.ack == "reject":
+            self._ack(
+                Ack(version=plan.version, stage=Stage.REJECTED, reason=self.behaviour.reject_reason)
+            )
+            return
+        self._ack(Ack(version=plan.version, stage=Stage.RECEIVED))
+        now = self._clock()
+        if plan.not_after is not None and now > plan.not_after:
+            self._ack(Ack(version=plan.version, stage=Stage.EXPIRED, reason="not_after has passed"))
+            return
+        self._plan = plan
+        self._pending = [step for step in plan.steps if step.at > now]
+        self._ack(Ack(version=plan.version, stage=Stage.ARMED))
+        current = plan.step_at(now)
+        if current is not None:
+            self._apply(plan.version, current)
+        self._arm()
+
+    def _arm(self) -> None:
+        """Set the one step timer to the next pending step (or none)."""
+        if self._step_timer is not None:
+            self._step_timer.cancel()
+            self._step_timer = None
+        if self._pending:
+            self._step_timer = self._timers.call_at(self._pending[0].at, self._run_due)
+
+    def _run_due(self) -> None:
+        self._step_timer = None
+        plan = self._plan
+        if plan is None or not self._pending:
+            return
+        now = self._clock()
+        due = 0
+        while due < len(self._pending) and self._pending[due].at <= now:
+            due += 1
+        if due:
+            step = self._pending[due - 1]
+            if due > 1:
+                log.warning(
+                    "device %s: %d steps fell due together; applying the latest",
+                    self.device_id,
+                    due,
+                )
+            self._pending = self._pending[due:]
+            self._apply(plan.version, step)
+        self._arm()
+
+    def _apply(self, version: int, step: PlanStep) -> None:
+        try:
+            output = self.fixture.apply(step.state)
+        except Exception as exc:
+            log.exception("device %s: the fixture failed", self.device_id)
+            reason = (str(exc) or type(exc).__name__)[:MAX_REASON_CHARS]
+            self._ack(Ack(version=version, stage=Stage.FAILED, step_at=step.at, reason=reason))
+            return
+        applied_at = self._clock()
+        self._last_applied = (version, step.at)
+        with self._cond:
+            self._applied.append((version, step.at))
+            self._cond.notify_all()
+        log.info(
+            "device %s: plan %d step %s applied: %s",
+            self.device_id,
+            version,
+            format_instant(step.at),
+            describe(output),
+        )
+        self._ack(
+            Ack(
+                version=version,
+                stage=Stage.APPLIED,
+                step_at=step.at,
+                applied_at=applied_at,
+                state=output,
+            )
+        )
+        self._publish_state()
+
+    # ------------------------------------------------------------------ publishing
+
+    def _ack(self, ack: Ack) -> None:
+        ack = ack.model_copy(update={"device": self.device_id})
+        mode = self.behaviour.ack
+        if mode == "never":
+            return
+        if mode == "late":
+            self._timers.call_later(self.behaviour.ack_delay_s, lambda: self._publish_ack(ack))
+            return
+        self._publish_ack(ack)
+
+    def _publish_ack(self, ack: Ack) -> None:
+        self._publish(self._ack_topic, encode(ack), False)
+        with self._cond:
+            self._acks.append(ack)
+            self._cond.notify_all()
+
+    def _publish_state(self) -> None:
+        if self.behaviour.ack == "never":
+            return
+        version, step_at = self._last_applied or (None, None)
+        state = DeviceState(
+            device=self.device_id,
+            state=self.fixture.current,
+            plan_version=version,
+            step_at=step_at,
+            reported_at=self._clock(),
+            firmware=self.firmware,
+        )
+        self._publish(self._state_topic, encode(state), True)
