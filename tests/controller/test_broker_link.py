@@ -288,16 +288,16 @@ def _success() -> Any:
 
 
 def test_with_mqtt5_off_it_works_on_the_embedded_broker() -> None:
-    with EmbeddedBroker(port=0) as embedded:
-        with Controller(embedded.port, mqtt5=False) as controller:
-            done = Recorder()
-            assert controller.broker.publish(
-                TOPICS.plan(device_id(1)), b"{}", retain=True, done=done
-            )
-            assert done.wait_for(lambda calls: len(calls) >= 1) == [True]
-            with Peer(embedded.port, device_id(1), "x") as device:
-                info = device.client.publish(TOPICS.ack(device_id(1)), b"a", qos=1)
-                assert info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
-                info.wait_for_publish(timeout=DEADLINE_S)
-            got = controller.sink.wait_count(1, lambda m: m.topic == TOPICS.ack(device_id(1)))
-            assert got[0].payload == b"a"
+    with (
+        EmbeddedBroker(port=0) as embedded,
+        Controller(embedded.port, mqtt5=False) as controller,
+    ):
+        done = Recorder()
+        assert controller.broker.publish(TOPICS.plan(device_id(1)), b"{}", retain=True, done=done)
+        assert done.wait_for(lambda calls: len(calls) >= 1) == [True]
+        with Peer(embedded.port, device_id(1), "x") as device:
+            info = device.client.publish(TOPICS.ack(device_id(1)), b"a", qos=1)
+            assert info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+            info.wait_for_publish(timeout=DEADLINE_S)
+        got = controller.sink.wait_count(1, lambda m: m.topic == TOPICS.ack(device_id(1)))
+        assert got[0].payload == b"a"
