@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,8 +12,8 @@ import pytest
 
 import controller
 from controller.cli import build_parser, main
-from controller.store.db import make_engine, migrate, session_factory
-from controller.store.repo import Store
+from controller.registration import verify_secret
+from tests.support.stores import data_dir_database, secret_hash
 
 BELGIUM = Path(controller.__file__).parent / "demo" / "belgium.yaml"
 COMMANDS = ["demo", "serve", "agent", "simulate", "users", "devices", "sites", "schedules"]
@@ -38,12 +39,6 @@ def data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setenv("ILLUMINATE_DATA_DIR", str(tmp_path))
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-def store_at(tmp_path: Path) -> Store:
-    engine = make_engine(f"sqlite:///{tmp_path}/illuminate.sqlite")
-    migrate(engine)
-    return Store(session_factory(engine))
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -144,11 +139,25 @@ def test_devices_list_shows_the_last_report(
     assert run(capsys, "sites", "import", str(BELGIUM))[0] == 0
     assert run(capsys, "devices", "add", "dev-01", "--site", "atomium", "--password", "x")[0] == 0
     assert run(capsys, "devices", "add", "dev-02", "--site", "atomium", "--password", "y")[0] == 0
-    store = store_at(tmp_path)
     now = datetime(2025, 6, 10, 19, 0, 5, tzinfo=UTC)
-    store.record_status("dev-01", True, "1.2.3", now)
-    store.record_status("dev-02", False, None, now)
-    store.record_applied("dev-01", 3, datetime(2025, 6, 10, 19, 0, tzinfo=UTC), {"on": True}, now)
+    with data_dir_database(tmp_path) as (_, _, stores):
+        views = stores.reports.views()
+        saved = stores.reports.save(
+            [
+                replace(
+                    views["dev-01"],
+                    online=True,
+                    status_at=now,
+                    firmware="1.2.3",
+                    applied_version=3,
+                    applied_step_at=datetime(2025, 6, 10, 19, 0, tzinfo=UTC),
+                    applied_state={"on": True},
+                    applied_at=now,
+                ),
+                replace(views["dev-02"], online=False, status_at=now),
+            ]
+        )
+    assert saved == 2
     code, out, _ = run(capsys, "devices", "list")
     assert code == 0
     assert [line.split() for line in out.splitlines()] == [
@@ -156,6 +165,24 @@ def test_devices_list_shows_the_last_report(
         ["dev-02", "atomium", "offline", "-"],
         ["2", "devices"],
     ]
+
+
+def test_devices_add_keeps_scrypt_for_chosen_passwords(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A password a person chose may be guessable: scrypt. A drawn one: salted SHA-256."""
+    assert run(capsys, "sites", "import", str(BELGIUM))[0] == 0
+    argv = ("devices", "add", "chosen", "--site", "atomium", "--password", "pw-chosen")
+    assert run(capsys, *argv)[0] == 0
+    code, out, _ = run(capsys, "devices", "add", "drawn", "--site", "atomium")
+    assert code == 0
+    drawn_password = out.splitlines()[2].removeprefix("MQTT password: ")
+    with data_dir_database(tmp_path) as (_, sessions, _):
+        chosen, drawn = secret_hash(sessions, "chosen"), secret_hash(sessions, "drawn")
+    assert chosen is not None and chosen.startswith("scrypt$")
+    assert drawn is not None and drawn.startswith("sha256$")
+    assert verify_secret("pw-chosen", chosen)
+    assert verify_secret(drawn_password, drawn)
 
 
 @pytest.mark.parametrize(
@@ -220,7 +247,8 @@ def test_schedules_apply_creates_then_updates(
     code, out, _ = run(capsys, "schedules", "apply", str(path))
     assert code == 0
     assert out.splitlines()[0] == "updated campaign blue-heart"
-    (stored,) = store_at(tmp_path).campaigns()
+    with data_dir_database(tmp_path) as (_, _, stores):
+        (stored,) = stores.campaigns.all()
     assert stored.color == "#009EDB"
 
 
@@ -235,7 +263,8 @@ def test_schedules_apply_with_an_invalid_campaign_names_the_path(
     assert "Traceback" not in err
     assert f"{path}: windows[0].start.at: time must be HH:MM" in err
     assert f"{path}: color: colour must be #RRGGBB" in err
-    assert store_at(tmp_path).campaigns() == ()
+    with data_dir_database(tmp_path) as (_, _, stores):
+        assert stores.campaigns.all() == ()
 
 
 def test_schedules_apply_with_a_missing_file(

@@ -5,30 +5,32 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
 from controller.metrics import Metrics
 from controller.registration import MAX_REQUEST_DEVICES, verify_secret
-from controller.store.db import make_engine, migrate, session_factory
-from controller.store.repo import Store
+from controller.store.base import Stores
+from controller.store.sql import database
 from controller.store.tables import DeviceRow
 from controller.store.users import Users
 from controller.web.app import build_web
 from controller.web.devices_api import IMPORT_PATH
 from controller.web.limits import MAX_BODY_BYTES
-from tests.controller.test_staff_api import CATALOG, FakeClock, serve
+from tests.controller.test_staff_api import CATALOG, FakeClock, public_view, serve
 
 
 @dataclass
 class Served:
     http: httpx.Client
-    store: Store
+    stores: Stores
+    sessions: sessionmaker[Session]
     db_path: Path
     changes: list[datetime] = field(default_factory=list)
     tokens: dict[str, str] = field(default_factory=dict)
@@ -41,33 +43,27 @@ class Served:
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
     db_path = tmp_path / "illuminate.sqlite"
-    engine = make_engine(f"sqlite:///{db_path}")
-    migrate(engine)
-    store = Store(session_factory(engine))
-    store.import_catalog(CATALOG)
-    users = Users(store.sessions)
-    clock = FakeClock()
-    changes: list[datetime] = []
-    app = build_web(
-        store,
-        clock,
-        Metrics(),
-        grace=timedelta(seconds=30),
-        upcoming=timedelta(hours=24),
-        ready=lambda: {"database": True},
-        users=users,
-        on_change=lambda: changes.append(clock()),
-    )
-    tokens = {
-        "admin": users.add("ada", "admin", [], clock()),
-        "coordinator": users.add("cora", "coordinator", [], clock()),
-        "technician": users.add("tom", "technician", ["brussels"], clock()),
-    }
-    try:
+    with database(f"sqlite:///{db_path}") as (_, sessions, stores):
+        stores.registry.import_catalog(CATALOG)
+        users = Users(sessions)
+        clock = FakeClock()
+        changes: list[datetime] = []
+        app = build_web(
+            stores,
+            clock,
+            Metrics(),
+            public=public_view(stores, clock),
+            ready=lambda: {"database": True},
+            users=users,
+            on_change=lambda: changes.append(clock()),
+        )
+        tokens = {
+            "admin": users.add("ada", "admin", [], clock()),
+            "coordinator": users.add("cora", "coordinator", [], clock()),
+            "technician": users.add("tom", "technician", ["brussels"], clock()),
+        }
         with serve(app) as http:
-            yield Served(http, store, db_path, changes, tokens)
-    finally:
-        engine.dispose()
+            yield Served(http, stores, sessions, db_path, changes, tokens)
 
 
 def devices(n: int, site: str = "atomium", prefix: str = "dev") -> dict[str, Any]:
@@ -82,7 +78,7 @@ def test_anonymous_and_non_admins_are_refused(served: Served) -> None:
         refused = served.post(devices(1), who=who)
         assert refused.status_code == 403, who
         assert who in refused.json()["detail"]
-    assert served.store.device_ids() == set()
+    assert served.stores.registry.device_ids() == set()
     assert served.changes == []
 
 
@@ -101,7 +97,7 @@ def test_an_admin_registers_a_batch_and_gets_the_passwords_once(served: Served) 
     credentials = {c["id"]: c["password"] for c in answer["credentials"]}
     assert list(credentials) == ["atomium-ctl", "menin-gate-ctl"]
     assert len(served.changes) == 1  # the hook ran once, after the commit
-    with served.store.sessions() as s:
+    with served.sessions() as s:
         rows = {r.id: r for r in s.scalars(select(DeviceRow))}
     assert {i: r.site_id for i, r in rows.items()} == {
         "atomium-ctl": "atomium",
@@ -132,7 +128,7 @@ def test_ids_already_registered_are_409_and_nothing_changes(served: Served) -> N
             },
         ]
     }
-    assert served.store.device_ids() == {"dev-00000", "dev-00001"}
+    assert served.stores.registry.device_ids() == {"dev-00000", "dev-00001"}
     assert len(served.changes) == 1
 
 
@@ -168,7 +164,7 @@ def test_bad_devices_are_422_with_every_problem(served: Served) -> None:
     assert "reserved" in messages[4]
     assert messages[5] == "unknown site 'nowhere'"
     assert messages[6] == "device 'ok-1' is repeated (first at devices[0])"
-    assert served.store.device_ids() == set()
+    assert served.stores.registry.device_ids() == set()
     assert served.changes == []
 
 
@@ -211,7 +207,7 @@ def test_ten_thousand_devices_fit_in_one_request(served: Served) -> None:
     response = served.post(body, timeout=120)
     assert response.status_code == 201, response.text[:500]
     assert response.json()["registered"] == MAX_REQUEST_DEVICES
-    assert len(served.store.device_ids()) == MAX_REQUEST_DEVICES
+    assert len(served.stores.registry.device_ids()) == MAX_REQUEST_DEVICES
 
     one_more = served.post(devices(MAX_REQUEST_DEVICES + 1, prefix="x"), timeout=120)
     assert one_more.status_code == 422

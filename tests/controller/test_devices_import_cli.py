@@ -13,9 +13,8 @@ from sqlalchemy import func, select
 
 from controller.cli import main
 from controller.registration import verify_secret
-from controller.store.db import make_engine, migrate, session_factory
-from controller.store.repo import Store
 from controller.store.tables import DeviceRow
+from tests.support.stores import data_dir_database, secret_hash
 
 SITES = 37
 COUNT = 10_000
@@ -44,12 +43,6 @@ def sites(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> list[str]:
     assert main(["sites", "import", "sites.yaml"]) == 0
     capsys.readouterr()
     return ids
-
-
-def store_at(tmp_path: Path) -> Store:
-    engine = make_engine(f"sqlite:///{tmp_path}/illuminate.sqlite")
-    migrate(engine)
-    return Store(session_factory(engine))
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -82,16 +75,16 @@ def test_imports_ten_thousand_devices_with_private_credentials(
     credentials = dict(csv.reader(lines[1:]))
     assert len(credentials) == COUNT
 
-    store = store_at(tmp_path)
-    with store.sessions() as s:
-        assert s.scalar(select(func.count()).select_from(DeviceRow)) == COUNT
-        hashes = {
-            r.id: r.secret_hash for r in s.execute(select(DeviceRow.id, DeviceRow.secret_hash))
-        }
+    with data_dir_database(tmp_path) as (_, sessions, stores):
+        with sessions() as s:
+            assert s.scalar(select(func.count()).select_from(DeviceRow)) == COUNT
+            hashes = {
+                r.id: r.secret_hash for r in s.execute(select(DeviceRow.id, DeviceRow.secret_hash))
+            }
+        views = stores.reports.views({"dev-00038"})
     assert hashes.keys() == credentials.keys()
     assert all(verify_secret(credentials[i], h or "") for i, h in hashes.items())
-    assert store.device("dev-00038") is not None
-    assert store.device("dev-00038").site_id == sites[1]  # type: ignore[union-attr]
+    assert views["dev-00038"].site_id == sites[1]
 
     # a second run refuses the existing file, and then the registered ids: nothing changes
     code, out, err = run(
@@ -131,7 +124,8 @@ def test_a_bad_file_registers_nothing_and_lists_every_problem(
     ) in err
     assert "Traceback" not in err
     assert not (tmp_path / "out.yaml").exists()
-    assert store_at(tmp_path).device_ids() == set()
+    with data_dir_database(tmp_path) as (_, _, stores):
+        assert stores.registry.device_ids() == set()
 
 
 def test_yaml_file_and_credentials_on_stdout(
@@ -146,7 +140,8 @@ def test_yaml_file_and_credentials_on_stdout(
     assert [r["id"] for r in rows] == ["gate-1", "gate-2"]
     assert all(len(r["password"]) == 32 for r in rows)
     assert "registered 2 devices at 2 sites; credentials in stdout" in err
-    assert store_at(tmp_path).device_ids() == {"gate-1", "gate-2"}
+    with data_dir_database(tmp_path) as (_, _, stores):
+        assert stores.registry.device_ids() == {"gate-1", "gate-2"}
 
 
 def test_usage_errors_come_before_any_work(
@@ -184,7 +179,7 @@ def test_devices_add_still_works(
     password = out.splitlines()[2].removeprefix("MQTT password: ")
     code, _, err = run(capsys, "devices", "add", "solo", "--site", "site-00")
     assert (code, err) == (2, "illuminate: error: device 'solo' is already registered\n")
-    with store_at(tmp_path).sessions() as s:
-        row = s.get(DeviceRow, "solo")
-        assert row is not None and row.secret_hash is not None
-        assert verify_secret(password, row.secret_hash)
+    with data_dir_database(tmp_path) as (_, sessions, _):
+        stored = secret_hash(sessions, "solo")
+    assert stored is not None
+    assert verify_secret(password, stored)

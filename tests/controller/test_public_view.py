@@ -26,8 +26,8 @@ from controller.metrics import Metrics
 from controller.public import public_status
 from controller.public_view import RANGE_STEP, PublicView
 from controller.store.base import Snapshot
-from controller.store.db import make_engine, migrate, session_factory
-from controller.store.repo import Store
+from controller.store.sql import database
+from controller.store.users import Users
 from controller.web.app import accepts_gzip, build_web, etag_matches
 from devices.clock import FakeClock
 from tests.controller.test_public import (
@@ -410,15 +410,12 @@ def serve(app: Any) -> Iterator[httpx.Client]:
 
 @pytest.fixture
 def served(tmp_path: Path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'illuminate.sqlite'}")
-    migrate(engine)
-    store = Store(session_factory(engine))
-    store.import_catalog(CATALOG)
-    view, loader, clock = make(mixed())
-    app = build_web(store, clock, Metrics(), public=view, ready=dict)
-    with serve(app) as client:
-        yield client, view, loader
-    engine.dispose()
+    with database(f"sqlite:///{tmp_path / 'illuminate.sqlite'}") as (_, sessions, stores):
+        stores.registry.import_catalog(CATALOG)
+        view, loader, clock = make(mixed())
+        app = build_web(stores, clock, Metrics(), public=view, ready=dict, users=Users(sessions))
+        with serve(app) as client:
+            yield client, view, loader
 
 
 def test_http_503_with_retry_after_before_the_first_build(served) -> None:

@@ -1,6 +1,6 @@
 """Bulk registration's core: file parsing, the checks, hashes, and the credentials file.
 
-The store is the real `Store` on SQLite in tmp_path.
+The registry is the SQL one (`stores.registry`) on SQLite in tmp_path.
 """
 
 from __future__ import annotations
@@ -9,11 +9,13 @@ import os
 import re
 import stat
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import yaml
+from sqlalchemy.orm import Session, sessionmaker
 
 from controller.registration import (
     MAX_REPORTED_PROBLEMS,
@@ -33,10 +35,10 @@ from controller.registration import (
     register,
     verify_secret,
 )
-from controller.store.db import make_engine, migrate, session_factory
-from controller.store.repo import Store
+from controller.store.base import NewDevice, RegistryStore
 from controller.store.tables import DeviceRow
 from schedules.model import SiteCatalog
+from tests.support.stores import secret_hash, sql_database
 
 NOW = datetime(2026, 7, 30, 12, 0, tzinfo=UTC)
 CATALOG = SiteCatalog.model_validate(
@@ -50,14 +52,22 @@ CATALOG = SiteCatalog.model_validate(
 )
 
 
+@dataclass(frozen=True)
+class Db:
+    registry: RegistryStore
+    sessions: sessionmaker[Session]
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    engine = make_engine(f"sqlite:///{tmp_path}/illuminate.sqlite")
-    migrate(engine)
-    store = Store(session_factory(engine))
-    store.import_catalog(CATALOG)
-    yield store
-    engine.dispose()
+def db(tmp_path: Path) -> Iterator[Db]:
+    with sql_database("sqlite", tmp_path) as (_, sessions, stores):
+        stores.registry.import_catalog(CATALOG)
+        yield Db(stores.registry, sessions)
+
+
+def add(registry: RegistryStore, device_id: str, site_id: str) -> None:
+    """Someone registers one device (without a password) directly in the registry."""
+    registry.add_devices([NewDevice(device_id, site_id)], NOW)
 
 
 def pairs(batch: Batch) -> list[tuple[str, str, str]]:
@@ -222,8 +232,8 @@ def test_request_body_shape_and_limit() -> None:
 # checks against the registry --------------------------------------------------------------
 
 
-def test_every_problem_is_reported_and_nothing_registered(store: Store) -> None:
-    store.add_device("taken", "menin-gate", None, NOW)
+def test_every_problem_is_reported_and_nothing_registered(db: Db) -> None:
+    add(db.registry, "taken", "menin-gate")
     text = (
         "id,site\n"
         "gate-1,menin-gate\n"  # fine
@@ -235,7 +245,7 @@ def test_every_problem_is_reported_and_nothing_registered(store: Store) -> None:
         "gate-7\n"
     )
     with pytest.raises(ImportRejected) as caught:
-        prepare(store, parse_csv(text))
+        prepare(db.registry, parse_csv(text))
     problems = caught.value.problems
     assert [str(p) for p in problems] == [
         "line 8: 1 cell, the header has 2",
@@ -263,26 +273,26 @@ def test_every_problem_is_reported_and_nothing_registered(store: Store) -> None:
     ]
     assert not caught.value.only_registered
     assert str(caught.value).startswith("6 problems:\n  line 8: ")
-    assert store.device_ids() == {"taken"}
+    assert db.registry.device_ids() == {"taken"}
 
 
-def test_only_registered_ids_is_a_conflict(store: Store) -> None:
-    store.add_device("taken", "menin-gate", None, NOW)
+def test_only_registered_ids_is_a_conflict(db: Db) -> None:
+    add(db.registry, "taken", "menin-gate")
     with pytest.raises(ImportRejected) as caught:
-        register(store, parse_csv("id,site\ntaken,cloth-hall\nfree,cloth-hall\n"), NOW)
+        register(db.registry, parse_csv("id,site\ntaken,cloth-hall\nfree,cloth-hall\n"), NOW)
     assert caught.value.only_registered
-    assert store.device_ids() == {"taken"}
+    assert db.registry.device_ids() == {"taken"}
 
 
-def test_an_empty_batch_is_refused(store: Store) -> None:
+def test_an_empty_batch_is_refused(db: Db) -> None:
     with pytest.raises(ImportRejected, match=r"\(top\): no devices to register"):
-        prepare(store, parse_csv("id,site\n\n"))
+        prepare(db.registry, parse_csv("id,site\n\n"))
 
 
-def test_the_report_stops_at_a_sane_limit(store: Store) -> None:
+def test_the_report_stops_at_a_sane_limit(db: Db) -> None:
     text = "id,site\n" + "".join(f"d-{i},nowhere\n" for i in range(MAX_REPORTED_PROBLEMS + 7))
     with pytest.raises(ImportRejected) as caught:
-        prepare(store, parse_csv(text))
+        prepare(db.registry, parse_csv(text))
     lines = str(caught.value).splitlines()
     assert lines[0] == f"{MAX_REPORTED_PROBLEMS + 7} problems:"
     assert lines[-1] == "  and 7 more"
@@ -290,31 +300,33 @@ def test_the_report_stops_at_a_sane_limit(store: Store) -> None:
     assert len(caught.value.problems) == MAX_REPORTED_PROBLEMS + 7
 
 
-def test_a_registration_made_between_prepare_and_commit_is_caught(store: Store) -> None:
-    prepared = prepare(store, parse_csv("id,site\ngate-1,menin-gate\ngate-2,menin-gate\n"))
-    store.add_device("gate-2", "cloth-hall", None, NOW)  # someone else, meanwhile
+def test_a_registration_made_between_prepare_and_commit_is_caught(db: Db) -> None:
+    prepared = prepare(db.registry, parse_csv("id,site\ngate-1,menin-gate\ngate-2,menin-gate\n"))
+    add(db.registry, "gate-2", "cloth-hall")  # someone else, meanwhile
     with pytest.raises(ImportRejected) as caught:
-        commit(store, prepared, NOW)
+        commit(db.registry, prepared, NOW)
     assert [str(p) for p in caught.value.problems] == [
         "line 3: device 'gate-2' is already registered"
     ]
-    assert store.device_ids() == {"gate-2"}
+    assert db.registry.device_ids() == {"gate-2"}
 
 
-def test_register_stores_hashes_that_verify(store: Store) -> None:
-    done = register(store, parse_yaml("- {id: gate-1, site: menin-gate}\n"), NOW)
+def test_register_stores_hashes_that_verify(db: Db) -> None:
+    done = register(db.registry, parse_yaml("- {id: gate-1, site: menin-gate}\n"), NOW)
     assert done.sites == 1
     [credential] = done.credentials
     assert credential.id == "gate-1"
     assert len(credential.password) == 32
-    with store.sessions() as s:
+    with db.sessions() as s:
         row = s.get(DeviceRow, "gate-1")
-        assert row is not None and row.secret_hash is not None
+        assert row is not None
         assert row.created_at == NOW
-        assert row.secret_hash.startswith("sha256$")
-        assert credential.password not in row.secret_hash
-        assert verify_secret(credential.password, row.secret_hash)
-        assert not verify_secret(credential.password + "x", row.secret_hash)
+    stored = secret_hash(db.sessions, "gate-1")
+    assert stored is not None
+    assert stored.startswith("sha256$")
+    assert credential.password not in stored
+    assert verify_secret(credential.password, stored)
+    assert not verify_secret(credential.password + "x", stored)
 
 
 # hashes ---------------------------------------------------------------------------------
@@ -335,18 +347,6 @@ def test_both_hash_schemes_verify_and_differ_by_salt() -> None:
         assert not verify_secret(password, broken)
 
 
-def test_add_device_keeps_scrypt_for_chosen_passwords(store: Store) -> None:
-    store.add_device("chosen", "menin-gate", "pw-chosen", NOW)
-    store.add_device("drawn", "menin-gate", "pw-drawn", NOW, generated=True)
-    with store.sessions() as s:
-        chosen, drawn = s.get(DeviceRow, "chosen"), s.get(DeviceRow, "drawn")
-        assert chosen is not None and drawn is not None
-        assert chosen.secret_hash is not None and chosen.secret_hash.startswith("scrypt$")
-        assert drawn.secret_hash is not None and drawn.secret_hash.startswith("sha256$")
-        assert verify_secret("pw-chosen", chosen.secret_hash)
-        assert verify_secret("pw-drawn", drawn.secret_hash)
-
-
 # the credentials file ---------------------------------------------------------------------
 
 
@@ -354,8 +354,8 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def test_credentials_csv_and_yaml_are_private_files(store: Store, tmp_path: Path) -> None:
-    prepared = prepare(store, parse_csv("id,site\ngate-1,menin-gate\ngate-2,cloth-hall\n"))
+def test_credentials_csv_and_yaml_are_private_files(db: Db, tmp_path: Path) -> None:
+    prepared = prepare(db.registry, parse_csv("id,site\ngate-1,menin-gate\ngate-2,cloth-hall\n"))
     for name in ("out.csv", "out.yaml"):
         out = CredentialsFile(tmp_path / name)
         with out.writing(prepared.credentials) as publish:
@@ -370,7 +370,7 @@ def test_credentials_csv_and_yaml_are_private_files(store: Store, tmp_path: Path
     ]
 
 
-def test_credentials_refuse_to_overwrite_unless_forced(store: Store, tmp_path: Path) -> None:
+def test_credentials_refuse_to_overwrite_unless_forced(db: Db, tmp_path: Path) -> None:
     out = tmp_path / "out.csv"
     out.write_text("old\n")
     os.chmod(out, 0o644)
@@ -380,7 +380,7 @@ def test_credentials_refuse_to_overwrite_unless_forced(store: Store, tmp_path: P
         CredentialsFile(tmp_path / "out.json")
     with pytest.raises(ValueError, match="is not a folder"):
         CredentialsFile(tmp_path / "missing" / "out.csv")
-    prepared = prepare(store, parse_csv("id,site\ngate-1,menin-gate\n"))
+    prepared = prepare(db.registry, parse_csv("id,site\ngate-1,menin-gate\n"))
     forced = CredentialsFile(out, force=True)
     with forced.writing(prepared.credentials) as publish:
         assert out.read_text() == "old\n"  # replaced only after the commit
@@ -391,17 +391,17 @@ def test_credentials_refuse_to_overwrite_unless_forced(store: Store, tmp_path: P
 
 
 @pytest.mark.parametrize("force", [False, True])
-def test_a_failed_commit_leaves_no_credentials(store: Store, tmp_path: Path, force: bool) -> None:
+def test_a_failed_commit_leaves_no_credentials(db: Db, tmp_path: Path, force: bool) -> None:
     out = tmp_path / "out.csv"
     if force:
         out.write_text("old\n")
-    prepared = prepare(store, parse_csv("id,site\ngate-1,menin-gate\n"))
-    store.add_device("gate-1", "menin-gate", None, NOW)
+    prepared = prepare(db.registry, parse_csv("id,site\ngate-1,menin-gate\n"))
+    add(db.registry, "gate-1", "menin-gate")
     with (
         pytest.raises(ImportRejected, match="already registered"),
         CredentialsFile(out, force=force).writing(prepared.credentials) as publish,
     ):
-        commit(store, prepared, NOW)
+        commit(db.registry, prepared, NOW)
         publish()
     assert out.exists() is force
     if force:

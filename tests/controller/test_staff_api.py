@@ -23,24 +23,27 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from sqlalchemy import Engine, select
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
 import controller.web.api as api_module
-from controller.app import Controller
 from controller.campaigns import CampaignRejected
 from controller.metrics import Metrics
-from controller.public_view import PublicView, store_snapshot
+from controller.public_view import PublicView
+from controller.registration import hash_chosen_secret
 from controller.settings import load_settings
-from controller.store.db import make_engine, migrate, session_factory
-from controller.store.repo import Store
+from controller.store.base import NewDevice, Stores
+from controller.store.sql import database
 from controller.store.tables import ApiTokenRow, UserRow
 from controller.store.users import Users
+from controller.timer import ManualWakeups
 from controller.web.app import build_web
 from controller.web.limits import MAX_BODY_BYTES, BodySizeLimit, BodyTooLarge
 from devices.clock import FakeClock as TimeSourceClock
 from schedules.model import Campaign, SiteCatalog
 
 NOW = datetime(2026, 7, 30, 12, 0, tzinfo=UTC)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 CATALOG = SiteCatalog.model_validate(
     {
         "cities": [
@@ -125,10 +128,10 @@ class FakeClock:
         return 0.0
 
 
-def public_view(store: Store, clock: Any) -> PublicView:
-    """The public status of `store`, rendered once (these tests do not change it)."""
+def public_view(stores: Stores, clock: Any) -> PublicView:
+    """The public status of `stores`, rendered once (these tests do not change it)."""
     view = PublicView(
-        lambda: store_snapshot(store),
+        stores.snapshot,
         clock,
         grace=timedelta(seconds=30),
         upcoming=timedelta(hours=24),
@@ -140,9 +143,9 @@ def public_view(store: Store, clock: Any) -> PublicView:
 @dataclass
 class Served:
     http: httpx.Client
-    store: Store
+    stores: Stores
     users: Users
-    engine: Engine
+    sessions: sessionmaker[Session]
     db_path: Path
     clock: FakeClock
     changes: list[datetime] = field(default_factory=list)
@@ -155,32 +158,27 @@ class Served:
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
     db_path = tmp_path / "illuminate.sqlite"
-    engine = make_engine(f"sqlite:///{db_path}")
-    migrate(engine)
-    store = Store(session_factory(engine))
-    store.import_catalog(CATALOG)
-    users = Users(store.sessions)
-    clock = FakeClock()
-    changes: list[datetime] = []
-    app = build_web(
-        store,
-        clock,
-        Metrics(),
-        public=public_view(store, clock),
-        ready=lambda: {"database": True},
-        users=users,
-        on_change=lambda: changes.append(clock()),
-    )
-    tokens = {
-        "admin": users.add("ada", "admin", [], NOW),
-        "coordinator": users.add("cora", "coordinator", [], NOW),
-        "technician": users.add("tom", "technician", ["brussels"], NOW),
-    }
-    try:
+    with database(f"sqlite:///{db_path}") as (_, sessions, stores):
+        stores.registry.import_catalog(CATALOG)
+        users = Users(sessions)
+        clock = FakeClock()
+        changes: list[datetime] = []
+        app = build_web(
+            stores,
+            clock,
+            Metrics(),
+            public=public_view(stores, clock),
+            ready=lambda: {"database": True},
+            users=users,
+            on_change=lambda: changes.append(clock()),
+        )
+        tokens = {
+            "admin": users.add("ada", "admin", [], NOW),
+            "coordinator": users.add("cora", "coordinator", [], NOW),
+            "technician": users.add("tom", "technician", ["brussels"], NOW),
+        }
         with serve(app) as http:
-            yield Served(http, store, users, engine, db_path, clock, changes, tokens)
-    finally:
-        engine.dispose()
+            yield Served(http, stores, users, sessions, db_path, clock, changes, tokens)
 
 
 CAMPAIGN_ROUTES = [
@@ -241,7 +239,7 @@ def test_campaign_routes_refuse_anonymous_and_technicians(
     technician = served.http.request(method, path, json=body, headers=served.auth("technician"))
     assert technician.status_code == 403
     assert "technician" in technician.json()["detail"]
-    assert served.store.campaigns() == ()
+    assert served.stores.campaigns.all() == ()
     assert served.changes == []
 
 
@@ -278,7 +276,7 @@ def test_put_creates_then_replaces_and_get_returns_what_was_stored(served: Serve
     assert served.changes[-1] == NOW + timedelta(minutes=5)
     got = http.get("/api/v1/campaigns/blue-heart", headers=served.auth("admin"))
     assert got.json() == replaced.json()
-    (campaign,) = served.store.campaigns()
+    (campaign,) = served.stores.campaigns.all()
     assert campaign.color == "#FF0000"
 
     listing = http.get("/api/v1/campaigns", headers=served.auth("coordinator"))
@@ -302,7 +300,7 @@ def test_the_id_may_be_left_out_of_the_body(served: Served) -> None:
     )
     assert response.status_code == 201, response.text
     assert response.json()["id"] == "pride-week"
-    assert [c.id for c in served.store.campaigns()] == ["pride-week"]
+    assert [c.id for c in served.stores.campaigns.all()] == ["pride-week"]
 
 
 def test_get_an_unknown_campaign_is_404(served: Served) -> None:
@@ -339,7 +337,7 @@ def test_invalid_campaigns_are_422_naming_the_path(
     detail = response.json()["detail"]
     assert any(item["path"] == path and words in item["message"] for item in detail), detail
     assert all(set(item) == {"path", "message"} for item in detail)
-    assert served.store.campaigns() == ()
+    assert served.stores.campaigns.all() == ()
     assert served.changes == []
 
 
@@ -358,7 +356,7 @@ def test_broken_json_is_422_and_other_media_types_415(served: Served) -> None:
 def test_a_rejected_campaign_is_422_with_its_message(
     served: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def refuse(store: Store, campaign: Any, now: datetime) -> bool:
+    def refuse(stores: Stores, campaign: Any, now: datetime) -> bool:
         raise CampaignRejected("windows[0].targets.sites[0]: unknown site 'nowhere'")
 
     monkeypatch.setattr(api_module, "apply_campaign", refuse)
@@ -374,7 +372,7 @@ def test_a_rejected_campaign_is_422_with_its_message(
 
 def test_a_campaign_the_sites_cannot_run_is_422(served: Served) -> None:
     """apply_campaign's own check: no sunset in Longyearbyen at midsummer, no policy."""
-    served.store.import_catalog(
+    served.stores.registry.import_catalog(
         SiteCatalog.model_validate(
             {
                 "cities": [
@@ -411,7 +409,7 @@ def test_a_campaign_the_sites_cannot_run_is_422(served: Served) -> None:
     (item,) = response.json()["detail"]
     assert "no sunset at site svalbard-church" in item["message"]
     assert "polar" in item["message"]
-    assert served.store.campaigns() == ()
+    assert served.stores.campaigns.all() == ()
     assert served.changes == []
 
 
@@ -436,47 +434,56 @@ def test_on_change_runs_once_per_accepted_put_only(served: Served) -> None:
 def test_a_failing_on_change_does_not_lose_the_edit(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    migrate(engine)
-    store = Store(session_factory(engine))
-    users = Users(store.sessions)
-    token = users.add("cora", "coordinator", [], NOW)
+    with database(f"sqlite:///{tmp_path / 'db.sqlite'}") as (_, sessions, stores):
+        users = Users(sessions)
+        token = users.add("cora", "coordinator", [], NOW)
 
-    def boom() -> None:
-        raise RuntimeError("reconcile exploded")
+        def boom() -> None:
+            raise RuntimeError("reconcile exploded")
 
-    app = build_web(
-        store,
-        lambda: NOW,
-        Metrics(),
-        public=public_view(store, TimeSourceClock(NOW)),
-        ready=dict,
-        users=users,
-        on_change=boom,
-    )
-    with serve(app) as http, caplog.at_level(logging.ERROR, logger="controller.web.api"):
-        response = http.put(
-            "/api/v1/campaigns/blue-heart",
-            json=campaign_body(),
-            headers={"Authorization": f"Bearer {token}"},
+        app = build_web(
+            stores,
+            lambda: NOW,
+            Metrics(),
+            public=public_view(stores, TimeSourceClock(NOW)),
+            ready=dict,
+            users=users,
+            on_change=boom,
         )
-    engine.dispose()
+        with serve(app) as http, caplog.at_level(logging.ERROR, logger="controller.web.api"):
+            response = http.put(
+                "/api/v1/campaigns/blue-heart",
+                json=campaign_body(),
+                headers={"Authorization": f"Bearer {token}"},
+            )
+        stored = stores.campaigns.all()
     assert response.status_code == 201
+    assert [c.id for c in stored] == ["blue-heart"]  # the edit is kept
     assert "reconcile after it failed" in caplog.text
 
 
 def test_the_controller_wires_users_and_reconciles_after_a_put(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Through `Controller.web`: an accepted PUT becomes a new plan version at once."""
+    """Through `Controller.web`: an accepted PUT asks the timer for a reconcile, which
+    makes the new plan version (on the timer's thread, not the request's)."""
+    from controller.app import Controller  # the whole runtime: only this test needs it
+
     for name in list(os.environ):
         if name.upper().startswith("ILLUMINATE_"):
             monkeypatch.delenv(name)
-    controller = Controller(load_settings(None, data_dir=tmp_path), clock=lambda: NOW)
+    wakeups = ManualWakeups()
+    controller = Controller(
+        load_settings(None, data_dir=tmp_path), clock=TimeSourceClock(NOW), wakeups=wakeups
+    )
     try:
-        controller.store.import_catalog(CATALOG)
-        controller.store.add_device("dev-atomium", "atomium", "device-password", NOW)
+        wakeups.start(controller.timer.fire)  # the timer's wake-ups, without its threads
+        registry = controller.stores.registry
+        registry.import_catalog(CATALOG)
+        secret = hash_chosen_secret("device-password")
+        registry.add_devices([NewDevice("dev-atomium", "atomium", secret)], NOW)
         token = controller.users.add("cora", "coordinator", [], NOW)
+        assert wakeups.due(NOW) == 0  # nothing asked for a reconcile yet
         with serve(controller.web) as http:
             response = http.put(
                 "/api/v1/campaigns/blue-heart",
@@ -484,7 +491,10 @@ def test_the_controller_wires_users_and_reconciles_after_a_put(
                 headers={"Authorization": f"Bearer {token}"},
             )
         assert response.status_code == 201, response.text
-        assert controller.store.count_commands("dev-atomium") == 1
+        assert controller.stores.outbox.latest() == {}
+        assert wakeups.due(NOW) == 1  # the PUT asked: one reconcile runs
+        issued = controller.stores.outbox.count_since({"dev-atomium": EPOCH})
+        assert issued == {"dev-atomium": 1}
     finally:
         controller.engine.dispose()
 
@@ -512,7 +522,7 @@ def test_an_oversized_body_with_content_length_is_413(served: Served) -> None:
     # the public side refuses it too, and the server is still fine afterwards
     assert served.http.post("/api/v1/public/status", content=raw).status_code == 413
     assert served.http.get("/healthz").status_code == 200
-    assert served.store.campaigns() == ()
+    assert served.stores.campaigns.all() == ()
     assert served.changes == []
 
 
@@ -530,7 +540,7 @@ def test_an_oversized_chunked_body_is_413(served: Served) -> None:
     assert response.request.headers["transfer-encoding"] == "chunked"
     assert "content-length" not in response.request.headers
     assert response.status_code == 413
-    assert served.store.campaigns() == ()
+    assert served.stores.campaigns.all() == ()
     assert served.changes == []
     assert served.http.get("/healthz").status_code == 200
 
@@ -595,7 +605,7 @@ async def _drive(
 
 def test_tokens_are_not_stored_in_clear(served: Served) -> None:
     assert served.http.get("/api/v1/me", headers=served.auth("admin")).status_code == 200
-    with served.store.sessions() as s:
+    with served.sessions() as s:
         rows = list(s.scalars(select(ApiTokenRow)))
         users = list(s.scalars(select(UserRow)))
     stored = {row.token_hash for row in rows}

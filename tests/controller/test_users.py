@@ -16,7 +16,7 @@ from sqlalchemy import Engine, inspect
 
 from controller.auth import Principal, Role
 from controller.store.db import alembic_config, make_engine, migrate, session_factory
-from controller.store.repo import Store
+from controller.store.sql import sql_stores
 from controller.store.tables import Base
 from controller.store.users import UserError, Users
 from controller.users_cli import add_users_parser
@@ -38,7 +38,7 @@ CATALOG = SiteCatalog.model_validate(
 def engine(tmp_path: Path) -> Iterator[Engine]:
     engine = make_engine(f"sqlite:///{tmp_path / 'data' / 'illuminate.sqlite'}")
     migrate(engine)
-    Store(session_factory(engine)).import_catalog(CATALOG)
+    sql_stores(session_factory(engine)).registry.import_catalog(CATALOG)
     yield engine
     engine.dispose()
 
