@@ -70,6 +70,7 @@ REGISTRY_RECHECK_S = 1.0
 RETRY_FIRST_S = 0.2
 RETRY_MAX_S = 5.0
 PARKED = 10_000
+ISOLATE_AFTER = 3
 
 
 @dataclass
@@ -154,22 +155,46 @@ class Intake:
     def _loop(self) -> None:
         batch: list[Incoming] = []
         backoff = RETRY_FIRST_S
+        failures = 0
         while not self._stop.is_set():
             if not batch:
                 batch = self.inbox.take(self.batch_size, timeout=0.2)
                 if not batch and not (self._reread and self._parked):
                     continue
             try:
-                self.process(batch)
+                if failures >= ISOLATE_AFTER:
+                    batch = self.isolate(batch)
+                else:
+                    self.process(batch)
+                    batch = []
             except Exception:
                 # the database is busy or down: keep the batch, decide it again later
                 self.metrics.intake_retries.inc()
                 log.exception("intake: could not store %d messages; will retry", len(batch))
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, RETRY_MAX_S)
+            if not batch:
+                failures, backoff = 0, RETRY_FIRST_S
                 continue
-            batch = []
-            backoff = RETRY_FIRST_S
+            failures += 1
+            self._stop.wait(backoff)
+            backoff = min(backoff * 2, RETRY_MAX_S)
+
+    def isolate(self, batch: list[Incoming]) -> list[Incoming]:
+        """A batch that keeps failing: store its messages one by one. If none can be
+        stored the database is at fault, and the whole batch is kept; otherwise the ones
+        that fail on their own are the fault, and are let go (logged and counted), so one
+        device's message can never stall the intake for everyone. Returns what to keep."""
+        failed: list[Incoming] = []
+        for message in batch:
+            try:
+                self.process([message])
+            except Exception:
+                failed.append(message)
+        if len(failed) == len(batch):
+            raise RuntimeError(f"none of {len(batch)} messages could be stored")
+        for message in failed:
+            self.metrics.dropped_messages.labels(reason="unstorable").inc()
+            log.error("intake: letting go of a message on %s that cannot be stored", message.topic)
+        return []
 
     # the batch ------------------------------------------------------------------
 

@@ -17,10 +17,10 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from controller.app import Controller
+from controller.registration import hash_generated_secret as hash_secret
 from controller.serve import run_http
 from controller.settings import Settings
 from controller.store.base import NewDevice
-from controller.store.repo import hash_secret
 from devices.simulator import Fleet, FleetSpec, SimDevice
 from schedules.files import load_sites
 from schedules.model import Campaign, SiteCatalog

@@ -116,21 +116,27 @@ class SqlRegistry:
         return SiteCatalog(cities=tuple(cities), sites=tuple(sites))
 
     def add_devices(self, devices: Sequence[NewDevice], now: datetime) -> None:
-        with self.sessions.begin() as s:
-            site_ids = set(s.scalars(select(SiteRow.id)))
-            ids = [d.id for d in devices]
-            existing: set[str] = set()
-            for part in chunks(ids):
-                existing.update(s.scalars(select(DeviceRow.id).where(DeviceRow.id.in_(part))))
-            check_new_devices(devices, site_ids, existing)
-            try:
+        try:
+            with self.sessions.begin() as s:
+                check_new_devices(devices, *self._known(s, devices))
                 self._insert_devices(s, devices, now)
-            except IntegrityError:
-                raise RegistryError(
-                    "the registry changed during the registration (another process added "
-                    "some of these ids); nothing was registered: try again"
-                ) from None
-            _bump(s, "registry")
+                _bump(s, "registry")
+                return
+        except IntegrityError:
+            pass  # rolled back: another process registered some of these ids meanwhile
+        with self.sessions() as s:
+            problems = find_problems(devices, *self._known(s, devices))
+        if problems:
+            raise BatchRejected(problems)
+        raise RegistryError("the registry changed during the registration; nothing was registered")
+
+    @staticmethod
+    def _known(s: Session, devices: Sequence[NewDevice]) -> tuple[set[str], set[str]]:
+        """The site ids, and which of these device ids are already registered."""
+        existing: set[str] = set()
+        for part in chunks([d.id for d in devices]):
+            existing.update(s.scalars(select(DeviceRow.id).where(DeviceRow.id.in_(part))))
+        return set(s.scalars(select(SiteRow.id))), existing
 
     def _insert_devices(self, s: Session, devices: Sequence[NewDevice], now: datetime) -> None:
         for batch in chunks(devices):
@@ -294,7 +300,14 @@ def apply_moves(
 
 
 def _clip(text: str | None) -> str | None:
-    return text[:MAX_REASON] if text else None
+    clean = text_value(text)
+    return clean[:MAX_REASON] if clean else None
+
+
+def text_value(text: str | None) -> str | None:
+    """Text as every database stores it: PostgreSQL refuses NUL in text columns, and a
+    device may send one (in an ack's reason, in its firmware string)."""
+    return text.replace("\x00", "") if text and "\x00" in text else text
 
 
 class SqlOutbox:
@@ -616,7 +629,12 @@ class SqlReports:
             .values({f: bindparam(f"b_{f}") for f in _REPORT_FIELDS})
         )
         params = [
-            {"b_id": v.id, **{f"b_{f}": getattr(v, f) for f in _REPORT_FIELDS}} for v in views
+            {
+                "b_id": v.id,
+                **{f"b_{f}": getattr(v, f) for f in _REPORT_FIELDS},
+                "b_firmware": text_value(v.firmware),
+            }
+            for v in views
         ]
         with self.sessions.begin() as s:
             return _rowcount(s.connection().execute(stmt, params))

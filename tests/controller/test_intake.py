@@ -284,3 +284,42 @@ def test_a_message_from_a_device_registered_just_after_it_spoke_is_not_lost(w: W
     w.intake.forget_registry()  # what the controller does on a registration
     w.intake.process([])
     assert w.view("new-one").online is True
+
+
+class Poisoned:
+    """The reports store refusing any batch holding device d0's report, as a database
+    refuses a value it cannot store."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    def views(self, ids=None):
+        return self.inner.views(ids)
+
+    def save(self, views):
+        if any(v.id == "d0" for v in views):
+            raise RuntimeError("invalid byte sequence")
+        return self.inner.save(views)
+
+
+def test_a_message_that_cannot_be_stored_is_let_go_and_the_rest_is_kept(w: World) -> None:
+    stores = Stores(
+        w.stores.registry, w.stores.campaigns, w.stores.outbox, Poisoned(w.stores.reports)
+    )
+    intake = Intake(stores, TOPICS, w.inbox, w.clock, w.metrics)
+    batch = [w.status("d0", True), w.applied("d1")]
+    with pytest.raises(RuntimeError):
+        intake.process(batch)
+    assert intake.isolate(batch) == []
+    assert w.state_of("d1") is S.APPLIED
+    assert w.metrics.dropped("unstorable") == 1
+
+
+def test_when_nothing_can_be_stored_the_database_is_at_fault_and_all_is_kept(w: World) -> None:
+    stores = Stores(
+        w.stores.registry, w.stores.campaigns, w.stores.outbox, Poisoned(w.stores.reports)
+    )
+    intake = Intake(stores, TOPICS, w.inbox, w.clock, w.metrics)
+    with pytest.raises(RuntimeError):
+        intake.isolate([w.status("d0", True), w.status("d0", False)])
+    assert w.metrics.dropped("unstorable") == 0

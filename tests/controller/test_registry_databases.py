@@ -127,11 +127,6 @@ def test_a_race_lost_at_insert_stores_nothing(
     assert stores.registry.revision() == revision
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SqlRegistry.add_devices answers a lost insert race with a plain RegistryError "
-    "('try again') instead of BatchRejected naming the ids already registered",
-)
 def test_a_race_lost_at_insert_is_reported_as_already_registered(
     db: Registry, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -340,14 +340,6 @@ def test_nul_characters_from_a_device_lose_nothing(
 ) -> None:
     """A device may put NUL characters in an ack's reason or its firmware (the protocol
     accepts any text): the batch is stored all the same, on every store."""
-    if request.node.callspec.params["stores"] == "postgresql":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="PostgreSQL text columns refuse NUL; the SQL stores pass it on and the "
-                "whole batch fails",
-            )
-        )
     registered(stores, "d1", "d2")
     one, two = stores.outbox.add_versions(
         [NewVersion(d, 1, plan(1), NOW, None) for d in ("d1", "d2")]
