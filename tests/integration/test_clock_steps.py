@@ -27,6 +27,7 @@ def test_a_stepped_system_clock_changes_nothing(rig_factory, step: timedelta) ->
     rig.register(window_campaign(opens, opens + timedelta(minutes=10)))
     rig.start_fleet()
     assert wait_until(lambda: set(rig.states().values()) == {"lit"}, timeout=DEADLINE)
+    assert wait_until(lambda: set(rig.served().values()) == {"lit"}, timeout=DEADLINE)
     versions = count_commands(controller.stores)
     fired = controller.timer.fired
 
@@ -35,7 +36,7 @@ def test_a_stepped_system_clock_changes_nothing(rig_factory, step: timedelta) ->
     assert wait_until(lambda: controller.timer.fired >= fired + 3, timeout=DEADLINE)
     assert count_commands(controller.stores) == versions
     assert set(rig.states().values()) == {"lit"}
-    assert set(rig.served().values()) == {"lit"}
+    assert set(rig.served().values()) == {"lit"}, rig.served()
     latest = controller.stores.outbox.latest()
     assert {c.state.value for c in latest.values()} == {"applied"}
     steps = controller.metrics.registry.get_sample_value("illuminate_clock_steps_total")
