@@ -508,7 +508,8 @@ def test_an_online_device_that_stays_unconfirmed_gets_the_plan_again_three_times
 def test_a_wall_clock_step_makes_no_new_version_for_an_unchanged_window(
     rig: Rig, jump: timedelta
 ) -> None:
-    rig.reconciler.run(now=T0)
+    rig.reconciler.run(now=S + timedelta(minutes=10))  # issued inside the window
+    assert rig.plan("dev-a", 1).steps[0] == step(S, BLUE)
     for device in ("dev-a", "dev-b"):
         rig.applied(device, 1, S, BLUE, S + timedelta(seconds=1))
     now = S + timedelta(minutes=30)
