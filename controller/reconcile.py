@@ -131,6 +131,19 @@ def step_confirmed(device: DeviceView, command: Command, step: PlanStep) -> bool
     )
 
 
+def _wakes(wakes: set[datetime], plan: Plan, now: datetime, grace: timedelta) -> None:
+    """The instants a device's plan needs the reconciler at: each step still to come,
+    and the end of the grace of each step (counted from the plan's issue for a step it
+    arrived late for). Taken from the stored plan, never from a freshly computed one,
+    whose step in force may be stamped `now` and would ask for a wake-up after every run."""
+    for step in plan.steps:
+        if step.at > now:
+            wakes.add(step.at)
+        graced = max(step.at, plan.issued_at) + grace
+        if graced > now:
+            wakes.add(graced)
+
+
 @dataclass
 class ReconcileResult:
     new_versions: dict[str, int] = field(default_factory=dict)
@@ -214,8 +227,6 @@ class Reconciler:
                 steps = per_site.get(site.id)
                 if steps is None:
                     steps = per_site[site.id] = self._steps(inputs, site, now)
-                    wakes.update(s.at for s in steps if s.at > now)
-                    wakes.update(s.at + self.grace for s in steps if s.at + self.grace > now)
                 command = latest.get(device_id)
                 self._decide(device, command, steps, now, changed, retry, moves, wakes)
             except Exception as exc:  # one device's trouble never stops the fleet's plans
@@ -239,7 +250,7 @@ class Reconciler:
                 else:
                     result.conflicts += 1
         if changed:
-            self._store_versions(changed, now, result)
+            self._store_versions(changed, now, result, wakes)
         result.wake_at = sorted(wakes)
         if result.new_versions:
             self.on_outbox()
@@ -260,6 +271,7 @@ class Reconciler:
             changed.append((device, None, steps))
             return
         old = self._plan(command)
+        _wakes(wakes, old, now, self.grace)
         if command.state is CommandState.DRIFTED or device.version_floor >= command.version:
             changed.append((device, command, steps))
             return
@@ -302,6 +314,7 @@ class Reconciler:
         changed: list[tuple[DeviceView, Command | None, list[PlanStep]]],
         now: datetime,
         result: ReconcileResult,
+        wakes: set[datetime],
     ) -> None:
         versions = []
         for device, command, steps in changed:
@@ -318,6 +331,7 @@ class Reconciler:
             )
         stored = self.stores.outbox.add_versions(versions)
         for c in stored:
+            _wakes(wakes, c.plan, now, self.grace)
             result.new_versions[c.device_id] = c.version
             log.info("device %s: plan version %d", c.device_id, c.version)
         result.conflicts += len(versions) - len(stored)

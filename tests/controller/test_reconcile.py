@@ -518,3 +518,11 @@ def test_a_wall_clock_step_makes_no_new_version_for_an_unchanged_window(
     assert result.new_versions == {}
     assert result.unconfirmed == []
     assert rig.count_commands() == 2
+
+
+def test_runs_ask_for_wakeups_from_the_plans_not_from_their_own_time(rig: Rig) -> None:
+    """A run must not ask for a wake-up just after itself: that wake-up would run again
+    and ask for the next, and every safety tick would start another such chain."""
+    rig.reconciler.run(now=T0)
+    later = T0 + timedelta(minutes=10)
+    assert rig.reconciler.run(now=later).wake_at == [S, S + GRACE, E, E + GRACE]
