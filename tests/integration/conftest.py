@@ -25,6 +25,8 @@ from tests.support.mosquitto import CONTROLLER_PASSWORD, CONTROLLER_USER, Mosqui
 
 BXL = ZoneInfo("Europe/Brussels")
 GRACE_S = 2.0
+DEADLINE = 60.0
+"""How long a test waits for something that must happen: generous, never a speed bound."""
 
 
 def catalog(n: int) -> SiteCatalog:
@@ -196,4 +198,12 @@ def rig_factory(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[Callable[..., 
         rig.stop()
 
 
-__all__ = ["Behaviour", "Rig", "count_commands", "wait_until", "whole_second", "window_campaign"]
+__all__ = [
+    "DEADLINE",
+    "Behaviour",
+    "Rig",
+    "count_commands",
+    "wait_until",
+    "whole_second",
+    "window_campaign",
+]

@@ -11,7 +11,7 @@ import uvicorn
 
 from controller.cli import main
 from devices.protocol import decode
-from tests.integration.conftest import wait_until, whole_second, window_campaign
+from tests.integration.conftest import DEADLINE, wait_until, whole_second, window_campaign
 from tests.support.mosquitto import free_port
 
 pytestmark = pytest.mark.broker
@@ -30,7 +30,7 @@ def test_put_campaign_reaches_the_devices(rig_factory):
     opens = whole_second(2)
     rig.register(window_campaign(opens, opens + timedelta(seconds=60)))
     fleet = rig.start_fleet()
-    assert wait_until(lambda: set(rig.states().values()) == {"lit"}, timeout=8)
+    assert wait_until(lambda: set(rig.states().values()) == {"lit"}, timeout=DEADLINE)
     version = fleet.agents["dev-01"].plan_version
     token = controller.users.add("ana", "coordinator", [], datetime.now(UTC))
 
@@ -41,7 +41,7 @@ def test_put_campaign_reaches_the_devices(rig_factory):
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
-        assert wait_until(lambda: server.started, timeout=10)
+        assert wait_until(lambda: server.started, timeout=DEADLINE)
         body = window_campaign(opens, opens + timedelta(seconds=60)).model_dump(mode="json")
         body["color"] = "#FF0000"
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
@@ -55,9 +55,11 @@ def test_put_campaign_reaches_the_devices(rig_factory):
             assert response.status_code == 200, response.text
         # every device gets a new version, applies it, and the page shows the new colour
         for agent in fleet.agents.values():
-            assert agent.wait_for(lambda a=agent: a.plan_version == version + 1, timeout=5)
+            assert agent.wait_for(lambda a=agent: a.plan_version == version + 1, timeout=DEADLINE)
         assert _plan_colors(rig, "dev-01") == {"#FF0000"}
-        assert wait_until(lambda: {s.color for s in rig.status().sites} == {"#FF0000"}, timeout=5)
+        assert wait_until(
+            lambda: {s.color for s in rig.status().sites} == {"#FF0000"}, timeout=DEADLINE
+        )
         assert all(f.current.color == "#FF0000" for f in fleet.fixtures.values())
     finally:
         server.should_exit = True
@@ -70,7 +72,7 @@ def test_cli_apply_reaches_the_devices(rig_factory, tmp_path, monkeypatch, capsy
     opens = whole_second(2)
     rig.register(window_campaign(opens, opens + timedelta(seconds=60)))
     fleet = rig.start_fleet()
-    assert wait_until(lambda: set(rig.states().values()) == {"lit"}, timeout=8)
+    assert wait_until(lambda: set(rig.states().values()) == {"lit"}, timeout=DEADLINE)
     version = fleet.agents["dev-02"].plan_version
 
     ls = opens.astimezone(rig.sites.cities[0].zone)
@@ -93,9 +95,9 @@ windows:
     assert "created campaign storm" in capsys.readouterr().out
     # the running controller notices at its next tick; only site-02's device changes
     assert fleet.agents["dev-02"].wait_for(
-        lambda: fleet.agents["dev-02"].plan_version == version + 1, timeout=5
+        lambda: fleet.agents["dev-02"].plan_version == version + 1, timeout=DEADLINE
     )
-    assert wait_until(lambda: not fleet.fixtures["dev-02"].current.on, timeout=5)
-    assert wait_until(lambda: rig.states()["site-02"] == "off", timeout=5)
+    assert wait_until(lambda: not fleet.fixtures["dev-02"].current.on, timeout=DEADLINE)
+    assert wait_until(lambda: rig.states()["site-02"] == "off", timeout=DEADLINE)
     assert rig.states()["site-01"] == "lit"
     assert fleet.agents["dev-01"].plan_version == version

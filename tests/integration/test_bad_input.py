@@ -10,7 +10,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from controller.lifecycle import CommandState
-from tests.integration.conftest import wait_until, whole_second, window_campaign
+from tests.integration.conftest import DEADLINE, wait_until, whole_second, window_campaign
 
 pytestmark = pytest.mark.broker
 
@@ -36,7 +36,7 @@ def running(rig_factory, mosquitto):
     rig.start_controller()
     opens = whole_second(3600)
     rig.register(window_campaign(opens, opens + timedelta(minutes=10)))
-    assert wait_until(lambda: len(rig.controller.stores.outbox.latest()) == 2, timeout=5)
+    assert wait_until(lambda: len(rig.controller.stores.outbox.latest()) == 2, timeout=DEADLINE)
     mosquitto.add_users({"stranger": "pw-stranger"})
     clients: list[mqtt.Client] = []
 
@@ -73,14 +73,15 @@ def test_bad_ack_is_counted_and_the_controller_carries_on(running, reason, paylo
     dev = client("dev-01", "pw-01")
     topic = "illuminate/v1/devices/dev-01/ack"
     dev.publish(topic, payload, qos=1).wait_for_publish(5)
-    assert wait_until(lambda: metrics.rejected(reason) == before + 1, timeout=5)
+    assert wait_until(lambda: metrics.rejected(reason) == before + 1, timeout=DEADLINE)
     row = rig.controller.stores.outbox.latest()["dev-01"]
     assert row.state in {CommandState.PENDING.value, CommandState.PUBLISHED.value}
 
     # the very next good message is still handled
     dev.publish(topic, _ack(row.version, "received", device="dev-01"), qos=1).wait_for_publish(5)
     assert wait_until(
-        lambda: rig.controller.stores.outbox.latest()["dev-01"].state == "received", timeout=5
+        lambda: rig.controller.stores.outbox.latest()["dev-01"].state == "received",
+        timeout=DEADLINE,
     )
 
 
@@ -92,7 +93,7 @@ def test_message_from_unregistered_device_is_ignored(running):
     stranger.publish(
         "illuminate/v1/devices/stranger/status", b'{"v":1,"online":true}', qos=1, retain=True
     ).wait_for_publish(5)
-    assert wait_until(lambda: metrics.rejected("unregistered") == before + 1, timeout=5)
+    assert wait_until(lambda: metrics.rejected("unregistered") == before + 1, timeout=DEADLINE)
     assert "stranger" not in {d.id for d in rig.controller.stores.reports.views().values()}
 
 
@@ -104,7 +105,7 @@ def test_status_and_state_bodies_are_checked_too(running):
     dev.publish(
         "illuminate/v1/devices/dev-02/status", b'{"v":1,"online":true,"device":"dev-01"}', qos=1
     ).wait_for_publish(5)
-    assert wait_until(lambda: metrics.rejected("device_mismatch") == before + 1, timeout=5)
+    assert wait_until(lambda: metrics.rejected("device_mismatch") == before + 1, timeout=DEADLINE)
     assert (
         next(d for d in rig.controller.stores.reports.views().values() if d.id == "dev-01").online
         is None
@@ -119,11 +120,11 @@ def test_status_and_state_bodies_are_checked_too(running):
                 d for d in rig.controller.stores.reports.views().values() if d.id == "dev-02"
             ).online
         ),
-        timeout=5,
+        timeout=DEADLINE,
     )
     now = datetime.now(UTC).isoformat()
     state = {"v": 1, "state": {"on": False}, "reported_at": now}
     dev.publish(
         "illuminate/v1/devices/dev-02/state", json.dumps(state).encode(), qos=1
     ).wait_for_publish(5)
-    assert wait_until(lambda: metrics.accepted("state") >= 1, 5)
+    assert wait_until(lambda: metrics.accepted("state") >= 1, timeout=DEADLINE)

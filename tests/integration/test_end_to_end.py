@@ -9,7 +9,7 @@ import pytest
 
 from controller.lifecycle import CommandState
 from tests.integration.conftest import (
-    GRACE_S,
+    DEADLINE,
     count_commands,
     wait_until,
     whole_second,
@@ -26,12 +26,12 @@ def _all_confirmed(rig_factory, embedded: bool) -> None:
     closes = opens + timedelta(seconds=8)
     rig.register(window_campaign(opens, closes))
     fleet = rig.start_fleet()
-    assert fleet.wait_started(timeout=10)
+    assert fleet.wait_started(timeout=DEADLINE)
     assert set(rig.states().values()) == {"scheduled"}
     versions = {d: row.version for d, row in rig.controller.stores.outbox.latest().items()}
     assert len(versions) == 20
 
-    assert wait_until(lambda: set(rig.states().values()) == {"lit"}, timeout=13)
+    assert wait_until(lambda: set(rig.states().values()) == {"lit"}, timeout=DEADLINE)
     lit_by = time.time()
     assert lit_by - opens.timestamp() < 10, "all 20 lit within 10 s of the opening"
     store = rig.controller.stores
@@ -48,8 +48,10 @@ def _all_confirmed(rig_factory, embedded: bool) -> None:
         on_at = next(at for at, state in fixture.history if state.on)
         assert abs((on_at - opens).total_seconds()) < 1.0
 
-    assert wait_until(lambda: set(rig.states().values()) == {"off"}, timeout=12)
-    assert wait_until(lambda: all(not f.current.on for f in fleet.fixtures.values()), timeout=3)
+    assert wait_until(lambda: set(rig.states().values()) == {"off"}, timeout=DEADLINE)
+    assert wait_until(
+        lambda: all(not f.current.on for f in fleet.fixtures.values()), timeout=DEADLINE
+    )
     # the window opening and closing needed no new plan version
     assert {d: row.version for d, row in store.outbox.latest().items()} == versions
 
@@ -63,14 +65,16 @@ def test_all_confirmed_on_embedded_broker(rig_factory):
 
 
 def test_device_offline_at_opening_catches_up(rig_factory):
-    rig = rig_factory(2, behaviours={1: {"start_offline_s": 5.0}})
+    rig = rig_factory(2, behaviours={1: {"start_offline_s": 15.0}})
     rig.start_controller()
     opens = whole_second(2)
-    rig.register(window_campaign(opens, opens + timedelta(seconds=30)))
-    rig.start_fleet()
-    assert wait_until(lambda: rig.states()["site-02"] == "lit", timeout=8)
-    assert rig.states()["site-01"] == "offline"
-    assert wait_until(lambda: rig.states()["site-01"] == "lit", timeout=10)
+    rig.register(window_campaign(opens, opens + timedelta(seconds=120)))
+    fleet = rig.start_fleet()
+    assert wait_until(lambda: rig.states()["site-02"] == "lit", timeout=DEADLINE)
+    states = rig.states()
+    if fleet.agents["dev-01"].connects == 0:  # (unless this machine took over 15 s)
+        assert states["site-01"] == "offline"
+    assert wait_until(lambda: rig.states()["site-01"] == "lit", timeout=DEADLINE)
     snap = rig.controller.stores.snapshot()
     dev = next(d for d in snap.devices if d.id == "dev-01")
     assert dev.applied_step_at == opens  # it applied the step that opened the window
@@ -89,7 +93,7 @@ def test_silent_device_is_unconfirmed_and_never_lit(rig_factory):
         seen.add(rig.states()["site-01"])
         return "unconfirmed" in seen
 
-    assert wait_until(silent_is_unconfirmed, timeout=2 + GRACE_S + 5)
+    assert wait_until(silent_is_unconfirmed, timeout=DEADLINE)
     assert rig.states()["site-02"] == "lit"
     time.sleep(1.5)
     seen.add(rig.states()["site-01"])
@@ -108,7 +112,7 @@ def test_controller_restart_mid_window_keeps_the_version(rig_factory):
     closes = opens + timedelta(seconds=12)
     rig.register(window_campaign(opens, closes))
     fleet = rig.start_fleet()
-    assert wait_until(lambda: set(rig.states().values()) == {"lit"}, timeout=8)
+    assert wait_until(lambda: set(rig.states().values()) == {"lit"}, timeout=DEADLINE)
     before = {d: row.version for d, row in rig.controller.stores.outbox.latest().items()}
     count_before = count_commands(rig.controller.stores)
 
@@ -118,8 +122,10 @@ def test_controller_restart_mid_window_keeps_the_version(rig_factory):
     assert count_commands(rig.controller.stores) == count_before
     assert {d: r.version for d, r in rig.controller.stores.outbox.latest().items()} == before
     # and the window still closes on time
-    assert wait_until(lambda: set(rig.states().values()) == {"off"}, timeout=14)
-    assert wait_until(lambda: all(not f.current.on for f in fleet.fixtures.values()), timeout=3)
+    assert wait_until(lambda: set(rig.states().values()) == {"off"}, timeout=DEADLINE)
+    assert wait_until(
+        lambda: all(not f.current.on for f in fleet.fixtures.values()), timeout=DEADLINE
+    )
     assert {d: a.plan_version for d, a in fleet.agents.items()} == before
 
 
@@ -135,7 +141,7 @@ def test_drifted_device_gets_the_plan_again(rig_factory, mosquitto):
     opens = whole_second(2)
     rig.register(window_campaign(opens, opens + timedelta(seconds=40)))
     fleet = rig.start_fleet()
-    assert wait_until(lambda: set(rig.states().values()) == {"lit"}, timeout=8)
+    assert wait_until(lambda: set(rig.states().values()) == {"lit"}, timeout=DEADLINE)
     store = rig.controller.stores
     version = store.outbox.latest()["dev-01"].version
 
@@ -159,11 +165,11 @@ def test_drifted_device_gets_the_plan_again(rig_factory, mosquitto):
         raw.disconnect()
     assert wait_until(
         lambda: store.outbox.get([("dev-01", version)])[("dev-01", version)].state == "superseded",
-        timeout=5,
+        timeout=DEADLINE,
     )
     states = [e.to_state for e in store.outbox.events("dev-01") if e.version == version]
     assert states[-2:] == ["drifted", "superseded"]
-    assert wait_until(lambda: fleet.agents["dev-01"].plan_version == version + 1, timeout=5)
-    assert wait_until(lambda: store.outbox.latest()["dev-01"].state == "applied", timeout=5)
+    assert wait_until(lambda: fleet.agents["dev-01"].plan_version == version + 1, timeout=DEADLINE)
+    assert wait_until(lambda: store.outbox.latest()["dev-01"].state == "applied", timeout=DEADLINE)
     assert rig.states()["site-01"] == "lit"
     assert store.outbox.latest()["dev-02"].version == version  # the others are left alone

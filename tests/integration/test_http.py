@@ -12,7 +12,7 @@ import httpx
 import pytest
 import uvicorn
 
-from tests.integration.conftest import wait_until, whole_second, window_campaign
+from tests.integration.conftest import DEADLINE, wait_until, whole_second, window_campaign
 from tests.support.mosquitto import CONTROLLER_PASSWORD, free_port
 
 pytestmark = pytest.mark.broker
@@ -33,7 +33,7 @@ def served(rig_factory):
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    assert wait_until(lambda: server.started, timeout=10)
+    assert wait_until(lambda: server.started, timeout=DEADLINE)
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
         # the first rendering is built in the background; until then the status is 503
         assert wait_until(lambda: client.get(STATUS).status_code == 200, timeout=60)
@@ -45,7 +45,7 @@ def served(rig_factory):
 def test_public_status_contract_etag_and_privacy(served):
     _rig, http = served
     assert wait_until(
-        lambda: http.get("/api/v1/public/status").json()["summary"]["lit"] == 3, timeout=10
+        lambda: http.get("/api/v1/public/status").json()["summary"]["lit"] == 3, timeout=DEADLINE
     )
     response = http.get("/api/v1/public/status")
     assert response.status_code == 200
@@ -108,7 +108,7 @@ def test_etag_changes_when_a_site_changes(served):
     _rig, http = served
     first = http.get("/api/v1/public/status")
     assert wait_until(
-        lambda: http.get("/api/v1/public/status").json()["summary"]["lit"] == 3, timeout=10
+        lambda: http.get("/api/v1/public/status").json()["summary"]["lit"] == 3, timeout=DEADLINE
     )
     later = http.get("/api/v1/public/status", headers={"If-None-Match": first.headers["etag"]})
     assert later.status_code == 200

@@ -30,7 +30,7 @@ import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from schedules.model import display_name
-from tests.integration.conftest import Rig, wait_until, whole_second, window_campaign
+from tests.integration.conftest import DEADLINE, Rig, wait_until, whole_second, window_campaign
 from tests.support.mosquitto import CONTROLLER_PASSWORD, free_port
 
 pytestmark = [pytest.mark.broker]
@@ -243,7 +243,7 @@ def serve(rig_factory: Callable[..., Rig]) -> Iterator[Callable[[float, float], 
         url = f"http://127.0.0.1:{port}"
         http = httpx.Client(base_url=url, timeout=5)
         running.append((server, thread, http))
-        assert wait_until(lambda: server.started, timeout=10)
+        assert wait_until(lambda: server.started, timeout=DEADLINE)
         # the first rendering is built in the background; until then the status is 503
         assert wait_until(lambda: http.get(STATUS).status_code == 200, timeout=60)
         return Served(rig, url + "/", http, recorder)
@@ -307,7 +307,7 @@ def assert_sites(dom: Dom, served: Served, state: str) -> None:
 
 def test_lit_sites_render_in_a_browser(serve: Callable[[float, float], Served], tmp_path: Path):
     served = serve(2, 300)
-    assert wait_until(lambda: served.all_in("lit"), timeout=15), served.status()
+    assert wait_until(lambda: served.all_in("lit"), timeout=DEADLINE), served.status()
     color = served.status()["sites"][0]["color"]
 
     dom = render(served.url, tmp_path / "dom")
@@ -348,7 +348,7 @@ def test_scheduled_sites_render_before_the_window(
     serve: Callable[[float, float], Served], tmp_path: Path
 ):
     served = serve(1800, 600)  # opens in half an hour
-    assert wait_until(lambda: served.all_in("scheduled"), timeout=10), served.status()
+    assert wait_until(lambda: served.all_in("scheduled"), timeout=DEADLINE), served.status()
 
     dom = render(served.url, tmp_path / "dom")
 
@@ -373,7 +373,7 @@ def test_check_time_moves_on_while_the_data_is_unchanged(
     """The ETag ignores generated_at: an unchanged status answers 304, and the page
     still shows that it checked (client clock), next to the unchanged data time."""
     served = serve(2, 300)
-    assert wait_until(lambda: served.all_in("lit"), timeout=15), served.status()
+    assert wait_until(lambda: served.all_in("lit"), timeout=DEADLINE), served.status()
     before = len(served.recorder.statuses(STATUS))
 
     # 15 s of virtual time: the first poll at 0 s (200), the next at 10 s (304).

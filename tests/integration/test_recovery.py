@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from devices.simulator import Fleet, FleetSpec
-from tests.integration.conftest import wait_until, whole_second, window_campaign
+from tests.integration.conftest import DEADLINE, wait_until, whole_second, window_campaign
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -20,13 +20,15 @@ def test_step_applied_while_the_controller_was_down_is_confirmed(rig_factory):
     opens = whole_second(4)
     rig.register(window_campaign(opens, opens + timedelta(seconds=60)))
     fleet = rig.start_fleet()
-    assert wait_until(lambda: all(a.plan_version >= 1 for a in fleet.agents.values()), 5)
+    assert wait_until(
+        lambda: all(a.plan_version >= 1 for a in fleet.agents.values()), timeout=DEADLINE
+    )
     rig.controller.stop()
 
-    assert wait_until(lambda: all(f.current.on for f in fleet.fixtures.values()), timeout=8)
+    assert wait_until(lambda: all(f.current.on for f in fleet.fixtures.values()), timeout=DEADLINE)
     time.sleep(0.5)
     rig.start_controller()
-    assert wait_until(lambda: set(rig.states().values()) == {"lit"}, timeout=5)
+    assert wait_until(lambda: set(rig.states().values()) == {"lit"}, timeout=DEADLINE)
     rows = rig.controller.stores.outbox.latest()
     assert {row.state for row in rows.values()} == {"applied"}
     for device in rig.controller.stores.reports.views().values():
@@ -43,7 +45,7 @@ def test_broker_and_devices_that_forgot_everything_get_their_plans_again(rig_fac
     opens = whole_second(2)
     rig.register(window_campaign(opens, opens + timedelta(seconds=60)))
     rig.start_fleet()
-    assert wait_until(lambda: set(rig.states().values()) == {"lit"}, timeout=8)
+    assert wait_until(lambda: set(rig.states().values()) == {"lit"}, timeout=DEADLINE)
     versions = {d: r.version for d, r in rig.controller.stores.outbox.latest().items()}
 
     rig.fleet.stop()  # every device reboots...
@@ -54,9 +56,11 @@ def test_broker_and_devices_that_forgot_everything_get_their_plans_again(rig_fac
     )
     rig.fleet = rebooted
     rebooted.start()
-    assert wait_until(lambda: all(f.current.on for f in rebooted.fixtures.values()), timeout=8)
+    assert wait_until(
+        lambda: all(f.current.on for f in rebooted.fixtures.values()), timeout=DEADLINE
+    )
     assert {d: a.plan_version for d, a in rebooted.agents.items()} == versions  # same versions
-    assert wait_until(lambda: set(rig.states().values()) == {"lit"}, timeout=5)
+    assert wait_until(lambda: set(rig.states().values()) == {"lit"}, timeout=DEADLINE)
 
 
 def test_a_restored_database_plans_above_the_versions_devices_hold(
@@ -74,13 +78,15 @@ def test_a_restored_database_plans_above_the_versions_devices_hold(
     blue = window_campaign(opens, opens + timedelta(seconds=60))
     rig.register(blue)
     fleet = rig.start_fleet()
-    assert wait_until(lambda: set(rig.states().values()) == {"lit"}, timeout=8)
+    assert wait_until(lambda: set(rig.states().values()) == {"lit"}, timeout=DEADLINE)
     for color in ("#FF0000", "#00FF00"):
         rig.controller.stores.campaigns.put(
             blue.model_copy(update={"color": color}), datetime.now(UTC)
         )
         rig.controller.reconcile_now()
-    assert wait_until(lambda: all(f.current.color == "#00FF00" for f in fleet.fixtures.values()), 5)
+    assert wait_until(
+        lambda: all(f.current.color == "#00FF00" for f in fleet.fixtures.values()), timeout=DEADLINE
+    )
     held = {d: a.plan_version for d, a in fleet.agents.items()}
     assert min(held.values()) >= 3
 
@@ -88,11 +94,13 @@ def test_a_restored_database_plans_above_the_versions_devices_hold(
     rig.settings = make_settings(tmp_path / "restored", mosquitto.url)  # an empty database
     rig.start_controller()
     rig.register(blue)
-    assert wait_until(lambda: all(f.current.color == "#009EDB" for f in fleet.fixtures.values()), 8)
+    assert wait_until(
+        lambda: all(f.current.color == "#009EDB" for f in fleet.fixtures.values()), timeout=DEADLINE
+    )
     assert {d: a.plan_version for d, a in fleet.agents.items()} == {
         d: v + 1 for d, v in held.items()
     }
-    ok = wait_until(lambda: set(rig.states().values()) == {"lit"}, timeout=5)
+    ok = wait_until(lambda: set(rig.states().values()) == {"lit"}, timeout=DEADLINE)
     assert ok, (
         rig.states(),
         rig.controller.stores.reports.views().values(),
