@@ -29,7 +29,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--devices", "-n", type=int, default=1000, help="devices (= sites), default 1000"
     )
     p.add_argument(
-        "--shard-size", type=int, default=10_000, help="devices per simulator process (default 10000: one process carries them)"
+        "--shard-size",
+        type=int,
+        default=10_000,
+        help="devices per simulator process (default 10000: one process carries them)",
     )
     p.add_argument("--grace", type=float, default=30.0, help="control.grace_s (default 30)")
     p.add_argument(

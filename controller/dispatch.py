@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 NOT_REPUBLISHED = frozenset({CommandState.SUPERSEDED, CommandState.REJECTED, CommandState.EXPIRED})
 MAX_IN_FLIGHT = 20_000
 IDLE_S = 1.0
+ACK_GATHER_S = 0.02
 
 
 @dataclass
@@ -60,6 +61,9 @@ class Dispatcher:
         self._republish: set[str] = set()
         self._republish_all = False
         self._wake = threading.Event()
+        self._outbox_moved = True
+        """Something may be waiting in the outbox (a new version, a reconnect, a publish
+        timed out): the next round reads it. PUBACKs alone never make a round read it."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="dispatcher", daemon=True)
 
@@ -72,7 +76,7 @@ class Dispatcher:
         self.republish()
 
     def disconnected(self) -> None:
-        self._wake.set()
+        self.wake()
 
     # the thread ------------------------------------------------------------------
 
@@ -87,6 +91,8 @@ class Dispatcher:
             self._thread.join(timeout=10)
 
     def wake(self) -> None:
+        """New rows in the outbox: publish them."""
+        self._outbox_moved = True
         self._wake.set()
 
     def _loop(self) -> None:
@@ -95,6 +101,9 @@ class Dispatcher:
             self._wake.clear()
             if self._stop.is_set():
                 return
+            if not self._outbox_moved:
+                # only PUBACKs so far: let a few more arrive, to commit them together
+                self._stop.wait(ACK_GATHER_S)
             try:
                 self.step()
             except Exception:
@@ -116,7 +125,7 @@ class Dispatcher:
                 self._republish_all = True
             else:
                 self._republish.add(device_id)
-        self._wake.set()
+        self.wake()
 
     # one round (the unit tests call it directly) ---------------------------------
 
@@ -125,12 +134,15 @@ class Dispatcher:
         is pending or asked for again. Returns how many rows turned PUBLISHED."""
         done = self._commit_acks()
         self._expire()
-        if not self.broker.is_connected:
+        if not self.broker.is_connected or not self._outbox_moved:
             return done
+        self._outbox_moved = False
         with self._lock:
             room = self.max_in_flight - len(self._in_flight)
             busy = set(self._in_flight)
         rows = [c for c in self.outbox.pending(limit=room + len(busy)) if c.id not in busy]
+        if len(rows) > room:
+            self._outbox_moved = True  # more than fits in flight: read again next round
         rows = rows[: max(0, room)]
         everything, some = self._take_republish()
         if everything or some:
@@ -162,6 +174,7 @@ class Dispatcher:
         if not queued:
             with self._lock:
                 self._in_flight.pop(command.id, None)
+            self._outbox_moved = True
 
     def _commit_acks(self) -> int:
         acked: list[Command] = []
@@ -176,10 +189,13 @@ class Dispatcher:
                 continue
             if not ok:
                 log.warning(
-                    "broker refused plan %s v%d; will publish it again",
+                    "broker refused plan %s v%d; publishing it again after %.0f s",
                     flight.command.device_id,
                     flight.command.version,
+                    self.publish_timeout_s,
                 )
+                with self._lock:  # held until its deadline: a refusal is no hot loop
+                    self._in_flight[command_id] = flight
                 continue
             if flight.command.state is CommandState.PENDING:
                 acked.append(flight.command)
@@ -205,6 +221,7 @@ class Dispatcher:
                 if flight.command.state is not CommandState.PENDING:
                     self._republish.add(flight.command.device_id)
         if late:
+            self._outbox_moved = True
             self.metrics.publish_timeouts.inc(len(late))
             log.warning("%d plan publishes not acknowledged in time; publishing again", len(late))
 
