@@ -28,6 +28,7 @@ from controller.public_view import PublicView
 from controller.reconcile import Reconciler
 from controller.settings import Settings
 from controller.steady import SteadyClock
+from controller.store.base import Snapshots
 from controller.store.db import make_engine, migrate, session_factory
 from controller.store.sql import sql_stores
 from controller.store.users import Users
@@ -91,7 +92,7 @@ class Controller:
         )
         self.watch = RevisionWatch(self.stores, self.changed)
         self.public = PublicView(
-            self.stores.snapshot,
+            Snapshots(self.stores),
             self.clock,
             grace=self.grace,
             upcoming=timedelta(hours=control.upcoming_h),

@@ -225,3 +225,28 @@ class Stores:
             tuple(views[k] for k in sorted(views)),
             self.outbox.latest(),
         )
+
+
+class Snapshots:
+    """Snapshots for a frequent reader (the public view): sites and campaigns are read
+    again only when their revision moved; devices and commands every time."""
+
+    def __init__(self, stores: Stores) -> None:
+        self.stores = stores
+        self._catalog: tuple[int, SiteCatalog] | None = None
+        self._campaigns: tuple[int, tuple[Campaign, ...]] | None = None
+
+    def __call__(self) -> Snapshot:
+        registry = self.stores.registry.revision()
+        if self._catalog is None or self._catalog[0] != registry:
+            self._catalog = (registry, self.stores.registry.catalog())
+        campaigns = self.stores.campaigns.revision()
+        if self._campaigns is None or self._campaigns[0] != campaigns:
+            self._campaigns = (campaigns, self.stores.campaigns.all())
+        views = self.stores.reports.views()
+        return Snapshot(
+            self._catalog[1],
+            self._campaigns[1],
+            tuple(views[k] for k in sorted(views)),
+            self.stores.outbox.latest(),
+        )
