@@ -25,7 +25,10 @@ from devices.protocol import Topics
 log = logging.getLogger(__name__)
 
 NOT_REPUBLISHED = frozenset({CommandState.SUPERSEDED, CommandState.REJECTED, CommandState.EXPIRED})
-MAX_IN_FLIGHT = 20_000
+MAX_IN_FLIGHT = 1_000
+"""Plans handed to the broker and not yet acknowledged, at most: the rest wait in the
+outbox, so a publish times out only when the broker is really not answering, and a
+busy moment never turns into a storm of publishes sent again."""
 IDLE_S = 1.0
 ACK_GATHER_S = 0.02
 
@@ -136,14 +139,14 @@ class Dispatcher:
         self._expire()
         if not self.broker.is_connected or not self._outbox_moved:
             return done
-        self._outbox_moved = False
         with self._lock:
             room = self.max_in_flight - len(self._in_flight)
             busy = set(self._in_flight)
-        rows = [c for c in self.outbox.pending(limit=room + len(busy)) if c.id not in busy]
-        if len(rows) > room:
-            self._outbox_moved = True  # more than fits in flight: read again next round
-        rows = rows[: max(0, room)]
+        if room <= 0:
+            return done  # the outbox is read again as soon as acknowledgements free room
+        self._outbox_moved = False
+        # one more than fits, to know whether more is waiting
+        rows = [c for c in self.outbox.pending(limit=room + len(busy) + 1) if c.id not in busy]
         everything, some = self._take_republish()
         if everything or some:
             pending = {c.device_id for c in rows} | {
@@ -155,6 +158,15 @@ class Dispatcher:
                 for c in latest.values()
                 if c.device_id not in pending and c.state not in NOT_REPUBLISHED
             ]
+        if len(rows) > room:
+            # more than fits in flight: the rest waits (pending rows stay in the outbox,
+            # plans to publish again are kept) for the next round
+            with self._lock:
+                self._republish.update(
+                    c.device_id for c in rows[room:] if c.state is not CommandState.PENDING
+                )
+            self._outbox_moved = True
+            rows = rows[:room]
         for command in rows:
             self._publish(command)
         return done

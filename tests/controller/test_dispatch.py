@@ -187,3 +187,25 @@ def test_pubacks_alone_never_make_the_dispatcher_read_the_outbox(w: World) -> No
     w.dispatcher.wake()
     w.dispatcher.step()
     assert reads == [1]
+
+
+def test_no_more_than_the_window_is_in_flight_and_the_rest_follows() -> None:
+    w = World(devices=7)
+    w.dispatcher.max_in_flight = 3
+    w.issue()
+    w.dispatcher.step()
+    assert len(w.broker.unacked()) == 3
+    for _ in range(5):
+        w.broker.ack()
+        w.dispatcher.step()
+        assert len(w.broker.unacked()) <= 3
+    assert w.states() == [S.PUBLISHED] * 7
+    before = len(w.broker.published)
+    w.broker.disconnect()
+    w.broker.connect()  # every newest plan again, through the same window
+    w.dispatcher.step()
+    assert len(w.broker.published) - before == 3
+    for _ in range(5):
+        w.broker.ack()
+        w.dispatcher.step()
+    assert len(w.broker.published) - before == 7
