@@ -26,6 +26,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from controller.store.base import DeviceView
 from devices.protocol import LightState, PlanStep
 
 
@@ -64,3 +65,17 @@ def confirmed_at(
         if reported is None or not reported.matches(step.state):
             return None
     return applied_at
+
+
+def device_confirmed_at(device: DeviceView, version: int, step: PlanStep) -> datetime | None:
+    """`confirmed_at` with what the device last reported about itself."""
+    return confirmed_at(
+        version=version,
+        step=step,
+        applied_version=device.applied_version,
+        applied_step_at=device.applied_step_at,
+        applied_state=device.applied_state,
+        applied_at=device.applied_at,
+        reported_state=device.reported_state,
+        reported_at=device.reported_at,
+    )

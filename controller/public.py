@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict
 
-from controller.confirmation import confirmed_at
+from controller import confirmation
 from controller.store.base import Command, DeviceView, Snapshot
 from devices.protocol import Instant, Plan, format_instant
 from schedules.model import Campaign, City, Site, display_name
@@ -153,16 +153,7 @@ def device_confirmed_at(
     shows = step.state
     if not (shows.on and (shows.color, shows.level) == (run.light.color, run.light.level)):
         return None  # the plan is not the window's (both colours are upper case)
-    return confirmed_at(
-        version=command.version,
-        step=step,
-        applied_version=device.applied_version,
-        applied_step_at=device.applied_step_at,
-        applied_state=device.applied_state,
-        applied_at=device.applied_at,
-        reported_state=device.reported_state,
-        reported_at=device.reported_at,
-    )
+    return confirmation.device_confirmed_at(device, command.version, step)
 
 
 def _open_state(

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from controller.confirmation import confirmed_at
+from controller.confirmation import device_confirmed_at
 from controller.lifecycle import CommandState
 from controller.store.base import Command, DeviceView, Move, NewVersion, Stores
 from controller.timelines import Timelines
@@ -116,19 +116,7 @@ def _state_at(steps: Sequence[PlanStep], t: datetime) -> tuple[datetime, WireLig
 
 def step_confirmed(device: DeviceView, command: Command, step: PlanStep) -> bool:
     """The one confirmation rule, for a device and its command."""
-    return (
-        confirmed_at(
-            version=command.version,
-            step=step,
-            applied_version=device.applied_version,
-            applied_step_at=device.applied_step_at,
-            applied_state=device.applied_state,
-            applied_at=device.applied_at,
-            reported_state=device.reported_state,
-            reported_at=device.reported_at,
-        )
-        is not None
-    )
+    return device_confirmed_at(device, command.version, step) is not None
 
 
 def _wakes(wakes: set[datetime], plan: Plan, now: datetime, grace: timedelta) -> None:

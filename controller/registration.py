@@ -33,7 +33,6 @@ import hashlib
 import io
 import json
 import os
-import re
 import secrets
 import sys
 import tempfile
@@ -50,6 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from controller.store.base import RESERVED_PREFIX, NewDevice, RegistryError
 from devices.protocol import check_device_id
+from schedules.files import Yaml12Loader
 from schedules.model import SiteCatalog
 
 MAX_REPORTED_PROBLEMS = 100
@@ -318,19 +318,7 @@ def parse_csv(text: str) -> Batch:
     return Batch(tuple(rows), tuple(problems))
 
 
-class _Loader(yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader):  # type: ignore[misc]
-    """YAML 1.2 booleans: only true/false (so a site named `no` stays a string)."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool",
-    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-    list("tTfF"),
-)
+_Loader = Yaml12Loader
 
 
 def parse_yaml(text: str) -> Batch:

@@ -44,11 +44,13 @@ def parse_document(model: type[M], data: Any, source: str) -> M:
         raise ScheduleFileError("\n".join(lines)) from None
 
 
-class _Loader(yaml.SafeLoader):
+class Yaml12Loader(yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader):  # type: ignore[misc]
     """YAML 1.2 booleans: only true/false. In YAML 1.1 `on`, `off`, `yes` and `no` are
-    booleans too, which would turn the key `on:` into True."""
+    booleans too, which would turn the key `on:` into True (and a site named `no` into
+    False). Every YAML file of the product is read with it."""
 
 
+_Loader = Yaml12Loader
 _Loader.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
