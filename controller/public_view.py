@@ -207,6 +207,7 @@ class PublicView:
         self._stale = True
         self._attempted: float | None = None  # monotonic time of the last build attempt
         self._built: float | None = None  # monotonic time of the last successful build
+        self._cost = 0.0  # how long the last successful build took (monotonic seconds)
         self._next_change: datetime | None = None
         self._building = threading.Lock()
         self._wake = threading.Event()
@@ -248,7 +249,9 @@ class PublicView:
         if self._attempted is None:
             return 0.0
         since = self.clock.monotonic() - self._attempted
-        pause = max(0.0, self.min_interval_s - since)
+        # at least the interval, and twice the last build's cost: a large view under a
+        # stream of changes takes at most a third of a core
+        pause = max(0.0, max(self.min_interval_s, 2 * self._cost) - since)
         if self._stale or self._built is None:
             return pause  # stale, or the last attempt failed: try again after the pause
         wait = math.inf if self.max_age_s is None else self.max_age_s - since
@@ -271,7 +274,7 @@ class PublicView:
             return False
         try:
             self._stale = False  # an invalidate() from now on asks for the next build
-            self._attempted = self.clock.monotonic()
+            self._attempted = started = self.clock.monotonic()
             try:
                 renderings, next_change = self._render()
             except Exception:
@@ -282,6 +285,7 @@ class PublicView:
             self._renderings = renderings
             self._next_change = next_change
             self._built = self._attempted
+            self._cost = self.clock.monotonic() - started
             self.builds += 1
             return True
         finally:

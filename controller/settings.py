@@ -81,7 +81,9 @@ class ControlSettings(_Section):
     grace_s: float = Field(default=30, gt=0, le=3600, description="apply report deadline")
     horizon_h: float = Field(default=48, gt=0, le=24 * 14, description="how far plans reach")
     tick_s: float = Field(default=30, gt=0, le=3600, description="safety reconcile period")
-    publish_timeout_s: float = Field(default=10, gt=0, le=300)
+    publish_timeout_s: float = Field(
+        default=30, gt=0, le=300, description="a publish not acknowledged by then is sent again"
+    )
     upcoming_h: float = Field(default=24, gt=0, description="how far ahead 'scheduled' looks")
     clock_follow_step_s: float = Field(
         default=900,

@@ -39,7 +39,7 @@ def test_defaults() -> None:
     assert s.control.grace_s == 30
     assert s.control.horizon_h == 48
     assert s.control.tick_s == 30
-    assert s.control.publish_timeout_s == 10
+    assert s.control.publish_timeout_s == 30
     assert s.control.upcoming_h == 24
     assert s.topics.root == "illuminate/v1"
 
