@@ -147,6 +147,23 @@ def test_a_stale_view_is_rebuilt_at_most_once_per_interval() -> None:
     assert (view.builds, loader.calls) == (3, 3)
 
 
+def test_a_costly_build_is_followed_by_a_pause_of_twice_its_cost() -> None:
+    view, loader, clock = make(mixed())
+    slow = loader.snapshot
+
+    def costly() -> Snapshot:
+        clock.advance(INTERVAL * 3)  # this build takes three intervals
+        return slow
+
+    view.load = costly
+    assert view.refresh()
+    view.invalidate()
+    clock.advance(INTERVAL * 5)
+    assert not view.refresh()  # the interval has passed, twice the cost has not
+    clock.advance(INTERVAL)
+    assert view.refresh()
+
+
 def test_max_age_rebuilds_without_invalidate() -> None:
     view, _, clock = make(mixed(), max_age_s=5.0)
     view.refresh()
