@@ -284,8 +284,9 @@ class PublicView:
                 return False
             self._renderings = renderings
             self._next_change = next_change
-            self._built = self._attempted
-            self._cost = self.clock.monotonic() - started
+            ended = self.clock.monotonic()
+            self._cost = ended - started
+            self._attempted = self._built = ended  # the pause runs from the build's end
             self.builds += 1
             return True
         finally:
