@@ -117,7 +117,7 @@ class PahoBroker:
     def start(self) -> None:
         properties: Properties | None = None
         if self.mqtt5:
-            properties = Properties(PacketTypes.CONNECT)
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = self.session_expiry_s
             properties.ReceiveMaximum = RECEIVE_MAXIMUM
         self._client.connect_async(
@@ -163,7 +163,9 @@ class PahoBroker:
         with self._lock:
             self._listeners.append(listener)
 
-    def publish(self, topic: str, payload: bytes, *, retain: bool, done: Done | None = None) -> bool:
+    def publish(
+        self, topic: str, payload: bytes, *, retain: bool, done: Done | None = None
+    ) -> bool:
         if not self._connected.is_set():
             return False
         with self._lock:
@@ -361,7 +363,12 @@ class PahoBroker:
             _call(done, ok)
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        _call(self.sink, Incoming(msg.topic, bytes(msg.payload), bool(msg.retain)))
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:  # MQTT forbids it; a broker let it through
+            log.warning("dropping a message whose topic is not UTF-8: %r", msg._topic[:80])
+            return
+        _call(self.sink, Incoming(topic, bytes(msg.payload), bool(msg.retain)))
 
 
 def _call(callback: Callable[..., None], *args: Any) -> None:

@@ -15,6 +15,7 @@ from paho.mqtt.enums import MQTTErrorCode
 from controller.broker.embedded import EmbeddedBroker
 from controller.broker.link import PahoBroker
 from devices.connection import BrokerAddress
+from devices.protocol import Topics
 from tests.support.mosquitto import (
     CONTROLLER_PASSWORD,
     CONTROLLER_USER,
@@ -26,7 +27,6 @@ from tests.support.mosquitto import (
 )
 from tests.support.peer import DEADLINE_S, Listener, Peer, Recorder, Sink
 from tests.support.proxy import CuttableLink
-from devices.protocol import Topics
 
 pytestmark = pytest.mark.broker
 
@@ -287,15 +287,20 @@ def _success() -> Any:
 # the embedded broker speaks only MQTT 3.1.1 ---------------------------------------------
 
 
-def test_with_mqtt5_off_it_works_on_the_embedded_broker() -> None:
-    with EmbeddedBroker(port=0) as embedded:
-        with Controller(embedded.port, mqtt5=False) as controller:
-            done = Recorder()
-            assert controller.broker.publish(TOPICS.plan(device_id(1)), b"{}", retain=True, done=done)
-            assert done.wait_for(lambda calls: len(calls) >= 1) == [True]
-            with Peer(embedded.port, device_id(1), "x") as device:
-                info = device.client.publish(TOPICS.ack(device_id(1)), b"a", qos=1)
-                assert info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
-                info.wait_for_publish(timeout=DEADLINE_S)
-            got = controller.sink.wait_count(1, lambda m: m.topic == TOPICS.ack(device_id(1)))
-            assert got[0].payload == b"a"
+@pytest.fixture
+def embedded() -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker(port=0) as broker:
+        yield broker
+
+
+def test_with_mqtt5_off_it_works_on_the_embedded_broker(embedded: EmbeddedBroker) -> None:
+    with Controller(embedded.port, mqtt5=False) as controller:
+        done = Recorder()
+        assert controller.broker.publish(TOPICS.plan(device_id(1)), b"{}", retain=True, done=done)
+        assert done.wait_for(lambda calls: len(calls) >= 1) == [True]
+        with Peer(embedded.port, device_id(1), "x") as device:
+            info = device.client.publish(TOPICS.ack(device_id(1)), b"a", qos=1)
+            assert info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
+            info.wait_for_publish(timeout=DEADLINE_S)
+        got = controller.sink.wait_count(1, lambda m: m.topic == TOPICS.ack(device_id(1)))
+        assert got[0].payload == b"a"

@@ -33,7 +33,9 @@ class Recorder:
         with self._cond:
             return list(self._items)
 
-    def wait_for(self, predicate: Callable[[list[Any]], bool], timeout: float = DEADLINE_S) -> list[Any]:
+    def wait_for(
+        self, predicate: Callable[[list[Any]], bool], timeout: float = DEADLINE_S
+    ) -> list[Any]:
         with self._cond:
             if not self._cond.wait_for(lambda: predicate(self._items), timeout):
                 raise AssertionError(
@@ -49,8 +51,12 @@ class Sink(Recorder):
     def on(self, topic: str) -> list[Incoming]:
         return [m for m in self.items if m.topic == topic]
 
-    def wait_count(self, n: int, where: Callable[[Incoming], bool] = lambda _m: True,
-                   timeout: float = DEADLINE_S) -> list[Incoming]:
+    def wait_count(
+        self,
+        n: int,
+        where: Callable[[Incoming], bool] = lambda _m: True,
+        timeout: float = DEADLINE_S,
+    ) -> list[Incoming]:
         items = self.wait_for(lambda xs: sum(1 for m in xs if where(m)) >= n, timeout)
         return [m for m in items if where(m)]
 
@@ -77,8 +83,15 @@ class Listener:
 class Peer:
     """A paho client (MQTT 3.1.1, clean session, as devices run) for a test to drive."""
 
-    def __init__(self, port: int, username: str, password: str, client_id: str | None = None,
-                 *, inflight: int = 20) -> None:
+    def __init__(
+        self,
+        port: int,
+        username: str,
+        password: str,
+        client_id: str | None = None,
+        *,
+        inflight: int = 20,
+    ) -> None:
         self.port = port
         self.messages = Sink()
         self._connected = threading.Event()
@@ -121,8 +134,9 @@ class Peer:
         assert rc == MQTTErrorCode.MQTT_ERR_SUCCESS
         assert self._subscribed.wait(DEADLINE_S), "no SUBACK"
 
-    def publish_all(self, messages: Iterable[tuple[str, bytes, bool]],
-                    timeout: float = DEADLINE_S * 4) -> int:
+    def publish_all(
+        self, messages: Iterable[tuple[str, bytes, bool]], timeout: float = DEADLINE_S * 4
+    ) -> int:
         """Publish QoS 1 and wait until the broker acknowledged every one; returns how many."""
         infos = [self.client.publish(t, p, qos=1, retain=r) for t, p, r in messages]
         deadline = time.monotonic() + timeout

@@ -110,7 +110,9 @@ class CuttableLink:
         selector.register(client, selectors.EVENT_READ, upstream)
         selector.register(upstream, selectors.EVENT_READ, client)
 
-    def _relay(self, selector: selectors.BaseSelector, src: socket.socket, dst: socket.socket) -> None:
+    def _relay(
+        self, selector: selectors.BaseSelector, src: socket.socket, dst: socket.socket
+    ) -> None:
         try:
             data = src.recv(65536)
             if data:
