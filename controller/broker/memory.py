@@ -52,9 +52,7 @@ class MemoryBroker:
     def add_listener(self, listener: ConnectionListener) -> None:
         self._listeners.append(listener)
 
-    def publish(
-        self, topic: str, payload: bytes, *, retain: bool, done: Done | None = None
-    ) -> bool:
+    def publish(self, topic: str, payload: bytes, *, retain: bool, done: Done | None = None) -> bool:
         if not self.is_connected:
             return False
         item = Published(topic, payload, retain, done)
