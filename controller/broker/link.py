@@ -363,7 +363,12 @@ class PahoBroker:
             _call(done, ok)
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        _call(self.sink, Incoming(msg.topic, bytes(msg.payload), bool(msg.retain)))
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:  # MQTT forbids it; a broker let it through
+            log.warning("dropping a message whose topic is not UTF-8: %r", msg._topic[:80])
+            return
+        _call(self.sink, Incoming(topic, bytes(msg.payload), bool(msg.retain)))
 
 
 def _call(callback: Callable[..., None], *args: Any) -> None:

@@ -72,7 +72,7 @@ class PahoHarness:
         self.link = link
         self.sink = Sink()
         address = BrokerAddress("127.0.0.1", link.port, False, CONTROLLER_USER, CONTROLLER_PASSWORD)
-        self.broker = PahoBroker(address, TOPICS, "contract-controller", self.sink, STARTED)
+        self.broker: Broker = PahoBroker(address, TOPICS, "contract-controller", self.sink, STARTED)
 
     def settle(self) -> None:
         """Mosquitto acknowledges by itself."""

@@ -287,11 +287,14 @@ def _success() -> Any:
 # the embedded broker speaks only MQTT 3.1.1 ---------------------------------------------
 
 
-def test_with_mqtt5_off_it_works_on_the_embedded_broker() -> None:
-    with (
-        EmbeddedBroker(port=0) as embedded,
-        Controller(embedded.port, mqtt5=False) as controller,
-    ):
+@pytest.fixture
+def embedded() -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker(port=0) as broker:
+        yield broker
+
+
+def test_with_mqtt5_off_it_works_on_the_embedded_broker(embedded: EmbeddedBroker) -> None:
+    with Controller(embedded.port, mqtt5=False) as controller:
         done = Recorder()
         assert controller.broker.publish(TOPICS.plan(device_id(1)), b"{}", retain=True, done=done)
         assert done.wait_for(lambda calls: len(calls) >= 1) == [True]
