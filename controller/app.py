@@ -72,7 +72,9 @@ class Controller:
                 settings.broker.embedded_host, settings.broker.embedded_port
             )
         self.inbox = Inbox(
-            settings.topics, on_drop=lambda r: self.metrics.dropped_messages.labels(reason=r).inc()
+            settings.topics,
+            on_drop=lambda r: self.metrics.dropped_messages.labels(reason=r).inc(),
+            clock=self.clock,
         )
         self.broker: Broker | None = None
         self.intake = Intake(self.stores, settings.topics, self.inbox, self.clock, self.metrics)
@@ -85,6 +87,7 @@ class Controller:
             horizon=timedelta(hours=control.horizon_h),
             grace=self.grace,
             timelines=self.timelines,
+            caught_up=self.intake.caught_up_to,
         )
         self.dispatcher: Dispatcher | None = None
         self.timer = Timer(

@@ -9,6 +9,8 @@
 - Bounded: at most `max_devices` devices waiting. Every message not kept is counted by
   reason through `on_drop`; none is lost silently.
 - `put` never blocks (it runs on the broker's network thread).
+- `last_drained`: when a `take` left nothing behind, the time it did (by the clock given),
+  so whoever stores what it took knows it then holds everything received before that.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from datetime import datetime
 
 from controller.broker.base import Incoming
 from devices.protocol import Kind, Topics
@@ -41,8 +44,12 @@ class Inbox:
         per_device: int = PER_DEVICE,
         max_devices: int = MAX_DEVICES,
         on_drop: Drop = lambda _reason: None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.topics = topics
+        self.clock = clock
+        self.last_drained: datetime | None = None
+        """Set by each `take`: its time when it left the inbox empty, else None."""
         self.per_device = per_device
         self.max_devices = max_devices
         self.on_drop = on_drop
@@ -107,6 +114,7 @@ class Inbox:
                 if slot.items:
                     self._slots[device_id] = slot  # the rest waits for its next turn
             self._count -= len(out)
+            self.last_drained = self.clock() if self.clock is not None and not self._slots else None
             return out
 
     def wake(self) -> None:

@@ -142,6 +142,12 @@ class Intake:
         self._parked: deque[Incoming] = deque()
         self._registry_moved = False
         self._reread = False
+        self._caught_up: datetime | None = None
+
+    def caught_up_to(self) -> datetime | None:
+        """Every message the broker handed over before this time is stored (None: not
+        known yet). Decisions that rest on a report not having come wait for it."""
+        return self._caught_up
 
     def start(self) -> None:
         self._thread.start()
@@ -156,10 +162,14 @@ class Intake:
         batch: list[Incoming] = []
         backoff = RETRY_FIRST_S
         failures = 0
+        drained: datetime | None = None
         while not self._stop.is_set():
             if not batch:
                 batch = self.inbox.take(self.batch_size, timeout=0.2)
+                drained = self.inbox.last_drained
                 if not batch and not (self._reread and self._parked):
+                    if drained is not None:
+                        self._caught_up = drained
                     continue
             try:
                 if failures >= ISOLATE_AFTER:
@@ -173,6 +183,8 @@ class Intake:
                 log.exception("intake: could not store %d messages; will retry", len(batch))
             if not batch:
                 failures, backoff = 0, RETRY_FIRST_S
+                if drained is not None:
+                    self._caught_up = drained
                 continue
             failures += 1
             self._stop.wait(backoff)

@@ -17,26 +17,28 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from controller.confirmation import device_confirmed_at
 from controller.lifecycle import CommandState
+from controller.plansteps import SiteSteps, plan_steps, same_from_now, wire_light
 from controller.store.base import Command, DeviceView, Move, NewVersion, Stores
 from controller.timelines import Timelines
 from devices.clock import TimeSource
 from devices.protocol import MAX_STEPS, Plan, PlanStep, encode
-from devices.protocol import LightState as WireLight
-from schedules.model import Campaign, Light, Site, SiteCatalog
-from schedules.resolve import LOOKAROUND, Segment
+from schedules.model import Campaign, Site, SiteCatalog
+from schedules.resolve import LOOKAROUND
+
+__all__ = ["ReconcileResult", "Reconciler", "plan_steps", "same_from_now", "wire_light"]
 
 log = logging.getLogger(__name__)
 
-OFF = WireLight(on=False)
 RETRIED = frozenset({CommandState.UNCONFIRMED, CommandState.FAILED})
 MAX_RETRIES = 3
+CATCH_UP = timedelta(seconds=1)
 AWAITING = frozenset(
     {
         CommandState.PENDING,
@@ -47,71 +49,6 @@ AWAITING = frozenset(
         CommandState.DRIFTED,
     }
 )
-
-
-def wire_light(light: Light | None) -> WireLight:
-    if light is None or not light.on:
-        return OFF
-    return WireLight(on=True, color=light.color, level=light.level)
-
-
-def plan_steps(segments: Sequence[Segment], now: datetime, horizon_end: datetime) -> list[PlanStep]:
-    """Steps for one device: the step in force now, then every change up to the horizon.
-
-    The step in force starts at its segment's true start (inside a window), at the end
-    of the last window (outside one), or at `now` when no window is in sight.
-    """
-    changes: list[tuple[datetime, WireLight]] = []
-    for seg in segments:
-        if changes and changes[-1][0] == seg.start:
-            changes[-1] = (seg.start, wire_light(seg.light))
-        else:
-            changes.append((seg.start, wire_light(seg.light)))
-        changes.append((seg.end, OFF))
-    current_at, current = now, OFF
-    future: list[tuple[datetime, WireLight]] = []
-    for at, light in changes:
-        if at <= now:
-            current_at, current = at, light
-        elif at <= horizon_end:
-            future.append((at, light))
-    steps = [PlanStep(at=current_at, state=current)]
-    for at, light in future:
-        if light != steps[-1].state:
-            steps.append(PlanStep(at=at, state=light))
-    return steps
-
-
-def same_from_now(old: Sequence[PlanStep], new: Sequence[PlanStep], now: datetime) -> bool:
-    """Do two plans make a device do the same things from `now` on?
-
-    A plan always starts with the step in force when it was issued, so an old plan whose
-    first step is still ahead of `now` means this clock went back (a wall-clock step):
-    the device, on its own clock, is already past that step, so only what follows it is
-    compared.
-    """
-    if not old:
-        return not new
-    start = max(now, old[0].at)
-    instants = {start} | {s.at for s in (*old, *new) if s.at > start}
-    for t in sorted(instants):
-        a = _state_at(old, t)
-        b = _state_at(new, t)
-        if a is None or b is None or a[1] != b[1]:
-            return False
-        if t == start and b[1].on and a[0] != b[0]:
-            return False  # a lit step must keep its true start: it is what gets confirmed
-    return True
-
-
-def _state_at(steps: Sequence[PlanStep], t: datetime) -> tuple[datetime, WireLight] | None:
-    found = None
-    for step in steps:
-        if step.at <= t:
-            found = (step.at, step.state)
-        else:
-            break
-    return found
 
 
 def step_confirmed(device: DeviceView, command: Command, step: PlanStep) -> bool:
@@ -140,6 +77,33 @@ class ReconcileResult:
     conflicts: int = 0
     """Decisions not stored because the device's command moved meanwhile."""
     devices: int = 0
+    skipped: int = 0
+    """Devices not decided again: nothing their last decision depended on moved."""
+
+
+@dataclass(frozen=True, eq=False)
+class _Memo:
+    """A device's last decision, when it was "nothing to do", and what it rested on."""
+
+    device: DeviceView
+    command: Command | None
+    site_steps: SiteSteps
+    at: datetime
+    due: datetime | None
+    """The first instant the decision depends on (a step, a grace's end, a retry, a
+    change of the site's steps); None when nothing is in sight."""
+    wakes: set[datetime]
+
+    def holds(
+        self, device: DeviceView, command: Command | None, site_steps: SiteSteps, now: datetime
+    ) -> bool:
+        return (
+            self.site_steps is site_steps
+            and self.at <= now
+            and (self.due is None or now < self.due)
+            and self.command == command
+            and self.device == device
+        )
 
 
 @dataclass
@@ -160,8 +124,13 @@ class Reconciler:
         grace: timedelta,
         on_outbox: Callable[[], None] = lambda: None,
         timelines: Timelines | None = None,
+        caught_up: Callable[[], datetime | None] | None = None,
     ) -> None:
         self.stores = stores
+        self.caught_up = caught_up
+        """When given, the time up to which every device message is stored (the intake's
+        `caught_up_to`): a step is called UNCONFIRMED only once the messages that came
+        before its grace ran out are in, not while its ack may still wait in a queue."""
         self.clock = clock
         self.horizon = horizon
         self.grace = grace
@@ -171,6 +140,8 @@ class Reconciler:
         self._lock = threading.Lock()
         self._inputs: _Inputs | None = None
         self._plans: dict[int, Plan] = {}
+        self._memos: dict[str, _Memo] = {}
+        self._site_cache: dict[str, SiteSteps] = {}
 
     def _read_inputs(self) -> _Inputs:
         revision = (self.stores.registry.revision(), self.stores.campaigns.revision())
@@ -201,24 +172,46 @@ class Reconciler:
         latest = self.stores.outbox.latest()
         self._plans = {c.id: p for c in latest.values() if (p := self._plans.get(c.id))}
         result = ReconcileResult(devices=len(views))
-        per_site: dict[str, list[PlanStep]] = {}
+        per_site: dict[str, SiteSteps] = {}
         wakes: set[datetime] = set()
         changed: list[tuple[DeviceView, Command | None, list[PlanStep]]] = []
         retry: list[tuple[DeviceView, Command, list[PlanStep], PlanStep]] = []
         moves: list[Move] = []
+        memos: dict[str, _Memo] = {}
+        end = now + self.horizon
         for device_id in sorted(views):
             device = views[device_id]
             site = inputs.sites.get(device.site_id)
             if site is None:
                 continue
             try:
-                steps = per_site.get(site.id)
-                if steps is None:
-                    steps = per_site[site.id] = self._steps(inputs, site, now)
+                site_steps = per_site.get(site.id)
+                if site_steps is None:
+                    site_steps = per_site[site.id] = self._site_steps(inputs, site, now)
                 command = latest.get(device_id)
-                self._decide(device, command, steps, now, changed, retry, moves, wakes)
+                memo = self._memos.get(device_id)
+                if memo is not None and memo.holds(device, command, site_steps, now):
+                    # nothing this device's decision depends on moved: the same "nothing
+                    # to do" as last time, with the same wake-ups
+                    memos[device_id] = memo
+                    wakes.update(memo.wakes)
+                    result.skipped += 1
+                    continue
+                mine: set[datetime] = set()
+                acted = len(changed) + len(retry) + len(moves)
+                steps = site_steps.steps(now, end)[:MAX_STEPS]
+                self._decide(device, command, steps, now, changed, retry, moves, mine)
+                wakes |= mine
+                if len(changed) + len(retry) + len(moves) == acted:
+                    due = min(mine, default=None)
+                    site_due = site_steps.due(now, self.horizon)
+                    if site_due is not None and (due is None or site_due < due):
+                        due = site_due
+                    memos[device_id] = _Memo(device, command, site_steps, now, due, mine)
             except Exception as exc:  # one device's trouble never stops the fleet's plans
                 log.error("device %s: cannot plan, keeping its current plan: %s", device_id, exc)
+        self._memos = memos
+        self._site_cache = per_site
         if retry:
             issued = self.stores.outbox.count_since({d.id: due.at for d, _, _, due in retry})
             for device, command, steps, _due in retry:
@@ -282,10 +275,18 @@ class Reconciler:
         # the step in force with no apply report within the grace period: UNCONFIRMED.
         # The grace runs from the step's instant, or from the plan's issue when the plan
         # was issued after its first step (catch-up).
-        if now < max(due.at, old.issued_at) + self.grace:
+        graced = max(due.at, old.issued_at) + self.grace
+        if now < graced:
             return
         if step_confirmed(device, command, due):
             return
+        if self.caught_up is not None and now < graced + self.grace:
+            stored_to = self.caught_up()
+            if stored_to is None or stored_to < graced:
+                # what came in before the grace ran out is not all stored yet: ask again
+                # shortly (for at most one more grace: a stuck intake cannot hide it)
+                wakes.add(min(now + CATCH_UP, graced + self.grace))
+                return
         moves.append(
             Move(
                 command.id,
@@ -324,21 +325,23 @@ class Reconciler:
             log.info("device %s: plan version %d", c.device_id, c.version)
         result.conflicts += len(versions) - len(stored)
 
-    def _steps(self, inputs: _Inputs, site: Site, now: datetime) -> list[PlanStep]:
+    def _site_steps(self, inputs: _Inputs, site: Site, now: datetime) -> SiteSteps:
         zone = inputs.zones[site.city]
         # Look past the horizon, so a window that straddles it keeps its true shape;
-        # plan_steps then keeps only the changes up to the horizon.
+        # SiteSteps.steps then keeps only the changes up to the horizon.
         end = now + self.horizon
         segments = self.timelines.segments(
             inputs.campaigns, inputs.revision, site, zone, now - LOOKAROUND, end + LOOKAROUND
         )
-        steps = plan_steps(segments, now, end)
-        if len(steps) > MAX_STEPS:
+        known = self._site_cache.get(site.id)
+        if known is not None and known.segments is segments:
+            return known
+        site_steps = self._site_cache[site.id] = SiteSteps(segments)
+        if len(site_steps.ats) > MAX_STEPS and len(site_steps.steps(now, end)) > MAX_STEPS:
             log.warning(
-                "site %s: %d steps in the horizon; the plan keeps the first %d",
+                "site %s: more than %d steps in the horizon; plans keep the first %d",
                 site.id,
-                len(steps),
+                MAX_STEPS,
                 MAX_STEPS,
             )
-            steps = steps[:MAX_STEPS]
-        return steps
+        return site_steps

@@ -25,10 +25,19 @@ SPAN_DAYS = 2
 """A window starts at most this many days before anything it covers (start to end < 2 d)."""
 
 
+LOCAL_CACHE = 1 << 16
+"""Wall times converted: the same few times of day, per zone and day, for every site."""
+SUN_CACHE = 1 << 18
+"""Sun events kept: a day's events for 10,000 sites over a week of expansions (about
+270 bytes each), so a change of campaigns re-expands timelines without computing the Sun
+again."""
+
+
 class PolarPolicyMissing(ValueError):
     """A solar event needed by a window does not happen, and the window has no policy."""
 
 
+@lru_cache(maxsize=LOCAL_CACHE)
 def local_to_utc(day: date, at: time, zone: ZoneInfo) -> datetime:
     """The instant of wall time `at` on `day` in `zone`, by the DST rules above.
 
@@ -39,7 +48,7 @@ def local_to_utc(day: date, at: time, zone: ZoneInfo) -> datetime:
     return datetime.combine(day, at, tzinfo=zone).replace(fold=0).astimezone(UTC)
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=SUN_CACHE)
 def _sun(event: SunEvent, day: date, lat: float, lon: float, zone: ZoneInfo) -> datetime | None:
     return sun_event(event, day, lat, lon, zone)
 

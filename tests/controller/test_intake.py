@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -323,3 +324,34 @@ def test_when_nothing_can_be_stored_the_database_is_at_fault_and_all_is_kept(w: 
     with pytest.raises(RuntimeError):
         intake.isolate([w.status("d0", True), w.status("d0", False)])
     assert w.metrics.dropped("unstorable") == 0
+
+
+def test_a_take_that_empties_the_inbox_says_when() -> None:
+    clock = FakeClock(T0)
+    inbox = Inbox(TOPICS, clock=clock)
+    for device in ("d0", "d1"):
+        inbox.put(Incoming(TOPICS.ack(device), b"{}", False))
+    assert len(inbox.take(1, timeout=0)) == 1
+    assert inbox.last_drained is None  # d1's message is still waiting
+    clock.advance(timedelta(seconds=5))
+    assert len(inbox.take(10, timeout=0)) == 1
+    assert inbox.last_drained == T0 + timedelta(seconds=5)
+
+
+def test_the_intake_is_caught_up_only_once_what_it_took_is_stored(w: World) -> None:
+    w.inbox = Inbox(TOPICS, clock=w.clock)
+    w.intake = Intake(w.stores, TOPICS, w.inbox, w.clock, w.metrics)
+    stored: list[datetime | None] = []
+    w.intake.on_outcome = lambda _o: stored.append(w.intake.caught_up_to())
+    w.inbox.put(w.applied("d0"))
+    assert w.intake.caught_up_to() is None
+    w.intake.start()
+    try:
+        deadline = time.monotonic() + 60
+        while w.intake.caught_up_to() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        w.intake.stop()
+    assert stored == [None]  # while the batch was being stored it was not caught up yet
+    assert w.intake.caught_up_to() == w.clock()
+    assert w.stores.outbox.latest()["d0"].state is S.APPLIED

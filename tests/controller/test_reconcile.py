@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from controller.lifecycle import CommandState
+from controller.plansteps import SiteSteps
 from controller.reconcile import Reconciler, plan_steps, same_from_now
 from controller.store.base import Command, Move, NewDevice, Stores
 from controller.store.memory import memory_stores
@@ -526,3 +527,96 @@ def test_runs_ask_for_wakeups_from_the_plans_not_from_their_own_time(rig: Rig) -
     rig.reconciler.run(now=T0)
     later = T0 + timedelta(minutes=10)
     assert rig.reconciler.run(now=later).wake_at == [S, S + GRACE, E, E + GRACE]
+
+
+# incremental runs: devices whose inputs did not move are not decided again ---------
+
+
+def test_a_steady_run_decides_no_device_again(rig: Rig) -> None:
+    rig.reconciler.run(now=T0)
+    for device in ("dev-a", "dev-b"):
+        rig.applied(device, 1, T0, OFF, T0 + timedelta(seconds=1))
+    first = rig.reconciler.run(now=T0 + timedelta(seconds=40))
+    assert first.skipped == 0  # the reports moved since the run that issued the plans
+    steady = rig.reconciler.run(now=T0 + timedelta(minutes=5))
+    assert steady.skipped == 2
+    assert steady.wake_at == first.wake_at == [S, S + GRACE, E, E + GRACE]
+
+
+def test_a_device_report_makes_that_device_decided_again(rig: Rig) -> None:
+    rig.reconciler.run(now=T0)
+    rig.reconciler.run(now=T0 + timedelta(seconds=10))
+    rig.record_status("dev-a", True, "1.0", T0 + timedelta(seconds=11))
+    result = rig.reconciler.run(now=T0 + timedelta(seconds=12))
+    assert result.skipped == 1  # dev-b only
+
+
+def test_a_skipped_device_is_still_unconfirmed_when_its_grace_ends(rig: Rig) -> None:
+    rig.reconciler.run(now=T0)
+    rig.applied("dev-a", 1, T0, OFF, T0 + timedelta(seconds=1))
+    rig.applied("dev-b", 1, T0, OFF, T0 + timedelta(seconds=1))
+    rig.reconciler.run(now=T0 + timedelta(minutes=1))
+    assert rig.reconciler.run(now=S - timedelta(minutes=1)).skipped == 2
+    rig.applied("dev-b", 1, S, BLUE, S + timedelta(seconds=2))
+    result = rig.reconciler.run(now=S + GRACE)
+    assert result.unconfirmed == ["dev-a"]  # its step came: the memo did not hide it
+    assert rig.state("dev-a", 1) == "unconfirmed"
+
+
+def test_a_new_campaign_is_decided_for_every_device(rig: Rig) -> None:
+    rig.reconciler.run(now=T0)
+    rig.reconciler.run(now=T0 + timedelta(seconds=10))
+    t1 = T0 + timedelta(seconds=20)
+    rig.put_campaign(campaign(color="#c8102e"), t1)
+    result = rig.reconciler.run(now=t1)
+    assert result.skipped == 0
+    assert result.new_versions == {"dev-a": 2, "dev-b": 2}
+
+
+def test_a_window_entering_the_horizon_is_planned_though_nothing_else_moved(rig: Rig) -> None:
+    later = (S + timedelta(days=3)).date().isoformat()
+    rig.put_campaign(campaign(dates=("2025-06-10", later)), T0)
+    rig.reconciler.run(now=T0)
+    rig.reconciler.run(now=T0 + timedelta(seconds=10))
+    after_first = E + timedelta(hours=1)
+    rig.reconciler.run(now=after_first)  # the first window is over, the next is 2 days out
+    assert rig.reconciler.run(now=after_first + timedelta(minutes=1)).new_versions == {}
+    entered = S + timedelta(days=3) - HORIZON
+    rig.reconciler.run(now=entered - timedelta(minutes=2))
+    assert rig.reconciler.run(now=entered - timedelta(minutes=1)).skipped == 2
+    result = rig.reconciler.run(now=entered)
+    assert result.new_versions == {"dev-a": 2, "dev-b": 2}
+    assert rig.plan("dev-a", 2).steps[-1] == step(S + timedelta(days=3), BLUE)
+
+
+def test_unconfirmed_waits_for_the_intake_to_store_what_came_before_the_grace_ended(
+    rig: Rig,
+) -> None:
+    stored_to: list[datetime | None] = [None]
+    rig.reconciler.caught_up = lambda: stored_to[0]
+    rig.reconciler.run(now=T0)
+    graced = T0 + GRACE
+    waiting = rig.reconciler.run(now=graced)
+    assert waiting.unconfirmed == []
+    assert graced + timedelta(seconds=1) in waiting.wake_at
+    stored_to[0] = graced - timedelta(seconds=1)  # behind: an ack may still be queued
+    assert rig.reconciler.run(now=graced + timedelta(seconds=1)).unconfirmed == []
+    stored_to[0] = graced + timedelta(seconds=1)
+    assert rig.reconciler.run(now=graced + timedelta(seconds=2)).unconfirmed == ["dev-a", "dev-b"]
+
+
+def test_a_stuck_intake_delays_unconfirmed_by_one_grace_at_most(rig: Rig) -> None:
+    rig.reconciler.caught_up = lambda: None
+    rig.reconciler.run(now=T0)
+    assert rig.reconciler.run(now=T0 + 2 * GRACE - timedelta(seconds=1)).unconfirmed == []
+    assert rig.reconciler.run(now=T0 + 2 * GRACE).unconfirmed == ["dev-a", "dev-b"]
+
+
+def test_site_steps_due_is_the_next_change_or_the_next_one_to_enter_the_horizon() -> None:
+    site = SiteSteps([seg(S, E)])
+    assert site.due(T0, HORIZON) == S
+    assert site.due(S, HORIZON) == E
+    assert site.due(E, HORIZON) is None
+    far = SiteSteps([seg(S + timedelta(days=3), E + timedelta(days=3))])
+    assert far.due(T0, HORIZON) == S + timedelta(days=3) - HORIZON
+    assert far.steps(T0, T0 + HORIZON) == [step(T0, OFF)]
