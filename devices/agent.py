@@ -4,6 +4,10 @@ The agent holds one MQTT connection (username = client id = device id). It recei
 retained, versioned plans on its own plan topic, arms them, and applies each step to its
 fixture at the step's instant by its own clock, acknowledging every stage.
 
+What the agent holds (its plan, the highest version it took, the last step applied)
+lives in a `PlanStore`: `illuminate agent` keeps it in a state file, so after a reboot
+the agent resumes its plan at once and refuses any older version the broker retained.
+
 The agent is one `DeviceSession` (its connection) on a `DeviceHost` of its own (one
 loop thread, `_worker`, that runs the connection, the plan state machine of
 `devices.native` and the step timers). The fleet simulator runs the very same sessions,
@@ -20,6 +24,7 @@ from devices.connection import BrokerAddress
 from devices.fixture import Fixture, SimulatedFixture
 from devices.host import DeviceHost
 from devices.native import FIRMWARE, AckMode, Behaviour, describe
+from devices.planstore import PlanStore
 from devices.protocol import Topics, check_device_id
 from devices.session import DeviceSession
 
@@ -48,7 +53,9 @@ class Agent(DeviceSession):
         firmware: str = FIRMWARE,
         ca_file: str | None = None,
         keepalive_s: int = 30,
+        store: PlanStore | None = None,
     ) -> None:
+        """`store` keeps the plan across restarts (default: in memory, lost on exit)."""
         check_device_id(device_id)
         host = DeviceHost(clock=clock, name=f"agent-{device_id}")
         super().__init__(
@@ -62,6 +69,7 @@ class Agent(DeviceSession):
             firmware=firmware,
             ca_file=ca_file,
             keepalive_s=keepalive_s,
+            store=store,
         )
         host.add(self)
 

@@ -23,6 +23,7 @@ from devices.connection import BrokerAddress
 from devices.fixture import SimulatedFixture
 from devices.limits import DescriptorLimitError, descriptors_needed, raise_descriptor_limit
 from devices.pacing import Pacing
+from devices.planstore import DIR_MODE, FilePlanStore, default_state_file
 from devices.progress import Progress
 from devices.protocol import DEFAULT_ROOT, Topics, check_device_id
 from devices.simulator import DEFAULT_PREFIX, Fleet, FleetSpec
@@ -120,7 +121,12 @@ def add_agent_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
             "Run the native device agent for one device until Ctrl-C (a clean stop).\n"
             "It connects with its device id as MQTT username and client id, receives its\n"
             "retained plan, applies each step at its instant by this machine's clock and\n"
-            "acknowledges every stage. The fixture is simulated: its output is logged."
+            "acknowledges every stage. The fixture is simulated: its output is logged.\n"
+            "It keeps the plan it holds, the highest version it took and the last step\n"
+            "applied in a state file of its own (mode 0600, replaced atomically): after a\n"
+            "restart it shows the step in effect at once, times the steps still to come,\n"
+            "and refuses any older plan the broker kept retained. An unreadable state file\n"
+            "is logged, kept aside as FILE.corrupt, and the agent starts without a plan."
         ),
         epilog=(
             "example:\n"
@@ -135,6 +141,15 @@ def add_agent_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
         metavar="ID",
         required=True,
         help="the device id (also its MQTT username): 1-48 of a-z, 0-9 and '-'",
+    )
+    parser.add_argument(
+        "--state-file",
+        metavar="FILE",
+        help=(
+            "where the agent keeps its plan across restarts (default "
+            "$XDG_STATE_HOME/illuminate/agent-ID.json, or ~/.local/state/illuminate/"
+            "agent-ID.json)"
+        ),
     )
     _add_connection_arguments(parser)
     parser.set_defaults(func=run_agent)
@@ -207,6 +222,14 @@ def add_simulate_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
         "--reject", metavar="N", type=_count, default=0, help="N devices reject every plan"
     )
     knobs.add_argument("--reject-reason", metavar="TEXT", help="the reason they give")
+    parser.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help=(
+            "keep each device's plan in DIR/ID.json, so a restarted fleet resumes its plans"
+            " (default: in memory only)"
+        ),
+    )
     pace = parser.add_argument_group("connecting")
     pace.add_argument(
         "--connect-rate",
@@ -276,6 +299,25 @@ def _topics(args: argparse.Namespace) -> Topics:
         raise CommandError(str(exc)) from None
 
 
+def _state_folder(folder: Path, option: str) -> None:
+    """Make `folder` (mode 0700) or raise CommandError saying why it cannot be used."""
+    try:
+        folder.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    except OSError as exc:
+        why = exc.strerror or exc
+        raise CommandError(f"cannot create the {option} folder {folder}: {why}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CommandError(f"cannot write to the {option} folder {folder}")
+
+
+def _state_file(value: str | None, device_id: str) -> Path:
+    path = Path(value) if value else default_state_file(device_id)
+    if path.is_dir():
+        raise CommandError(f"--state-file {path} is a folder; name a file")
+    _state_folder(path.parent, "--state-file")
+    return path
+
+
 def _run_until_interrupted(tick: Callable[[], None], interval: float = 0.5) -> None:
     """Call `tick` every `interval` until SIGINT (Ctrl-C) or SIGTERM."""
     stop = threading.Event()
@@ -315,6 +357,7 @@ def run_agent(args: argparse.Namespace) -> int:
             raise CommandError("the user in --broker must be the device id, or left out")
         password = _password(args, required=broker.password is None)
         topics = _topics(args)
+        state_file = _state_file(args.state_file, device_id)
     except CommandError as exc:
         return _fail("agent", exc)
     _setup_logging(args.verbose, logging.INFO)
@@ -325,7 +368,9 @@ def run_agent(args: argparse.Namespace) -> int:
         topics=topics,
         fixture=SimulatedFixture(),
         ca_file=args.ca_file,
+        store=FilePlanStore(state_file, device_id),
     )
+    print(f"agent {device_id}: state in {state_file}")
     print(f"agent {device_id}: connecting to {agent.address.redacted()} (Ctrl-C to stop)")
     sys.stdout.flush()
     agent.start()
@@ -366,6 +411,9 @@ def run_simulate(args: argparse.Namespace) -> int:
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from None
+        state_dir = Path(args.state_dir) if args.state_dir else None
+        if state_dir is not None:
+            _state_folder(state_dir, "--state-dir")
     except CommandError as exc:
         return _fail("simulate", exc)
     _setup_logging(args.verbose, logging.WARNING)
@@ -380,7 +428,9 @@ def run_simulate(args: argparse.Namespace) -> int:
         print(f"illuminate simulate: error: {exc}", file=sys.stderr)
         return 3
     pacing = Pacing(rate=args.connect_rate, concurrency=args.connect_concurrency)
-    fleet = Fleet(spec, broker, topics=topics, ca_file=args.ca_file, pacing=pacing)
+    fleet = Fleet(
+        spec, broker, topics=topics, ca_file=args.ca_file, pacing=pacing, state_dir=state_dir
+    )
     print(
         f"simulating {total} devices on {broker.redacted()} ({_knob_summary(spec)}; "
         f"connecting up to {pacing.rate:g}/s, {pacing.concurrency} at once; Ctrl-C to stop)"

@@ -9,8 +9,19 @@ properties and `wait_for` are safe from any thread (they use the shared conditio
 
 Rules worth knowing:
 - A plan whose version is at or below the latest one accepted is ignored, so retained
-  redeliveries (every reconnect) and repeats do no harm. A plan *below* it is answered
-  with a state report, which tells the sender which version the device holds.
+  redeliveries (every reconnect) and repeats do no harm. A plan *below* it is stale: it
+  is counted (`stale_plans`) and answered with a state report, which tells the sender
+  which version the device holds.
+- What the device holds (the highest version taken, the running plan, the last step
+  applied) is saved in its `PlanStore` whenever it changes, before the acks that tell of
+  it. `resume()` (at boot, before connecting) loads it: the stored plan is armed again,
+  the step in effect now is shown at once and only later steps are timed, so a reboot
+  mid-window relights the window without waiting for the broker, and a version below
+  the stored one is stale even if the broker kept it retained. Showing again the step
+  that was applied before the reboot is not a new application: no ack, not in `applied`
+  (the state report on connect says it); a step that fell due while the device was down
+  is applied and acked as usual.
+- The birth carries `plan_version`, the highest version the device holds.
 - A malformed plan is logged, counted (`malformed_plans`) and ignored.
 - A plan whose `not_after` has passed is acked `expired`; a rejected plan (behaviour
   `reject`) is acked `rejected`. Neither replaces the plan that was running.
@@ -33,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from devices.clock import Clock
 from devices.fixture import Fixture
+from devices.planstore import HeldPlan, MemoryPlanStore, PlanStore
 from devices.protocol import (
     MAX_REASON_CHARS,
     Ack,
@@ -105,8 +117,10 @@ class NativeDevice:
         behaviour: Behaviour | None = None,
         firmware: str = FIRMWARE,
         history: int = HISTORY,
+        store: PlanStore | None = None,
     ) -> None:
         self.device_id = check_device_id(device_id)
+        self.store: PlanStore = store if store is not None else MemoryPlanStore()
         self.topics = topics if topics is not None else Topics()
         self.fixture = fixture
         self.behaviour = behaviour if behaviour is not None else Behaviour()
@@ -132,6 +146,8 @@ class NativeDevice:
         self._version = 0
         self._plan_messages = 0
         self._malformed = 0
+        self._stale = 0
+        self._resumed: tuple[int, datetime] | None = None
         self._applied: deque[tuple[int, datetime]] = deque(maxlen=history)
         self._acks: deque[Ack] = deque(maxlen=history)
 
@@ -139,7 +155,14 @@ class NativeDevice:
 
     def birth(self) -> bytes:
         """The retained `online: true` status, sent on every connect."""
-        return encode(DeviceStatus(online=True, firmware=self.firmware, since=self._clock()))
+        return encode(
+            DeviceStatus(
+                online=True,
+                firmware=self.firmware,
+                since=self._clock(),
+                plan_version=self._version or None,
+            )
+        )
 
     @staticmethod
     def offline() -> bytes:
@@ -147,6 +170,46 @@ class NativeDevice:
         return encode(DeviceStatus(online=False))
 
     # ------------------------------------------------------------------ inputs
+
+    def resume(self) -> None:
+        """At boot: take up what the store holds (call once, before any plan arrives).
+
+        The stored version becomes the floor; the stored plan is armed with its steps
+        still to come, and the step in effect now is shown at once.
+        """
+        try:
+            held = self.store.load()
+        except Exception:
+            log.exception("device %s: could not load the stored plan", self.device_id)
+            held = None
+        if held is None:
+            log.debug("device %s: no stored plan; waiting for one", self.device_id)
+            return
+        with self._cond:
+            self._version = max(self._version, held.version)
+            self._cond.notify_all()
+        self._last_applied = held.applied
+        plan = held.plan
+        if plan is None:
+            log.info("device %s: holds version %d, no plan to run", self.device_id, held.version)
+            return
+        now = self._clock()
+        self._plan = plan
+        self._pending = [step for step in plan.steps if step.at > now]
+        current = plan.step_at(now)
+        log.info(
+            "device %s: resumed plan %d (holds %d), %d steps to come",
+            self.device_id,
+            plan.version,
+            held.version,
+            len(self._pending),
+        )
+        if current is not None:
+            if held.applied == (plan.version, current.at):
+                self._show_again(plan.version, current)
+            else:
+                self._apply(plan.version, current)
+        self._arm()
 
     def on_connected(self) -> None:
         """A session began: report the state (the retained plan follows by itself)."""
@@ -182,6 +245,16 @@ class NativeDevice:
     @property
     def malformed_plans(self) -> int:
         return self._malformed
+
+    @property
+    def stale_plans(self) -> int:
+        """Plans refused because their version is below the one held."""
+        return self._stale
+
+    @property
+    def resumed_step(self) -> tuple[int, datetime] | None:
+        """(version, step instant) shown again at boot from the store, if any."""
+        return self._resumed
 
     @property
     def applied(self) -> list[tuple[int, datetime]]:
@@ -221,12 +294,15 @@ class NativeDevice:
         if plan.version < self._version:
             # a sender that counts below us (say, a controller whose database was
             # restored): ignore the plan, but say which version we hold
-            log.info(
-                "device %s: plan %d is older than %d; ignored",
+            log.warning(
+                "device %s: plan %d is older than the %d it holds; ignored",
                 self.device_id,
                 plan.version,
                 self._version,
             )
+            with self._cond:
+                self._stale += 1
+                self._cond.notify_all()
             self._publish_state()
             return
         if plan.version == self._version:
@@ -238,6 +314,7 @@ class NativeDevice:
         log.info("device %s: plan %d received", self.device_id, plan.version)
 
         if self.behaviour.ack == "reject":
+            self._save()
             self._ack(
                 Ack(version=plan.version, stage=Stage.REJECTED, reason=self.behaviour.reject_reason)
             )
@@ -245,10 +322,12 @@ class NativeDevice:
         self._ack(Ack(version=plan.version, stage=Stage.RECEIVED))
         now = self._clock()
         if plan.not_after is not None and now > plan.not_after:
+            self._save()
             self._ack(Ack(version=plan.version, stage=Stage.EXPIRED, reason="not_after has passed"))
             return
         self._plan = plan
         self._pending = [step for step in plan.steps if step.at > now]
+        self._save()
         self._ack(Ack(version=plan.version, stage=Stage.ARMED))
         current = plan.step_at(now)
         if current is not None:
@@ -284,16 +363,23 @@ class NativeDevice:
             self._apply(plan.version, step)
         self._arm()
 
-    def _apply(self, version: int, step: PlanStep) -> None:
+    def _output(self, version: int, step: PlanStep) -> LightState | None:
+        """Set the fixture to the step's state; on a fault ack `failed` and return None."""
         try:
-            output = self.fixture.apply(step.state)
+            return self.fixture.apply(step.state)
         except Exception as exc:
             log.exception("device %s: the fixture failed", self.device_id)
             reason = (str(exc) or type(exc).__name__)[:MAX_REASON_CHARS]
             self._ack(Ack(version=version, stage=Stage.FAILED, step_at=step.at, reason=reason))
+            return None
+
+    def _apply(self, version: int, step: PlanStep) -> None:
+        output = self._output(version, step)
+        if output is None:
             return
         applied_at = self._clock()
         self._last_applied = (version, step.at)
+        self._save()
         with self._cond:
             self._applied.append((version, step.at))
             self._cond.notify_all()
@@ -314,6 +400,29 @@ class NativeDevice:
             )
         )
         self._publish_state()
+
+    def _show_again(self, version: int, step: PlanStep) -> None:
+        """At boot: put back the output of the step applied before the reboot."""
+        output = self._output(version, step)
+        if output is None:
+            return
+        with self._cond:
+            self._resumed = (version, step.at)
+            self._cond.notify_all()
+        log.info(
+            "device %s: plan %d step %s shown again after a restart: %s",
+            self.device_id,
+            version,
+            format_instant(step.at),
+            describe(output),
+        )
+
+    def _save(self) -> None:
+        held = HeldPlan(version=self._version, plan=self._plan, applied=self._last_applied)
+        try:
+            self.store.save(held)
+        except Exception:
+            log.exception("device %s: could not store plan %d", self.device_id, held.version)
 
     # ------------------------------------------------------------------ publishing
 

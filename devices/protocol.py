@@ -187,13 +187,19 @@ class DeviceState(_Wire):
 
 
 class DeviceStatus(_Wire):
-    """Birth (`online: true`) and last will (`online: false`)."""
+    """Birth (`online: true`) and last will (`online: false`).
+
+    `plan_version` (optional, birth only): the highest plan version the device holds,
+    which it kept across a reboot; a device without a plan, or of an older firmware,
+    leaves it out.
+    """
 
     v: Literal[1] = 1
     device: DeviceId | None = None
     online: bool
     firmware: str | None = Field(default=None, max_length=100)
     since: Instant | None = None
+    plan_version: int | None = Field(default=None, ge=1, le=2**53)
 
 
 class ControllerStatus(_Wire):

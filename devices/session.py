@@ -20,6 +20,7 @@ import paho.mqtt.client as mqtt
 from devices.connection import BrokerAddress, LoopClient, new_client
 from devices.fixture import Fixture, SimulatedFixture
 from devices.native import FIRMWARE, HISTORY, Behaviour, NativeDevice
+from devices.planstore import PlanStore
 from devices.protocol import Ack, Topics, check_device_id
 from devices.timers import Timer
 
@@ -67,6 +68,7 @@ class DeviceSession:
         keepalive_s: int = 30,
         history: int = HISTORY,
         problem_level: int = logging.WARNING,
+        store: PlanStore | None = None,
     ) -> None:
         check_device_id(device_id)
         if address.username is not None and address.username != device_id:
@@ -88,6 +90,7 @@ class DeviceSession:
             behaviour=behaviour,
             firmware=firmware,
             history=history,
+            store=store,
         )
         self._client: mqtt.Client | None = None
 
@@ -160,6 +163,14 @@ class DeviceSession:
         return self.device.malformed_plans
 
     @property
+    def stale_plans(self) -> int:
+        return self.device.stale_plans
+
+    @property
+    def resumed_step(self) -> tuple[int, datetime] | None:
+        return self.device.resumed_step
+
+    @property
     def applied(self) -> list[tuple[int, datetime]]:
         return self.device.applied
 
@@ -193,7 +204,11 @@ class DeviceSession:
     # ------------------------------------------------------------------ host side
 
     def open(self) -> mqtt.Client:
-        """Make the paho client, wired to the host's loop (the host calls this once)."""
+        """Boot: make the paho client, wired to the host's loop, and resume the stored plan.
+
+        The host calls this once, before the connection is tried: a device that held a
+        plan shows the step in effect at once, without waiting for the broker.
+        """
         client = new_client(
             self.address,
             self.client_id,
@@ -214,6 +229,8 @@ class DeviceSession:
         # host, port and keepalive for every later reconnect(); no I/O here
         client.connect_async(self.address.host, self.address.port, self._keepalive_s)
         self._client = client
+        # acks it sends now wait in paho's queue for the connection
+        self.device.resume()
         return client
 
     def release(self) -> None:

@@ -7,6 +7,11 @@ single agent runs, so one process carries thousands of devices. A fleet comes fr
 JSON or YAML file (a list of devices, or `{"devices": [...]}`) or is generated from a
 count and a prefix. Knobs make some devices misbehave: start offline, never ack, ack
 late, reject.
+
+Each device keeps what it holds (plan, version, last step) in a `MemoryPlanStore` by
+default: ten thousand devices must not write a file per step. Given a `state_dir`, each
+keeps a `FilePlanStore` there (`<id>.json`), so a fleet restarted on the same folder
+resumes its plans as rebooted agents do.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from devices.fixture import SimulatedFixture
 from devices.host import ConnectionSummary, DeviceHost
 from devices.native import FIRMWARE, Behaviour
 from devices.pacing import Pacing
+from devices.planstore import FilePlanStore, MemoryPlanStore, PlanStore
 from devices.protocol import DeviceId, Topics, check_device_id
 from devices.session import DeviceSession
 
@@ -156,8 +162,9 @@ class Fleet:
     """Runs the devices of a `FleetSpec` on one event loop, each with its own connection.
 
     `agents[id]` is each device's `DeviceSession` (the same observation API as `Agent`),
-    `fixtures[id]` its simulated fixture. Connecting is paced by `pacing`; `summary()`
-    tells how many devices are online and why the others are not.
+    `fixtures[id]` its simulated fixture, `stores[id]` its plan store. Connecting is
+    paced by `pacing`; `summary()` tells how many devices are online and why the others
+    are not.
     """
 
     def __init__(
@@ -173,8 +180,11 @@ class Fleet:
         keepalive_s: int = 30,
         history: int = FLEET_HISTORY,
         name: str = "fleet",
+        state_dir: str | Path | None = None,
     ) -> None:
         self.spec = spec
+        self.state_dir = Path(state_dir) if state_dir is not None else None
+        self.stores: dict[str, PlanStore] = {}
         self.host = DeviceHost(clock=clock, pacing=pacing, name=name)
         self.fixtures: dict[str, SimulatedFixture] = {}
         self.agents: dict[str, DeviceSession] = {}
@@ -182,6 +192,12 @@ class Fleet:
         for device in spec.devices:
             fixture = SimulatedFixture(clock=clock)
             self.fixtures[device.id] = fixture
+            store: PlanStore = (
+                FilePlanStore(self.state_dir / f"{device.id}.json", device.id)
+                if self.state_dir is not None
+                else MemoryPlanStore()
+            )
+            self.stores[device.id] = store
             session = DeviceSession(
                 self.host,
                 device.id,
@@ -196,6 +212,7 @@ class Fleet:
                 history=history,
                 # one line per device would drown a large fleet: summary() says it
                 problem_level=logging.INFO,
+                store=store,
             )
             self.agents[device.id] = session
             self.host.add(session, start_after=device.start_offline_s)

@@ -38,6 +38,7 @@ def test_parsers_register_on_any_cli() -> None:
     args = parser.parse_args(["simulate", "--count", "5", "--offline", "2"])
     assert callable(args.func) and args.count == 5 and args.offline == 2
     assert "--password-file" in agent.format_help()
+    assert "--state-file" in agent.format_help() and "--state-dir" in simulate.format_help()
     assert "--silent" in simulate.format_help() and "disjoint" in simulate.format_help()
 
 
@@ -60,6 +61,12 @@ def test_parsers_register_on_any_cli() -> None:
         (["simulate", "--count", "3", "--password", "p", "--prefix", "BAD"], "prefix"),
         (["simulate", "--fleet", "/nonexistent/fleet.yaml"], "cannot read"),
         (["simulate", "--count", "0", "--password", "p"], "at least one"),
+        (["agent", "--id", "dev-a", "--password", "p", "--state-file", "/"], "is a folder"),
+        (
+            ["agent", "--id", "dev-a", "--password", "p", "--state-file", "/dev/null/x/a.json"],
+            "cannot create",
+        ),
+        (["simulate", "--count", "3", "--password", "p", "--state-dir", "/dev/null/x"], "cannot"),
     ],
 )
 def test_bad_arguments_give_a_clear_error(
@@ -164,7 +171,11 @@ def test_agent_command_runs_until_ctrl_c(
     mosquitto.add_users({"cli-dev": "s3cret"})
     pw = tmp_path / "pw"
     pw.write_text("s3cret\n")
-    proc = Proc(["agent", "--broker", mosquitto.url, "--id", "cli-dev", "--password-file", str(pw)])
+    state_home = tmp_path / "state"
+    proc = Proc(
+        ["agent", "--broker", mosquitto.url, "--id", "cli-dev", "--password-file", str(pw)],
+        env={"XDG_STATE_HOME": str(state_home)},
+    )
     procs.append(proc)
     assert controller.wait_status("cli-dev", online=True, timeout=15), proc.lines
     controller.send_plan("cli-dev", in_effect(1))
@@ -175,6 +186,10 @@ def test_agent_command_runs_until_ctrl_c(
     assert time.monotonic() - began < 5
     assert controller.wait_status("cli-dev", online=False)
     assert not any("Traceback" in line for line in proc.lines), proc.lines
+    # the plan it held is in its own state file, under the user's state folder
+    state_file = state_home / "illuminate" / "agent-cli-dev.json"
+    assert state_file.stat().st_mode & 0o777 == 0o600
+    assert b'"version":1' in state_file.read_bytes()
 
 
 @pytest.mark.broker

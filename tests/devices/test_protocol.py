@@ -89,6 +89,7 @@ EVERY_MESSAGE: list[BaseModel] = [
     ),
     DeviceState(state=OFF, reported_at=T0),
     DeviceStatus(online=True, device="dev-a", firmware="fw/1", since=T0),
+    DeviceStatus(online=True, firmware="fw/1", since=T0, plan_version=7),
     DeviceStatus(online=False),
     ControllerStatus(online=True, since=T0),
     ControllerStatus(online=False),
@@ -380,3 +381,12 @@ def test_no_coercion_of_wire_values(body, kind):
     with pytest.raises(ProtocolError) as err:
         decode(Ack, body.encode())
     assert err.value.kind == kind
+
+
+def test_a_birth_without_plan_version_still_decodes_and_a_bad_one_is_refused() -> None:
+    old_agent = b'{"v":1,"online":true,"firmware":"fw/0","since":"2026-07-30T19:30:00Z"}'
+    assert decode(DeviceStatus, old_agent).plan_version is None
+    with pytest.raises(ProtocolError):
+        decode(DeviceStatus, b'{"v":1,"online":true,"plan_version":0}')
+    with pytest.raises(ProtocolError):
+        decode(DeviceStatus, b'{"v":1,"online":true,"plan_version":"7"}')

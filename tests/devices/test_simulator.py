@@ -11,9 +11,10 @@ import pytest
 
 from devices.agent import Behaviour
 from devices.connection import BrokerAddress
+from devices.planstore import FilePlanStore, MemoryPlanStore
 from devices.protocol import Stage
 from devices.simulator import Fleet, FleetSpec, SimDevice
-from tests.devices.harness import BLUE, TestController, in_effect
+from tests.devices.harness import BLUE, RED, TestController, in_effect
 from tests.support.mosquitto import Mosquitto
 
 
@@ -114,9 +115,11 @@ def run_fleet(mosquitto: Mosquitto) -> Iterator[list[Fleet]]:
             fleet.stop()
 
 
-def start(mosquitto: Mosquitto, spec: FleetSpec, fleets: list[Fleet]) -> Fleet:
+def start(
+    mosquitto: Mosquitto, spec: FleetSpec, fleets: list[Fleet], state_dir: Path | None = None
+) -> Fleet:
     mosquitto.add_users({d.id: d.password for d in spec.devices})
-    fleet = Fleet(spec, BrokerAddress.parse(mosquitto.url))
+    fleet = Fleet(spec, BrokerAddress.parse(mosquitto.url), state_dir=state_dir)
     fleets.append(fleet)
     fleet.start()
     return fleet
@@ -211,3 +214,40 @@ def test_stopping_a_fleet_before_its_late_devices_start(
     fleet.stop()
     assert time.monotonic() - began < 2
     assert not fleet.agents["never-on"].connected
+
+
+def test_a_fleet_keeps_plans_in_memory_unless_given_a_folder(tmp_path: Path) -> None:
+    spec = FleetSpec.generate(2, "pw")
+    address = BrokerAddress.parse("mqtt://127.0.0.1:1")
+    assert all(isinstance(s, MemoryPlanStore) for s in Fleet(spec, address).stores.values())
+    stores = Fleet(spec, address, state_dir=tmp_path).stores
+    assert sorted(s.path.name for s in stores.values() if isinstance(s, FilePlanStore)) == [
+        "sim-001.json",
+        "sim-002.json",
+    ]
+
+
+@pytest.mark.broker
+def test_a_fleet_restarted_on_its_state_folder_resumes_and_refuses_older_plans(
+    mosquitto: Mosquitto, controller: TestController, run_fleet: list[Fleet], tmp_path: Path
+) -> None:
+    spec = FleetSpec.generate(3, "pw")
+    ids = [d.id for d in spec.devices]
+    fleet = start(mosquitto, spec, run_fleet, state_dir=tmp_path)
+    assert fleet.wait_started(10)
+    for device_id in ids:
+        controller.send_plan(device_id, in_effect(2))
+    for device_id in ids:
+        assert fleet.agents[device_id].wait_applied(2, 10)
+    fleet.stop()
+    for device_id in ids:
+        controller.send_plan(device_id, in_effect(1, RED))  # older, retained
+
+    again = start(mosquitto, spec, run_fleet, state_dir=tmp_path)
+    assert all(f.current == BLUE for f in again.fixtures.values())  # from the files, at once
+    assert again.wait_started(10)
+    for device_id in ids:
+        agent = again.agents[device_id]
+        assert agent.wait_for(lambda a=agent: a.stale_plans == 1, 10), device_id
+        assert agent.plan_version == 2 and agent.applied == []
+    assert all(f.current == BLUE for f in again.fixtures.values())
