@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -246,6 +246,73 @@ class Assessment:
 RunsOf = Callable[[Site, City], tuple[Segment, ...]]
 
 
+@dataclass(frozen=True, eq=False)
+class _Assessed:
+    runs: Sequence[Segment]
+    devices: tuple[DeviceView, ...]
+    commands: tuple[Command | None, ...]
+    at: datetime
+    due: datetime | None
+    state: SiteState
+    change: datetime | None
+
+
+class SiteMemo:
+    """Each site's last assessment, and what it rested on: a site whose runs, devices and
+    commands did not move, and whose next instant (a window's edge or grace, a step of a
+    device's plan) has not come, keeps its state, the same object. Kept from one build
+    (`begin` ... `end`) to the next, for the sites that build assessed."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, _Assessed] = {}
+        self._used: dict[str, _Assessed] = {}
+        self.hits = 0
+
+    def begin(self) -> None:
+        self._used = {}
+
+    def end(self) -> None:
+        self._entries, self._used = self._used, {}
+
+    def assess(
+        self,
+        site: Site,
+        runs: Sequence[Segment],
+        devices: Sequence[DeviceView],
+        latest: Mapping[str, Command],
+        now: datetime,
+        grace: timedelta,
+        upcoming: timedelta,
+        plans: PlanOf,
+    ) -> tuple[SiteState, datetime | None]:
+        mine = tuple(devices)
+        commands = tuple(latest.get(d.id) for d in mine)
+        known = self._entries.get(site.id)
+        if (
+            known is not None
+            and known.runs is runs
+            and known.at <= now
+            and (known.due is None or now < known.due)
+            and known.commands == commands
+            and known.devices == mine
+        ):
+            self.hits += 1
+            self._used[site.id] = known
+            return known.state, known.change
+        state = site_state(runs, mine, latest, now, grace, upcoming, plans)
+        change = next_change(runs, now, grace, upcoming)
+        due = change
+        for command in commands:
+            plan = plans(command) if command is not None else None
+            for step in plan.steps if plan is not None else ():
+                if step.at > now:
+                    if due is None or step.at < due:
+                        due = step.at
+                    break
+        self._used[site.id] = _Assessed(runs, mine, commands, now, due, state, change)
+        return state, change
+
+
 def assess(
     snap: Snapshot,
     now: datetime,
@@ -253,6 +320,7 @@ def assess(
     upcoming: timedelta,
     runs_of: RunsOf,
     plans: PlanOf = plan_of,
+    memo: SiteMemo | None = None,
 ) -> Assessment:
     """The state of every site of the catalog, in catalog order. Devices are indexed by
     site once, so the cost grows with sites plus devices, never their product."""
@@ -265,9 +333,13 @@ def assess(
     for site in snap.catalog.sites:
         city = cities[site.city]
         runs = runs_of(site, city)
-        state = site_state(runs, by_site.get(site.id, ()), snap.latest, now, grace, upcoming, plans)
+        devices = by_site.get(site.id, ())
+        if memo is not None:
+            state, at = memo.assess(site, runs, devices, snap.latest, now, grace, upcoming, plans)
+        else:
+            state = site_state(runs, devices, snap.latest, now, grace, upcoming, plans)
+            at = next_change(runs, now, grace, upcoming)
         out.append((site, city, state))
-        at = next_change(runs, now, grace, upcoming)
         if at is not None and (soonest is None or at < soonest):
             soonest = at
     return Assessment(now, tuple(out), soonest)
@@ -330,23 +402,53 @@ class Document:
     etag: str
 
 
+class Fragments:
+    """Each site's encoded JSON per language, kept while the site, its city and its
+    state are the same objects (a `SiteMemo` hands back the same state when nothing
+    moved), so a build encodes only the sites that changed."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str], tuple[Site, City, SiteState, bytes]] = {}
+
+    def get(self, site: Site, city: City, state: SiteState, lang: str) -> bytes | None:
+        known = self._entries.get((site.id, lang))
+        if known is not None and known[0] is site and known[1] is city and known[2] is state:
+            return known[3]
+        return None
+
+    def put(self, site: Site, city: City, state: SiteState, lang: str, data: bytes) -> None:
+        self._entries[(site.id, lang)] = (site, city, state, data)
+
+    def keep(self, site_ids: Collection[str]) -> None:
+        """Forget the sites no longer in the catalog."""
+        self._entries = {k: v for k, v in self._entries.items() if k[0] in site_ids}
+
+
 class Renderer:
     """Encodes one assessment in any language; what every language shares (the summary,
     each site's state and times) is encoded once."""
 
-    def __init__(self, assessment: Assessment) -> None:
+    def __init__(self, assessment: Assessment, fragments: Fragments | None = None) -> None:
         self.assessment = assessment
+        self.fragments = fragments if fragments is not None else Fragments()
         self.summary = dumps(summary_json(state for _, _, state in assessment.sites))
-        instant = lru_cache(maxsize=4096)(format_instant)  # windows are shared by sites
-        self._fixed = [state_json(state, instant) for _, _, state in assessment.sites]
+        self._instant = lru_cache(maxsize=4096)(format_instant)  # windows are shared
         self._generated = format_instant(assessment.now).encode()
 
+    def _site(self, site: Site, city: City, state: SiteState, lang: str) -> bytes:
+        data = self.fragments.get(site, city, state, lang)
+        if data is None:
+            data = dumps(site_json(site, city, state_json(state, self._instant), lang))
+            self.fragments.put(site, city, state, lang, data)
+        return data
+
     def render(self, lang: str) -> Document:
-        sites = dumps(
-            [
-                site_json(site, city, fixed, lang)
-                for (site, city, _), fixed in zip(self.assessment.sites, self._fixed, strict=True)
-            ]
+        sites = (
+            b"["
+            + b",".join(
+                self._site(site, city, state, lang) for site, city, state in self.assessment.sites
+            )
+            + b"]"
         )
         body = b'{"generated_at":"%s","summary":%s,"sites":%s}' % (
             self._generated,

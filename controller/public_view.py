@@ -33,7 +33,9 @@ from controller.public import (
     DEFAULT_LANGUAGE,
     LANGUAGES,
     Assessment,
+    Fragments,
     Renderer,
+    SiteMemo,
     assess,
     plan_of,
     runs_range,
@@ -203,6 +205,8 @@ class PublicView:
         """Builds that failed (the previous rendering stays served)."""
         self.timelines = TimelineCache(upcoming)
         self._plans = PlanCache()
+        self._memo = SiteMemo()
+        self._fragments = Fragments()
         self._renderings: dict[str, Rendering] = {}
         self._stale = True
         self._attempted: float | None = None  # monotonic time of the last build attempt
@@ -303,14 +307,17 @@ class PublicView:
 
         self.timelines.begin()
         self._plans.begin()
+        self._memo.begin()
         try:
             assessment: Assessment = assess(
-                snap, now, self.grace, self.upcoming, runs_of, self._plans
+                snap, now, self.grace, self.upcoming, runs_of, self._plans, self._memo
             )
         finally:
             self.timelines.end()
             self._plans.end()
-        renderer = Renderer(assessment)
+            self._memo.end()
+        self._fragments.keep({site.id for site, _, _ in assessment.sites})
+        renderer = Renderer(assessment, self._fragments)
         renderings: dict[str, Rendering] = {}
         for lang in sorted(self.languages):
             document = renderer.render(lang)

@@ -15,7 +15,15 @@ from typing import Any
 import pytest
 
 from controller.lifecycle import CommandState
-from controller.public import PublicSite, PublicState, PublicStatus, public_status
+from controller.public import (
+    PublicSite,
+    PublicState,
+    PublicStatus,
+    SiteMemo,
+    assess,
+    public_status,
+    site_runs,
+)
 from controller.store.base import Command, DeviceView, Snapshot
 from devices.protocol import LightState, Plan, PlanStep, encode
 from schedules.model import Campaign, SiteCatalog
@@ -446,3 +454,52 @@ def test_a_plan_that_does_not_decode_is_not_lit() -> None:
     )
     s = snap(lit_device(), commands={"dev-atomium": broken})
     assert atomium(s, S + GRACE).state is PublicState.UNCONFIRMED
+
+
+# the site memo: the same states as a fresh assessment, for less ----------------------
+
+
+def _assessed(s: Snapshot, now: datetime, memo: SiteMemo | None, runs: dict) -> list:
+    def runs_of(site, city):
+        # one expansion per site, kept like the view's cache keeps it (same object)
+        if site.id not in runs:
+            runs[site.id] = site_runs(s.campaigns, site, city, S - timedelta(days=2), E + UPCOMING)
+        return runs[site.id]
+
+    if memo is not None:
+        memo.begin()
+    out = assess(s, now, GRACE, UPCOMING, runs_of, memo=memo)
+    if memo is not None:
+        memo.end()
+    return [(site.id, state) for site, _, state in out.sites]
+
+
+def test_the_site_memo_gives_the_states_a_fresh_assessment_gives() -> None:
+    memo = SiteMemo()
+    runs: dict = {}
+    before = snap(device())
+    after = snap(lit_device())
+    timeline = [
+        (before, S - timedelta(hours=2)),
+        (before, S - timedelta(hours=1)),  # nothing moved: kept
+        (before, S),  # the window opens
+        (before, S + timedelta(seconds=10)),
+        (after, S + timedelta(seconds=12)),  # the device confirmed
+        (after, S + GRACE),
+        (before, S + GRACE + timedelta(seconds=1)),  # a contradicting report came
+        (before, E),  # the window ends
+        (before, E + timedelta(minutes=1)),
+    ]
+    for s, now in timeline:
+        assert _assessed(s, now, memo, runs) == _assessed(s, now, None, runs), now
+    assert memo.hits > 0
+
+
+def test_the_site_memo_hands_back_the_same_state_when_nothing_moved() -> None:
+    memo = SiteMemo()
+    runs: dict = {}
+    s = snap(lit_device())
+    first = dict(_assessed(s, S + timedelta(minutes=1), memo, runs))
+    again = dict(_assessed(s, S + timedelta(minutes=2), memo, runs))
+    assert again["atomium"] is first["atomium"]
+    assert again["atomium"].state is PublicState.LIT
