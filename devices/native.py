@@ -379,10 +379,18 @@ class NativeDevice:
             return
         applied_at = self._clock()
         self._last_applied = (version, step.at)
-        self._save()
         with self._cond:
             self._applied.append((version, step.at))
             self._cond.notify_all()
+        # the output is set and stamped now; storing and reporting it wait until every
+        # step due at this instant is applied (a host runs thousands of devices on one
+        # loop: their outputs change together, their reports follow at once)
+        self._timers.call_later(0, lambda: self._report_applied(version, step, output, applied_at))
+
+    def _report_applied(
+        self, version: int, step: PlanStep, output: LightState, applied_at: datetime
+    ) -> None:
+        self._save()
         log.info(
             "device %s: plan %d step %s applied: %s",
             self.device_id,

@@ -88,16 +88,18 @@ class TimerHeap:
     def run_due(self) -> int:
         """Run every timer whose deadline has come, earliest first; return how many ran.
 
-        Timers that callbacks schedule for now or earlier run in the same pass.
+        Timers that callbacks schedule for now or earlier run in the same pass. Due
+        wall-clock timers (plan steps) run before due monotonic ones, so every step due
+        at an instant is applied before the work those steps leave for later.
         """
         ran = 0
         while True:
             self._drop_cancelled()
             timer = None
-            if self._mono and self._mono[0][0] <= self.monotonic():
-                timer = heapq.heappop(self._mono)[2]
-            elif self._wall and self._wall[0][0] <= self.clock():
+            if self._wall and self._wall[0][0] <= self.clock():
                 timer = heapq.heappop(self._wall)[2]
+            elif self._mono and self._mono[0][0] <= self.monotonic():
+                timer = heapq.heappop(self._mono)[2]
             if timer is None:
                 return ran
             timer.cancelled = True  # it runs once

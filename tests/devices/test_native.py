@@ -66,6 +66,7 @@ class Rig:
             }
         )
         self.device.on_message(TOPICS.plan("dev-a"), encode(body))
+        self.timers.run_due()  # as the host's loop does after each message
 
     def advance(self, seconds: float) -> None:
         self.clock.advance(seconds)
@@ -222,3 +223,41 @@ def test_observation_history_is_bounded(history: int) -> None:
     assert len(rig.device.applied) == history
     assert rig.device.applied[-1][0] == 5
     assert len(rig.device.acks_sent) == history
+
+
+def test_devices_on_one_loop_all_apply_a_shared_step_before_any_reports_it() -> None:
+    clock = FakeClock(START)
+    timers = TimerHeap(clock, clock.monotonic)
+    events: list[str] = []
+
+    class Recording(SimulatedFixture):
+        def apply(self, state: LightState) -> LightState:
+            events.append("apply")
+            return super().apply(state)
+
+    def publish(topic: str, payload: bytes, retain: bool) -> None:
+        if b'"applied"' in payload:
+            events.append("report")
+
+    plan = Plan(
+        version=1,
+        issued_at=START,
+        steps=[
+            PlanStep(at=START, state=LightState(on=False)),
+            PlanStep(at=START + timedelta(seconds=10), state=BLUE),
+        ],
+    )
+    for i in range(3):
+        device = NativeDevice(
+            f"dev-{i}",
+            fixture=Recording(clock=clock),
+            timers=timers,
+            publish=publish,
+            cond=threading.Condition(),
+        )
+        device.on_message(TOPICS.plan(f"dev-{i}"), encode(plan))
+    timers.run_due()
+    events.clear()
+    clock.advance(10)
+    timers.run_due()
+    assert events == ["apply"] * 3 + ["report"] * 3

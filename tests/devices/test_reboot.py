@@ -75,10 +75,12 @@ class Boot:
             store=store,
         )
         self.device.resume()
+        self.timers.run_due()  # as the host's loop does after each turn
 
     def deliver(self, plan: Plan) -> None:
         """The broker hands the device a plan (a retained one on connect, say)."""
         self.device.on_message(TOPICS.plan("dev-a"), encode(plan))
+        self.timers.run_due()
 
     def advance(self, seconds: float) -> None:
         self.clock.advance(seconds)
