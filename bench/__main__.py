@@ -55,6 +55,18 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default=5.0,
         help="least seconds between the replacing PUT and the window's opening (default 5)",
     )
+    p.add_argument(
+        "--flood-rate",
+        type=int,
+        default=5000,
+        help="state reports a second one device sends in the flood scenario (default 5000)",
+    )
+    p.add_argument(
+        "--flood-seconds",
+        type=float,
+        default=5.0,
+        help="seconds of probing under the flood (default 5; 0 skips the scenario)",
+    )
     p.add_argument("--no-in-process", action="store_true", help="skip reconcile-tick")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
     p.add_argument("--keep", action="store_true", help="keep the work folder (logs, database)")
@@ -76,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         load_seconds=args.load_seconds,
         load_clients=clients,
         min_lead_s=args.min_lead,
+        flood_rate=args.flood_rate,
+        flood_seconds=args.flood_seconds,
     )
     settings = {
         "shard_size": opts.shard_size,
@@ -83,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         "scenario_timeout_s": opts.scenario_timeout,
         "load_seconds": opts.load_seconds,
         "load_clients": list(clients),
+        "flood_rate": opts.flood_rate,
+        "flood_seconds": opts.flood_seconds,
     }
     head = report.header(args.devices, settings, REPO)
     machine = head["machine"]

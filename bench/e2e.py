@@ -35,6 +35,7 @@ from bench.fleet import (
     shards,
     window_campaign,
 )
+from bench.flood import flood
 from bench.inprocess import registration_floor
 from bench.mqtt import AckObserver, echo_floor, floor_ids
 from bench.procs import BenchAborted, Children, rss_kib
@@ -68,6 +69,8 @@ class Options:
     load_seconds: float = 5.0
     load_clients: tuple[int, ...] = (50, 200)
     min_lead_s: float = 5.0
+    flood_rate: int = 5000
+    flood_seconds: float = 5.0
 
     @property
     def scenario_timeout(self) -> float:
@@ -731,6 +734,44 @@ def status_load(rig: Rig, startup_s: float) -> None:
     rig.children.stop(floor)
 
 
+def flood_fairness(rig: Rig) -> None:
+    """One device floods; another's reports are still stored promptly (bench/flood.py)."""
+    if rig.n < 2 or rig.opts.flood_seconds <= 0:
+        return
+    assert rig.broker is not None
+    flooder, probe = rig.device_ids[0], rig.device_ids[1]
+    print(
+        f"  flood: {flooder} sends {rig.opts.flood_rate} reports/s for "
+        f"{rig.opts.flood_seconds:.0f}s; {probe} reports once a second",
+        flush=True,
+    )
+    got = flood(
+        HOST,
+        rig.broker.port,
+        rig.db_path,
+        flooder,
+        probe,
+        DEVICE_PASSWORD,
+        (CONTROLLER_USER, CONTROLLER_PASSWORD),
+        rig.opts.flood_rate,
+        rig.opts.flood_seconds,
+    )
+    worst = max(got.stored_s) if got.stored_s and not got.lost else None
+    floor = max(got.seen_s) if got.seen_s else None
+    rig.rows.append(
+        row(
+            "flood",
+            rig.n,
+            worst,
+            floor,
+            rate=round(got.rate),
+            probes=len(got.stored_s) + got.lost,
+            lost=got.lost,
+            p50_ms=round(statistics.median(got.stored_s) * 1e3, 1) if got.stored_s else None,
+        )
+    )
+
+
 def run(opts: Options, workdir: Path, rows: list[dict[str, Any]]) -> None:
     """Every end-to-end scenario in order, appending to `rows` (kept if one fails).
     Every child process is stopped on the way out, whatever happens."""
@@ -746,5 +787,6 @@ def run(opts: Options, workdir: Path, rows: list[dict[str, Any]]) -> None:
         floor, _versions = plan_fanout(rig)
         replan_and_step(rig, floor)
         status_load(rig, startup)
+        flood_fairness(rig)
     finally:
         rig.stop()

@@ -32,6 +32,7 @@ def test_bench_runs_every_scenario(tmp_path: Path) -> None:
             *("--devices", str(DEVICES), "--shard-size", "3", "--grace", "2"),
             *("--min-lead", "3", "--timeout", "60", "--no-in-process", "--out", str(out)),
             *("--load-seconds", "0.5", "--load-clients", "4"),
+            *("--flood-rate", "200", "--flood-seconds", "2"),
         ],
         cwd=REPO,
         capture_output=True,
@@ -56,6 +57,9 @@ def test_bench_runs_every_scenario(tmp_path: Path) -> None:
     assert rows[("false-unconfirmed", None)]["acked_within_grace"] == DEVICES
     assert rows[("footprint-rss", None)]["rss_mib"] > 0
     assert rows[("footprint-startup", None)]["seconds"] > 0
+    flood = rows[("flood", None)]
+    assert flood["probes"] >= 1 and flood["lost"] == 0 and flood["seconds"] is not None, flood
+    assert flood["rate"] > 0
     for path in ("200", "304"):
         load = rows[("status-load", path)]
         assert load["clients"] == 4
