@@ -34,7 +34,7 @@ import json
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, ClassVar
@@ -123,6 +123,8 @@ class Reported:
     - `brightness`: percent, converted from the device's scale.
     - `white`: a separate white channel, 0-255, where the device has one.
     - `raw`: the figures as the device sent them, for staff to see.
+    - `reset`: the device says its state is unknown now (Home Assistant's
+      `"state": null`): what was reported before no longer holds.
     """
 
     on: bool | None = None
@@ -130,9 +132,12 @@ class Reported:
     brightness: float | None = None
     white: int | None = None
     raw: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    reset: bool = False
 
     def merged(self, newer: Reported) -> Reported:
         """This report overlaid with a newer one: what the newer one says wins."""
+        if newer.reset:
+            return replace(newer, reset=False)
         return Reported(
             on=newer.on if newer.on is not None else self.on,
             colour=newer.colour if newer.colour is not None else self.colour,
@@ -143,7 +148,9 @@ class Reported:
 
     @property
     def empty(self) -> bool:
-        return self.on is None and self.colour is None and self.brightness is None
+        return (
+            not self.reset and self.on is None and self.colour is None and self.brightness is None
+        )
 
 
 @dataclass(frozen=True)
@@ -252,11 +259,14 @@ class Adapter(ABC):
                 return Malformed(f"payload of {len(payload)} bytes is over {MAX_PAYLOAD_BYTES}")
             if topic not in self.topics.reports:
                 return Ignored(f"{topic!r} is not one of this device's report topics")
-            return self._parse(topic, bytes(payload))
+            parsed = self._parse(topic, bytes(payload))
         except BadMessage as exc:
             return Malformed(str(exc))
         except Exception as exc:  # a parser bug must not stop the intake either
             return Malformed(f"unreadable: {type(exc).__name__}: {exc}")
+        if isinstance(parsed, Report) and _says_nothing(parsed):
+            return Ignored("a message without light fields")
+        return parsed
 
     def confirms(self, target: LightState, reported: Reported) -> bool:
         """Whether `reported` shows `target`, within this adapter's tolerance."""
@@ -276,6 +286,12 @@ class Adapter(ABC):
         if not colour_matches(colour, want.colour, tol):
             return False
         return abs(intensity_percent(colour, reported.brightness) - want.level) <= tol.level
+
+
+def _says_nothing(report: Report) -> bool:
+    if report.availability is not None or report.reply is not None:
+        return False
+    return report.state is None or report.state.empty
 
 
 # ---- helpers the vendor modules share --------------------------------------------------

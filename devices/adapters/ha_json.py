@@ -127,8 +127,10 @@ class HaJsonAdapter(Adapter):
         state = data.get("state")
         if state in ("ON", "OFF"):
             on = state == "ON"
-        elif state is not None:  # null means unknown
+        elif state is not None:
             raise BadMessage(f"state {str(state)[:40]!r} is not ON, OFF or null")
+        elif "state" in data:  # null: the light's state is unknown now
+            return Reported(raw=freeze(raw), reset=True)
         brightness = None
         if data.get("brightness") is not None:
             value = number(data["brightness"], "brightness", 0, self._scale.high)
