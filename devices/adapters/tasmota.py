@@ -29,6 +29,7 @@ Sources: tasmota/docs `docs/MQTT.md` (FullTopic, `cmnd`/`stat`/`tele`, LWT), `do
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -127,7 +128,8 @@ class TasmotaAdapter(Adapter):
             return (Command(self._power_cmd, b"OFF"),)
         hsv = rgb_to_hsv(out.chroma)
         dimmer = PERCENT.to_device(out.level, lit=True)
-        hsb = f"{round(hsv.h) % 360},{round(hsv.s)},{dimmer}"
+        hue, sat = math.floor(hsv.h + 0.5) % 360, math.floor(hsv.s + 0.5)
+        hsb = f"{hue},{sat},{dimmer}"
         return (Command(self._backlog, f"HSBColor {hsb}; Power ON".encode()),)
 
     def state_request(self, *, ref: int = 0) -> StateRequest:
