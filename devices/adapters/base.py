@@ -294,7 +294,7 @@ def _says_nothing(report: Report) -> bool:
     return report.state is None or report.state.empty
 
 
-# ---- helpers the vendor modules share --------------------------------------------------
+# ---- reading and writing vendor payloads: shared by the vendor modules ---------------
 
 
 def encode_json(value: Any) -> bytes:

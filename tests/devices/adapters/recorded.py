@@ -1,4 +1,4 @@
-"""Recorded vendor messages (fixtures/*.json) and a helper that folds them into a state."""
+"""Recorded vendor messages (fixtures/*.json), and `fold`, which merges their reported states."""
 
 from __future__ import annotations
 
