@@ -28,7 +28,7 @@ from controller.public_view import PublicView
 from controller.reconcile import Reconciler
 from controller.settings import Settings
 from controller.steady import SteadyClock
-from controller.store.base import Snapshots
+from controller.store.changes import Snapshots, watched
 from controller.store.db import make_engine, migrate, session_factory
 from controller.store.sql import sql_stores
 from controller.store.users import Users
@@ -64,7 +64,7 @@ class Controller:
         self.engine = make_engine(settings.database_url)
         migrate(self.engine)
         self.sessions = session_factory(self.engine)
-        self.stores = sql_stores(self.sessions)
+        self.stores = watched(sql_stores(self.sessions))
         self.users = Users(self.sessions)
         self.embedded: EmbeddedBroker | None = None
         if settings.broker.url is None:

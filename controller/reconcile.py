@@ -26,6 +26,7 @@ from controller.confirmation import device_confirmed_at
 from controller.lifecycle import CommandState
 from controller.plansteps import SiteSteps, plan_steps, same_from_now, wire_light
 from controller.store.base import Command, DeviceView, Move, NewVersion, Stores
+from controller.store.changes import DeviceReads
 from controller.timelines import Timelines
 from devices.clock import TimeSource
 from devices.protocol import MAX_STEPS, Plan, PlanStep, encode
@@ -127,6 +128,7 @@ class Reconciler:
         caught_up: Callable[[], datetime | None] | None = None,
     ) -> None:
         self.stores = stores
+        self.reads = DeviceReads(stores, clock.monotonic)
         self.caught_up = caught_up
         """When given, the time up to which every device message is stored (the intake's
         `caught_up_to`): a step is called UNCONFIRMED only once the messages that came
@@ -168,8 +170,7 @@ class Reconciler:
 
     def _run(self, now: datetime) -> ReconcileResult:
         inputs = self._read_inputs()
-        views = self.stores.reports.views()
-        latest = self.stores.outbox.latest()
+        views, latest = self.reads.read()
         self._plans = {c.id: p for c in latest.values() if (p := self._plans.get(c.id))}
         result = ReconcileResult(devices=len(views))
         per_site: dict[str, SiteSteps] = {}

@@ -22,11 +22,14 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from controller.lifecycle import CommandState
 from devices.protocol import Plan, decode
 from schedules.model import Campaign, SiteCatalog
+
+if TYPE_CHECKING:
+    from controller.store.changes import ChangeFeed
 
 RESERVED_PREFIX = "illuminate"
 
@@ -216,6 +219,8 @@ class Stores:
     campaigns: CampaignStore
     outbox: OutboxStore
     reports: ReportStore
+    changes: ChangeFeed | None = None
+    """Told of every report and command write, when the stores are `watched`."""
 
     def snapshot(self) -> Snapshot:
         views = self.reports.views()
@@ -224,29 +229,4 @@ class Stores:
             self.campaigns.all(),
             tuple(views[k] for k in sorted(views)),
             self.outbox.latest(),
-        )
-
-
-class Snapshots:
-    """Snapshots for a frequent reader (the public view): sites and campaigns are read
-    again only when their revision moved; devices and commands every time."""
-
-    def __init__(self, stores: Stores) -> None:
-        self.stores = stores
-        self._catalog: tuple[int, SiteCatalog] | None = None
-        self._campaigns: tuple[int, tuple[Campaign, ...]] | None = None
-
-    def __call__(self) -> Snapshot:
-        registry = self.stores.registry.revision()
-        if self._catalog is None or self._catalog[0] != registry:
-            self._catalog = (registry, self.stores.registry.catalog())
-        campaigns = self.stores.campaigns.revision()
-        if self._campaigns is None or self._campaigns[0] != campaigns:
-            self._campaigns = (campaigns, self.stores.campaigns.all())
-        views = self.stores.reports.views()
-        return Snapshot(
-            self._catalog[1],
-            self._campaigns[1],
-            tuple(views[k] for k in sorted(views)),
-            self.stores.outbox.latest(),
         )

@@ -17,6 +17,7 @@ from controller.lifecycle import CommandState
 from controller.plansteps import SiteSteps
 from controller.reconcile import Reconciler, plan_steps, same_from_now
 from controller.store.base import Command, Move, NewDevice, Stores
+from controller.store.changes import watched
 from controller.store.memory import memory_stores
 from controller.store.sql import database
 from devices.protocol import LightState, Plan, PlanStep
@@ -262,22 +263,31 @@ class Rig:
         )
 
 
-@pytest.fixture(params=["memory", "sqlite"])
-def rig(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Rig]:
-    def no_clock() -> datetime:
+class NoClock:
+    def __call__(self) -> datetime:
         raise AssertionError("the tests pass `now` explicitly")
 
+    def monotonic(self) -> float:
+        return 0.0  # never time for a periodic full read: every read is incremental
+
+
+@pytest.fixture(params=["memory", "sqlite", "memory-watched", "sqlite-watched"])
+def rig(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Rig]:
+    no_clock = NoClock()
+
     def make(stores: Stores) -> Rig:
+        if request.param.endswith("-watched"):
+            stores = watched(stores)
         stores.registry.import_catalog(CATALOG)
         stores.registry.add_devices(
             [NewDevice("dev-a", "atomium"), NewDevice("dev-b", "grand-place")], T0
         )
         stores.campaigns.put(campaign(), T0)
-        rig = Rig(stores, Reconciler(stores, no_clock, HORIZON, GRACE))  # type: ignore[arg-type]
+        rig = Rig(stores, Reconciler(stores, no_clock, HORIZON, GRACE))
         rig.reconciler.on_outbox = lambda: rig.outbox_calls.append(1)
         return rig
 
-    if request.param == "memory":
+    if request.param.startswith("memory"):
         yield make(memory_stores())
         return
     with database(f"sqlite:///{tmp_path}/db.sqlite") as (_, _, stores):
