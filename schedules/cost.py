@@ -8,8 +8,8 @@ over the horizon checked:
 - its windows occur more than `Limits.max_occurrences` times;
 - its sites times occurrences exceed `Limits.max_site_occurrences`.
 
-Counting needs the dates of each window, not their instants, so even a refusal at the
-limit is cheap; a `Budget` bounds the counting itself.
+Counting needs the dates of each window, not their instants, and each distinct rule is
+walked once, so even a refusal at the limit is cheap; a `Budget` bounds the counting.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from datetime import date
 
 from schedules.budget import Budget, EvaluationRefused
 from schedules.model import Campaign, SiteCatalog, Targets
-from schedules.recurrence import NEVER_YEARS, next_day
+from schedules.recurrence import NEVER_YEARS, next_day, rule_days
 
 MAX_OCCURRENCES = 50_000
 """Occurrences of one campaign over the horizon: 125 daily windows for 400 days."""
@@ -54,20 +54,29 @@ def check_cost(
     occurrences = 0
     site_occurrences = 0
     matched: dict[Targets, int] = {}
+    occurs: dict[str, bool] = {}
+    rule_dates: dict[str, tuple[date, ...]] = {}
+    until = _years_later(first, NEVER_YEARS)
     for index, window in enumerate(campaign.windows):
         where = f"windows[{index}]"
-        if window.rrule is not None:
+        rule = window.rrule
+        if rule is not None:
             if budget is not None:
                 budget.where = f"{where}.rrule"
-            until = _years_later(first, NEVER_YEARS)
-            if next_day(window.rrule, first, until, budget) is None:
+            if rule not in occurs:
+                occurs[rule] = next_day(rule, first, until, budget) is not None
+            if not occurs[rule]:
                 raise EvaluationRefused(
                     f"{where}.rrule",
                     f"rrule {window.rrule!r} never occurs: it has no date from {first} to {until}",
                 )
+            if rule not in rule_dates:
+                rule_dates[rule] = rule_days(rule, first, last, budget)
         if budget is not None:
             budget.where = where
-        count = len(window.days(first, last, budget))
+        found = {d for d in window.dates if first <= d <= last}
+        found.update(rule_dates[rule] if rule is not None else ())
+        count = len(found - set(window.exdates))
         occurrences += count
         if occurrences > limits.max_occurrences:
             raise EvaluationRefused(

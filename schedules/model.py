@@ -15,6 +15,8 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    StrictBool,
+    StrictInt,
     model_serializer,
     model_validator,
 )
@@ -32,6 +34,9 @@ MAX_DATES = 3660
 
 
 class _Frozen(BaseModel):
+    """Unknown keys are refused; booleans and whole numbers must be written as such
+    (`"80"` is not a level, nor `"yes"` a boolean)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -144,15 +149,15 @@ def _unique(what: str, ids: list[str]) -> None:
 class Light(_Frozen):
     """The desired look of a site: on or off, colour and level (percent)."""
 
-    on: bool
+    on: StrictBool
     color: Color = "#000000"
-    level: int = Field(default=0, ge=0, le=100)
+    level: StrictInt = Field(default=0, ge=0, le=100)
 
 
 class Targets(_Frozen):
     """Which sites a window covers. Keys combine: a site matching any key is in."""
 
-    all: bool = False
+    all: StrictBool = False
     cities: tuple[Id, ...] = ()
     sites: tuple[Id, ...] = ()
     tags: tuple[Id, ...] = ()
@@ -242,7 +247,7 @@ class PolarPolicy(_Frozen):
     """What a window does on a date its solar event does not happen:
     `skip` (written `polar: skip`) or `fallback` (written `polar: {fallback: "22:00"}`)."""
 
-    skip: bool = False
+    skip: StrictBool = False
     fallback: LocalTime | None = None
 
     @model_validator(mode="before")
@@ -305,10 +310,10 @@ class Campaign(_Frozen):
     id: Id
     title: Names = Field(min_length=1)
     color: Color = "#000000"
-    level: int = Field(default=100, ge=0, le=100)
-    priority: int = Field(default=50, ge=0, le=1000)
-    on: bool = True
-    override: bool = False
+    level: StrictInt = Field(default=100, ge=0, le=100)
+    priority: StrictInt = Field(default=50, ge=0, le=1000)
+    on: StrictBool = True
+    override: StrictBool = False
     reason: Text | None = Field(default=None, min_length=1, max_length=500)
     windows: tuple[Window, ...] = Field(min_length=1, max_length=MAX_WINDOWS)
 

@@ -19,11 +19,11 @@ for. A `Budget` (steps and a deadline) can cap it further.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
-from dateutil.rrule import DAILY, rrule, rrulestr
+from dateutil.rrule import DAILY, WEEKLY, YEARLY, rrule, rrulestr
 
 from schedules.budget import Budget
 
@@ -170,14 +170,47 @@ def _months(start: date, end: date) -> int:
     return (end.year - start.year) * 12 + end.month - start.month
 
 
+def _moved_near(rule: rrule, first: date) -> rrule:
+    """The same rule with its DTSTART moved forward by whole periods, to two periods or
+    more before `first`, so the walk need not start in 2000. Dates from two periods
+    before `first` on are unchanged: a period is the same wherever it falls, and the
+    defaults dateutil takes from DTSTART (the weekday of a WEEKLY rule, the day of a
+    MONTHLY one, the day and month of a YEARLY one) stay as they were. A rule with a
+    COUNT counts from its DTSTART, and one starting after the 28th may not land on a
+    date that exists: those are not moved."""
+    attrs = vars(rule)
+    start: datetime = attrs["_dtstart"]
+    freq, interval = attrs["_freq"], attrs["_interval"]
+    if attrs["_count"] is not None:
+        return rule
+    if freq in (DAILY, WEEKLY):
+        period = timedelta(days=interval * (7 if freq == WEEKLY else 1))
+        target = datetime.combine(first, start.time()) - 2 * period
+        if target <= start:
+            return rule
+        return rule.replace(dtstart=start + (target - start) // period * period)
+    if start.day > 28:
+        return rule
+    period_months = interval * (12 if freq == YEARLY else 1)
+    ahead = _months(start.date(), first) - 2 * period_months
+    if ahead <= 0:
+        return rule
+    months = start.month - 1 + ahead // period_months * period_months
+    return rule.replace(
+        dtstart=start.replace(year=start.year + months // 12, month=months % 12 + 1)
+    )
+
+
 def _walk(
     text: str, first: date, last: date, budget: Budget | None, stop_at_first: bool
 ) -> Iterator[date]:
-    rule = _parsed(text)
+    rule = _moved_near(_parsed(text), first)
     start = vars(rule)["_dtstart"].date()
-    # steps: one as the walk starts, one per period entered; a YEARLY period is a whole
-    # year, so count from January of the start year (generous for the other kinds)
-    limit = _months(date(start.year, 1, 1), last) + 2
+    # steps: one as the walk starts, one per period entered, each at a later month; a
+    # YEARLY period is a whole year, so count its months from January
+    if vars(rule)["_freq"] == YEARLY:
+        start = date(start.year, 1, 1)
+    limit = _months(start, last) + 2
     if limit < 2:
         return
     steps = _Steps(limit, budget)

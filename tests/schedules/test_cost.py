@@ -46,9 +46,10 @@ def _campaign(*windows: dict[str, Any]) -> Campaign:
     )
 
 
-def _refusal(campaign: Campaign, limits: Limits = Limits(), **kw: Any) -> EvaluationRefused:
+def _refusal(campaign: Campaign, limits: Limits | None = None, **kw: Any) -> EvaluationRefused:
     with pytest.raises(EvaluationRefused) as exc:
-        check_cost(campaign, kw.get("catalog", _catalog()), FIRST, LAST, limits, kw.get("budget"))
+        catalog = kw.get("catalog", _catalog())
+        check_cost(campaign, catalog, FIRST, LAST, limits or Limits(), kw.get("budget"))
     return exc.value
 
 
