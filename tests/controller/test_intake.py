@@ -16,7 +16,7 @@ from controller.store.base import NewDevice, NewVersion, Stores
 from controller.store.memory import memory_stores
 from devices.clock import FakeClock
 from devices.protocol import LightState as L
-from devices.protocol import Plan, PlanStep, Topics, encode
+from devices.protocol import MAX_REPORTED_VERSION, MAX_VERSION, Plan, PlanStep, Topics, encode
 from schedules.model import SiteCatalog
 
 T0 = datetime(2026, 7, 30, 19, 0, tzinfo=UTC)
@@ -323,3 +323,22 @@ def test_when_nothing_can_be_stored_the_database_is_at_fault_and_all_is_kept(w: 
     with pytest.raises(RuntimeError):
         intake.isolate([w.status("d0", True), w.status("d0", False)])
     assert w.metrics.dropped("unstorable") == 0
+
+
+def test_numbers_no_database_can_store_are_refused_at_the_edge_and_counted(w: World) -> None:
+    # a plan version past a 32-bit column, or an ack for one: refused before any query,
+    # so the device's planning goes on; its version floor stays where it was
+    w.intake.process(
+        [
+            w.report("d0", version=MAX_REPORTED_VERSION + 1),
+            w.report("d0", version=2**63),
+            w.ack("d0", "armed", version=MAX_VERSION + 1),
+            w.ack("d0", "armed", version=-(2**63) - 1),
+            w.ack("d0", "armed", clock_offset_ms=10**12),
+        ]
+    )
+    assert w.metrics.rejected("out_of_range") == 5
+    assert w.stores.reports.views({"d0"})["d0"].version_floor == 0
+    w.intake.process([w.report("d0", version=MAX_REPORTED_VERSION)])
+    assert w.stores.reports.views({"d0"})["d0"].version_floor == MAX_REPORTED_VERSION
+    assert MAX_REPORTED_VERSION < MAX_VERSION  # room to plan past what a device reports
