@@ -15,8 +15,8 @@ from controller.metrics import Metrics
 from controller.store.base import NewDevice, NewVersion, Stores
 from controller.store.memory import memory_stores
 from devices.clock import FakeClock
-from devices.protocol import LightState as L
 from devices.protocol import MAX_REPORTED_VERSION, MAX_VERSION, Plan, PlanStep, Topics, encode
+from devices.protocol import LightState as L
 from schedules.model import SiteCatalog
 
 T0 = datetime(2026, 7, 30, 19, 0, tzinfo=UTC)
