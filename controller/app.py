@@ -108,6 +108,8 @@ class Controller:
             ready=self.readiness,
             users=self.users,
             on_change=self.changed,
+            limits=settings.limits.campaign_limits(),
+            evaluation_s=settings.limits.evaluation_s,
         )
         self.started = False
 

@@ -18,8 +18,10 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from controller.campaigns import EVALUATION_S
 from devices.connection import BrokerAddress
 from devices.protocol import DEFAULT_ROOT, Topics
+from schedules.cost import MAX_OCCURRENCES, MAX_SITE_OCCURRENCES, Limits
 
 
 class SettingsError(ValueError):
@@ -92,6 +94,32 @@ class ControlSettings(_Section):
     )
 
 
+class LimitsSettings(_Section):
+    """What one input may cost. A campaign over these is refused, naming the window."""
+
+    max_occurrences: int = Field(
+        default=MAX_OCCURRENCES,
+        ge=1,
+        le=10_000_000,
+        description="occurrences of one campaign in the 400 days checked",
+    )
+    max_site_occurrences: int = Field(
+        default=MAX_SITE_OCCURRENCES,
+        ge=1,
+        le=1_000_000_000,
+        description="sites times occurrences of one campaign in the 400 days checked",
+    )
+    evaluation_s: float = Field(
+        default=EVALUATION_S,
+        gt=0,
+        le=60,
+        description="how long checking one campaign sent to the API may take",
+    )
+
+    def campaign_limits(self) -> Limits:
+        return Limits(self.max_occurrences, self.max_site_occurrences)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="ILLUMINATE_",
@@ -104,6 +132,7 @@ class Settings(BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
     http: HttpSettings = HttpSettings()
     control: ControlSettings = ControlSettings()
+    limits: LimitsSettings = LimitsSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -3,7 +3,8 @@
 Every payload is parsed once, at the edge, into a frozen pydantic model. Parsing is
 strict: unknown keys are refused, sizes are bounded, ids and timestamps are validated.
 `decode` raises `ProtocolError` with a machine-readable `kind`, so callers can count
-bad input by cause without parsing messages.
+bad input by cause without parsing messages. Every number has bounds that every
+database backend can store: a number outside them is `out_of_range`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,12 @@ DEFAULT_ROOT = "illuminate/v1"
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_STEPS = 512
 MAX_REASON_CHARS = 500
+MAX_VERSION = 2**31 - 1
+"""The highest plan version: what a 32-bit signed column holds on every database."""
+MAX_REPORTED_VERSION = 2**30
+"""The highest plan version a device may report holding. Below MAX_VERSION, so the
+controller can always issue a version past the one a device reports."""
+MAX_CLOCK_OFFSET_MS = 10**9
 
 DEVICE_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,47}$"
 _DEVICE_ID_RE = re.compile(DEVICE_ID_PATTERN)
@@ -120,7 +127,7 @@ class PlanStep(_Wire):
 
 class Plan(_Wire):
     v: Literal[1] = 1
-    version: int = Field(ge=1, le=2**53)
+    version: int = Field(ge=1, le=MAX_VERSION)
     issued_at: Instant
     not_after: Instant | None = None
     steps: list[PlanStep] = Field(max_length=MAX_STEPS)
@@ -155,14 +162,16 @@ class Stage(StrEnum):
 
 class Ack(_Wire):
     v: Literal[1] = 1
-    version: int = Field(ge=1, le=2**53)
+    version: int = Field(ge=1, le=MAX_VERSION)
     stage: Stage
     device: DeviceId | None = None
     step_at: Instant | None = None
     applied_at: Instant | None = None
     state: LightState | None = None
     reason: str | None = Field(default=None, max_length=MAX_REASON_CHARS)
-    clock_offset_ms: int | None = Field(default=None, ge=-(10**9), le=10**9)
+    clock_offset_ms: int | None = Field(
+        default=None, ge=-MAX_CLOCK_OFFSET_MS, le=MAX_CLOCK_OFFSET_MS
+    )
 
     @model_validator(mode="after")
     def _applied_has_evidence(self) -> Ack:
@@ -179,7 +188,7 @@ class DeviceState(_Wire):
     v: Literal[1] = 1
     device: DeviceId | None = None
     state: LightState
-    plan_version: int | None = Field(default=None, ge=0)
+    plan_version: int | None = Field(default=None, ge=0, le=MAX_REPORTED_VERSION)
     step_at: Instant | None = None
     reported_at: Instant
     firmware: str | None = Field(default=None, max_length=100)
@@ -273,6 +282,7 @@ class Topics:
 
 
 M = TypeVar("M", bound=BaseModel)
+_RANGE_ERRORS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal"})
 
 
 def decode(model: type[M], payload: bytes | bytearray | str) -> M:
@@ -284,6 +294,8 @@ def decode(model: type[M], payload: bytes | bytearray | str) -> M:
         data: Any = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ProtocolError("not_json", str(exc)) from None
+    except RecursionError:
+        raise ProtocolError("not_json", "nested too deeply") from None
     if not isinstance(data, dict):
         raise ProtocolError("invalid", "payload must be a JSON object")
     version = data.get("v")
@@ -294,7 +306,12 @@ def decode(model: type[M], payload: bytes | bytearray | str) -> M:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "body"
-        kind = "unknown_stage" if first["loc"][:1] == ("stage",) else "invalid"
+        if first["loc"][:1] == ("stage",):
+            kind = "unknown_stage"
+        elif first["type"] in _RANGE_ERRORS:
+            kind = "out_of_range"
+        else:
+            kind = "invalid"
         raise ProtocolError(kind, f"{where}: {first['msg']}") from None
 
 

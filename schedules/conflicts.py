@@ -6,9 +6,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import combinations
+from zoneinfo import ZoneInfo
 
+from schedules.budget import Budget
 from schedules.expand import Occurrence, occurrences
-from schedules.model import Campaign, SiteCatalog
+from schedules.model import Campaign, Site, SiteCatalog
+from schedules.solar import THRESHOLDS, SunEvent
 
 MIN_WINDOW = timedelta(minutes=1)
 
@@ -99,8 +102,53 @@ def find_conflicts(
 
 
 def check_campaign(
-    campaign: Campaign, catalog: SiteCatalog, start: datetime, end: datetime
+    campaign: Campaign,
+    catalog: SiteCatalog,
+    start: datetime,
+    end: datetime,
+    budget: Budget | None = None,
 ) -> None:
-    """Raise PolarPolicyMissing when some occurrence in [start, end) needs a policy."""
+    """Raise PolarPolicyMissing when some occurrence in [start, end) needs a policy.
+
+    Only windows with a solar time and no polar policy can need one, and only at sites
+    where their event may fail to happen (see `event_is_certain`).
+    """
+    events = {
+        spec.sun
+        for window in campaign.windows
+        if window.polar is None
+        for spec in (window.start, window.end)
+        if spec.sun is not None
+    }
+    if not events:
+        return
     for site in catalog.sites:
-        occurrences(campaign, 0, site, catalog.city_of(site).zone, start, end)
+        zone = catalog.city_of(site).zone
+        if all(event_is_certain(event, site, zone, start.year) for event in events):
+            continue
+        occurrences(campaign, 0, site, zone, start, end, budget)
+
+
+SAFE_LATITUDE = 55.0
+"""Below this latitude (less the event's depth below the horizon, past the sunset's) the
+Sun crosses every threshold twice a day, with hours to spare around local noon."""
+SAFE_CLOCK_SKEW = timedelta(hours=2, minutes=30)
+"""How far the zone's clock may run from the site's mean solar time for that to hold."""
+
+
+def event_is_certain(event: SunEvent, site: Site, zone: ZoneInfo, year: int) -> bool:
+    """Does `event` happen on every date of `year` at `site`, on the date it is keyed to?
+
+    A conservative test: True only well inside the latitudes where it always does, and
+    when the zone's clock keeps within `SAFE_CLOCK_SKEW` of the site's solar time (so an
+    evening event never falls before local noon, nor a morning one before midnight).
+    """
+    depth = abs(THRESHOLDS[event]) - abs(THRESHOLDS[SunEvent.SUNSET])
+    if abs(site.lat) >= SAFE_LATITUDE - depth:
+        return False
+    solar = timedelta(hours=site.lon / 15)
+    for month in (1, 7):
+        offset = datetime(year, month, 1, 12, tzinfo=zone).utcoffset() or timedelta(0)
+        if abs(offset - solar) > SAFE_CLOCK_SKEW:
+            return False
+    return True

@@ -18,6 +18,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
+from schedules.budget import Budget
 from schedules.model import Campaign, Light, Site, TimeSpec, Window
 from schedules.solar import SunEvent, sun_event
 
@@ -136,10 +137,12 @@ def occurrences(
     zone: ZoneInfo,
     start: datetime,
     end: datetime,
+    budget: Budget | None = None,
 ) -> list[Occurrence]:
     """Occurrences of `campaign` at `site` that overlap [start, end), unclipped.
 
     `rank` is the campaign's age order (older lower): on equal priority the newer wins.
+    `budget`, when given, is spent on every date looked at.
     """
     found: list[Occurrence] = []
     first_day = start.astimezone(zone).date() - timedelta(days=SPAN_DAYS)
@@ -148,7 +151,9 @@ def occurrences(
     for index, window in enumerate(campaign.windows):
         if not window.targets.matches(site):
             continue
-        for day in window.days(first_day, last_day):
+        for day in window.days(first_day, last_day, budget):
+            if budget is not None:
+                budget.spend()
             instants = window_instants(window, day, site, zone, campaign.id)
             if instants is None:
                 continue

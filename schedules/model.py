@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import re
-from datetime import date, datetime, time, timedelta
-from functools import lru_cache
+import unicodedata
+from datetime import date, time, timedelta
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from dateutil.rrule import DAILY, YEARLY, rrulestr
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -16,10 +15,14 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    StrictBool,
+    StrictInt,
     model_serializer,
     model_validator,
 )
 
+from schedules.budget import Budget
+from schedules.recurrence import check_rule, rule_days
 from schedules.solar import SunEvent
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,47}$"
@@ -31,7 +34,15 @@ MAX_DATES = 3660
 
 
 class _Frozen(BaseModel):
+    """Unknown keys are refused; booleans and whole numbers must be written as such
+    (`"80"` is not a level, nor `"yes"` a boolean)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def is_id(value: str) -> bool:
+    """Does `value` follow the id rule (DESIGN.md): 1-48 of a-z, 0-9 and '-'?"""
+    return bool(_ID_RE.fullmatch(value))
 
 
 def _check_id(value: str) -> str:
@@ -68,7 +79,19 @@ Id = Annotated[str, AfterValidator(_check_id)]
 Zone = Annotated[str, AfterValidator(_check_zone)]
 Color = Annotated[str, AfterValidator(_check_color)]
 LocalTime = Annotated[time, BeforeValidator(_parse_local_time)]
-Names = dict[str, Annotated[str, Field(min_length=1, max_length=200)]]
+
+
+def _check_text(value: str) -> str:
+    if any(unicodedata.category(ch) == "Cc" for ch in value):
+        raise ValueError("text may not hold control characters (NUL, tab, newline, ...)")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_check_text)]
+Names = dict[
+    Annotated[str, Field(min_length=1, max_length=35), AfterValidator(_check_text)],
+    Annotated[Text, Field(min_length=1, max_length=200)],
+]
 
 
 def display_name(names: dict[str, str], lang: str = "en") -> str:
@@ -126,15 +149,15 @@ def _unique(what: str, ids: list[str]) -> None:
 class Light(_Frozen):
     """The desired look of a site: on or off, colour and level (percent)."""
 
-    on: bool
+    on: StrictBool
     color: Color = "#000000"
-    level: int = Field(default=0, ge=0, le=100)
+    level: StrictInt = Field(default=0, ge=0, le=100)
 
 
 class Targets(_Frozen):
     """Which sites a window covers. Keys combine: a site matching any key is in."""
 
-    all: bool = False
+    all: StrictBool = False
     cities: tuple[Id, ...] = ()
     sites: tuple[Id, ...] = ()
     tags: tuple[Id, ...] = ()
@@ -224,7 +247,7 @@ class PolarPolicy(_Frozen):
     """What a window does on a date its solar event does not happen:
     `skip` (written `polar: skip`) or `fallback` (written `polar: {fallback: "22:00"}`)."""
 
-    skip: bool = False
+    skip: StrictBool = False
     fallback: LocalTime | None = None
 
     @model_validator(mode="before")
@@ -250,34 +273,7 @@ class PolarPolicy(_Frozen):
 
 
 def _check_rrule(value: str | None) -> str | None:
-    if value is None:
-        return None
-    text = value.strip()
-    if len(text) > 500:
-        raise ValueError("rrule is longer than 500 characters")
-    if "FREQ=" not in text.upper():
-        raise ValueError(
-            f"rrule needs FREQ=..., e.g. FREQ=YEARLY;BYMONTH=7;BYMONTHDAY=30: {text!r}"
-        )
-    try:
-        rule = rrulestr(text, dtstart=RRULE_ANCHOR)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"rrule {text!r} is not valid: {exc}") from None
-    if getattr(rule, "_freq", YEARLY) > DAILY:
-        raise ValueError(f"rrule {text!r} repeats more often than daily; windows are per date")
-    return text
-
-
-@lru_cache(maxsize=4096)
-def _rrule_days(text: str, first: date, last: date) -> tuple[date, ...]:
-    rule = rrulestr(text, dtstart=RRULE_ANCHOR)
-    lo = datetime.combine(first, time())
-    hi = datetime.combine(last, time())
-    return tuple(dt.date() for dt in rule.between(lo, hi, inc=True))
-
-
-RRULE_ANCHOR = datetime(2000, 1, 1)  # noqa: DTZ001 - a naive local calendar anchor
-"""DTSTART of an rrule that names none: the rule counts local dates from 1 January 2000."""
+    return None if value is None else check_rule(value)
 
 
 class Window(_Frozen):
@@ -295,11 +291,11 @@ class Window(_Frozen):
             raise ValueError("a window needs 'dates', an 'rrule', or both")
         return self
 
-    def days(self, first: date, last: date) -> list[date]:
+    def days(self, first: date, last: date, budget: Budget | None = None) -> list[date]:
         """The local dates this window starts on, between first and last inclusive."""
         found = {d for d in self.dates if first <= d <= last}
         if self.rrule:
-            found.update(_rrule_days(self.rrule, first, last))
+            found.update(rule_days(self.rrule, first, last, budget))
         return sorted(found - set(self.exdates))
 
 
@@ -314,11 +310,11 @@ class Campaign(_Frozen):
     id: Id
     title: Names = Field(min_length=1)
     color: Color = "#000000"
-    level: int = Field(default=100, ge=0, le=100)
-    priority: int = Field(default=50, ge=0, le=1000)
-    on: bool = True
-    override: bool = False
-    reason: str | None = Field(default=None, min_length=1, max_length=500)
+    level: StrictInt = Field(default=100, ge=0, le=100)
+    priority: StrictInt = Field(default=50, ge=0, le=1000)
+    on: StrictBool = True
+    override: StrictBool = False
+    reason: Text | None = Field(default=None, min_length=1, max_length=500)
     windows: tuple[Window, ...] = Field(min_length=1, max_length=MAX_WINDOWS)
 
     @model_validator(mode="after")

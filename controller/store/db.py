@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,10 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
+        if path and path != ":memory:" and "?" not in path:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+            # owner-only: it holds password hashes; SQLite gives -wal and -shm its mode
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")

@@ -14,30 +14,35 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict
 
 from controller.auth import Principal, Role
-from controller.campaigns import CampaignRejected, apply_campaign
+from controller.campaigns import EVALUATION_S, TOP, CampaignRejected, apply_campaign
 from controller.store.base import Stores
 from controller.store.users import Users
 from devices.clock import Clock
+from schedules.budget import Budget
+from schedules.cost import Limits
 from schedules.files import ScheduleFileError, parse_document
-from schedules.model import Campaign
+from schedules.model import ID_PATTERN, Campaign, is_id
 
 log = logging.getLogger(__name__)
 
 MAX_REPORTED_ERRORS = 50
+MAX_JSON_DEPTH = 32
+"""Arrays and objects nested deeper than this are refused before they are parsed."""
 BODY_SOURCE = "body"
-TOP = "(top)"
 _PATH_RE = re.compile(r"\(top\)|(?:[^\s\[\].:]+|\[\d+\])(?:\[\d+\]|\.[^\s\[\].:]+)*")
 
 
@@ -47,6 +52,11 @@ class StaffContext:
     users: Users
     clock: Clock
     on_change: Callable[[], None]
+    monotonic: Callable[[], float] = time.monotonic
+    """The clock of evaluation deadlines (a seam: tests pass a fake)."""
+    limits: Limits = field(default_factory=Limits)
+    evaluation_s: float = EVALUATION_S
+    """How long checking one campaign may take before it is refused."""
 
 
 def staff_context(request: Request) -> StaffContext:
@@ -157,7 +167,27 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+_JSON_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def json_depth_over(raw: bytes, limit: int) -> bool:
+    """Does the JSON text nest arrays and objects deeper than `limit`? One linear scan,
+    strings skipped, so a hostile body is refused before the parser recurses into it."""
+    depth = 0
+    for match in _JSON_TOKEN.finditer(raw):
+        token = match.group()
+        if token in (b"[", b"{"):
+            depth += 1
+            if depth > limit:
+                return True
+        elif token in (b"]", b"}"):
+            depth -= 1
+    return False
+
+
 def _parse_json(raw: bytes) -> Any:
+    if json_depth_over(raw, MAX_JSON_DEPTH):
+        raise ValueError(f"nested more than {MAX_JSON_DEPTH} levels deep")
     try:
         return json.loads(raw, parse_constant=_no_constants)
     except RecursionError:
@@ -192,6 +222,31 @@ CAMPAIGN_BODY = {
         "content": {"application/json": {"schema": {"type": "object"}}},
     }
 }
+
+
+def _bad_id(name: str, value: str) -> JSONResponse:
+    return _invalid(
+        [
+            ErrorItem(
+                path=name,
+                message=f"{value!r} is not a valid id: use 1-48 lower-case letters, digits "
+                "and '-', starting with a letter or digit",
+            )
+        ]
+    )
+
+
+CampaignId = Annotated[
+    str,
+    PathParam(
+        description="1-48 lower-case letters, digits and '-', starting with a letter or digit",
+        examples=["blue-heart"],
+        json_schema_extra={"pattern": ID_PATTERN},
+    ),
+]
+"""A campaign id in a path. Checked in the route (`is_id`), so every refusal has the
+same 422 body; the pattern is documented, not enforced by the router."""
+
 AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "missing or invalid bearer token"},
     403: {"model": Problem, "description": "the role may not do this"},
@@ -226,8 +281,10 @@ def build_api() -> APIRouter:
         "/campaigns/{campaign_id}",
         responses={404: {"model": Problem, "description": "no such campaign"}},
     )
-    def get_campaign(campaign_id: str, staff: Staff, _who: CampaignEditor) -> JSONResponse:
+    def get_campaign(campaign_id: CampaignId, staff: Staff, _who: CampaignEditor) -> JSONResponse:
         """The campaign as stored (same schema as the YAML file, defaults filled in)."""
+        if not is_id(campaign_id):
+            return _bad_id("campaign_id", campaign_id)
         record = staff.stores.campaigns.record(campaign_id)
         if record is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no campaign {campaign_id!r}")
@@ -245,9 +302,11 @@ def build_api() -> APIRouter:
         },
     )
     async def put_campaign(
-        campaign_id: str, request: Request, staff: Staff, who: CampaignEditor
+        campaign_id: CampaignId, request: Request, staff: Staff, who: CampaignEditor
     ) -> JSONResponse:
         """Create or replace a campaign; the devices get new plans at once."""
+        if not is_id(campaign_id):
+            return _bad_id("campaign_id", campaign_id)
         if not _is_json(request.headers.get("content-type", "")):
             raise HTTPException(
                 status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, detail="send the campaign as JSON"
@@ -276,7 +335,8 @@ def build_api() -> APIRouter:
             return _invalid(_error_items(str(exc)))
 
         def store_it() -> tuple[bool, dict[str, Any]]:
-            created = apply_campaign(staff.stores, campaign, staff.clock())
+            budget = Budget(staff.monotonic, seconds=staff.evaluation_s)
+            created = apply_campaign(staff.stores, campaign, staff.clock(), staff.limits, budget)
             record = staff.stores.campaigns.record(campaign.id)
             body = record.body if record else campaign.model_dump(mode="json")
             return created, body
@@ -284,6 +344,8 @@ def build_api() -> APIRouter:
         try:
             created, body = await run_in_threadpool(store_it)
         except CampaignRejected as exc:
+            if exc.path != TOP:
+                return _invalid([ErrorItem(path=exc.path, message=exc.message)])
             return _invalid(_error_items(str(exc)))
         log.info(
             "campaign %s %s by %s", campaign.id, "created" if created else "replaced", who.name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from controller.campaigns import EVALUATION_S
 from controller.metrics import Metrics
 from controller.public import DEFAULT_LANGUAGE, PublicStatus
 from controller.public_view import PublicView
@@ -17,12 +19,17 @@ from controller.store.base import Stores
 from controller.store.users import Users
 from controller.web.api import StaffContext, build_api
 from controller.web.devices_api import IMPORT_PATH, MAX_IMPORT_BYTES, build_devices_api
+from controller.web.headers import DOCS_POLICY, SecurityHeaders
 from controller.web.limits import MAX_BODY_BYTES, BodySizeLimit
 from devices.clock import Clock
+from schedules.cost import Limits
 
 STATIC = Path(__file__).parent / "static"
 PUBLIC_CACHE = "public, max-age=5, s-maxage=10, stale-while-revalidate=30"
 STARTING_RETRY_S = 1
+DOCS_PATH = "/api/docs"
+OPENAPI_PATH = "/api/openapi.json"
+"""The only documentation routes (docs/staff-api.md)."""
 
 
 def accepts_gzip(accept_encoding: str) -> bool:
@@ -62,26 +69,37 @@ def build_web(
     users: Users,
     on_change: Callable[[], None] | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
+    limits: Limits | None = None,
+    evaluation_s: float = EVALUATION_S,
+    monotonic: Callable[[], float] | None = None,
 ) -> FastAPI:
     """The app. `public` serves the public status as rendered; `on_change` runs after
-    each accepted edit (the Controller reconciles)."""
+    each accepted edit (the Controller reconciles). `limits` and `evaluation_s` bound
+    what checking a campaign may cost, timed on `monotonic` (the clock's own, if it
+    has one)."""
     app = FastAPI(
         title="Illuminate",
         summary="Monument illumination, confirmed by the devices themselves.",
         version="1",
-        docs_url="/api/docs",
-        openapi_url="/api/openapi.json",
+        docs_url=DOCS_PATH,
+        openapi_url=OPENAPI_PATH,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
 
     import_limit = max(max_body_bytes, MAX_IMPORT_BYTES)
     app.add_middleware(
         BodySizeLimit, max_bytes=max_body_bytes, path_limits={IMPORT_PATH: import_limit}
     )
+    app.add_middleware(SecurityHeaders, path_policies={DOCS_PATH: DOCS_POLICY})
     app.state.staff = StaffContext(
         stores=stores,
         users=users,
         clock=clock,
         on_change=on_change if on_change is not None else _nothing,
+        monotonic=monotonic if monotonic is not None else _monotonic_of(clock),
+        limits=limits or Limits(),
+        evaluation_s=evaluation_s,
     )
     app.include_router(build_api())
     app.include_router(build_devices_api())
@@ -141,6 +159,12 @@ def build_web(
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+def _monotonic_of(clock: Clock) -> Callable[[], float]:
+    """The clock's own monotonic reading (a TimeSource has one), else the machine's."""
+    reading = getattr(clock, "monotonic", None)
+    return reading if callable(reading) else time.monotonic
 
 
 def _nothing() -> None:

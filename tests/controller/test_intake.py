@@ -16,8 +16,8 @@ from controller.metrics import Metrics
 from controller.store.base import NewDevice, NewVersion, Stores
 from controller.store.memory import memory_stores
 from devices.clock import FakeClock
+from devices.protocol import MAX_REPORTED_VERSION, MAX_VERSION, Plan, PlanStep, Topics, encode
 from devices.protocol import LightState as L
-from devices.protocol import Plan, PlanStep, Topics, encode
 from schedules.model import SiteCatalog
 
 T0 = datetime(2026, 7, 30, 19, 0, tzinfo=UTC)
@@ -355,3 +355,22 @@ def test_the_intake_is_caught_up_only_once_what_it_took_is_stored(w: World) -> N
     assert stored == [None]  # while the batch was being stored it was not caught up yet
     assert w.intake.caught_up_to() == w.clock()
     assert w.stores.outbox.latest()["d0"].state is S.APPLIED
+
+
+def test_numbers_no_database_can_store_are_refused_at_the_edge_and_counted(w: World) -> None:
+    # a plan version past a 32-bit column, or an ack for one: refused before any query,
+    # so the device's planning goes on; its version floor stays where it was
+    w.intake.process(
+        [
+            w.report("d0", version=MAX_REPORTED_VERSION + 1),
+            w.report("d0", version=2**63),
+            w.ack("d0", "armed", version=MAX_VERSION + 1),
+            w.ack("d0", "armed", version=-(2**63) - 1),
+            w.ack("d0", "armed", clock_offset_ms=10**12),
+        ]
+    )
+    assert w.metrics.rejected("out_of_range") == 5
+    assert w.stores.reports.views({"d0"})["d0"].version_floor == 0
+    w.intake.process([w.report("d0", version=MAX_REPORTED_VERSION)])
+    assert w.stores.reports.views({"d0"})["d0"].version_floor == MAX_REPORTED_VERSION
+    assert MAX_REPORTED_VERSION < MAX_VERSION  # room to plan past what a device reports

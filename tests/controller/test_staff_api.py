@@ -356,7 +356,7 @@ def test_broken_json_is_422_and_other_media_types_415(served: Served) -> None:
 def test_a_rejected_campaign_is_422_with_its_message(
     served: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def refuse(stores: Stores, campaign: Any, now: datetime) -> bool:
+    def refuse(stores: Stores, campaign: Any, now: datetime, *_limits: Any) -> bool:
         raise CampaignRejected("windows[0].targets.sites[0]: unknown site 'nowhere'")
 
     monkeypatch.setattr(api_module, "apply_campaign", refuse)
