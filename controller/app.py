@@ -24,6 +24,7 @@ from controller.dispatch import Dispatcher
 from controller.inbox import Inbox
 from controller.intake import Intake, Outcome
 from controller.metrics import Metrics
+from controller.plans import PlanCache
 from controller.public_view import PublicView
 from controller.reconcile import Reconciler
 from controller.settings import Settings
@@ -81,6 +82,7 @@ class Controller:
         self.intake.on_outcome = self._outcome
         self.grace = timedelta(seconds=control.grace_s)
         self.timelines = Timelines()
+        self.plans = PlanCache()
         self.reconciler = Reconciler(
             self.stores,
             self.clock,
@@ -88,6 +90,7 @@ class Controller:
             grace=self.grace,
             timelines=self.timelines,
             caught_up=self.intake.caught_up_to,
+            plans=self.plans,
         )
         self.dispatcher: Dispatcher | None = None
         self.timer = Timer(
@@ -99,6 +102,7 @@ class Controller:
             self.clock,
             grace=self.grace,
             upcoming=timedelta(hours=control.upcoming_h),
+            plans=self.plans,
         )
         self.web: FastAPI = build_web(
             self.stores,

@@ -29,6 +29,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from controller.plans import PlanCache
 from controller.public import (
     DEFAULT_LANGUAGE,
     LANGUAGES,
@@ -37,7 +38,6 @@ from controller.public import (
     Renderer,
     SiteMemo,
     assess,
-    plan_of,
     runs_range,
     site_runs,
 )
@@ -139,35 +139,33 @@ class TimelineCache:
         return found
 
 
-class PlanCache:
-    """Decoded plans by command, kept for the commands the last build read."""
+class BuildPlans:
+    """The plans one build reads, from the shared cache; a plan that does not decode is
+    logged once per build and read as None (not lit)."""
 
-    def __init__(self) -> None:
-        self._plans: dict[tuple[int, str, int], Plan | None] = {}
-        self._used: dict[tuple[int, str, int], Plan | None] = {}
+    def __init__(self, plans: PlanCache) -> None:
+        self.plans = plans
+        self._bad: set[int] = set()
+        self._bad_seen: set[int] = set()
 
     def begin(self) -> None:
-        self._used = {}
+        self._bad_seen = set()
 
     def end(self) -> None:
-        self._plans, self._used = self._used, {}
+        self._bad = self._bad_seen
 
     def __call__(self, command: Command) -> Plan | None:
-        key = (command.id, command.device_id, command.version)
-        if key in self._used:
-            return self._used[key]
-        if key in self._plans:
-            plan = self._plans[key]
-        else:
-            plan = plan_of(command)
-            if plan is None:
+        try:
+            return self.plans(command)
+        except ValueError:
+            if command.id not in self._bad:
                 log.warning(
                     "device %s: plan version %d does not decode; not lit",
                     command.device_id,
                     command.version,
                 )
-        self._used[key] = plan
-        return plan
+            self._bad_seen.add(command.id)
+            return None
 
 
 class PublicView:
@@ -184,6 +182,7 @@ class PublicView:
         max_age_s: float | None = None,
         languages: Collection[str] = LANGUAGES,
         default_language: str = DEFAULT_LANGUAGE,
+        plans: PlanCache | None = None,
     ) -> None:
         if min_interval_s < 0:
             raise ValueError("min_interval_s must not be negative")
@@ -204,7 +203,7 @@ class PublicView:
         self.failures = 0
         """Builds that failed (the previous rendering stays served)."""
         self.timelines = TimelineCache(upcoming)
-        self._plans = PlanCache()
+        self._plans = BuildPlans(plans if plans is not None else PlanCache())
         self._memo = SiteMemo()
         self._fragments = Fragments()
         self._renderings: dict[str, Rendering] = {}

@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 
 from controller.confirmation import device_confirmed_at
 from controller.lifecycle import CommandState
+from controller.plans import PlanCache
 from controller.plansteps import SiteSteps, plan_steps, same_from_now, wire_light
 from controller.store.base import Command, DeviceView, Move, NewVersion, Stores
 from controller.store.changes import DeviceReads
@@ -126,6 +127,7 @@ class Reconciler:
         on_outbox: Callable[[], None] = lambda: None,
         timelines: Timelines | None = None,
         caught_up: Callable[[], datetime | None] | None = None,
+        plans: PlanCache | None = None,
     ) -> None:
         self.stores = stores
         self.reads = DeviceReads(stores, clock.monotonic)
@@ -141,7 +143,7 @@ class Reconciler:
         self.retry_after = max(grace * 2, timedelta(seconds=60))
         self._lock = threading.Lock()
         self._inputs: _Inputs | None = None
-        self._plans: dict[int, Plan] = {}
+        self.plans = plans if plans is not None else PlanCache()
         self._memos: dict[str, _Memo] = {}
         self._site_cache: dict[str, SiteSteps] = {}
 
@@ -158,12 +160,6 @@ class Reconciler:
             )
         return self._inputs
 
-    def _plan(self, command: Command) -> Plan:
-        plan = self._plans.get(command.id)
-        if plan is None:
-            plan = self._plans[command.id] = command.plan
-        return plan
-
     def run(self, now: datetime | None = None) -> ReconcileResult:
         with self._lock:
             return self._run(now or self.clock())
@@ -171,7 +167,7 @@ class Reconciler:
     def _run(self, now: datetime) -> ReconcileResult:
         inputs = self._read_inputs()
         views, latest = self.reads.read()
-        self._plans = {c.id: p for c in latest.values() if (p := self._plans.get(c.id))}
+        self.plans.keep({c.id for c in latest.values()})
         result = ReconcileResult(devices=len(views))
         per_site: dict[str, SiteSteps] = {}
         wakes: set[datetime] = set()
@@ -252,7 +248,7 @@ class Reconciler:
         if command is None:
             changed.append((device, None, steps))
             return
-        old = self._plan(command)
+        old = self.plans(command)
         _wakes(wakes, old, now, self.grace)
         if command.state is CommandState.DRIFTED or device.version_floor >= command.version:
             changed.append((device, command, steps))
@@ -273,11 +269,16 @@ class Reconciler:
             return
         if command.state not in AWAITING:
             return
+        if command.state is CommandState.PENDING:
+            # not handed to the broker yet: no device could have answered. The
+            # dispatcher is still delivering it; its grace starts when the broker has it
+            return
         # the step in force with no apply report within the grace period: UNCONFIRMED.
-        # The grace runs from the step's instant, or from the plan's issue when the plan
-        # was issued after its first step (catch-up).
-        graced = max(due.at, old.issued_at) + self.grace
+        # The grace runs from the step's instant, or from when the plan reached the broker
+        # when that was later (a plan issued or delivered after its first step: catch-up).
+        graced = max(due.at, old.issued_at, command.published_at or old.issued_at) + self.grace
         if now < graced:
+            wakes.add(graced)
             return
         if step_confirmed(device, command, due):
             return
@@ -321,7 +322,7 @@ class Reconciler:
             )
         stored = self.stores.outbox.add_versions(versions)
         for c in stored:
-            _wakes(wakes, c.plan, now, self.grace)
+            _wakes(wakes, self.plans(c), now, self.grace)
             result.new_versions[c.device_id] = c.version
             log.info("device %s: plan version %d", c.device_id, c.version)
         result.conflicts += len(versions) - len(stored)

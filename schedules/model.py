@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from datetime import date, time, timedelta
+from functools import lru_cache
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -329,6 +330,12 @@ class Campaign(_Frozen):
 
     @property
     def light(self) -> Light:
-        if not self.on:
-            return Light(on=False)
-        return Light(on=True, color=self.color, level=self.level)
+        return _light(self.on, self.color, self.level)
+
+
+@lru_cache(maxsize=4096)
+def _light(on: bool, color: str, level: int) -> Light:
+    """One shared Light per look: a campaign's windows at 10,000 sites share it."""
+    if not on:
+        return Light(on=False)
+    return Light(on=True, color=color, level=level)

@@ -238,6 +238,27 @@ class Rig:
         events = self.events(device_id)
         return len({(e.device_id, e.version) for e in events})
 
+    def run(self, now: datetime):
+        """A reconcile, then the dispatcher's part (`publish`)."""
+        result = self.reconciler.run(now=now)
+        self.publish()
+        return result
+
+    def publish(self) -> None:
+        """What the dispatcher does with new versions: each reaches the broker (PUBLISHED)
+        at the instant it was stored."""
+        self.stores.outbox.move(
+            [
+                Move(
+                    c.id,
+                    CommandState.PUBLISHED,
+                    c.created_at,
+                    only_from=frozenset({CommandState.PENDING}),
+                )
+                for c in self.stores.outbox.pending()
+            ]
+        )
+
     def pending_commands(self) -> list[Command]:
         return self.stores.outbox.pending()
 
@@ -405,57 +426,58 @@ def test_ticks_while_the_horizon_end_is_inside_a_window_make_no_new_version(rig:
 
 
 def test_no_apply_report_after_grace_makes_the_command_unconfirmed(rig: Rig) -> None:
-    rig.reconciler.run(now=T0)
+    rig.run(now=T0)
     # both devices confirm the OFF step they got on arrival
     for device in ("dev-a", "dev-b"):
         rig.applied(device, 1, T0, OFF, T0 + timedelta(seconds=1))
     # window opens: only dev-b reports applying the lit step
     rig.applied("dev-b", 1, S, BLUE, S + timedelta(seconds=2))
 
-    before_grace = rig.reconciler.run(now=S + timedelta(seconds=29))
+    before_grace = rig.run(now=S + timedelta(seconds=29))
     assert before_grace.unconfirmed == []
-    assert rig.state("dev-a", 1) == "pending"
+    assert rig.state("dev-a", 1) == "published"
 
     after = S + GRACE + timedelta(seconds=1)
-    result = rig.reconciler.run(now=after)
+    result = rig.run(now=after)
     assert result.unconfirmed == ["dev-a"]
     assert result.new_versions == {}
     assert rig.state("dev-a", 1) == "unconfirmed"
-    assert rig.state("dev-b", 1) == "pending"
+    assert rig.state("dev-b", 1) == "published"
     row = rig.command("dev-a", 1)
     assert row is not None
     assert row.reason == "no apply report for the step at 2025-06-10 19:00:00+00:00"
     assert rig.event_rows("dev-a") == [
         (1, None, "pending", T0),
-        (1, "pending", "unconfirmed", after),
+        (1, "pending", "published", T0),
+        (1, "published", "unconfirmed", after),
     ]
-    assert rig.event_rows("dev-b") == [(1, None, "pending", T0)]
+    assert rig.event_rows("dev-b") == [(1, None, "pending", T0), (1, "pending", "published", T0)]
 
     # a second run does not record it again
-    assert rig.reconciler.run(now=after + timedelta(minutes=5)).unconfirmed == []
-    assert len(rig.events("dev-a")) == 2
+    assert rig.run(now=after + timedelta(minutes=5)).unconfirmed == []
+    assert len(rig.events("dev-a")) == 3
 
 
 def test_a_late_apply_resolves_unconfirmed_and_a_later_step_unconfirms_it_again(
     rig: Rig,
 ) -> None:
-    rig.reconciler.run(now=T0)
+    rig.run(now=T0)
     rig.applied("dev-a", 1, T0, OFF, T0 + timedelta(seconds=1))
-    rig.reconciler.run(now=S + timedelta(minutes=1))
+    rig.run(now=S + timedelta(minutes=1))
     row = rig.command("dev-a", 1)
     assert row is not None and row.state == "unconfirmed"
 
     late = S + timedelta(minutes=2)
     rig.applied("dev-a", 1, S, BLUE, late)
     assert rig.move(row.id, CommandState.APPLIED, late, "late")
-    assert rig.reconciler.run(now=S + timedelta(minutes=3)).unconfirmed == []
+    assert rig.run(now=S + timedelta(minutes=3)).unconfirmed == []
     assert rig.state("dev-a", 1) == "applied"
 
     # the OFF step at E falls due and is not reported within the grace period
-    assert rig.reconciler.run(now=E + timedelta(seconds=10)).unconfirmed == []
+    assert rig.run(now=E + timedelta(seconds=10)).unconfirmed == []
     end_check = E + GRACE
     # dev-b never reported anything: it is unconfirmed already and is not counted again
-    assert rig.reconciler.run(now=end_check).unconfirmed == ["dev-a"]
+    assert rig.run(now=end_check).unconfirmed == ["dev-a"]
     assert rig.event_rows("dev-a")[-2:] == [
         (1, "unconfirmed", "applied", late),
         (1, "applied", "unconfirmed", end_check),
@@ -464,12 +486,12 @@ def test_a_late_apply_resolves_unconfirmed_and_a_later_step_unconfirms_it_again(
 
 def test_catch_up_grace_runs_from_the_issue_of_the_plan(rig: Rig) -> None:
     issued = S + timedelta(hours=1)
-    result = rig.reconciler.run(now=issued)
+    result = rig.run(now=issued)
     assert result.new_versions == {"dev-a": 1, "dev-b": 1}
     assert rig.plan("dev-a", 1).steps == [step(S, BLUE), step(E, OFF)]
     rig.applied("dev-b", 1, S, BLUE, issued + timedelta(seconds=3))
-    assert rig.reconciler.run(now=issued + timedelta(seconds=29)).unconfirmed == []
-    assert rig.reconciler.run(now=issued + GRACE).unconfirmed == ["dev-a"]
+    assert rig.run(now=issued + timedelta(seconds=29)).unconfirmed == []
+    assert rig.run(now=issued + GRACE).unconfirmed == ["dev-a"]
 
 
 def test_a_report_of_a_later_step_confirms_an_earlier_version(rig: Rig) -> None:
@@ -495,23 +517,23 @@ def test_an_online_device_that_stays_unconfirmed_gets_the_plan_again_three_times
     rig: Rig,
 ) -> None:
     rig.record_status("dev-a", True, None, T0)
-    rig.reconciler.run(now=T0)
+    rig.run(now=T0)
     unconfirmed_at = S + GRACE + timedelta(seconds=1)
-    assert rig.reconciler.run(now=unconfirmed_at).unconfirmed == ["dev-a", "dev-b"]
+    assert rig.run(now=unconfirmed_at).unconfirmed == ["dev-a", "dev-b"]
     retry = rig.reconciler.retry_after
     assert retry == timedelta(seconds=60)
     # not before retry_after
-    assert rig.reconciler.run(now=unconfirmed_at + retry - timedelta(seconds=1)).new_versions == {}
+    assert rig.run(now=unconfirmed_at + retry - timedelta(seconds=1)).new_versions == {}
     t = unconfirmed_at
     for version in (2, 3, 4):
         t = t + retry
-        result = rig.reconciler.run(now=t)
+        result = rig.run(now=t)
         assert result.new_versions == {"dev-a": version}  # dev-b is offline: left alone
         assert rig.state("dev-a", version - 1) == "superseded"
         t = t + GRACE + timedelta(seconds=1)
-        assert rig.reconciler.run(now=t).unconfirmed == ["dev-a"]
+        assert rig.run(now=t).unconfirmed == ["dev-a"]
     # three retries for the step: then it stays unconfirmed, for someone to look at
-    assert rig.reconciler.run(now=t + retry * 10).new_versions == {}
+    assert rig.run(now=t + retry * 10).new_versions == {}
     assert rig.state("dev-a", 4) == "unconfirmed"
 
 
@@ -562,13 +584,13 @@ def test_a_device_report_makes_that_device_decided_again(rig: Rig) -> None:
 
 
 def test_a_skipped_device_is_still_unconfirmed_when_its_grace_ends(rig: Rig) -> None:
-    rig.reconciler.run(now=T0)
+    rig.run(now=T0)
     rig.applied("dev-a", 1, T0, OFF, T0 + timedelta(seconds=1))
     rig.applied("dev-b", 1, T0, OFF, T0 + timedelta(seconds=1))
-    rig.reconciler.run(now=T0 + timedelta(minutes=1))
-    assert rig.reconciler.run(now=S - timedelta(minutes=1)).skipped == 2
+    rig.run(now=T0 + timedelta(minutes=1))
+    assert rig.run(now=S - timedelta(minutes=1)).skipped == 2
     rig.applied("dev-b", 1, S, BLUE, S + timedelta(seconds=2))
-    result = rig.reconciler.run(now=S + GRACE)
+    result = rig.run(now=S + GRACE)
     assert result.unconfirmed == ["dev-a"]  # its step came: the memo did not hide it
     assert rig.state("dev-a", 1) == "unconfirmed"
 
@@ -604,22 +626,22 @@ def test_unconfirmed_waits_for_the_intake_to_store_what_came_before_the_grace_en
 ) -> None:
     stored_to: list[datetime | None] = [None]
     rig.reconciler.caught_up = lambda: stored_to[0]
-    rig.reconciler.run(now=T0)
+    rig.run(now=T0)
     graced = T0 + GRACE
-    waiting = rig.reconciler.run(now=graced)
+    waiting = rig.run(now=graced)
     assert waiting.unconfirmed == []
     assert graced + timedelta(seconds=1) in waiting.wake_at
     stored_to[0] = graced - timedelta(seconds=1)  # behind: an ack may still be queued
-    assert rig.reconciler.run(now=graced + timedelta(seconds=1)).unconfirmed == []
+    assert rig.run(now=graced + timedelta(seconds=1)).unconfirmed == []
     stored_to[0] = graced + timedelta(seconds=1)
-    assert rig.reconciler.run(now=graced + timedelta(seconds=2)).unconfirmed == ["dev-a", "dev-b"]
+    assert rig.run(now=graced + timedelta(seconds=2)).unconfirmed == ["dev-a", "dev-b"]
 
 
 def test_a_stuck_intake_delays_unconfirmed_by_one_grace_at_most(rig: Rig) -> None:
     rig.reconciler.caught_up = lambda: None
-    rig.reconciler.run(now=T0)
-    assert rig.reconciler.run(now=T0 + 2 * GRACE - timedelta(seconds=1)).unconfirmed == []
-    assert rig.reconciler.run(now=T0 + 2 * GRACE).unconfirmed == ["dev-a", "dev-b"]
+    rig.run(now=T0)
+    assert rig.run(now=T0 + 2 * GRACE - timedelta(seconds=1)).unconfirmed == []
+    assert rig.run(now=T0 + 2 * GRACE).unconfirmed == ["dev-a", "dev-b"]
 
 
 def test_site_steps_due_is_the_next_change_or_the_next_one_to_enter_the_horizon() -> None:
@@ -630,3 +652,19 @@ def test_site_steps_due_is_the_next_change_or_the_next_one_to_enter_the_horizon(
     far = SiteSteps([seg(S + timedelta(days=3), E + timedelta(days=3))])
     assert far.due(T0, HORIZON) == S + timedelta(days=3) - HORIZON
     assert far.steps(T0, T0 + HORIZON) == [step(T0, OFF)]
+
+
+def test_a_plan_the_broker_does_not_have_yet_is_not_unconfirmed(rig: Rig) -> None:
+    """The controller's own delay is no device's fault: the grace starts when the plan
+    reached the broker, and a plan still in the outbox is left to the dispatcher."""
+    rig.reconciler.run(now=T0)  # stored, not published (the broker is away, say)
+    assert rig.reconciler.run(now=T0 + 5 * GRACE).unconfirmed == []
+    assert rig.state("dev-a", 1) == "pending"
+    published = T0 + 5 * GRACE
+    command = rig.command("dev-a", 1)
+    assert command is not None
+    rig.move(command.id, CommandState.PUBLISHED, published)
+    waiting = rig.reconciler.run(now=published + GRACE - timedelta(seconds=1))
+    assert waiting.unconfirmed == []
+    assert published + GRACE in waiting.wake_at
+    assert rig.reconciler.run(now=published + GRACE).unconfirmed == ["dev-a"]
