@@ -21,43 +21,21 @@ from controller.web.api import StaffContext, build_api
 from controller.web.devices_api import IMPORT_PATH, MAX_IMPORT_BYTES, build_devices_api
 from controller.web.headers import DOCS_POLICY, SecurityHeaders
 from controller.web.limits import MAX_BODY_BYTES, BodySizeLimit
+from controller.web.status_route import (
+    STATUS_PATH,
+    PublicStatusRoute,
+    accepts_gzip,
+    etag_matches,
+    status_headers,
+)
 from devices.clock import Clock
 from schedules.cost import Limits
 
 STATIC = Path(__file__).parent / "static"
-PUBLIC_CACHE = "public, max-age=5, s-maxage=10, stale-while-revalidate=30"
 STARTING_RETRY_S = 1
 DOCS_PATH = "/api/docs"
 OPENAPI_PATH = "/api/openapi.json"
 """The only documentation routes (docs/staff-api.md)."""
-
-
-def accepts_gzip(accept_encoding: str) -> bool:
-    """Does an Accept-Encoding header take gzip (by name or `*`, with q above 0)?"""
-    for part in accept_encoding.lower().split(","):
-        name, _, params = part.partition(";")
-        if name.strip() not in ("gzip", "*"):
-            continue
-        q = params.strip()
-        if q.startswith("q="):
-            try:
-                if float(q[2:]) <= 0:
-                    continue
-            except ValueError:
-                continue
-        return True
-    return False
-
-
-def etag_matches(if_none_match: str, etag: str) -> bool:
-    """Does an If-None-Match header name `etag` (or `*`)? Weak tags compare as weak."""
-    if if_none_match == etag:
-        return True
-    for tag in if_none_match.split(","):
-        tag = tag.strip()
-        if tag in (etag, "*", f"W/{etag}"):
-            return True
-    return False
 
 
 def build_web(
@@ -72,11 +50,13 @@ def build_web(
     limits: Limits | None = None,
     evaluation_s: float = EVALUATION_S,
     monotonic: Callable[[], float] | None = None,
+    status_lookup: bool = True,
 ) -> FastAPI:
     """The app. `public` serves the public status as rendered; `on_change` runs after
     each accepted edit (the Controller reconciles). `limits` and `evaluation_s` bound
     what checking a campaign may cost, timed on `monotonic` (the clock's own, if it
-    has one)."""
+    has one). `status_lookup` answers the public status before the framework does
+    (`PublicStatusRoute`); off, the documented route answers it alike (tests compare)."""
     app = FastAPI(
         title="Illuminate",
         summary="Monument illumination, confirmed by the devices themselves.",
@@ -92,6 +72,8 @@ def build_web(
         BodySizeLimit, max_bytes=max_body_bytes, path_limits={IMPORT_PATH: import_limit}
     )
     app.add_middleware(SecurityHeaders, path_policies={DOCS_PATH: DOCS_POLICY})
+    if status_lookup:
+        app.add_middleware(PublicStatusRoute, public=public)  # outermost: a lookup
     app.state.staff = StaffContext(
         stores=stores,
         users=users,
@@ -109,7 +91,7 @@ def build_web(
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
     @app.get(
-        "/api/v1/public/status",
+        STATUS_PATH,
         response_model=PublicStatus,
         response_model_exclude_none=True,
         responses={
@@ -126,11 +108,7 @@ def build_web(
                 status_code=503,
                 headers={"Retry-After": str(STARTING_RETRY_S), "Cache-Control": "no-store"},
             )
-        headers = {
-            "ETag": rendering.etag,
-            "Cache-Control": PUBLIC_CACHE,
-            "Vary": "Accept-Encoding",
-        }
+        headers = status_headers(rendering)
         if_none_match = request.headers.get("if-none-match")
         if if_none_match is not None and etag_matches(if_none_match, rendering.etag):
             return Response(status_code=304, headers=headers)

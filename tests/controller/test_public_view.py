@@ -537,3 +537,48 @@ def test_etag_matches() -> None:
     assert etag_matches('W/"abc"', tag)
     assert not etag_matches('"abcd"', tag)
     assert not etag_matches("", tag)
+
+
+def test_http_the_lookup_and_the_documented_route_answer_alike(tmp_path: Path) -> None:
+    """The public status is answered before the framework (PublicStatusRoute); the
+    documented route behind it must give the same answer, header for header."""
+    with database(f"sqlite:///{tmp_path / 'illuminate.sqlite'}") as (_, sessions, stores):
+        stores.registry.import_catalog(CATALOG)
+        view, _loader, clock = make(mixed())
+        view.refresh()
+        rendering = view.get()
+        assert rendering is not None
+        apps = [
+            build_web(
+                stores,
+                clock,
+                Metrics(),
+                public=view,
+                ready=dict,
+                users=Users(sessions),
+                status_lookup=lookup,
+            )
+            for lookup in (True, False)
+        ]
+        asks = [
+            {"Accept-Encoding": "identity"},
+            {"Accept-Encoding": "gzip"},
+            {"If-None-Match": rendering.etag},
+            {"If-None-Match": '"other"', "Accept-Encoding": "gzip;q=0"},
+        ]
+        kept = ("etag", "cache-control", "vary", "content-encoding", "content-type")
+        answers = []
+        for target in apps:
+            with serve(target) as client:
+                got = []
+                for headers in asks:
+                    for params in ({}, {"lang": "fr"}):
+                        with client.stream("GET", STATUS, headers=headers, params=params) as r:
+                            raw = b"".join(r.iter_raw())
+                            got.append((r.status_code, raw, {k: r.headers.get(k) for k in kept}))
+                            assert r.headers["x-content-type-options"] == "nosniff"
+                            policy = r.headers["content-security-policy"]
+                            assert "frame-ancestors 'none'" in policy
+                answers.append(got)
+        assert answers[0] == answers[1]
+        assert {status for status, _, _ in answers[0]} == {200, 304}

@@ -1,0 +1,103 @@
+"""The public status answered as a lookup, before the web framework sees the request.
+
+`GET /api/v1/public/status` is the one route the public hammers. Its answer is already
+rendered (`PublicView`: body, gzip copy, ETag), so this ASGI middleware answers it
+directly: a 304 when If-None-Match names the ETag, else the gzip or plain bytes, with
+the same headers the documented route sends (`status_headers`) and the security headers
+every response carries. Anything else, a HEAD, and the 503 before the first rendering go
+on to the app, whose route is the documented one.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from controller.public_view import PublicView, Rendering
+from controller.web.headers import COMMON, PAGE_POLICY
+
+STATUS_PATH = "/api/v1/public/status"
+PUBLIC_CACHE = "public, max-age=5, s-maxage=10, stale-while-revalidate=30"
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Does an Accept-Encoding header take gzip (by name or `*`, with q above 0)?"""
+    for part in accept_encoding.lower().split(","):
+        name, _, params = part.partition(";")
+        if name.strip() not in ("gzip", "*"):
+            continue
+        q = params.strip()
+        if q.startswith("q="):
+            try:
+                if float(q[2:]) <= 0:
+                    continue
+            except ValueError:
+                continue
+        return True
+    return False
+
+
+def etag_matches(if_none_match: str, etag: str) -> bool:
+    """Does an If-None-Match header name `etag` (or `*`)? Weak tags compare as weak."""
+    if if_none_match == etag:
+        return True
+    for tag in if_none_match.split(","):
+        tag = tag.strip()
+        if tag in (etag, "*", f"W/{etag}"):
+            return True
+    return False
+
+
+def status_headers(rendering: Rendering) -> dict[str, str]:
+    """The headers of every status answer (200 and 304), as the route sends them."""
+    return {"ETag": rendering.etag, "Cache-Control": PUBLIC_CACHE, "Vary": "Accept-Encoding"}
+
+
+_SECURITY = [
+    (b"content-security-policy", PAGE_POLICY.encode()),
+    *((k.lower().encode(), v.encode()) for k, v in COMMON.items()),
+]
+
+
+class PublicStatusRoute:
+    def __init__(self, app: ASGIApp, public: PublicView, path: str = STATUS_PATH) -> None:
+        self.app = app
+        self.public = public
+        self.path = path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == self.path:
+            lang = None
+            if scope.get("query_string"):
+                values = parse_qs(scope["query_string"].decode("latin-1")).get("lang")
+                lang = values[-1] if values else None
+            rendering = self.public.get(lang)
+            if rendering is not None:
+                await self._answer(scope, rendering, send)
+                return
+        await self.app(scope, receive, send)
+
+    async def _answer(self, scope: Scope, rendering: Rendering, send: Send) -> None:
+        if_none_match = accept_encoding = None
+        for name, value in scope["headers"]:
+            if name == b"if-none-match":
+                if_none_match = value.decode("latin-1")
+            elif name == b"accept-encoding":
+                accept_encoding = value.decode("latin-1")
+        headers = [(k.lower().encode(), v.encode()) for k, v in status_headers(rendering).items()]
+        headers += _SECURITY
+        if if_none_match is not None and etag_matches(if_none_match, rendering.etag):
+            await send({"type": "http.response.start", "status": 304, "headers": headers})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        body = rendering.body
+        if accept_encoding is not None and accepts_gzip(accept_encoding):
+            body = rendering.gzip
+            headers.append((b"content-encoding", b"gzip"))
+        headers += [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
