@@ -772,6 +772,70 @@ def flood_fairness(rig: Rig) -> None:
     )
 
 
+def _online_since(rig: Rig, since: datetime) -> int:
+    """Devices whose stored status is online and newer than `since` (read-only)."""
+    with rig.db() as conn:
+        rows = conn.execute("SELECT online, status_at FROM devices").fetchall()
+    count = 0
+    for online, status_at in rows:
+        if not online or status_at is None:
+            continue
+        at = datetime.fromisoformat(status_at)
+        if (at if at.tzinfo else at.replace(tzinfo=UTC)) > since:
+            count += 1
+    return count
+
+
+def _applied_commands(rig: Rig) -> int:
+    with rig.db() as conn:
+        (count,) = conn.execute("SELECT COUNT(*) FROM commands WHERE state = 'applied'").fetchone()
+    return int(count)
+
+
+def broker_restart(rig: Rig) -> None:
+    """The broker restarts (no persistence: it forgets every retained plan and session)
+    with every device lit: until every device is back online (its birth stored) and the
+    page shows N lit again, beside the fleet's own reconnection; no APPLIED lost."""
+    assert rig.broker is not None
+    before = _applied_commands(rig)
+    print(f"  broker-restart: {before} commands APPLIED before", flush=True)
+    rig.connected = dict.fromkeys(rig.connected, 0)
+    restarted = datetime.now(UTC)
+    start = time.monotonic()
+    rig.broker.restart()
+    deadline = rig.deadline()
+    fleet_at = back_at = None
+    lit = online = 0
+    progress = Progress("back online, stored", rig.n)
+    while time.monotonic() < deadline:
+        if fleet_at is None and sum(rig.connected.values()) >= rig.n:
+            fleet_at = time.monotonic()
+        online = _online_since(rig, restarted)
+        progress(online)
+        if online >= rig.n:
+            lit = int(rig.status()["summary"]["lit"])
+            if lit >= rig.n:
+                back_at = time.monotonic()
+                break
+        rig.children.check_alive()
+        time.sleep(0.2)
+    after = _applied_commands(rig)
+    rig.rows.append(
+        row(
+            "broker-restart",
+            rig.n,
+            None if back_at is None else back_at - start,
+            None if fleet_at is None else fleet_at - start,
+            online=online,
+            lit=lit,
+            applied_before=before,
+            applied_after=after,
+            lost=max(0, before - after),
+            timed_out=back_at is None,
+        )
+    )
+
+
 def run(opts: Options, workdir: Path, rows: list[dict[str, Any]]) -> None:
     """Every end-to-end scenario in order, appending to `rows` (kept if one fails).
     Every child process is stopped on the way out, whatever happens."""
@@ -788,5 +852,6 @@ def run(opts: Options, workdir: Path, rows: list[dict[str, Any]]) -> None:
         replan_and_step(rig, floor)
         status_load(rig, startup)
         flood_fairness(rig)
+        broker_restart(rig)
     finally:
         rig.stop()

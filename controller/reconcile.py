@@ -94,7 +94,7 @@ class _Memo:
     due: datetime | None
     """The first instant the decision depends on (a step, a grace's end, a retry, a
     change of the site's steps); None when nothing is in sight."""
-    wakes: set[datetime]
+    wakes: frozenset[datetime]
 
     def holds(
         self, device: DeviceView, command: Command | None, site_steps: SiteSteps, now: datetime
@@ -175,6 +175,7 @@ class Reconciler:
         retry: list[tuple[DeviceView, Command, list[PlanStep], PlanStep]] = []
         moves: list[Move] = []
         memos: dict[str, _Memo] = {}
+        shared: dict[frozenset[datetime], frozenset[datetime]] = {}  # devices alike share
         end = now + self.horizon
         for device_id in sorted(views):
             device = views[device_id]
@@ -204,7 +205,9 @@ class Reconciler:
                     site_due = site_steps.due(now, self.horizon)
                     if site_due is not None and (due is None or site_due < due):
                         due = site_due
-                    memos[device_id] = _Memo(device, command, site_steps, now, due, mine)
+                    kept = frozenset(mine)
+                    kept = shared.setdefault(kept, kept)
+                    memos[device_id] = _Memo(device, command, site_steps, now, due, kept)
             except Exception as exc:  # one device's trouble never stops the fleet's plans
                 log.error("device %s: cannot plan, keeping its current plan: %s", device_id, exc)
         self._memos = memos

@@ -9,6 +9,7 @@ decision is ever made against a stale read.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -63,10 +64,28 @@ def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
 
 
 @contextmanager
-def writing(sessions: sessionmaker[Session]) -> Iterator[Session]:
+def writing(
+    sessions: sessionmaker[Session], turn: threading.Lock | None = None
+) -> Iterator[Session]:
     """A write transaction. On SQLite it takes the write lock at once (BEGIN IMMEDIATE),
     so a batch's reads and its compare-and-set writes see no other writer in between;
-    on PostgreSQL the rows are locked as they are read (FOR UPDATE)."""
+    on PostgreSQL the rows are locked as they are read (FOR UPDATE).
+
+    `turn`, on SQLite, makes this process's writers (the intake, the dispatcher, the
+    reconciler) take turns on a lock of their own before they ask SQLite for its one:
+    a writer SQLite keeps waiting polls for the lock with sleeps of up to 100 ms, while
+    one waiting on `turn` starts the moment the last one commits."""
+    bind = sessions.kw.get("bind")
+    if turn is None or bind is None or bind.dialect.name != "sqlite":
+        with _transaction(sessions) as s:
+            yield s
+        return
+    with turn, _transaction(sessions) as s:
+        yield s
+
+
+@contextmanager
+def _transaction(sessions: sessionmaker[Session]) -> Iterator[Session]:
     with sessions.begin() as s:
         if s.get_bind().dialect.name == "sqlite":
             s.connection().exec_driver_sql("BEGIN IMMEDIATE")
@@ -322,8 +341,9 @@ def text_value(text: str | None) -> str | None:
 
 
 class SqlOutbox:
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    def __init__(self, sessions: sessionmaker[Session], turn: threading.Lock | None = None) -> None:
         self.sessions = sessions
+        self.turn = turn
 
     def latest(self, device_ids: Collection[str] | None = None) -> dict[str, Command]:
         with self.sessions() as s:
@@ -493,7 +513,7 @@ class SqlOutbox:
         ids = sorted({m.command_id for m in moves})
         for _ in range(CAS_ATTEMPTS):
             try:
-                with writing(self.sessions) as s:
+                with writing(self.sessions, self.turn) as s:
                     cells: dict[int, _Cell] = {}
                     for part in chunks(ids):
                         cells.update(self._cells(s, CommandRow.id.in_(part)))
@@ -510,7 +530,7 @@ class SqlOutbox:
         devices = sorted({v.device_id for v in versions})
         for _ in range(CAS_ATTEMPTS):
             try:
-                with writing(self.sessions) as s:
+                with writing(self.sessions, self.turn) as s:
                     return self._add_versions(s, versions, devices)
             except ConcurrentChange:
                 log.debug("outbox add_versions: concurrent change, deciding again")
@@ -607,8 +627,9 @@ _REPORT_FIELDS = (
 
 
 class SqlReports:
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    def __init__(self, sessions: sessionmaker[Session], turn: threading.Lock | None = None) -> None:
         self.sessions = sessions
+        self.turn = turn
 
     def views(self, device_ids: Collection[str] | None = None) -> dict[str, DeviceView]:
         columns = [
@@ -648,16 +669,18 @@ class SqlReports:
             }
             for v in views
         ]
-        with self.sessions.begin() as s:
+        with writing(self.sessions, self.turn) as s:
             return _rowcount(s.connection().execute(stmt, params))
 
 
 def sql_stores(sessions: sessionmaker[Session]) -> Stores:
+    """The four stores of one database; the outbox and reports writers take turns."""
+    turn = threading.Lock()
     return Stores(
         registry=SqlRegistry(sessions),
         campaigns=SqlCampaigns(sessions),
-        outbox=SqlOutbox(sessions),
-        reports=SqlReports(sessions),
+        outbox=SqlOutbox(sessions, turn),
+        reports=SqlReports(sessions, turn),
     )
 
 
