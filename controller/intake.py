@@ -66,6 +66,7 @@ BODIES: dict[Kind, type[Ack] | type[DeviceState] | type[DeviceStatus]] = {
     Kind.STATUS: DeviceStatus,
 }
 BATCH = 2000
+GATHER_S = 0.02
 REGISTRY_RECHECK_S = 1.0
 RETRY_FIRST_S = 0.2
 RETRY_MAX_S = 5.0
@@ -163,8 +164,14 @@ class Intake:
         backoff = RETRY_FIRST_S
         failures = 0
         drained: datetime | None = None
+        ended = -1e18
         while not self._stop.is_set():
             if not batch:
+                # at most one batch per GATHER_S: a stream of messages (one device's
+                # flood, say) is taken in batches, not one transaction per message
+                pause = GATHER_S - (self.clock.monotonic() - ended)
+                if pause > 0:
+                    self._stop.wait(pause)
                 batch = self.inbox.take(self.batch_size, timeout=0.2)
                 drained = self.inbox.last_drained
                 if not batch and not (self._reread and self._parked):
@@ -177,6 +184,7 @@ class Intake:
                 else:
                     self.process(batch)
                     batch = []
+                ended = self.clock.monotonic()
             except Exception:
                 # the database is busy or down: keep the batch, decide it again later
                 self.metrics.intake_retries.inc()

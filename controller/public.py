@@ -442,20 +442,29 @@ class Renderer:
             self.fragments.put(site, city, state, lang, data)
         return data
 
-    def render(self, lang: str) -> Document:
-        sites = (
+    def sites(self, lang: str) -> bytes:
+        """The encoded `sites` array in `lang`."""
+        return (
             b"["
             + b",".join(
                 self._site(site, city, state, lang) for site, city, state in self.assessment.sites
             )
             + b"]"
         )
+
+    def etag(self, sites: bytes) -> str:
+        return etag_of(self.summary, sites)
+
+    def document(self, sites: bytes) -> Document:
         body = b'{"generated_at":"%s","summary":%s,"sites":%s}' % (
             self._generated,
             self.summary,
             sites,
         )
-        return Document(body, etag_of(self.summary, sites))
+        return Document(body, self.etag(sites))
+
+    def render(self, lang: str) -> Document:
+        return self.document(self.sites(lang))
 
 
 def public_status(

@@ -54,6 +54,10 @@ RANGE_STEP = timedelta(hours=6)
 """Timelines are expanded over a range that moves in these steps, so the same expansion
 serves every rebuild until `now` crosses into the next step."""
 GZIP_LEVEL = 6
+KEEP_SAME = timedelta(seconds=10)
+"""A rebuild that gives the same document as one rendered less than this ago keeps that
+one (a flood of reports that change nothing public costs no compression); older, it is
+rendered again, so `generated_at` says the state was looked at recently."""
 IDLE_WAIT_S = 5.0
 """The refresher looks at the wall clock at least this often (it may be set)."""
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
@@ -319,7 +323,17 @@ class PublicView:
         renderer = Renderer(assessment, self._fragments)
         renderings: dict[str, Rendering] = {}
         for lang in sorted(self.languages):
-            document = renderer.render(lang)
+            sites = renderer.sites(lang)
+            previous = self._renderings.get(lang)
+            if (
+                previous is not None
+                and previous.etag == renderer.etag(sites)
+                and now - previous.generated_at < KEEP_SAME
+            ):
+                # the same document, made a moment ago: keep it (no compression again)
+                renderings[lang] = previous
+                continue
+            document = renderer.document(sites)
             renderings[lang] = Rendering(
                 body=document.body,
                 gzip=gzip.compress(document.body, compresslevel=GZIP_LEVEL, mtime=0),

@@ -24,7 +24,7 @@ import uvicorn
 
 from controller.metrics import Metrics
 from controller.public import public_status
-from controller.public_view import RANGE_STEP, PublicView
+from controller.public_view import KEEP_SAME, RANGE_STEP, PublicView
 from controller.store.base import Snapshot
 from controller.store.sql import database
 from controller.store.users import Users
@@ -247,13 +247,24 @@ def test_etag_is_stable_when_nothing_changed() -> None:
     view, _, clock = make(mixed())
     view.refresh()
     before = view.get()
-    clock.advance(5)
+    clock.advance(KEEP_SAME.total_seconds())
     view.invalidate()
     assert view.refresh()
     after = view.get()
     assert before is not None and after is not None and before is not after
     assert before.etag == after.etag
     assert json.loads(before.body)["generated_at"] != json.loads(after.body)["generated_at"]
+
+
+def test_the_same_document_made_a_moment_ago_is_kept_as_it_is() -> None:
+    view, _, clock = make(mixed())
+    view.refresh()
+    before = view.get()
+    clock.advance(KEEP_SAME.total_seconds() - 1)
+    view.invalidate()
+    assert view.refresh()
+    assert view.get() is before  # no new bytes, no compression
+    assert view.builds == 2
 
 
 def test_etag_changes_when_a_state_changes() -> None:
@@ -310,7 +321,7 @@ def test_a_failed_build_keeps_the_previous_rendering_and_retries() -> None:
     assert view.get() is served and view.failures == 1
     assert not view.refresh()  # not again at once
     loader.fail = False
-    clock.advance(INTERVAL)
+    clock.advance(KEEP_SAME.total_seconds())
     assert view.refresh()
     assert view.get() is not served
 
