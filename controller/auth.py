@@ -2,7 +2,9 @@
 
 - `admin` may do everything.
 - `coordinator` defines campaigns and schedules, for every city.
-- `technician` looks after the devices of the cities in `cities`, and no others.
+- `technician` looks after the sites and devices of the cities in `cities`, and no others.
+
+What each role may do is the table in `controller/access.py`.
 """
 
 from __future__ import annotations
@@ -26,9 +28,3 @@ class Principal(BaseModel):
     name: str
     role: Role
     cities: tuple[str, ...] = ()
-
-    def covers_city(self, city: str) -> bool:
-        """May this user touch the devices of `city`? Admins: any; technicians: theirs."""
-        if self.role is Role.ADMIN:
-            return True
-        return self.role is Role.TECHNICIAN and city in self.cities

@@ -162,3 +162,23 @@ class ApiTokenRow(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
     created_at: Mapped[datetime]
     last_used_at: Mapped[datetime | None] = mapped_column(default=None)
+    hint: Mapped[str | None] = mapped_column(String(16), default=None)
+    """The token's first characters (`ilm_` and 8 more), so its holder can tell it apart."""
+    expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class AuditRow(Base):
+    """Append-only: who did what to which object, and when. The database refuses
+    updates and deletes of its rows (triggers, migration 0006)."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_kind_id", "kind", "id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(32))
+    subject: Mapped[str | None] = mapped_column(String(48), default=None)
+    city: Mapped[str | None] = mapped_column(String(48), default=None)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)

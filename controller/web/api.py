@@ -5,8 +5,14 @@ router from `build_api()`. Route functions get what they need through the `Annot
 dependencies below, so new routers (devices, for technicians) can reuse them:
 
 - `CurrentPrincipal`: any authenticated user; 401 with `WWW-Authenticate: Bearer` when
-  the token is missing, unknown, or its user is disabled.
-- `require_role(*roles)`: the same, then 403 unless the user has one of `roles`.
+  the token is missing, unknown, expired or revoked, or its user is disabled.
+- `permit(action)`: the same, then the user's `Grant` for the action, from the policy
+  table in `controller/access.py`; 403 when their role may not take it at all. A route
+  on an object of one city calls `in_scope(grant, city, ...)`, which answers 404 for an
+  object outside the grant's cities, as for one that does not exist.
+
+Every staff route takes exactly one `permit(...)`: tests/controller/test_access_matrix.py
+walks `app.routes` and holds each route to its declared row.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi import Path as PathParam
@@ -27,8 +33,10 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict
 
-from controller.auth import Principal, Role
+from controller.access import Action, AuditKind, Grant, grant
+from controller.auth import Principal
 from controller.campaigns import EVALUATION_S, TOP, CampaignRejected, apply_campaign
+from controller.store.audit import AuditLog, AuditRecord
 from controller.store.base import Stores
 from controller.store.users import Users
 from devices.clock import Clock
@@ -38,6 +46,7 @@ from schedules.files import ScheduleFileError, parse_document
 from schedules.model import ID_PATTERN, Campaign, is_id
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_REPORTED_ERRORS = 50
 MAX_JSON_DEPTH = 32
@@ -50,6 +59,7 @@ _PATH_RE = re.compile(r"\(top\)|(?:[^\s\[\].:]+|\[\d+\])(?:\[\d+\]|\.[^\s\[\].:]
 class StaffContext:
     stores: Stores
     users: Users
+    audit: AuditLog
     clock: Clock
     on_change: Callable[[], None]
     monotonic: Callable[[], float] = time.monotonic
@@ -97,22 +107,39 @@ def current_principal(
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 
-def require_role(*roles: Role) -> Callable[[Principal], Principal]:
-    """A dependency: the authenticated principal, if their role is one of `roles`."""
-    allowed = frozenset(roles)
+def permit(action: Action) -> Callable[[Principal], Grant]:
+    """A dependency: the authenticated principal's grant for `action`, or 403."""
 
-    def check(principal: CurrentPrincipal) -> Principal:
-        if principal.role not in allowed:
+    def check(principal: CurrentPrincipal) -> Grant:
+        found = grant(principal, action)
+        if found is None:
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN,
                 detail=f"the {principal.role.value} role may not do this",
             )
-        return principal
+        return found
 
+    check.__name__ = f"permit_{action.name.lower()}"
     return check
 
 
-CampaignEditor = Annotated[Principal, Depends(require_role(Role.COORDINATOR, Role.ADMIN))]
+def in_scope(allowed: Grant, found: T | None, city: Callable[[T], str | None], missing: str) -> T:
+    """`found`, if it exists and the grant covers its city; else 404 with `missing`: an
+    object of another city is answered as if it did not exist."""
+    if found is None or not allowed.covers(city(found)):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=missing)
+    return found
+
+
+def audit(staff: StaffContext, *records: AuditRecord) -> None:
+    """Append to the audit log. Called after the change is stored; a failure here is
+    not swallowed, so the caller learns that the change went unrecorded."""
+    staff.audit.append(records)
+
+
+WhoAmI = Annotated[Grant, Depends(permit(Action.WHO_AM_I))]
+CampaignReader = Annotated[Grant, Depends(permit(Action.READ_CAMPAIGNS))]
+CampaignEditor = Annotated[Grant, Depends(permit(Action.EDIT_CAMPAIGNS))]
 
 
 class ErrorItem(BaseModel):
@@ -236,7 +263,7 @@ def _bad_id(name: str, value: str) -> JSONResponse:
     )
 
 
-CampaignId = Annotated[
+IdParam = Annotated[
     str,
     PathParam(
         description="1-48 lower-case letters, digits and '-', starting with a letter or digit",
@@ -244,11 +271,12 @@ CampaignId = Annotated[
         json_schema_extra={"pattern": ID_PATTERN},
     ),
 ]
-"""A campaign id in a path. Checked in the route (`is_id`), so every refusal has the
-same 422 body; the pattern is documented, not enforced by the router."""
+"""An id in a path. Checked in the route (`is_id`), so every refusal has the same 422
+body; the pattern is documented, not enforced by the router."""
+CampaignId = IdParam
 
 AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"model": Problem, "description": "missing or invalid bearer token"},
+    401: {"model": Problem, "description": "missing, unknown, expired or revoked bearer token"},
     403: {"model": Problem, "description": "the role may not do this"},
 }
 
@@ -257,12 +285,12 @@ def build_api() -> APIRouter:
     router = APIRouter(prefix="/api/v1", tags=["staff"], responses=AUTH_RESPONSES)
 
     @router.get("/me", response_model=Principal)
-    def me(principal: CurrentPrincipal) -> Principal:
+    def me(allowed: WhoAmI) -> Principal:
         """The authenticated user: name, role and (for technicians) cities."""
-        return principal
+        return allowed.principal
 
     @router.get("/campaigns", response_model=list[CampaignSummary])
-    def list_campaigns(staff: Staff, _who: CampaignEditor) -> list[CampaignSummary]:
+    def list_campaigns(staff: Staff, _allowed: CampaignReader) -> list[CampaignSummary]:
         summaries = []
         for record in staff.stores.campaigns.records():
             campaign = Campaign.model_validate(record.body)
@@ -281,7 +309,9 @@ def build_api() -> APIRouter:
         "/campaigns/{campaign_id}",
         responses={404: {"model": Problem, "description": "no such campaign"}},
     )
-    def get_campaign(campaign_id: CampaignId, staff: Staff, _who: CampaignEditor) -> JSONResponse:
+    def get_campaign(
+        campaign_id: CampaignId, staff: Staff, _allowed: CampaignReader
+    ) -> JSONResponse:
         """The campaign as stored (same schema as the YAML file, defaults filled in)."""
         if not is_id(campaign_id):
             return _bad_id("campaign_id", campaign_id)
@@ -302,7 +332,7 @@ def build_api() -> APIRouter:
         },
     )
     async def put_campaign(
-        campaign_id: CampaignId, request: Request, staff: Staff, who: CampaignEditor
+        campaign_id: CampaignId, request: Request, staff: Staff, allowed: CampaignEditor
     ) -> JSONResponse:
         """Create or replace a campaign; the devices get new plans at once."""
         if not is_id(campaign_id):
@@ -336,7 +366,18 @@ def build_api() -> APIRouter:
 
         def store_it() -> tuple[bool, dict[str, Any]]:
             budget = Budget(staff.monotonic, seconds=staff.evaluation_s)
-            created = apply_campaign(staff.stores, campaign, staff.clock(), staff.limits, budget)
+            now = staff.clock()
+            created = apply_campaign(staff.stores, campaign, now, staff.limits, budget)
+            audit(
+                staff,
+                AuditRecord(
+                    at=now,
+                    actor=allowed.principal.name,
+                    kind=AuditKind.CAMPAIGN,
+                    action="created" if created else "replaced",
+                    subject=campaign.id,
+                ),
+            )
             record = staff.stores.campaigns.record(campaign.id)
             body = record.body if record else campaign.model_dump(mode="json")
             return created, body
@@ -348,7 +389,10 @@ def build_api() -> APIRouter:
                 return _invalid([ErrorItem(path=exc.path, message=exc.message)])
             return _invalid(_error_items(str(exc)))
         log.info(
-            "campaign %s %s by %s", campaign.id, "created" if created else "replaced", who.name
+            "campaign %s %s by %s",
+            campaign.id,
+            "created" if created else "replaced",
+            allowed.principal.name,
         )
         await run_in_threadpool(_notify, staff.on_change)
         if created:

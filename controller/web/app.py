@@ -15,12 +15,15 @@ from controller.campaigns import EVALUATION_S
 from controller.metrics import Metrics
 from controller.public import DEFAULT_LANGUAGE, PublicStatus
 from controller.public_view import PublicView
+from controller.store.audit import AuditLog, SqlAuditLog
 from controller.store.base import Stores
 from controller.store.users import Users
 from controller.web.api import StaffContext, build_api
+from controller.web.audit_api import build_audit_api
 from controller.web.devices_api import IMPORT_PATH, MAX_IMPORT_BYTES, build_devices_api
 from controller.web.headers import DOCS_POLICY, SecurityHeaders
 from controller.web.limits import MAX_BODY_BYTES, BodySizeLimit
+from controller.web.sites_api import build_sites_api
 from controller.web.status_route import (
     STATUS_PATH,
     PublicStatusRoute,
@@ -51,12 +54,14 @@ def build_web(
     evaluation_s: float = EVALUATION_S,
     monotonic: Callable[[], float] | None = None,
     status_lookup: bool = True,
+    audit: AuditLog | None = None,
 ) -> FastAPI:
     """The app. `public` serves the public status as rendered; `on_change` runs after
     each accepted edit (the Controller reconciles). `limits` and `evaluation_s` bound
     what checking a campaign may cost, timed on `monotonic` (the clock's own, if it
     has one). `status_lookup` answers the public status before the framework does
-    (`PublicStatusRoute`); off, the documented route answers it alike (tests compare)."""
+    (`PublicStatusRoute`); off, the documented route answers it alike (tests compare).
+    `audit` records the staff API's changes; by default, in the users' database."""
     app = FastAPI(
         title="Illuminate",
         summary="Monument illumination, confirmed by the devices themselves.",
@@ -77,6 +82,7 @@ def build_web(
     app.state.staff = StaffContext(
         stores=stores,
         users=users,
+        audit=audit if audit is not None else SqlAuditLog(users.sessions),
         clock=clock,
         on_change=on_change if on_change is not None else _nothing,
         monotonic=monotonic if monotonic is not None else _monotonic_of(clock),
@@ -85,6 +91,8 @@ def build_web(
     )
     app.include_router(build_api())
     app.include_router(build_devices_api())
+    app.include_router(build_sites_api())
+    app.include_router(build_audit_api())
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:

@@ -1,4 +1,5 @@
-"""Device routes of the staff API: registering devices in bulk (admins only).
+"""Device routes of the staff API: registering devices in bulk (admins only, by the
+policy in `controller/access.py`); each device registered is an audit entry.
 
 `build_devices_api()` is included under /api/v1 by `build_web`. The checks, passwords
 and hashes are those of `illuminate devices import` (controller/registration.py).
@@ -14,17 +15,27 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from controller.auth import Principal, Role
+from controller.access import Action, AuditKind, Grant
 from controller.registration import (
     MAX_REPORTED_PROBLEMS,
     MAX_REQUEST_DEVICES,
     TOP,
     ImportRejected,
+    Prepared,
     Problem,
     parse_request,
     register,
 )
-from controller.web.api import AUTH_RESPONSES, Staff, _is_json, _notify, _parse_json, require_role
+from controller.store.audit import AuditRecord
+from controller.web.api import (
+    AUTH_RESPONSES,
+    Staff,
+    _is_json,
+    _notify,
+    _parse_json,
+    audit,
+    permit,
+)
 from controller.web.api import Problem as ProblemBody
 
 log = logging.getLogger(__name__)
@@ -33,7 +44,7 @@ IMPORT_PATH = "/api/v1/devices/import"
 MAX_IMPORT_BYTES = 2 * 1024 * 1024
 """The body limit of IMPORT_PATH: 10,000 devices with long ids and site ids fit."""
 
-Admin = Annotated[Principal, Depends(require_role(Role.ADMIN))]
+Importer = Annotated[Grant, Depends(permit(Action.IMPORT_DEVICES))]
 
 
 class DeviceProblem(BaseModel):
@@ -128,7 +139,7 @@ def build_devices_api() -> APIRouter:
             422: {"model": ImportProblems, "description": "bad devices, every one listed"},
         },
     )
-    async def import_devices(request: Request, staff: Staff, who: Admin) -> JSONResponse:
+    async def import_devices(request: Request, staff: Staff, allowed: Importer) -> JSONResponse:
         """Register a batch of devices, each with a new random password.
 
         Nothing is registered unless every device can be. The passwords are in this
@@ -143,11 +154,34 @@ def build_devices_api() -> APIRouter:
         except ValueError as exc:
             return _answer((Problem(TOP, str(exc)),), 422)
         batch = parse_request(data)
+        who = allowed.principal.name
+
+        def register_them() -> Prepared:
+            now = staff.clock()
+            done = register(staff.stores.registry, batch, now)
+            cities = {s.id: s.city for s in staff.stores.registry.catalog().sites}
+            audit(
+                staff,
+                *(
+                    AuditRecord(
+                        at=now,
+                        actor=who,
+                        kind=AuditKind.DEVICE,
+                        action="registered",
+                        subject=d.id,
+                        city=cities.get(d.site_id),
+                        detail={"site": d.site_id, "via": "import"},
+                    )
+                    for d in done.devices
+                ),
+            )
+            return done
+
         try:
-            done = await run_in_threadpool(register, staff.stores.registry, batch, staff.clock())
+            done = await run_in_threadpool(register_them)
         except ImportRejected as exc:
             return _answer(exc.problems, 409 if exc.only_registered else 422)
-        log.info("%d devices registered at %d sites by %s", len(done.devices), done.sites, who.name)
+        log.info("%d devices registered at %d sites by %s", len(done.devices), done.sites, who)
         await run_in_threadpool(_notify, staff.on_change)
         body = ImportResult(
             registered=len(done.devices),

@@ -1,0 +1,216 @@
+"""The authorization matrix: every route of the app, asked by each kind of caller.
+
+The test walks `app.routes`; a route that is not declared in `MATRIX` (or a row for a
+route that no longer exists) fails it, so a new route must say who may call it. Each
+route is called over real HTTP (uvicorn) on a real SQLite database by: nobody, a
+technician of the city of the object in the path (Brussels), a technician of another
+city (Ypres), a coordinator and an admin, and must answer exactly its row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.routing import iter_route_contexts
+from starlette.routing import Mount
+
+from controller.metrics import Metrics
+from controller.store.sql import database
+from controller.store.users import Users
+from controller.web.app import build_web
+from schedules.model import Campaign
+from tests.controller.test_staff_api import (
+    CATALOG,
+    NOW,
+    FakeClock,
+    campaign_body,
+    public_view,
+    serve,
+)
+
+CALLERS = ("anonymous", "tech_here", "tech_away", "coordinator", "admin")
+
+
+@dataclass(frozen=True)
+class Row:
+    anonymous: int
+    tech_here: int
+    tech_away: int
+    coordinator: int
+    admin: int
+
+    def expected(self, caller: str) -> int:
+        return int(getattr(self, caller))
+
+
+def everyone(code: int) -> Row:
+    return Row(code, code, code, code, code)
+
+
+def staff_only(
+    code: int, *, coordinator: int, technician: int, tech_away: int | None = None
+) -> Row:
+    """401 for nobody; `code` for admins; the others as given."""
+    away = technician if tech_away is None else tech_away
+    return Row(401, technician, away, coordinator, code)
+
+
+MATRIX: dict[tuple[str, str], Row] = {
+    # public
+    ("GET", "/"): everyone(200),
+    ("GET", "/api/v1/public/status"): everyone(200),
+    ("GET", "/healthz"): everyone(200),
+    ("GET", "/readyz"): everyone(200),
+    ("GET", "/metrics"): everyone(200),
+    ("GET", "/static"): everyone(200),
+    ("GET", "/api/docs"): everyone(200),
+    ("GET", "/api/openapi.json"): everyone(200),
+    # staff: anyone signed in
+    ("GET", "/api/v1/me"): staff_only(200, coordinator=200, technician=200),
+    # campaigns: coordinators and admins
+    ("GET", "/api/v1/campaigns"): staff_only(200, coordinator=200, technician=403),
+    ("GET", "/api/v1/campaigns/{campaign_id}"): staff_only(200, coordinator=200, technician=403),
+    ("PUT", "/api/v1/campaigns/{campaign_id}"): staff_only(200, coordinator=200, technician=403),
+    # sites: technicians their own city's, coordinators and admins all
+    ("GET", "/api/v1/sites"): staff_only(200, coordinator=200, technician=200),
+    ("GET", "/api/v1/sites/{site_id}"): staff_only(
+        200, coordinator=200, technician=200, tech_away=404
+    ),
+    # devices: bulk registration is for admins
+    ("POST", "/api/v1/devices/import"): staff_only(201, coordinator=403, technician=403),
+    # audit: admins everything, coordinators the campaign entries
+    ("GET", "/api/v1/audit"): staff_only(200, coordinator=200, technician=403),
+}
+
+PATH_VALUES = {"campaign_id": "blue-heart", "site_id": "atomium"}
+"""The objects in paths: the campaign exists, and the site is in Brussels."""
+
+Call = Callable[[str], dict[str, Any]]
+"""For one caller, the extra arguments of the request (body, or a different url)."""
+
+CALLS: dict[tuple[str, str], Call] = {
+    ("GET", "/static"): lambda _caller: {"url": "/static/style.css"},
+    ("PUT", "/api/v1/campaigns/{campaign_id}"): lambda _caller: {"json": campaign_body()},
+    ("POST", "/api/v1/devices/import"): lambda caller: {
+        "json": {"devices": [{"id": f"{caller.replace('_', '-')}-ctl", "site": "atomium"}]}
+    },
+}
+
+
+def declared_routes(app: FastAPI) -> set[tuple[str, str]]:
+    """(method, path) of every route of `app.routes`, the included routers' expanded
+    (`iter_route_contexts`); a mount counts as its GET."""
+    found = set()
+    for context in iter_route_contexts(app.routes):
+        path = context.path
+        assert path is not None, f"a route without a path: {context.original_route!r}"
+        if isinstance(context.original_route, Mount):
+            found.add(("GET", path))
+            continue
+        methods = context.methods
+        assert methods, f"a route without methods: {context.original_route!r}"
+        found.update((m, path) for m in methods if m != "HEAD")
+    return found
+
+
+@dataclass
+class World:
+    app: FastAPI
+    http: httpx.Client
+    tokens: dict[str, str]
+    users: Users
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    folder = tmp_path_factory.mktemp("matrix")
+    with database(f"sqlite:///{folder / 'illuminate.sqlite'}") as (_, sessions, stores):
+        stores.registry.import_catalog(CATALOG)
+        stores.campaigns.put(Campaign.model_validate(campaign_body()), NOW)
+        users = Users(sessions)
+        clock = FakeClock()
+        app = build_web(
+            stores,
+            clock,
+            Metrics(),
+            public=public_view(stores, clock),
+            ready=lambda: {"database": True},
+            users=users,
+        )
+        tokens = {
+            "tech_here": users.add("tom", "technician", ["brussels"], NOW),
+            "tech_away": users.add("yves", "technician", ["ypres"], NOW),
+            "coordinator": users.add("cora", "coordinator", [], NOW),
+            "admin": users.add("ada", "admin", [], NOW),
+        }
+        with serve(app) as http:
+            yield World(app, http, tokens, users)
+
+
+def call(world: World, key: tuple[str, str], caller: str, token: str | None) -> httpx.Response:
+    method, path = key
+    arguments: dict[str, Any] = {"url": path.format(**PATH_VALUES)}
+    arguments.update(CALLS.get(key, lambda _caller: {})(caller))
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return world.http.request(method, headers=headers, **arguments)
+
+
+def test_every_route_is_declared_in_the_matrix(world: World) -> None:
+    routes = declared_routes(world.app)
+    undeclared = sorted(routes - MATRIX.keys())
+    assert undeclared == [], f"declare who may call these routes in MATRIX: {undeclared}"
+    stale = sorted(MATRIX.keys() - routes)
+    assert stale == [], f"MATRIX rows for routes that do not exist: {stale}"
+
+
+def test_every_route_answers_each_caller_as_declared(world: World) -> None:
+    wrong = []
+    for key, row in sorted(MATRIX.items()):
+        for caller in CALLERS:
+            answer = call(world, key, caller, world.tokens.get(caller))
+            if answer.status_code != row.expected(caller):
+                wrong.append(
+                    f"{key[0]} {key[1]} as {caller}: {answer.status_code}, "
+                    f"declared {row.expected(caller)} ({answer.text[:120]})"
+                )
+    assert wrong == []
+
+
+def test_expired_and_revoked_tokens_get_401_on_every_staff_route(world: World) -> None:
+    expired = world.users.add(
+        "old", "admin", [], NOW - timedelta(hours=1), expires_at=NOW - timedelta(minutes=1)
+    )
+    revoked = world.users.add("gone", "admin", [], NOW)
+    world.users.revoke("gone", None, NOW)
+    staff_routes = [key for key, row in MATRIX.items() if row.anonymous == 401]
+    assert len(staff_routes) >= 8
+    for key in staff_routes:
+        for token in (expired, revoked):
+            answer = call(world, key, "admin", token)
+            assert answer.status_code == 401, key
+            assert "invalid_token" in answer.headers["www-authenticate"]
+
+
+def test_technicians_list_only_their_own_cities_sites(world: World) -> None:
+    def site_ids(caller: str) -> list[str]:
+        answer = call(world, ("GET", "/api/v1/sites"), caller, world.tokens[caller])
+        return [site["id"] for site in answer.json()]
+
+    assert site_ids("tech_here") == ["atomium"]
+    assert site_ids("tech_away") == ["menin-gate"]
+    assert site_ids("coordinator") == site_ids("admin") == ["atomium", "menin-gate"]
+
+
+def test_another_citys_object_looks_like_a_missing_one(world: World) -> None:
+    token = world.tokens["tech_away"]
+    other = world.http.get("/api/v1/sites/atomium", headers={"Authorization": f"Bearer {token}"})
+    missing = world.http.get("/api/v1/sites/nowhere", headers={"Authorization": f"Bearer {token}"})
+    assert other.status_code == missing.status_code == 404
+    assert other.json() == {"detail": "no site 'atomium'"}
+    assert missing.json() == {"detail": "no site 'nowhere'"}
