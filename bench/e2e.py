@@ -37,7 +37,7 @@ from bench.fleet import (
 )
 from bench.flood import flood
 from bench.inprocess import registration_floor
-from bench.mqtt import AckObserver, echo_floor, floor_ids
+from bench.mqtt import AckObserver, PlanWatch, echo_floor, floor_ids
 from bench.procs import BenchAborted, Children, rss_kib
 from bench.report import row
 from controller.public_view import MIN_INTERVAL_S as PUBLIC_TTL_S
@@ -772,18 +772,10 @@ def flood_fairness(rig: Rig) -> None:
     )
 
 
-def _online_since(rig: Rig, since: datetime) -> int:
-    """Devices whose stored status is online and newer than `since` (read-only)."""
+def _newest_versions(rig: Rig) -> dict[str, int]:
     with rig.db() as conn:
-        rows = conn.execute("SELECT online, status_at FROM devices").fetchall()
-    count = 0
-    for online, status_at in rows:
-        if not online or status_at is None:
-            continue
-        at = datetime.fromisoformat(status_at)
-        if (at if at.tzinfo else at.replace(tzinfo=UTC)) > since:
-            count += 1
-    return count
+        rows = conn.execute("SELECT device_id, MAX(version) FROM commands GROUP BY device_id")
+        return {device: int(version) for device, version in rows}
 
 
 def _applied_commands(rig: Rig) -> int:
@@ -793,32 +785,41 @@ def _applied_commands(rig: Rig) -> int:
 
 
 def broker_restart(rig: Rig) -> None:
-    """The broker restarts (no persistence: it forgets every retained plan and session)
-    with every device lit: until every device is back online (its birth stored) and the
-    page shows N lit again, beside the fleet's own reconnection; no APPLIED lost."""
+    """The broker restarts with every device lit, without persistence: it forgets every
+    session and retained plan. Until the fleet is connected again, the broker holds every
+    device's newest plan again (the controller published them anew: a bare subscriber
+    gets them all) and the page shows N lit; beside the fleet's own reconnection. No
+    APPLIED command may be lost."""
     assert rig.broker is not None
     before = _applied_commands(rig)
+    newest = _newest_versions(rig)
     print(f"  broker-restart: {before} commands APPLIED before", flush=True)
     rig.connected = dict.fromkeys(rig.connected, 0)
-    restarted = datetime.now(UTC)
     start = time.monotonic()
     rig.broker.restart()
+    watch = PlanWatch(HOST, rig.broker.port, CONTROLLER_USER, CONTROLLER_PASSWORD, newest)
+    watch.start(timeout=30)
     deadline = rig.deadline()
-    fleet_at = back_at = None
-    lit = online = 0
-    progress = Progress("back online, stored", rig.n)
-    while time.monotonic() < deadline:
-        if fleet_at is None and sum(rig.connected.values()) >= rig.n:
-            fleet_at = time.monotonic()
-        online = _online_since(rig, restarted)
-        progress(online)
-        if online >= rig.n:
-            lit = int(rig.status()["summary"]["lit"])
-            if lit >= rig.n:
-                back_at = time.monotonic()
-                break
-        rig.children.check_alive()
-        time.sleep(0.2)
+    fleet_at = plans_at = back_at = None
+    lit = 0
+    progress = Progress("plans held by the broker again", rig.n)
+    try:
+        while time.monotonic() < deadline:
+            if fleet_at is None and sum(rig.connected.values()) >= rig.n:
+                fleet_at = time.monotonic()
+            held = watch.count()
+            progress(held)
+            if plans_at is None and held >= rig.n:
+                plans_at = time.monotonic()
+            if plans_at is not None and fleet_at is not None:
+                lit = int(rig.status()["summary"]["lit"])
+                if lit >= rig.n:
+                    back_at = time.monotonic()
+                    break
+            rig.children.check_alive()
+            time.sleep(0.2)
+    finally:
+        watch.stop()
     after = _applied_commands(rig)
     rig.rows.append(
         row(
@@ -826,7 +827,8 @@ def broker_restart(rig: Rig) -> None:
             rig.n,
             None if back_at is None else back_at - start,
             None if fleet_at is None else fleet_at - start,
-            online=online,
+            plans_s=None if plans_at is None else round(plans_at - start, 3),
+            plans=watch.count(),
             lit=lit,
             applied_before=before,
             applied_after=after,

@@ -46,17 +46,27 @@ def _iso(t: datetime) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def _report(state: dict[str, Any], at: datetime) -> bytes:
-    return json.dumps({"v": 1, "state": state, "reported_at": _iso(at)}).encode()
+def _report(held: dict[str, Any], at: datetime) -> bytes:
+    return json.dumps({"v": 1, **held, "reported_at": _iso(at)}).encode()
 
 
-def _applied_state(db: Path, device: str) -> dict[str, Any]:
+def _held(db: Path, device: str) -> dict[str, Any]:
+    """What the device last applied, as its state report says it: output, plan version
+    and step (so the reports are true, and ask the controller for nothing)."""
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10) as conn:
-        row = conn.execute("SELECT applied_state FROM devices WHERE id = ?", (device,)).fetchone()
-    value = row[0] if row else None
-    if isinstance(value, str):
-        value = json.loads(value)
-    return value if isinstance(value, dict) else {"on": False}
+        row = conn.execute(
+            "SELECT applied_state, applied_version, applied_step_at FROM devices WHERE id = ?",
+            (device,),
+        ).fetchone()
+    state, version, step_at = row if row else (None, None, None)
+    if isinstance(state, str):
+        state = json.loads(state)
+    held: dict[str, Any] = {"state": state if isinstance(state, dict) else {"on": False}}
+    if version is not None and step_at is not None:
+        at = datetime.fromisoformat(step_at)
+        held["plan_version"] = int(version)
+        held["step_at"] = _iso(at if at.tzinfo else at.replace(tzinfo=UTC))
+    return held
 
 
 def _stored_at(db: Path, device: str) -> datetime | None:
@@ -80,8 +90,8 @@ def flood(
     seconds: float,
 ) -> FloodResult:
     result = FloodResult()
-    flood_state = _applied_state(db, flooder)
-    probe_state = _applied_state(db, probe)
+    flood_state = _held(db, flooder)
+    probe_state = _held(db, probe)
     loud = client("bench-flood", flooder, password)
     quiet = client("bench-probe", probe, password)
     watch = client("bench-flood-observer", *observer_login)

@@ -173,3 +173,51 @@ def echo_floor(
     finally:
         pub.disconnect()
         pub.loop_stop()
+
+
+class PlanWatch:
+    """Counts the devices whose plan topic holds (retained, or published since it
+    subscribed) at least the version expected of them."""
+
+    def __init__(
+        self, host: str, port: int, username: str, password: str, expected: dict[str, int]
+    ) -> None:
+        self.host, self.port = host, port
+        self.expected = expected
+        self._held: set[str] = set()
+        self._lock = threading.Lock()
+        self.client = client(f"bench-plan-watch-{time.monotonic_ns()}", username, password)
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+
+    def start(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:  # the broker may still be starting
+            try:
+                connect(self.client, self.host, self.port, timeout=5)
+                return
+            except (OSError, RuntimeError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _on_connect(self, c: mqtt.Client, *_args: Any) -> None:
+        c.subscribe(f"{ROOT}/devices/+/plan", qos=0)
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        device = device_of(msg.topic)
+        try:
+            version = int(json.loads(msg.payload)["version"])
+        except (ValueError, KeyError, TypeError):
+            return
+        if version >= self.expected.get(device, 1):
+            with self._lock:
+                self._held.add(device)
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self._held)

@@ -30,6 +30,8 @@ MAX_IN_FLIGHT = 1_000
 outbox, so a publish times out only when the broker is really not answering, and a
 busy moment never turns into a storm of publishes sent again."""
 IDLE_S = 1.0
+REPUBLISH_EVERY_S = 10.0
+MAX_REMEMBERED = 100_000
 ACK_GATHER_S = 0.02
 
 
@@ -62,6 +64,7 @@ class Dispatcher:
         self._acked: queue.SimpleQueue[tuple[int, bool]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._republish: set[str] = set()
+        self._republished: dict[str, float] = {}
         self._republish_all = False
         self._wake = threading.Event()
         self._outbox_moved = True
@@ -122,11 +125,24 @@ class Dispatcher:
 
     def republish(self, device_id: str | None = None) -> None:
         """Publish the newest plan again, same version: of one device, or of all.
-        A rebooted device may have lost its plan; devices drop versions they have."""
+        A rebooted device may have lost its plan; devices drop versions they have.
+        One device's plan goes out again at most once per `REPUBLISH_EVERY_S`, so a
+        device that keeps saying it lacks its plan cannot make the controller publish
+        at the rate it sends (the requests between are dropped and counted)."""
         with self._lock:
             if device_id is None:
                 self._republish_all = True
             else:
+                mono = self.clock.monotonic()
+                last = self._republished.get(device_id)
+                if last is not None and mono - last < REPUBLISH_EVERY_S:
+                    self.metrics.republish_skipped.inc()
+                    return
+                self._republished[device_id] = mono
+                if len(self._republished) > MAX_REMEMBERED:
+                    self._republished = {
+                        d: t for d, t in self._republished.items() if mono - t < REPUBLISH_EVERY_S
+                    }
                 self._republish.add(device_id)
         self.wake()
 

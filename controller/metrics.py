@@ -50,6 +50,11 @@ class Metrics:
             "Plan publishes the broker did not acknowledge in time (published again)",
             registry=self.registry,
         )
+        self.republish_skipped = Counter(
+            "illuminate_republish_skipped",
+            "Requests to publish a device's plan again within 10 s of the last (dropped)",
+            registry=self.registry,
+        )
         self.clock_steps = Counter(
             "illuminate_clock_steps",
             "Steps of the system wall clock the controller noticed (and did not follow)",

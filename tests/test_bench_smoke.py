@@ -59,7 +59,7 @@ def test_bench_runs_every_scenario(tmp_path: Path) -> None:
     assert rows[("footprint-startup", None)]["seconds"] > 0
     restart = rows[("broker-restart", None)]
     assert restart["lost"] == 0 and restart["seconds"] is not None, restart
-    assert restart["online"] == DEVICES and restart["lit"] == DEVICES, restart
+    assert restart["plans"] == DEVICES and restart["lit"] == DEVICES, restart
     flood = rows[("flood", None)]
     assert flood["probes"] >= 1 and flood["lost"] == 0 and flood["seconds"] is not None, flood
     assert flood["rate"] > 0

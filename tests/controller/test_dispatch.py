@@ -8,7 +8,7 @@ import pytest
 
 from controller.broker.base import Incoming
 from controller.broker.memory import MemoryBroker
-from controller.dispatch import Dispatcher
+from controller.dispatch import REPUBLISH_EVERY_S, Dispatcher
 from controller.lifecycle import CommandState as S
 from controller.metrics import Metrics
 from controller.store.base import Move, NewDevice, NewVersion, Stores
@@ -148,6 +148,24 @@ def test_a_device_with_a_stale_plan_gets_the_newest_again(w: World) -> None:
     w.dispatcher.republish("d2")
     w.dispatcher.step()
     assert w.broker.topics()[before:] == [TOPICS.plan("d2")]
+
+
+def test_a_device_that_keeps_asking_gets_its_plan_again_once_per_interval(w: World) -> None:
+    w.issue()
+    w.dispatcher.step()
+    w.broker.ack()
+    w.dispatcher.step()
+    before = len(w.broker.published)
+    for _ in range(50):  # a flood of reports saying it lacks its plan
+        w.dispatcher.republish("d2")
+        w.dispatcher.step()
+        w.broker.ack()
+    assert w.broker.topics()[before:] == [TOPICS.plan("d2")]
+    assert w.metrics.republish_skipped._value.get() == 49
+    w.clock.advance(REPUBLISH_EVERY_S)
+    w.dispatcher.republish("d2")
+    w.dispatcher.step()
+    assert w.broker.topics()[before:] == [TOPICS.plan("d2")] * 2
 
 
 def test_a_refused_publish_stays_pending_and_is_sent_again(w: World) -> None:
