@@ -219,13 +219,15 @@ class Mosquitto:
     def _ctrl(self, args: list[str], *, connect: bool = True) -> None:
         """Run `mosquitto_ctrl` (as the dynsec admin, against this broker)."""
         binary = shutil.which("mosquitto_ctrl") or "/usr/bin/mosquitto_ctrl"
-        login = ["-h", "127.0.0.1", "-p", str(self.port)]
+        # -i: mosquitto_ctrl sends an empty client id otherwise, which a broker with
+        # allow_zero_length_clientid false refuses; and it exits 0 even then
+        login = ["-h", "127.0.0.1", "-p", str(self.port), "-i", "illuminate-setup"]
         login += ["-u", DYNSEC_ADMIN_USER, "-P", DYNSEC_ADMIN_PASSWORD]
         done = subprocess.run(
             [binary, *(login if connect else []), *args], capture_output=True, timeout=30
         )
         out = (done.stdout + done.stderr).decode(errors="replace")
-        if done.returncode != 0 or "Error" in out:
+        if done.returncode != 0 or "error" in out.lower():
             raise RuntimeError(f"mosquitto_ctrl {args[:2]} failed: {out.strip()}")
 
     @property

@@ -33,6 +33,7 @@ class Probe:
         client_id: str,
         *,
         will: tuple[str, bytes] | None = None,
+        mqtt311: bool = False,
     ) -> None:
         self.port = port
         self.messages = Sink()
@@ -43,7 +44,10 @@ class Probe:
         self._answers: dict[int, Any] = {}
         self._answered = threading.Condition(self._lock)
         self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            # MQTT 3.1.1 (as devices run) only for logins: its PUBACK says nothing
+            protocol=mqtt.MQTTv311 if mqtt311 else mqtt.MQTTv5,
         )
         self.client.username_pw_set(username, password)
         if will is not None:
@@ -120,6 +124,8 @@ class Probe:
         self.close()
 
 
-def can_connect(port: int, username: str, password: str, client_id: str) -> bool:
-    with Probe(port, username, password, client_id) as probe:
+def can_connect(
+    port: int, username: str, password: str, client_id: str, *, mqtt311: bool = False
+) -> bool:
+    with Probe(port, username, password, client_id, mqtt311=mqtt311) as probe:
         return probe.connect()
