@@ -1,5 +1,11 @@
 """A private Mosquitto for one test run: free port, the project's own ACL, passwords.
 
+With `dynsec=True` it runs the dynamic-security plugin instead of the password file
+and the ACL, as `deploy/mosquitto/production.conf` does: the plugin's file is made by
+`mosquitto_ctrl dynsec init` with the admin `DYNSEC_ADMIN_USER`, and the controller's
+account is made with the `mosquitto_ctrl` commands deploy/mosquitto/README.md gives.
+Devices are then provisioned through `controller.broker.dynsec.DynsecAccounts`.
+
 The broker runs with `deploy/mosquitto/illuminate.acl` as its ACL, a password file made
 for the accounts the test asks for, and the delivery limits of `deploy/mosquitto/dev.conf`
 (`SHIPPED_LIMITS`, read from that file), so tests meet the rules production has. Its
@@ -21,6 +27,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from devices.connection import BrokerAddress
+
 REPO = Path(__file__).resolve().parents[2]
 ACL = REPO / "deploy" / "mosquitto" / "illuminate.acl"
 DEV_CONF = REPO / "deploy" / "mosquitto" / "dev.conf"
@@ -40,6 +48,34 @@ LIMIT_KEYS = (
 )
 CONTROLLER_USER = "illuminate-controller"
 CONTROLLER_PASSWORD = "controller-secret"
+DYNSEC_ADMIN_USER = "illuminate-admin"
+DYNSEC_ADMIN_PASSWORD = "dynsec-admin-secret"
+DYNSEC_PLUGIN_NAME = "mosquitto_dynamic_security.so"
+TOPIC_ROOT = "illuminate/v1"
+
+
+def dynsec_plugin() -> Path:
+    """Where the dynamic-security plugin is (Debian: /usr/lib/<triplet>/)."""
+    for folder in (*Path("/usr/lib").glob("*-linux-gnu"), Path("/usr/lib"), Path("/usr/local/lib")):
+        candidate = folder / DYNSEC_PLUGIN_NAME
+        if candidate.exists():
+            return candidate
+    raise RuntimeError(
+        f"the dynsec tests need {DYNSEC_PLUGIN_NAME}: install the Debian package "
+        "'mosquitto' 2.0 or later and run again"
+    )
+
+
+def controller_setup_commands(password: str, user: str = CONTROLLER_USER) -> list[list[str]]:
+    """The `mosquitto_ctrl dynsec` arguments that give the controller its account:
+    bound to its client id, reading and writing the whole topic tree."""
+    return [
+        ["createClient", user, "-c", user, "-p", password],
+        ["createRole", user],
+        ["addRoleACL", user, "publishClientSend", f"{TOPIC_ROOT}/#", "allow"],
+        ["addRoleACL", user, "subscribePattern", f"{TOPIC_ROOT}/#", "allow"],
+        ["addClientRole", user, user],
+    ]
 
 
 def config_limits(path: Path) -> dict[str, str]:
@@ -102,6 +138,7 @@ class Mosquitto:
     port: int = 0
     persistence: bool = False
     limits: dict[str, str] = field(default_factory=lambda: dict(SHIPPED_LIMITS))
+    dynsec: bool = False
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -123,10 +160,21 @@ class Mosquitto:
             capture_output=True,
         )
 
+    @property
+    def dynsec_file(self) -> Path:
+        return self.workdir / "dynamic-security.json"
+
     def start(self, *, write_passwords: bool = True) -> Mosquitto:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.users.setdefault(CONTROLLER_USER, CONTROLLER_PASSWORD)
-        if write_passwords or not (self.workdir / "passwd").exists():
+        fresh_dynsec = self.dynsec and not self.dynsec_file.exists()
+        if self.dynsec:
+            if set(self.users) != {CONTROLLER_USER}:
+                raise ValueError("with dynsec, provision devices through DynsecAccounts")
+            if fresh_dynsec:
+                init = ["dynsec", "init", str(self.dynsec_file)]
+                self._ctrl([*init, DYNSEC_ADMIN_USER, DYNSEC_ADMIN_PASSWORD], connect=False)
+        elif write_passwords or not (self.workdir / "passwd").exists():
             self._write_passwords()
         self.port = self.port or free_port()
         conf = self.workdir / "mosquitto.conf"
@@ -137,8 +185,7 @@ class Mosquitto:
                     "allow_anonymous false",
                     "allow_zero_length_clientid false",
                     f"listener {self.port} 127.0.0.1",
-                    f"password_file {self.workdir / 'passwd'}",
-                    f"acl_file {ACL}",
+                    *self._auth_lines(),
                     # run as whoever runs the tests: as root, Mosquitto would switch
                     # to the 'mosquitto' user and lose access to this folder
                     f"user {getpass.getuser()}",
@@ -159,7 +206,36 @@ class Mosquitto:
             preexec_fn=_raise_nofile,
         )
         _wait_port(self.port, self.proc)
+        if fresh_dynsec:
+            for command in controller_setup_commands(self.users[CONTROLLER_USER]):
+                self._ctrl(["dynsec", *command])
         return self
+
+    def _auth_lines(self) -> list[str]:
+        if self.dynsec:
+            return [f"plugin {dynsec_plugin()}", f"plugin_opt_config_file {self.dynsec_file}"]
+        return [f"password_file {self.workdir / 'passwd'}", f"acl_file {ACL}"]
+
+    def _ctrl(self, args: list[str], *, connect: bool = True) -> None:
+        """Run `mosquitto_ctrl` (as the dynsec admin, against this broker)."""
+        binary = shutil.which("mosquitto_ctrl") or "/usr/bin/mosquitto_ctrl"
+        # -i: mosquitto_ctrl sends an empty client id otherwise, which a broker with
+        # allow_zero_length_clientid false refuses; and it exits 0 even then
+        login = ["-h", "127.0.0.1", "-p", str(self.port), "-i", "illuminate-setup"]
+        login += ["-u", DYNSEC_ADMIN_USER, "-P", DYNSEC_ADMIN_PASSWORD]
+        done = subprocess.run(
+            [binary, *(login if connect else []), *args], capture_output=True, timeout=30
+        )
+        out = (done.stdout + done.stderr).decode(errors="replace")
+        if done.returncode != 0 or "error" in out.lower():
+            raise RuntimeError(f"mosquitto_ctrl {args[:2]} failed: {out.strip()}")
+
+    @property
+    def admin_address(self) -> BrokerAddress:
+        """The dynsec admin's address, for `DynsecAccounts`."""
+        return BrokerAddress(
+            "127.0.0.1", self.port, False, DYNSEC_ADMIN_USER, DYNSEC_ADMIN_PASSWORD
+        )
 
     def _persistence_lines(self) -> list[str]:
         if not self.persistence:
@@ -181,6 +257,8 @@ class Mosquitto:
 
     def add_users(self, users: dict[str, str]) -> None:
         """Add accounts and make the running broker reload its password file."""
+        if self.dynsec:
+            raise ValueError("with dynsec, provision devices through DynsecAccounts")
         self.users.update(users)
         self._write_passwords()
         if self.proc is not None:
