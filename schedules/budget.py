@@ -45,6 +45,10 @@ class Budget:
         self.where = "(top)"
         """The field being evaluated, named in the refusal."""
 
+    def restart(self) -> None:
+        """Start the deadline now (after reading what the evaluation needs, say)."""
+        self.deadline = None if self.seconds is None else self.monotonic() + self.seconds
+
     def spend(self, steps: int = 1) -> None:
         self.spent += steps
         if self.steps is not None and self.spent > self.steps:
