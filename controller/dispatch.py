@@ -70,6 +70,9 @@ class Dispatcher:
         self._outbox_moved = True
         """Something may be waiting in the outbox (a new version, a reconnect, a publish
         timed out): the next round reads it. PUBACKs alone never make a round read it."""
+        self._cursor: int | None = None
+        """Every PENDING row up to this id is handed to the broker or in flight; None:
+        read the outbox from its start (at first, after a reconnect or a failure)."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="dispatcher", daemon=True)
 
@@ -79,6 +82,7 @@ class Dispatcher:
         """Retained plans live in the broker, and a broker without persistence (the
         embedded one, or Mosquitto after a restart) forgets them: publish every
         device's newest plan again on each (re)connection."""
+        self._cursor = None
         self.republish()
 
     def disconnected(self) -> None:
@@ -161,8 +165,11 @@ class Dispatcher:
         if room <= 0:
             return done  # the outbox is read again as soon as acknowledgements free room
         self._outbox_moved = False
-        # one more than fits, to know whether more is waiting
-        rows = [c for c in self.outbox.pending(limit=room + len(busy) + 1) if c.id not in busy]
+        # one more than fits, to know whether more is waiting; from the cursor on, so a
+        # long outbox is walked once, not from its start at every round
+        cursor = self._cursor
+        limit = room + 1 if cursor is not None else room + len(busy) + 1
+        rows = [c for c in self.outbox.pending(limit=limit, after=cursor) if c.id not in busy]
         everything, some = self._take_republish()
         if everything or some:
             pending = {c.device_id for c in rows} | {
@@ -185,6 +192,10 @@ class Dispatcher:
             rows = rows[:room]
         for command in rows:
             self._publish(command)
+        handed = [c.id for c in rows if c.state is CommandState.PENDING]
+        if handed and self._cursor == cursor:  # (a failed publish may have reset it)
+            # every PENDING row up to here is handed out or in flight
+            self._cursor = max(handed)
         return done
 
     def _publish(self, command: Command) -> None:
@@ -203,6 +214,7 @@ class Dispatcher:
             with self._lock:
                 self._in_flight.pop(command.id, None)
             self._outbox_moved = True
+            self._cursor = None  # read it again from the outbox's start
 
     def _commit_acks(self) -> int:
         acked: list[Command] = []
@@ -250,6 +262,7 @@ class Dispatcher:
                     self._republish.add(flight.command.device_id)
         if late:
             self._outbox_moved = True
+            self._cursor = None  # rows timed out behind the cursor: read from the start
             self.metrics.publish_timeouts.inc(len(late))
             log.warning("%d plan publishes not acknowledged in time; publishing again", len(late))
 

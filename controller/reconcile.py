@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 RETRIED = frozenset({CommandState.UNCONFIRMED, CommandState.FAILED})
 MAX_RETRIES = 3
 CATCH_UP = timedelta(seconds=1)
+LOGGED = 5
+"""Devices named in the log line of a batch of new versions (each one is at debug)."""
 AWAITING = frozenset(
     {
         CommandState.PENDING,
@@ -327,8 +329,12 @@ class Reconciler:
         for c in stored:
             _wakes(wakes, self.plans(c), now, self.grace)
             result.new_versions[c.device_id] = c.version
-            log.info("device %s: plan version %d", c.device_id, c.version)
+            log.debug("device %s: plan version %d", c.device_id, c.version)
         result.conflicts += len(versions) - len(stored)
+        if stored:
+            shown = ", ".join(f"{c.device_id} v{c.version}" for c in stored[:LOGGED])
+            more = f" and {len(stored) - LOGGED} more" if len(stored) > LOGGED else ""
+            log.info("new plan versions for %d devices: %s%s", len(stored), shown, more)
 
     def _site_steps(self, inputs: _Inputs, site: Site, now: datetime) -> SiteSteps:
         zone = inputs.zones[site.city]

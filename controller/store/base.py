@@ -184,8 +184,9 @@ class OutboxStore(Protocol):
     def get(self, keys: Collection[tuple[str, int]]) -> dict[tuple[str, int], Command]:
         """Commands by (device id, version)."""
 
-    def pending(self, limit: int | None = None) -> list[Command]:
-        """Commands still PENDING, oldest first."""
+    def pending(self, limit: int | None = None, after: int | None = None) -> list[Command]:
+        """Commands still PENDING, oldest first; only those with an id above `after`
+        when given (a reader that walks the outbox once, not from its start each time)."""
 
     def add_versions(self, versions: Sequence[NewVersion]) -> list[Command]:
         """Commit new plan versions (PENDING), superseding each device's open ones.

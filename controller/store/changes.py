@@ -92,8 +92,8 @@ class WatchedOutbox:
     def get(self, keys: Collection[tuple[str, int]]) -> dict[tuple[str, int], Command]:
         return self.inner.get(keys)
 
-    def pending(self, limit: int | None = None) -> list[Command]:
-        return self.inner.pending(limit)
+    def pending(self, limit: int | None = None, after: int | None = None) -> list[Command]:
+        return self.inner.pending(limit, after)
 
     def add_versions(self, versions: Sequence[NewVersion]) -> list[Command]:
         try:

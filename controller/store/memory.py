@@ -136,10 +136,12 @@ class MemoryOutbox:
                 if (c.device_id, c.version) in wanted
             }
 
-    def pending(self, limit: int | None = None) -> list[Command]:
+    def pending(self, limit: int | None = None, after: int | None = None) -> list[Command]:
         with self.w.lock:
             rows = [
-                c for _, c in sorted(self.w.commands.items()) if c.state is CommandState.PENDING
+                c
+                for i, c in sorted(self.w.commands.items())
+                if c.state is CommandState.PENDING and (after is None or i > after)
             ]
         return rows if limit is None else rows[:limit]
 

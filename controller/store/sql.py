@@ -381,12 +381,14 @@ class SqlOutbox:
                         out[(row.device_id, row.version)] = _command(row)
         return out
 
-    def pending(self, limit: int | None = None) -> list[Command]:
+    def pending(self, limit: int | None = None, after: int | None = None) -> list[Command]:
         query = (
             select(*_COMMAND_COLUMNS)
             .where(CommandRow.state == CommandState.PENDING.value)
             .order_by(CommandRow.id)
         )
+        if after is not None:
+            query = query.where(CommandRow.id > after)
         if limit is not None:
             query = query.limit(limit)
         with self.sessions() as s:
@@ -575,10 +577,16 @@ class SqlOutbox:
                 }
                 for v in group
             ]
-            ids = list(
-                s.scalars(
-                    insert(CommandRow).returning(CommandRow.id, sort_by_parameter_order=True), rows
+            table = CommandRow.__table__
+            ids = list(  # a Core insert: the ORM's bulk path costs far more per row
+                s.connection()
+                .execute(
+                    insert(table).returning(  # type: ignore[arg-type]
+                        table.c.id, sort_by_parameter_order=True
+                    ),
+                    rows,
                 )
+                .scalars()
             )
             for command_id, v in zip(ids, group, strict=True):
                 stored.append(

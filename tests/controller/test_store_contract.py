@@ -288,6 +288,9 @@ def test_latest_get_pending_and_counts(stores: Stores) -> None:
     stores.outbox.move([Move(a.id, S.PUBLISHED, NOW)])
     assert [c.device_id for c in stores.outbox.pending()] == ["d2"]
     assert len(stores.outbox.pending(limit=0)) == 0
+    b = stores.outbox.pending()[0]
+    assert stores.outbox.pending(after=b.id) == []
+    assert stores.outbox.pending(after=b.id - 1) == [b]
     assert set(stores.outbox.latest({"d1"})) == {"d1"}
     assert set(stores.outbox.get([("d1", 1), ("d2", 1), ("d2", 7)])) == {("d1", 1), ("d2", 1)}
     assert stores.outbox.count_since({"d1": NOW, "d2": NOW}) == {"d1": 1, "d2": 1}
