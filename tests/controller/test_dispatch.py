@@ -226,7 +226,8 @@ def test_a_long_outbox_is_read_from_where_the_last_round_stopped() -> None:
         w.broker.ack()
         w.dispatcher.step()
     assert reads[0] is None and reads[1] == first[-1]
-    assert all(b is not None and a is not None and b >= a for a, b in zip(reads[1:], reads[2:]))
+    later = [r for r in reads[1:] if r is not None]
+    assert later == reads[1:] and later == sorted(later)  # always onwards from the cursor
     assert w.states() == [S.PUBLISHED] * 7
 
 
