@@ -347,6 +347,7 @@ class Intake:
                 batch.views[device_id] = replace(
                     view, online=body.online, firmware=firmware, status_at=now
                 )
+            self._birth(batch, device_id, body)
         else:
             if (view.reported_state, view.reported_at) != (
                 state := body.state.model_dump(mode="json"),
@@ -356,6 +357,17 @@ class Intake:
                     view, reported_state=state, reported_at=body.reported_at
                 )
             self._state(batch, device_id, body, now)
+
+    def _birth(self, batch: _Batch, device_id: str, status: DeviceStatus) -> None:
+        """A device that comes online holding an older plan than our newest (it lost
+        it, or the broker's retained copy is older) gets the newest again at once."""
+        if not status.online or status.plan_version is None:
+            return
+        latest = batch.latest.get(device_id)
+        if latest is None or status.plan_version >= latest.version:
+            return
+        if batch.state.get(latest.id, latest.state) not in FINAL:
+            batch.outcome.stale_plans.add(device_id)
 
     def _record_applied(
         self,

@@ -374,3 +374,18 @@ def test_numbers_no_database_can_store_are_refused_at_the_edge_and_counted(w: Wo
     w.intake.process([w.report("d0", version=MAX_REPORTED_VERSION)])
     assert w.stores.reports.views({"d0"})["d0"].version_floor == MAX_REPORTED_VERSION
     assert MAX_REPORTED_VERSION < MAX_VERSION  # room to plan past what a device reports
+
+
+def test_a_device_born_holding_an_older_plan_gets_the_newest_again(w: World) -> None:
+    def birth(device: str, holds: int | None) -> Incoming:
+        body: dict[str, object] = {"v": 1, "online": True}
+        if holds is not None:
+            body["plan_version"] = holds
+        return Incoming(TOPICS.status(device), json.dumps(body).encode(), True)
+
+    # no claim, or holding our newest (v1): nothing to send again
+    assert w.intake.process([birth("d0", None), birth("d1", 1)]).stale_plans == set()
+    v1 = w.stores.outbox.latest()["d1"]
+    v2 = Plan(version=2, issued_at=T0, steps=[PlanStep(at=T0, state=BLUE)])
+    w.stores.outbox.add_versions([NewVersion("d1", 2, encode(v2).decode(), T0, (v1.id, v1.state))])
+    assert w.intake.process([birth("d1", 1)]).stale_plans == {"d1"}  # behind: again
