@@ -231,9 +231,12 @@ class Adapter(ABC):
     controls_colour: bool = True
     """False for a white-only light: only on/off and brightness are compared."""
 
+    _topics: AdapterTopics
+    """Set by each adapter's constructor from its config."""
+
     @property
-    @abstractmethod
-    def topics(self) -> AdapterTopics: ...
+    def topics(self) -> AdapterTopics:
+        return self._topics
 
     @abstractmethod
     def command(self, target: LightState, *, ref: int = 0) -> tuple[Command, ...]:

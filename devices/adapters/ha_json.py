@@ -93,10 +93,6 @@ class HaJsonAdapter(Adapter):
             reports = (config.availability_topic, *reports)
         self._topics = AdapterTopics(reports=reports, commands=(config.command_topic,))
 
-    @property
-    def topics(self) -> AdapterTopics:
-        return self._topics
-
     def command(self, target: LightState, *, ref: int = 0) -> tuple[Command, ...]:
         out = target_output(target)
         body: dict[str, object] = {"state": "ON" if out.on else "OFF"}

@@ -75,10 +75,6 @@ class ShellyGen1Adapter(Adapter):
             commands=(self._set, self._command),
         )
 
-    @property
-    def topics(self) -> AdapterTopics:
-        return self._topics
-
     def command(self, target: LightState, *, ref: int = 0) -> tuple[Command, ...]:
         out = target_output(target)
         body: dict[str, object] = {"turn": "on" if out.on else "off"}

@@ -90,10 +90,6 @@ class ShellyGen2Adapter(Adapter):
             commands=(self._rpc,),
         )
 
-    @property
-    def topics(self) -> AdapterTopics:
-        return self._topics
-
     def _request(self, method: str, params: dict[str, object], ref: int) -> Command:
         body = {"id": ref, "src": self.src, "method": method, "params": params}
         return Command(self._rpc, encode_json(body))

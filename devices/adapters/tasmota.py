@@ -118,10 +118,6 @@ class TasmotaAdapter(Adapter):
         full = self.config.full_topic.replace("%prefix%", prefix)
         return full.replace("%topic%", self.config.topic) + command
 
-    @property
-    def topics(self) -> AdapterTopics:
-        return self._topics
-
     def command(self, target: LightState, *, ref: int = 0) -> tuple[Command, ...]:
         out = target_output(target)
         if not out.on:

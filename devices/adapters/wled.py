@@ -76,10 +76,6 @@ class WledAdapter(Adapter):
             reports=(self._status, self._g, self._c, self._v), commands=(self._api,)
         )
 
-    @property
-    def topics(self) -> AdapterTopics:
-        return self._topics
-
     def command(self, target: LightState, *, ref: int = 0) -> tuple[Command, ...]:
         out = target_output(target)
         body: dict[str, object] = {"on": out.on}

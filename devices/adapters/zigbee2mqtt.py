@@ -98,10 +98,6 @@ class Zigbee2MqttAdapter(Adapter):
             commands=(self._set, self._get),
         )
 
-    @property
-    def topics(self) -> AdapterTopics:
-        return self._topics
-
     def command(self, target: LightState, *, ref: int = 0) -> tuple[Command, ...]:
         out = target_output(target)
         body: dict[str, object] = {"state": "ON" if out.on else "OFF"}
