@@ -110,6 +110,8 @@ class PahoBroker:
         # a SUBACK was seen for the broker's current session of ours
         self._subscribed = False
         self._subscribe_mid: int | None = None
+        self.subscribes = 0
+        """SUBSCRIBE packets sent: one per session, not one per connection."""
         self._client = self._new_client(ca_file)
 
     # the Broker protocol ----------------------------------------------------------
@@ -288,6 +290,7 @@ class PahoBroker:
                 for kind in _SUBSCRIBED_KINDS
             ]
             rc, mid = client.subscribe(filters)
+            self.subscribes += 1
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 log.warning("could not subscribe (%s); retrying on the next connection", rc)
             with self._lock:

@@ -174,8 +174,10 @@ def test_acks_of_10000_devices_sent_while_the_controller_is_cut_off_arrive_after
         controller.listener.wait("connected", times=2)
         got = controller.sink.wait_count(FLEET, lambda m: m.topic.endswith("/ack"), timeout=300)
         assert [(m.topic, m.payload) for m in got] == acks
-        # the session was there: no re-subscribe, so no second copy of the retained ones
-        assert len([m for m in controller.sink.items if m.retain]) == 2
+        # the session was there: no re-subscribe. (Counting the retained messages
+        # instead depended on the machine's speed: under load one of them can be sent
+        # again, as QoS 1 allows, when its PUBACK was lost in the cut.)
+        assert controller.broker.subscribes == 1
     assert mosquitto.dropped_lines() == []
 
 
