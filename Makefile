@@ -6,7 +6,7 @@ RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 N ?= 1000
 
-.PHONY: demo test lint bench install mosquitto browser clean
+.PHONY: demo test lint bench install mosquitto browser faketime clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,7 @@ demo: $(RUN_STAMP)
 # $(call ensure,COMMAND,PATH,DEBIAN PACKAGE,WHAT FOR): install a system package the tests
 # need when the machine lacks it and we may (root with apt-get); otherwise say so and stop.
 define ensure
-	@command -v $(1) >/dev/null 2>&1 || test -x $(2) || { \
+	@command -v $(1) >/dev/null 2>&1 || test -e $(2) || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "Installing $(3) (Debian package '$(3)') for $(4)"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(3) >/dev/null; \
@@ -46,7 +46,12 @@ mosquitto:
 browser:
 	$(call ensure,chromium,/usr/bin/chromium,chromium,the browser tests)
 
-test: $(DEV_STAMP) mosquitto browser lint
+# The skewed-clock test runs an agent under libfaketime.
+FAKETIME_LIB := $(firstword $(wildcard /usr/lib/*/faketime/libfaketimeMT.so.1) /usr/lib/faketime/libfaketimeMT.so.1)
+faketime:
+	$(call ensure,libfaketime,$(FAKETIME_LIB),libfaketime,the skewed-clock tests)
+
+test: $(DEV_STAMP) mosquitto browser faketime lint
 	$(BIN)/python -m pytest -q
 
 lint: $(DEV_STAMP)

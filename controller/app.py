@@ -3,6 +3,7 @@
 broker --sink--> Inbox --take--> Intake --batch--> stores
                                    | outcome: invalidate the public view,
                                    | republish stale plans, reconcile on drift
+ClockBeacon (every control.clock_beacon_s, on connect, on a device's birth) --> broker
 Timer (tick + wake-ups) --> Reconciler --versions--> outbox --> Dispatcher --> broker
 RevisionWatch (changes by other processes) --> reconcile soon, public view stale
 PublicView (rendered once per change, off the request path) --> web app
@@ -17,9 +18,11 @@ from datetime import datetime, timedelta
 from fastapi import FastAPI
 from sqlalchemy import text
 
+from controller.beacon import ClockBeacon
 from controller.broker.base import Broker
 from controller.broker.embedded import EmbeddedBroker
 from controller.broker.link import PahoBroker
+from controller.clockwatch import ClockWatch
 from controller.dispatch import Dispatcher
 from controller.inbox import Inbox
 from controller.intake import Intake, Outcome
@@ -78,7 +81,15 @@ class Controller:
             clock=self.clock,
         )
         self.broker: Broker | None = None
-        self.intake = Intake(self.stores, settings.topics, self.inbox, self.clock, self.metrics)
+        self.clock_watch = ClockWatch(control.clock_tolerance_ms, self.metrics)
+        self.intake = Intake(
+            self.stores,
+            settings.topics,
+            self.inbox,
+            self.clock,
+            self.metrics,
+            clock_watch=self.clock_watch,
+        )
         self.intake.on_outcome = self._outcome
         self.grace = timedelta(seconds=control.grace_s)
         self.timelines = Timelines()
@@ -93,6 +104,7 @@ class Controller:
             plans=self.plans,
         )
         self.dispatcher: Dispatcher | None = None
+        self.beacon: ClockBeacon | None = None
         self.timer = Timer(
             self._reconcile, tick=timedelta(seconds=control.tick_s), wakeups=wakeups or ApsWakeups()
         )
@@ -149,10 +161,18 @@ class Controller:
             self.metrics,
             self.settings.control.publish_timeout_s,
         )
+        self.beacon = ClockBeacon(
+            self.broker,
+            self.settings.topics,
+            self.clock,
+            every_s=self.settings.control.clock_beacon_s,
+            tolerance_ms=self.settings.control.clock_tolerance_ms,
+        )
         self.reconciler.on_outbox = self.dispatcher.wake
         self.broker.add_listener(_Gauge(self.metrics))
         self.intake.start()
         self.dispatcher.start()
+        self.beacon.start()
         self.public.start()
         self.broker.start()
         if not self.broker.wait_connected(wait_broker_s):
@@ -178,6 +198,8 @@ class Controller:
             self.public.invalidate()
         if outcome.drift:
             self.timer.soon()
+        if outcome.came_online and self.beacon is not None:
+            self.beacon.soon()
         if self.dispatcher is not None:
             for device_id in outcome.stale_plans:
                 self.dispatcher.republish(device_id)
@@ -211,6 +233,8 @@ class Controller:
             self.broker.stop()
         if self.dispatcher is not None:
             self.dispatcher.stop()
+        if self.beacon is not None:
+            self.beacon.stop()
         self.intake.stop()
         self.public.stop()
         if self.embedded is not None:

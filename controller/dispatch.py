@@ -6,6 +6,12 @@ once, each with a completion callback, and commits the PUBLISHED moves of whatev
 acknowledged in one batch. A publish not acknowledged within `publish_timeout_s` (on the
 monotonic clock) is published again with the same version, so a lost connection or a
 crash never loses a plan, and devices drop the duplicates.
+
+A command that carries `not_after` is never published after it, by the controller's
+clock: a PENDING row whose `not_after` has passed turns EXPIRED instead, and a newest
+command asked for again (a reconnect, a device's stale report) is not sent again once
+its `not_after` has passed. It is never applied late: the device, by its own judgement,
+acks `expired` a command that reaches it after `not_after`, too.
 """
 
 from __future__ import annotations
@@ -14,13 +20,14 @@ import logging
 import queue
 import threading
 from dataclasses import dataclass
+from datetime import datetime
 
 from controller.broker.base import Broker
 from controller.lifecycle import CommandState
 from controller.metrics import Metrics
 from controller.store.base import Command, Move, OutboxStore
 from devices.clock import TimeSource
-from devices.protocol import Topics
+from devices.protocol import ProtocolError, Topics
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +177,11 @@ class Dispatcher:
         cursor = self._cursor
         limit = room + 1 if cursor is not None else room + len(busy) + 1
         rows = [c for c in self.outbox.pending(limit=limit, after=cursor) if c.id not in busy]
+        now = self.clock()
+        expired = [c for c in rows if _past_not_after(c, now)]
+        if expired:
+            self._expire_unsent(expired, now)
+            rows = [c for c in rows if not _past_not_after(c, now)]
         everything, some = self._take_republish()
         if everything or some:
             pending = {c.device_id for c in rows} | {
@@ -179,7 +191,9 @@ class Dispatcher:
             rows += [
                 c
                 for c in latest.values()
-                if c.device_id not in pending and c.state not in NOT_REPUBLISHED
+                if c.device_id not in pending
+                and c.state not in NOT_REPUBLISHED
+                and not _past_not_after(c, now)
             ]
         if len(rows) > room:
             # more than fits in flight: the rest waits (pending rows stay in the outbox,
@@ -192,7 +206,7 @@ class Dispatcher:
             rows = rows[:room]
         for command in rows:
             self._publish(command)
-        handed = [c.id for c in rows if c.state is CommandState.PENDING]
+        handed = [c.id for c in (*rows, *expired) if c.state is CommandState.PENDING]
         if handed and self._cursor == cursor:  # (a failed publish may have reset it)
             # every PENDING row up to here is handed out or in flight
             self._cursor = max(handed)
@@ -215,6 +229,23 @@ class Dispatcher:
                 self._in_flight.pop(command.id, None)
             self._outbox_moved = True
             self._cursor = None  # read it again from the outbox's start
+
+    def _expire_unsent(self, commands: list[Command], now: datetime) -> None:
+        moves = [
+            Move(
+                c.id,
+                CommandState.EXPIRED,
+                now,
+                "not_after passed before it could be published",
+                only_from=frozenset({CommandState.PENDING}),
+            )
+            for c in commands
+        ]
+        n = sum(self.outbox.move(moves))
+        self.metrics.expired.inc(n)
+        if n:
+            shown = ", ".join(f"{c.device_id} v{c.version}" for c in commands[:5])
+            log.warning("%d commands expired unsent (not_after passed): %s", n, shown)
 
     def _commit_acks(self) -> int:
         acked: list[Command] = []
@@ -275,3 +306,14 @@ class Dispatcher:
     def in_flight(self) -> int:
         with self._lock:
             return len(self._in_flight)
+
+
+def _past_not_after(command: Command, now: datetime) -> bool:
+    """Has the command's `not_after` passed? Only a payload that names one is decoded."""
+    if '"not_after"' not in command.payload:
+        return False
+    try:
+        not_after = command.plan.not_after
+    except ProtocolError:
+        return False  # not ours to judge: published as it is, the device refuses it
+    return not_after is not None and now > not_after

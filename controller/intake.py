@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from controller.broker.base import Incoming
+from controller.clockwatch import ClockWatch
 from controller.confirmation import confirmed_at
 from controller.inbox import Inbox
 from controller.lifecycle import FINAL, CommandState, can_move
@@ -84,6 +85,8 @@ class Outcome:
     """A device left its plan, or holds a version beyond ours: reconcile soon."""
     stale_plans: set[str] = field(default_factory=set)
     """Devices that report an older plan than our newest: publish it again."""
+    came_online: set[str] = field(default_factory=set)
+    """Devices whose birth came live (they just connected): send them our clock soon."""
     moves: int = 0
     reports: int = 0
 
@@ -127,8 +130,10 @@ class Intake:
         metrics: Metrics,
         *,
         batch_size: int = BATCH,
+        clock_watch: ClockWatch | None = None,
     ) -> None:
         self.stores = stores
+        self.clock_watch = clock_watch
         self.topics = topics
         self.inbox = inbox
         self.clock = clock
@@ -339,6 +344,12 @@ class Intake:
         if not retain and isinstance(body, Ack | DeviceState) and view.online is not True:
             # a live message proves the device is connected, whatever status we missed
             view = batch.views[device_id] = replace(view, online=True, status_at=now)
+        if (
+            self.clock_watch is not None
+            and isinstance(body, Ack | DeviceState)
+            and body.clock_offset_ms is not None
+        ):
+            self.clock_watch.seen(device_id, body.clock_offset_ms)
         if isinstance(body, Ack):
             self._ack(batch, device_id, body, now)
         elif isinstance(body, DeviceStatus):
@@ -348,6 +359,8 @@ class Intake:
                     view, online=body.online, firmware=firmware, status_at=now
                 )
             self._birth(batch, device_id, body)
+            if body.online and not retain:
+                batch.outcome.came_online.add(device_id)
         else:
             if (view.reported_state, view.reported_at) != (
                 state := body.state.model_dump(mode="json"),

@@ -60,6 +60,17 @@ class Metrics:
             "Steps of the system wall clock the controller noticed (and did not follow)",
             registry=self.registry,
         )
+        self.expired = Counter(
+            "illuminate_commands_expired",
+            "Commands whose not_after passed before they could be published (never sent)",
+            registry=self.registry,
+        )
+        self.devices_clock_off = Counter(
+            "illuminate_devices_clock_off",
+            "Times a device reported a clock off by more than control.clock_tolerance_ms "
+            "(counted when it goes beyond; the log names the device)",
+            registry=self.registry,
+        )
         self.reconciles = Counter(
             "illuminate_reconcile_runs", "Reconciler runs", registry=self.registry
         )

@@ -92,6 +92,15 @@ class ControlSettings(_Section):
         ge=0,
         description="how long a step of the system clock must hold before it is followed",
     )
+    clock_tolerance_ms: int = Field(
+        default=1000,
+        ge=1,
+        le=3_600_000,
+        description="a device clock off by more than this is flagged and applies by ours",
+    )
+    clock_beacon_s: float = Field(
+        default=30, ge=1, le=3600, description="how often the controller publishes its time"
+    )
 
 
 class LimitsSettings(_Section):

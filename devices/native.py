@@ -29,6 +29,14 @@ Rules worth knowing:
   older past steps are skipped. When several steps fall due together (a clock jump),
   only the latest is applied.
 - A fixture that raises makes the device ack `failed` with the error as the reason.
+- Clock discipline: the controller's clock beacons (`devices/clocksync.py`) tell the
+  device its offset, reported as `clock_offset_ms` in every state report and ack (a
+  state report is sent when it first is known and whenever it moves by more than the
+  tolerance). While the offset is beyond the tolerance the device applies by the
+  controller's time: its own clock plus the offset, for steps, catch-up, `not_after`
+  and the times it reports. When that correction begins or ends, the step that holds
+  at the corrected now is shown (one applied early by a clock running ahead is taken
+  back) and the steps after it are timed again.
 """
 
 from __future__ import annotations
@@ -37,12 +45,13 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from devices.clock import Clock
+from devices.clocksync import ControllerTime
 from devices.fixture import Fixture
 from devices.planstore import HeldPlan, MemoryPlanStore, PlanStore
 from devices.protocol import (
@@ -127,6 +136,8 @@ class NativeDevice:
         self.firmware = firmware
         self._timers = timers
         self._clock: Clock = timers.clock
+        self.controller_time = ControllerTime(timers.clock, timers.monotonic)
+        self._reported_offset: int | None = None
         self._publish = publish
         self._cond = cond
 
@@ -151,6 +162,11 @@ class NativeDevice:
         self._applied: deque[tuple[int, datetime]] = deque(maxlen=history)
         self._acks: deque[Ack] = deque(maxlen=history)
 
+    def _now(self) -> datetime:
+        """The time the device applies by: its own clock, or the controller's when its
+        own is off by more than the tolerance (see `devices/clocksync.py`)."""
+        return self._clock() + self.controller_time.correction()
+
     # ------------------------------------------------------------------ payloads
 
     def birth(self) -> bytes:
@@ -159,7 +175,7 @@ class NativeDevice:
             DeviceStatus(
                 online=True,
                 firmware=self.firmware,
-                since=self._clock(),
+                since=self._now(),
                 plan_version=self._version or None,
             )
         )
@@ -193,7 +209,7 @@ class NativeDevice:
         if plan is None:
             log.info("device %s: holds version %d, no plan to run", self.device_id, held.version)
             return
-        now = self._clock()
+        now = self._now()
         self._plan = plan
         self._pending = [step for step in plan.steps if step.at > now]
         current = plan.step_at(now)
@@ -276,7 +292,36 @@ class NativeDevice:
         except ProtocolError as exc:
             log.warning("device %s: ignored a bad controller status: %s", self.device_id, exc)
             return
-        if status.online:
+        if status.now is not None:
+            self._on_beacon(status.now, status.clock_tolerance_ms)
+        elif status.online:
+            self._publish_state()
+
+    def _on_beacon(self, controller_now: datetime, tolerance_ms: int | None) -> None:
+        """The controller's clock: learn the offset, time the steps by it, and report
+        the offset when it moved by more than the tolerance since last reported."""
+        sync = self.controller_time
+        was_off, before = sync.beyond_tolerance(), sync.correction()
+        sync.observe(controller_now, tolerance_ms)
+        correction = sync.correction()
+        if sync.beyond_tolerance() != was_off:
+            if correction:
+                log.warning(
+                    "device %s: own clock is off by %d ms from the controller's; "
+                    "applying by the controller's time",
+                    self.device_id,
+                    sync.offset_ms(),
+                )
+            else:
+                log.info("device %s: own clock agrees with the controller's again", self.device_id)
+        tolerance = timedelta(milliseconds=sync.tolerance_ms)
+        if abs(correction - before) > tolerance:
+            self._retime()  # the time applied by moved: what holds now may differ
+        elif correction != before:
+            self._arm()  # a small refinement: only the timer moves
+        offset = sync.reported_ms()
+        last = self._reported_offset
+        if offset is not None and (last is None or abs(offset - last) > sync.tolerance_ms):
             self._publish_state()
 
     def _on_plan(self, payload: bytes) -> None:
@@ -320,7 +365,7 @@ class NativeDevice:
             )
             return
         self._ack(Ack(version=plan.version, stage=Stage.RECEIVED))
-        now = self._clock()
+        now = self._now()
         if plan.not_after is not None and now > plan.not_after:
             self._save()
             self._ack(Ack(version=plan.version, stage=Stage.EXPIRED, reason="not_after has passed"))
@@ -334,20 +379,37 @@ class NativeDevice:
             self._apply(plan.version, current)
         self._arm()
 
+    def _retime(self) -> None:
+        """The time the device applies by moved (a correction began or ended): the
+        steps still to come are those after the new now, and the step that holds at the
+        new now is shown, if it is not the one shown (a step applied early by a clock
+        that ran ahead is taken back, and applied again at its instant)."""
+        plan = self._plan
+        if plan is None:
+            return
+        now = self._now()
+        self._pending = [step for step in plan.steps if step.at > now]
+        current = plan.step_at(now)
+        if current is not None and self._last_applied != (plan.version, current.at):
+            self._apply(plan.version, current)
+        self._arm()
+
     def _arm(self) -> None:
         """Set the one step timer to the next pending step (or none)."""
         if self._step_timer is not None:
             self._step_timer.cancel()
             self._step_timer = None
         if self._pending:
-            self._step_timer = self._timers.call_at(self._pending[0].at, self._run_due)
+            # the step's instant on the device's own clock
+            at = self._pending[0].at - self.controller_time.correction()
+            self._step_timer = self._timers.call_at(at, self._run_due)
 
     def _run_due(self) -> None:
         self._step_timer = None
         plan = self._plan
         if plan is None or not self._pending:
             return
-        now = self._clock()
+        now = self._now()
         due = 0
         while due < len(self._pending) and self._pending[due].at <= now:
             due += 1
@@ -377,7 +439,7 @@ class NativeDevice:
         output = self._output(version, step)
         if output is None:
             return
-        applied_at = self._clock()
+        applied_at = self._now()
         self._last_applied = (version, step.at)
         with self._cond:
             self._applied.append((version, step.at))
@@ -435,7 +497,9 @@ class NativeDevice:
     # ------------------------------------------------------------------ publishing
 
     def _ack(self, ack: Ack) -> None:
-        ack = ack.model_copy(update={"device": self.device_id})
+        ack = ack.model_copy(
+            update={"device": self.device_id, "clock_offset_ms": self.controller_time.reported_ms()}
+        )
         mode = self.behaviour.ack
         if mode == "never":
             return
@@ -454,12 +518,14 @@ class NativeDevice:
         if self.behaviour.ack == "never":
             return
         version, step_at = self._last_applied or (None, None)
+        offset = self._reported_offset = self.controller_time.reported_ms()
         state = DeviceState(
             device=self.device_id,
             state=self.fixture.current,
             plan_version=version,
             step_at=step_at,
-            reported_at=self._clock(),
+            reported_at=self._now(),
             firmware=self.firmware,
+            clock_offset_ms=offset,
         )
         self._publish(self._state_topic, encode(state), True)

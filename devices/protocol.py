@@ -38,6 +38,7 @@ MAX_REPORTED_VERSION = 2**30
 """The highest plan version a device may report holding. Below MAX_VERSION, so the
 controller can always issue a version past the one a device reports."""
 MAX_CLOCK_OFFSET_MS = 10**9
+"""About 11.6 days: any offset reported beyond it is refused as out of range."""
 
 DEVICE_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,47}$"
 _DEVICE_ID_RE = re.compile(DEVICE_ID_PATTERN)
@@ -193,6 +194,11 @@ class DeviceState(_Wire):
     reported_at: Instant
     firmware: str | None = Field(default=None, max_length=100)
     clock_synced: bool | None = None
+    clock_offset_ms: int | None = Field(
+        default=None, ge=-MAX_CLOCK_OFFSET_MS, le=MAX_CLOCK_OFFSET_MS
+    )
+    """The controller's clock minus the device's, as the device measured it from the
+    controller's clock beacons (None: not measured yet)."""
 
 
 class DeviceStatus(_Wire):
@@ -212,9 +218,15 @@ class DeviceStatus(_Wire):
 
 
 class ControllerStatus(_Wire):
+    """Birth (`online: true`, retained) and last will (`online: false`) of the controller;
+    or, with `now`, a clock beacon (not retained): the controller's time when it sent
+    it, and the offset beyond which a device applies by the controller's time."""
+
     v: Literal[1] = 1
     online: bool
     since: Instant | None = None
+    now: Instant | None = None
+    clock_tolerance_ms: int | None = Field(default=None, ge=1, le=MAX_CLOCK_OFFSET_MS)
 
 
 class Kind(StrEnum):
