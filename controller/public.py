@@ -352,6 +352,13 @@ def dumps(value: Any) -> bytes:
     return orjson.dumps(value)
 
 
+def dumps_kept(value: Any) -> bytes:
+    """`dumps` for a value kept long: orjson hands back its working buffer (about 4 KiB
+    even for 200 bytes of JSON), so a kept fragment is copied to its own size. At 10,000
+    sites in four languages that is 150 MiB less."""
+    return memoryview(orjson.dumps(value)).tobytes()
+
+
 def etag_of(summary: bytes, sites: bytes) -> str:
     """The ETag of a document: its summary and sites, never its generated_at."""
     digest = hashlib.sha256(summary + b"\n" + sites).hexdigest()
@@ -438,7 +445,7 @@ class Renderer:
     def _site(self, site: Site, city: City, state: SiteState, lang: str) -> bytes:
         data = self.fragments.get(site, city, state, lang)
         if data is None:
-            data = dumps(site_json(site, city, state_json(state, self._instant), lang))
+            data = dumps_kept(site_json(site, city, state_json(state, self._instant), lang))
             self.fragments.put(site, city, state, lang, data)
         return data
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import tracemalloc
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,12 +17,15 @@ import pytest
 
 from controller.lifecycle import CommandState
 from controller.public import (
+    Fragments,
     PublicSite,
     PublicState,
     PublicStatus,
+    Renderer,
     SiteMemo,
     assess,
     public_status,
+    runs_range,
     site_runs,
 )
 from controller.store.base import Command, DeviceView, Snapshot
@@ -503,3 +507,30 @@ def test_the_site_memo_hands_back_the_same_state_when_nothing_moved() -> None:
     again = dict(_assessed(s, S + timedelta(minutes=2), memo, runs))
     assert again["atomium"] is first["atomium"]
     assert again["atomium"].state is PublicState.LIT
+
+
+def test_kept_fragments_hold_only_their_own_bytes() -> None:
+    """Site fragments live as long as the site's state: each must own a buffer of its
+    size, not the encoder's working buffer (4 KiB for 200 bytes of JSON, 150 MiB at
+    10,000 sites in four languages)."""
+    snapshot = snap(*(lit_device(f"dev-{s}", s) for s in SITE_IDS))
+    start, end = runs_range(S, UPCOMING)
+    assessment = assess(
+        snapshot,
+        S + GRACE,
+        GRACE,
+        UPCOMING,
+        lambda site, city: site_runs(snapshot.campaigns, site, city, start, end),
+    )
+    fragments = Fragments()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for lang in ("en", "fr", "nl", "de"):
+            Renderer(assessment, fragments).sites(lang)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    languages = ("en", "fr", "nl", "de")
+    encoded = sum(len(Renderer(assessment, Fragments()).sites(lang)) for lang in languages)
+    assert held < 2 * encoded + 8192, (held, encoded)
