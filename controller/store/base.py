@@ -30,6 +30,7 @@ from schedules.model import Campaign, SiteCatalog
 
 if TYPE_CHECKING:
     from controller.store.changes import ChangeFeed
+    from controller.store.rollouts import RolloutStore
 
 RESERVED_PREFIX = "illuminate"
 
@@ -222,6 +223,8 @@ class Stores:
     reports: ReportStore
     changes: ChangeFeed | None = None
     """Told of every report and command write, when the stores are `watched`."""
+    rollouts: RolloutStore | None = None
+    """Staged rollouts (`controller/store/rollouts.py`); None: changes go out at once."""
 
     def snapshot(self) -> Snapshot:
         views = self.reports.views()
