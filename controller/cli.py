@@ -13,6 +13,7 @@ from typing import Any
 
 from controller.cli_common import config_arg, open_database
 from controller.registration import new_password
+from controller.rollouts_cli import add_rollouts_parser
 from controller.settings import Settings, SettingsError, load_settings
 from controller.store.base import Stores
 from controller.store.sql import sql_stores
@@ -312,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_agent_parser(sub)
     add_simulate_parser(sub)
     add_users_parser(sub)
+    add_rollouts_parser(sub)
 
     devices = sub.add_parser("devices", help="register and list devices")
     dsub = devices.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -29,8 +29,12 @@ RolloutReader = Annotated[Grant, Depends(permit(Action.READ_CAMPAIGNS))]
 RolloutController = Annotated[Grant, Depends(permit(Action.CONTROL_ROLLOUTS))]
 RolloutId = Annotated[int, PathParam(ge=1, le=2**62, description="the rollout's number")]
 
-MISSING: dict[int | str, dict[str, Any]] = {404: {"model": Problem, "description": "no such rollout"}}
-REFUSED: dict[int | str, dict[str, Any]] = {409: {"model": Problem, "description": "the rollout is not in a state to do this"}}
+MISSING: dict[int | str, dict[str, Any]] = {
+    404: {"model": Problem, "description": "no such rollout"}
+}
+REFUSED: dict[int | str, dict[str, Any]] = {
+    409: {"model": Problem, "description": "the rollout is not in a state to do this"}
+}
 
 
 class Counted(BaseModel):
