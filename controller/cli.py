@@ -313,7 +313,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_agent_parser(sub)
     add_simulate_parser(sub)
     add_users_parser(sub)
-    add_rollouts_parser(sub)
 
     devices = sub.add_parser("devices", help="register and list devices")
     dsub = devices.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -386,6 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     prev.add_argument("--format", choices=["table", "json", "ics"], default="table")
     prev.add_argument("--city", help="only the sites of this city id")
     prev.set_defaults(func=cmd_schedules_preview)
+    add_rollouts_parser(sub)
     return parser
 
 

@@ -80,6 +80,18 @@ Duration = Annotated[
 ]
 
 
+_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,47}$")
+
+
+def _check_id(value: str) -> str:
+    if not _ID_RE.fullmatch(value):
+        raise ValueError(f"{value!r} is not a valid id (lower-case letters, digits and '-')")
+    return value
+
+
+Id = Annotated[str, AfterValidator(_check_id)]
+
+
 class PauseRule(_Frozen):
     """Pause when (failed + rejected) / results > `threshold_percentage` %, once there
     are at least `min_results` results (applied, failed or rejected)."""
@@ -89,12 +101,8 @@ class PauseRule(_Frozen):
 
 
 class RolloutConfig(_Frozen):
-    canary_sites: tuple[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,47}$")], ...] = Field(
-        default=(), max_length=1000
-    )
-    city_order: tuple[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,47}$")], ...] = Field(
-        default=(), max_length=1000
-    )
+    canary_sites: tuple[Id, ...] = Field(default=(), max_length=1000)
+    city_order: tuple[Id, ...] = Field(default=(), max_length=1000)
     maximum_per_minute: StrictInt = Field(ge=1, le=MAX_PER_MINUTE)
     wave_interval: Duration = timedelta(0)
     pause: PauseRule

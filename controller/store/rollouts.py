@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from sqlalchemy import insert, select, update
@@ -98,6 +98,12 @@ def _sources(target: RolloutState, only_from: Collection[RolloutState] | None) -
     if only_from is not None:
         allowed &= set(only_from)
     return {s.value for s in allowed}
+
+
+def _utc(at: datetime) -> datetime:
+    if at.tzinfo is None:
+        raise ValueError("a rollout needs aware instants")
+    return at.astimezone(UTC)
 
 
 def _clip(reason: str | None) -> str | None:
@@ -260,6 +266,7 @@ class MemoryRollouts:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self, new: NewRollout) -> Rollout:
+        new = replace(new, at=_utc(new.at))
         with self._lock:
             rollout_id = max(self._rows, default=0) + 1
             self._supersede(new.campaign_id, new.at, f"by rollout {rollout_id}")
@@ -280,7 +287,7 @@ class MemoryRollouts:
 
     def supersede(self, campaign_id: str, at: datetime, reason: str) -> list[int]:
         with self._lock:
-            return self._supersede(campaign_id, at, reason)
+            return self._supersede(campaign_id, _utc(at), reason)
 
     def _supersede(self, campaign_id: str, at: datetime, reason: str) -> list[int]:
         ids = []
@@ -316,6 +323,7 @@ class MemoryRollouts:
             rollout = self._rows.get(rollout_id)
             if rollout is None or rollout.state.value not in _sources(target, only_from):
                 return None
+            at = _utc(at)
             moved = replace(rollout, state=target, state_at=at, reason=_clip(reason))
             if target is RolloutState.RUNNING:
                 moved = replace(moved, counted_from=at)
@@ -328,7 +336,7 @@ class MemoryRollouts:
             added = 0
             for r in releases:
                 if r.device_id not in known:
-                    known[r.device_id] = r
+                    known[r.device_id] = replace(r, at=_utc(r.at))
                     added += 1
             return added
 
