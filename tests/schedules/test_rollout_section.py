@@ -67,7 +67,10 @@ def test_a_rollout_section_reads_and_writes_back_the_same() -> None:
         ({**ROLLOUT, "maximum_per_minute": "10"}, "rollout.maximum_per_minute: Input should be"),
         ({**ROLLOUT, "wave_interval": "-5m"}, "rollout.wave_interval: a duration looks like"),
         ({**ROLLOUT, "wave_interval": "13h"}, "rollout.wave_interval: wave_interval must be"),
-        ({**ROLLOUT, "canary_sites": ["Atomium"]}, r"rollout.canary_sites\[0\]: 'Atomium' is not a valid id"),
+        (
+            {**ROLLOUT, "canary_sites": ["Atomium"]},
+            r"rollout.canary_sites\[0\]: 'Atomium' is not a valid id",
+        ),
         ({**ROLLOUT, "pause": {"threshold_percentage": 100, "min_results": 5}}, "less than 100"),
         ({**ROLLOUT, "pause": {"threshold_percentage": "20", "min_results": 5}}, "valid number"),
         ({**ROLLOUT, "pause": {"threshold_percentage": 20, "min_results": 0}}, "min_results"),
