@@ -16,7 +16,7 @@ import pytest
 
 from controller.campaigns import apply_campaign
 from controller.lifecycle import CommandState
-from controller.reconcile import ReconcileResult, Reconciler
+from controller.reconcile import Reconciler, ReconcileResult
 from controller.rollout import CANARY, RolloutState
 from controller.rollouts import RolloutRefused, abort, progress, resume
 from controller.store.base import Move, NewDevice, Stores
