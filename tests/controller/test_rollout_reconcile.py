@@ -99,9 +99,9 @@ class Rig:
         pending = self.stores.outbox.pending()
         self.stores.outbox.move(
             [
-                Move(c.id, CommandState.PUBLISHED, now, only_from=frozenset({"pending"}))
+                Move(c.id, CommandState.PUBLISHED, now, only_from=frozenset({CommandState.PENDING}))
                 for c in pending
-            ]  # type: ignore[arg-type]
+            ]
         )
         return result
 
