@@ -10,6 +10,7 @@ memory.
 - `OutboxStore`: plan versions per device and their lifecycle, with the audit log.
   Every write is a batch in one transaction, and every state change is a
   compare-and-set against the row's current state, never against a stale read.
+- `RolloutStore` (`controller/store/rollouts.py`): staged rollouts of campaign changes.
 - `ReportStore`: what devices said about themselves (online, output, applied steps).
   Only the intake writes it; a write that changes nothing is not made.
 - `revision(...)` counters change in the same transaction as the data they cover, so a
@@ -215,7 +216,7 @@ class ReportStore(Protocol):
 
 @dataclass(frozen=True)
 class Stores:
-    """The four stores of one database (or of one in-memory world)."""
+    """The stores of one database (or of one in-memory world)."""
 
     registry: RegistryStore
     campaigns: CampaignStore

@@ -3,14 +3,24 @@ sites are live at an instant."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from schedules.files import ScheduleFileError, parse_document
+from controller.campaigns import check_rollout
+from schedules.files import ScheduleFileError, Yaml12Loader, parse_document
 from schedules.model import Campaign, SiteCatalog
-from schedules.rollout import format_duration, live_sites, touched_sites
+from schedules.rollout import (
+    PauseRule,
+    RolloutConfig,
+    format_duration,
+    live_sites,
+    touched_sites,
+)
 
 CATALOG = SiteCatalog.model_validate(
     {
@@ -116,3 +126,23 @@ def test_touched_sites_are_the_targets_before_and_after() -> None:
     assert touched_sites([before], CATALOG) == ("atomium",)
     assert touched_sites([before, after], CATALOG) == ("atomium", "menin-gate")
     assert touched_sites([None, after], CATALOG) == ("menin-gate",)
+
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def test_the_example_of_docs_rollouts_loads_and_its_table_names_every_key() -> None:
+    text = (DOCS / "rollouts.md").read_text()
+    (example,) = re.findall(r"^```yaml campaign\n(.*?)^```$", text, re.S | re.M)
+    sites = re.findall(
+        r"^```yaml sites\n(.*?)^```$", (DOCS / "schedules.md").read_text(), re.S | re.M
+    )
+    catalog = parse_document(SiteCatalog, yaml.load(sites[0], Loader=Yaml12Loader), "sites")
+    campaign = parse_document(Campaign, yaml.load(example, Loader=Yaml12Loader), "rollouts.md")
+    assert campaign.rollout is not None
+    check_rollout(campaign, catalog)
+    for key in RolloutConfig.model_fields:
+        if key != "pause":
+            assert f"| `{key}` |" in text, key
+    for key in PauseRule.model_fields:
+        assert f"| `pause.{key}` |" in text, key
