@@ -146,6 +146,9 @@ class Snapshot:
     campaigns: tuple[Campaign, ...]
     devices: tuple[DeviceView, ...]
     latest: dict[str, Command] = field(default_factory=dict)
+    held: Mapping[str, tuple[Campaign, ...]] = field(default_factory=dict)
+    """Sites a staged rollout holds, with the campaigns their devices still run
+    (`controller.store.rollouts.held_campaigns`); every other site runs `campaigns`."""
 
 
 class RegistryStore(Protocol):
@@ -229,9 +232,16 @@ class Stores:
 
     def snapshot(self) -> Snapshot:
         views = self.reports.views()
+        campaigns = self.campaigns.all()
+        held: Mapping[str, tuple[Campaign, ...]] = {}
+        if self.rollouts is not None:
+            from controller.store.rollouts import held_campaigns
+
+            held = held_campaigns(self.rollouts, campaigns, views.values())
         return Snapshot(
             self.registry.catalog(),
-            self.campaigns.all(),
+            campaigns,
             tuple(views[k] for k in sorted(views)),
             self.outbox.latest(),
+            held,
         )

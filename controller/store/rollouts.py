@@ -13,17 +13,21 @@ pause never both win.
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from controller.rollout import ACTIVE, SOURCES, Release, RolloutState
 from controller.store.tables import RolloutReleaseRow, RolloutRow
+from schedules.model import Campaign
 from schedules.rollout import RolloutConfig
+
+if TYPE_CHECKING:
+    from controller.store.base import DeviceView
 
 MAX_REASON = 500
 MAX_LIST = 500
@@ -91,6 +95,30 @@ class RolloutStore(Protocol):
 
     def releases(self, rollout_id: int) -> list[Release]:
         """Oldest first."""
+
+
+def held_campaigns(
+    rollouts: RolloutStore, campaigns: Sequence[Campaign], devices: Iterable[DeviceView]
+) -> Mapping[str, tuple[Campaign, ...]]:
+    """For each site a running or paused rollout still holds (one of its devices was not
+    sent the change): the campaigns with the rollout's campaign as it was before the
+    change, which is what that site's devices run. The public view shows such a site by
+    them, so a monument lit in the look from before the change is shown lit in it."""
+    active = rollouts.active()
+    if not active:
+        return {}
+    at_site: dict[str, list[str]] = {}
+    for device in devices:
+        at_site.setdefault(device.site_id, []).append(device.id)
+    out: dict[str, tuple[Campaign, ...]] = {}
+    for rollout in active:
+        sent = {r.device_id for r in rollouts.releases(rollout.id)}
+        before = Campaign.model_validate(rollout.previous)
+        swapped = tuple(before if c.id == rollout.campaign_id else c for c in campaigns)
+        for site in rollout.sites:
+            if site not in out and any(d not in sent for d in at_site.get(site, ())):
+                out[site] = swapped
+    return out
 
 
 def _sources(target: RolloutState, only_from: Collection[RolloutState] | None) -> set[str]:

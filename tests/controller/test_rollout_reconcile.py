@@ -7,7 +7,9 @@ The window is 21:00-23:00 in Brussels on 10 June 2025, that is 19:00Z-21:00Z.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,10 +18,13 @@ import pytest
 
 from controller.campaigns import apply_campaign
 from controller.lifecycle import CommandState
+from controller.public import public_status
+from controller.public_view import PublicView
 from controller.reconcile import Reconciler, ReconcileResult
 from controller.rollout import CANARY, RolloutState
 from controller.rollouts import RolloutRefused, abort, progress, resume
 from controller.store.base import Move, NewDevice, Stores
+from controller.store.changes import Snapshots
 from controller.store.memory import memory_stores
 from controller.store.rollouts import Rollout
 from controller.store.sql import database
@@ -264,3 +269,70 @@ def test_changing_the_campaign_again_supersedes_the_rollout(rig: Rig) -> None:
     assert old is not None and old.state is RolloutState.SUPERSEDED
     # the new rollout starts from its own canary again
     assert rig.run(LIVE + MINUTE).new_versions == {"atomium-ctl": 3, "belfry-ctl": 3}
+
+
+def report_applied(rig: Rig, device_id: str, at: datetime) -> None:
+    """The device applied the step in force of its newest plan, and is online."""
+    command = rig.stores.outbox.latest([device_id])[device_id]
+    step = [s for s in command.plan.steps if s.at <= at][-1]
+    view = rig.stores.reports.views({device_id})[device_id]
+    rig.stores.reports.save(
+        [
+            replace(
+                view,
+                online=True,
+                status_at=at,
+                applied_version=command.version,
+                applied_step_at=step.at,
+                applied_state=step.state.model_dump(mode="json"),
+                applied_at=at,
+            )
+        ]
+    )
+
+
+def test_the_public_status_shows_a_held_site_lit_in_the_look_it_still_has(rig: Rig) -> None:
+    apply_campaign(rig.stores, campaign("#c8102e"), LIVE)
+    rig.run(LIVE)  # atomium and belfry get the change; the others are held
+    now = LIVE + timedelta(seconds=10)
+    for site in SITES:
+        report_applied(rig, f"{site}-ctl", now)
+    snap = rig.stores.snapshot()
+    assert set(snap.held) == {"grand-place", "manneken", "menin-gate", "cloth-hall"}
+    status = public_status(snap, now, timedelta(seconds=30), timedelta(hours=24))
+    shown = {s.id: (s.state.value, s.color) for s in status.sites}
+    assert shown == {
+        "atomium": ("lit", RED.color),
+        "belfry": ("lit", RED.color),
+        "grand-place": ("lit", BLUE.color),
+        "manneken": ("lit", BLUE.color),
+        "menin-gate": ("lit", BLUE.color),
+        "cloth-hall": ("lit", BLUE.color),
+    }
+    # the same through the public view the controller serves
+    view = PublicView(
+        Snapshots(rig.stores),
+        FixedClock(now),
+        grace=timedelta(seconds=30),
+        upcoming=timedelta(hours=24),
+    )
+    view.rebuild()
+    rendering = view.get("en")
+    assert rendering is not None
+    served = {s["id"]: (s["state"], s.get("color")) for s in json.loads(rendering.body)["sites"]}
+    assert served == shown
+    # once every device has it, no site is held
+    for minute in (1, 2):
+        rig.run(LIVE + minute * MINUTE)
+    assert rig.stores.snapshot().held == {}
+
+
+class FixedClock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def monotonic(self) -> float:
+        return 0.0
