@@ -16,6 +16,7 @@ The checks are bounded: the campaign's cost is counted first (`schedules.cost`),
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from controller.store.base import Stores
@@ -25,7 +26,7 @@ from schedules.conflicts import check_campaign
 from schedules.cost import Limits, check_cost
 from schedules.expand import PolarPolicyMissing
 from schedules.model import Campaign, SiteCatalog
-from schedules.rollout import live_sites, touched_sites
+from schedules.rollout import is_live, touched_sites
 
 CHECK_AHEAD = timedelta(days=400)
 """How far ahead a campaign's occurrences are expanded to look for missing policies."""
@@ -88,13 +89,18 @@ def check_rollout(campaign: Campaign, catalog: SiteCatalog) -> None:
 
 
 def staged_rollout(
-    previous: Campaign | None, campaign: Campaign, catalog: SiteCatalog, now: datetime
+    previous: Campaign | None,
+    campaign: Campaign,
+    catalog: SiteCatalog | Callable[[], SiteCatalog],
+    now: datetime,
 ) -> NewRollout | None:
     """The rollout this change needs: when the campaign has a `rollout:` section and a
     window of its stored version is open at `now`; else None (it goes out at once)."""
     if campaign.rollout is None or previous is None or previous == campaign:
         return None
-    if not live_sites(previous, catalog, now):
+    if callable(catalog):
+        catalog = catalog()  # read only when a rollout may be needed
+    if not is_live(previous, catalog, now):
         return None
     return NewRollout(
         campaign_id=campaign.id,
@@ -121,7 +127,7 @@ def apply_campaign(
     if rollouts is not None:
         record = stores.campaigns.record(campaign.id)
         previous = Campaign.model_validate(record.body) if record is not None else None
-        rollout = staged_rollout(previous, campaign, stores.registry.catalog(), now)
+        rollout = staged_rollout(previous, campaign, stores.registry.catalog, now)
         if rollout is not None:
             rollouts.start(rollout)
         elif previous != campaign:

@@ -17,7 +17,7 @@ notified per minute; pausing on a failure percentage once enough devices answere
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Annotated
 
@@ -124,10 +124,18 @@ def touched_sites(campaigns: Iterable[Campaign | None], catalog: SiteCatalog) ->
 def live_sites(campaign: Campaign, catalog: SiteCatalog, now: datetime) -> tuple[str, ...]:
     """The sites where a window of `campaign` is open at `now` (its own windows, whatever
     other campaigns do there)."""
+    return tuple(_live(campaign, catalog, now))
+
+
+def is_live(campaign: Campaign, catalog: SiteCatalog, now: datetime) -> bool:
+    """Is a window of `campaign` open at `now` at any site? (Stops at the first.)"""
+    return next(_live(campaign, catalog, now), None) is not None
+
+
+def _live(campaign: Campaign, catalog: SiteCatalog, now: datetime) -> Iterator[str]:
     from schedules.expand import occurrences  # here: schedules.model imports this module
 
     zones = {c.id: c.zone for c in catalog.cities}
-    live = []
     for site in catalog.sites:
         if not any(w.targets.matches(site) for w in campaign.windows):
             continue
@@ -135,5 +143,4 @@ def live_sites(campaign: Campaign, catalog: SiteCatalog, now: datetime) -> tuple
             campaign, 0, site, zones[site.city], now - LIVE_LOOKAROUND, now + LIVE_LOOKAROUND
         )
         if any(o.start <= now < o.end for o in found):
-            live.append(site.id)
-    return tuple(live)
+            yield site.id

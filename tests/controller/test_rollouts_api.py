@@ -255,3 +255,27 @@ def test_status_resume_and_abort_through_the_cli(
         ("ada", "rollout-aborted", {"rollout": rollout_id, "restored": True}),
         ("cora", "rollout-resumed", {"rollout": rollout_id}),
     ]
+
+
+@pytest.mark.parametrize(
+    ("changes", "path", "message"),
+    [
+        ({"canary_sites": ["nowhere"]}, "rollout.canary_sites[0]", "unknown site 'nowhere'"),
+        ({"city_order": ["ghent"]}, "rollout.city_order[0]", "unknown city 'ghent'"),
+        ({"maximum_per_minute": -1}, "rollout.maximum_per_minute", "greater than or equal to 1"),
+    ],
+)
+def test_a_bad_rollout_section_is_a_422_naming_its_field(
+    world: World, changes: dict[str, Any], path: str, message: str
+) -> None:
+    assert world.http is not None
+    body = campaign("#c8102e").model_dump(mode="json")
+    body["rollout"] = {**body["rollout"], **changes}
+    answer = world.http.put(
+        "/api/v1/campaigns/blue-heart", json=body, headers=world.auth("coordinator")
+    )
+    assert answer.status_code == 422
+    (item,) = answer.json()["detail"]
+    assert item["path"] == path
+    assert message in item["message"]
+    assert world.stores.rollouts is not None and world.stores.rollouts.recent() == []
