@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+import yaml
 
 from controller.access import AuditKind
 from controller.cli import main
@@ -279,3 +281,33 @@ def test_a_bad_rollout_section_is_a_422_naming_its_field(
     assert item["path"] == path
     assert message in item["message"]
     assert world.stores.rollouts is not None and world.stores.rollouts.recent() == []
+
+
+def test_schedules_apply_during_an_open_window_says_it_goes_out_in_stages(
+    world: World, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    zone = ZoneInfo("Europe/Brussels")
+    opened = (datetime.now(UTC) - timedelta(hours=1)).astimezone(zone)
+    closes = opened + timedelta(hours=2)  # may end after midnight: the next day, as written
+
+    def write(color: str) -> Path:
+        body = campaign(color).model_dump(mode="json")
+        window = body["windows"][0]
+        window["dates"] = [opened.date().isoformat()]
+        window["start"] = {"at": opened.strftime("%H:%M:%S")}
+        window["end"] = {"at": closes.strftime("%H:%M:%S")}
+        path = tmp_path / f"{color[1:]}.yaml"
+        path.write_text(yaml.safe_dump(body))
+        return path
+
+    code, out, _ = cli(capsys, "schedules", "apply", str(write("#009edb")))
+    assert (code, out.splitlines()[0]) == (0, "updated campaign blue-heart")
+    assert "in stages" not in out  # the stored version's window was not open: at once
+    code, out, _ = cli(capsys, "schedules", "apply", str(write("#c8102e")))
+    assert code == 0
+    assert world.stores.rollouts is not None
+    (rollout,) = world.stores.rollouts.active()
+    assert out.splitlines()[1] == (
+        f"a window is open: the change goes out in stages, as rollout {rollout.id} "
+        f"(illuminate rollouts status {rollout.id})"
+    )
