@@ -12,7 +12,7 @@ moves in one batch each. Every write is a compare-and-set against what the run r
 device whose command moved meanwhile (an ack just taken in) is left for the next run,
 which is asked for at once.
 
-While a staged rollout runs (`controller/rollout.py`), the new versions of the devices
+While a staged rollout runs (`controller/rollout_gate.py`), the new versions of the devices
 it covers go through its gate first: a device the gate holds back keeps the version it
 has, and is decided again at the next run.
 """
@@ -30,18 +30,9 @@ from controller.confirmation import device_confirmed_at
 from controller.lifecycle import CommandState
 from controller.plans import PlanCache
 from controller.plansteps import SiteSteps, plan_steps, same_from_now, wire_light
-from controller.rollout import (
-    Candidate,
-    Release,
-    RolloutState,
-    gate,
-    over_threshold,
-    tally,
-    wave_of,
-)
+from controller.rollout_gate import Gated, RolloutGate
 from controller.store.base import Command, DeviceView, Move, NewVersion, Stores
 from controller.store.changes import DeviceReads
-from controller.store.rollouts import Rollout, RolloutStore
 from controller.timelines import Timelines
 from devices.clock import TimeSource
 from devices.protocol import MAX_STEPS, Plan, PlanStep, encode
@@ -166,6 +157,12 @@ class Reconciler:
         self.plans = plans if plans is not None else PlanCache()
         self._memos: dict[str, _Memo] = {}
         self._site_cache: dict[str, SiteSteps] = {}
+        self.gate = (
+            RolloutGate(stores.rollouts, stores.outbox, self.plans)
+            if stores.rollouts is not None
+            else None
+        )
+        """The staged rollouts' gate, when the stores keep rollouts."""
 
     def _read_inputs(self) -> _Inputs:
         revision = (self.stores.registry.revision(), self.stores.campaigns.revision())
@@ -232,11 +229,12 @@ class Reconciler:
                 log.error("device %s: cannot plan, keeping its current plan: %s", device_id, exc)
         self._memos = memos
         self._site_cache = per_site
-        releases: dict[str, tuple[Rollout, str]] = {}
-        if self.stores.rollouts is not None:
-            changed = self._gate(
-                self.stores.rollouts, inputs, changed, now, result, wakes, releases
-            )
+        gated: Gated | None = None
+        if self.gate is not None:
+            changed, gated = self.gate.hold(changed, inputs.sites, inputs.campaigns, now)
+            wakes |= gated.wakes
+            result.held = len(gated.held)
+            result.paused = gated.paused
         if retry:
             issued = self.stores.outbox.count_since({d.id: due.at for d, _, _, due in retry})
             for device, command, steps, _due in retry:
@@ -257,107 +255,12 @@ class Reconciler:
                     result.conflicts += 1
         if changed:
             self._store_versions(changed, now, result, wakes)
-        if releases and self.stores.rollouts is not None:
-            self._record_releases(self.stores.rollouts, releases, result, now)
+        if self.gate is not None and gated is not None and gated.releases:
+            self.gate.record(gated, result.new_versions, now)
         result.wake_at = sorted(wakes)
         if result.new_versions:
             self.on_outbox()
         return result
-
-    def _gate(
-        self,
-        rollouts: RolloutStore,
-        inputs: _Inputs,
-        changed: list[tuple[DeviceView, Command | None, list[PlanStep]]],
-        now: datetime,
-        result: ReconcileResult,
-        wakes: set[datetime],
-        releases: dict[str, tuple[Rollout, str]],
-    ) -> list[tuple[DeviceView, Command | None, list[PlanStep]]]:
-        """The new versions the running rollouts let through now (the others are held),
-        after pausing the rollouts whose pause rule is met and closing those done."""
-        active = rollouts.active()
-        if not active:
-            return changed
-        held: set[str] = set()
-        for rollout in active:
-            sent = rollouts.releases(rollout.id)
-            if rollout.state is RolloutState.RUNNING:
-                paused = self._pause_if_due(rollouts, rollout, sent, now)
-                if paused is not None:
-                    rollout = paused
-                    result.paused.append(rollout.id)
-            sites = set(rollout.sites)
-            done = {r.device_id for r in sent}
-            candidates = []
-            for device, command, steps in changed:
-                if command is None or device.site_id not in sites or device.id in done:
-                    continue  # a device with no plan yet gets one at once
-                if device.id in held or device.id in releases:
-                    continue  # another rollout decided it already
-                if same_from_now(self.plans(command).steps, steps, now):
-                    continue  # the same plan sent again (drift): not the change
-                site = inputs.sites[device.site_id]
-                candidates.append(Candidate(device.id, site.id, site.city))
-            decision = gate(rollout.config, rollout.state, sent, candidates, now)
-            for c in decision.release:
-                releases[c.device_id] = (rollout, wave_of(rollout.config, c.site_id, c.city_id))
-            held.update(c.device_id for c in decision.held)
-            if decision.wake_at is not None:
-                wakes.add(decision.wake_at)
-            if rollout.state is RolloutState.RUNNING and not decision.held:
-                stored = next((c for c in inputs.campaigns if c.id == rollout.campaign_id), None)
-                if stored is not None and stored.model_dump(mode="json") == rollout.body:
-                    rollouts.move(
-                        rollout.id,
-                        RolloutState.DONE,
-                        now,
-                        f"every device was sent the change ({len(sent) + len(decision.release)})",
-                        only_from={RolloutState.RUNNING},
-                    )
-                    log.info("rollout %d of campaign %s: done", rollout.id, rollout.campaign_id)
-        result.held = len(held)
-        return [item for item in changed if item[0].id not in held]
-
-    def _pause_if_due(
-        self, rollouts: RolloutStore, rollout: Rollout, sent: list[Release], now: datetime
-    ) -> Rollout | None:
-        counted = [(r.device_id, r.version) for r in sent if r.at >= rollout.counted_from]
-        if len(counted) < rollout.config.pause.min_results:
-            return None
-        commands = self.stores.outbox.get(counted)
-        found = tally(c.state for c in commands.values())
-        if not over_threshold(rollout.config.pause, found):
-            return None
-        reason = (
-            f"{found.failures} of {found.results} results failed or were rejected "
-            f"({found.percentage():.1f} %, over {rollout.config.pause.threshold_percentage:g} %)"
-        )
-        moved = rollouts.move(
-            rollout.id, RolloutState.PAUSED, now, reason, only_from={RolloutState.RUNNING}
-        )
-        if moved is not None:
-            log.warning(
-                "rollout %d of campaign %s paused: %s", rollout.id, rollout.campaign_id, reason
-            )
-        return moved
-
-    @staticmethod
-    def _record_releases(
-        rollouts: RolloutStore,
-        releases: dict[str, tuple[Rollout, str]],
-        result: ReconcileResult,
-        now: datetime,
-    ) -> None:
-        per_rollout: dict[int, list[Release]] = {}
-        for device_id, (rollout, wave) in releases.items():
-            version = result.new_versions.get(device_id)
-            if version is not None:
-                per_rollout.setdefault(rollout.id, []).append(
-                    Release(device_id, version, now, wave)
-                )
-        for rollout_id, sent in per_rollout.items():
-            rollouts.add_releases(rollout_id, sent)
 
     def _decide(
         self,
