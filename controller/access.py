@@ -4,7 +4,7 @@ Every staff route names one `Action`; `grant(principal, action)` answers whether
 principal may take it and over which cities:
 
 - admins: everything, everywhere;
-- coordinators: campaigns and overrides, and reading every site (and device);
+- coordinators: campaigns, overrides and rollouts, and reading every site (and device);
 - technicians: the sites and devices of their own cities, and no others.
 
 A role the table leaves out of an action is refused (403). A role allowed only in its
@@ -33,6 +33,8 @@ class Action(StrEnum):
     READ_CAMPAIGNS = "read-campaigns"
     EDIT_CAMPAIGNS = "edit-campaigns"
     OVERRIDE = "override"
+    CONTROL_ROLLOUTS = "control-rollouts"
+    """Resume or abort a staged rollout of a campaign change."""
     READ_AUDIT = "read-audit"
 
 
@@ -68,6 +70,7 @@ POLICY: Mapping[Action, Rule] = {
     Action.READ_CAMPAIGNS: Rule(everywhere=_STAFF),
     Action.EDIT_CAMPAIGNS: Rule(everywhere=_STAFF),
     Action.OVERRIDE: Rule(everywhere=_STAFF),
+    Action.CONTROL_ROLLOUTS: Rule(everywhere=_STAFF),
     Action.READ_AUDIT: Rule(everywhere=_STAFF),
 }
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from controller.cli_common import config_arg, open_database
 from controller.registration import new_password
+from controller.rollouts_cli import add_rollouts_parser
 from controller.settings import Settings, SettingsError, load_settings
 from controller.store.base import Stores
 from controller.store.sql import sql_stores
@@ -201,9 +202,24 @@ def cmd_schedules_apply(args: argparse.Namespace) -> int:
     from controller.campaigns import apply_campaign
 
     campaign = load_campaign(args.file)
+    now = system_clock()
     with _stores(args) as stores:
-        created = apply_campaign(stores, campaign, system_clock())
+        created = apply_campaign(stores, campaign, now)
+        staged = (
+            [
+                r
+                for r in stores.rollouts.active()
+                if r.campaign_id == campaign.id and r.started_at == now
+            ]
+            if stores.rollouts
+            else []
+        )
     print(f"{'created' if created else 'updated'} campaign {campaign.id}")
+    for rollout in staged:
+        print(
+            f"a window is open: the change goes out in stages, as rollout {rollout.id} "
+            f"(illuminate rollouts status {rollout.id})"
+        )
     print("a running controller on this database sends the change within a second")
     return 0
 
@@ -384,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     prev.add_argument("--format", choices=["table", "json", "ics"], default="table")
     prev.add_argument("--city", help="only the sites of this city id")
     prev.set_defaults(func=cmd_schedules_preview)
+    add_rollouts_parser(sub)
     return parser
 
 

@@ -485,7 +485,7 @@ def public_status(
     start, end = runs_range(now, upcoming)
 
     def runs_of(site: Site, city: City) -> tuple[Segment, ...]:
-        return site_runs(snap.campaigns, site, city, start, end)
+        return site_runs(snap.held.get(site.id, snap.campaigns), site, city, start, end)
 
     document = Renderer(assess(snap, now, grace, upcoming, runs_of)).render(lang)
     return PublicStatus.model_validate_json(document.body)

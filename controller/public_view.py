@@ -305,8 +305,17 @@ class PublicView:
         fingerprint = campaigns_fingerprint(snap.campaigns)
         campaigns = snap.campaigns
 
+        held_prints: dict[int, str] = {}
+
         def runs_of(site: Site, city: City) -> tuple[Segment, ...]:
-            return self.timelines.runs(campaigns, fingerprint, site, city, now)
+            held = snap.held.get(site.id)
+            if held is None:
+                return self.timelines.runs(campaigns, fingerprint, site, city, now)
+            # a site a staged rollout holds: the campaigns its devices still run
+            printed = held_prints.get(id(held))
+            if printed is None:
+                printed = held_prints[id(held)] = campaigns_fingerprint(held)
+            return self.timelines.runs(held, printed, site, city, now)
 
         self.timelines.begin()
         self._plans.begin()

@@ -11,6 +11,10 @@ the expanded timelines from a cache, and writes all its new versions and UNCONFI
 moves in one batch each. Every write is a compare-and-set against what the run read: a
 device whose command moved meanwhile (an ack just taken in) is left for the next run,
 which is asked for at once.
+
+While a staged rollout runs (`controller/rollout_gate.py`), the new versions of the devices
+it covers go through its gate first: a device the gate holds back keeps the version it
+has, and is decided again at the next run.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from controller.confirmation import device_confirmed_at
 from controller.lifecycle import CommandState
 from controller.plans import PlanCache
 from controller.plansteps import SiteSteps, plan_steps, same_from_now, wire_light
+from controller.rollout_gate import Gated, RolloutGate
 from controller.store.base import Command, DeviceView, Move, NewVersion, Stores
 from controller.store.changes import DeviceReads
 from controller.timelines import Timelines
@@ -83,6 +88,10 @@ class ReconcileResult:
     devices: int = 0
     skipped: int = 0
     """Devices not decided again: nothing their last decision depended on moved."""
+    held: int = 0
+    """Devices a staged rollout keeps on their current version for now."""
+    paused: list[int] = field(default_factory=list)
+    """Rollouts this run paused (their pause rule was met)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -148,6 +157,12 @@ class Reconciler:
         self.plans = plans if plans is not None else PlanCache()
         self._memos: dict[str, _Memo] = {}
         self._site_cache: dict[str, SiteSteps] = {}
+        self.gate = (
+            RolloutGate(stores.rollouts, stores.outbox, self.plans)
+            if stores.rollouts is not None
+            else None
+        )
+        """The staged rollouts' gate, when the stores keep rollouts."""
 
     def _read_inputs(self) -> _Inputs:
         revision = (self.stores.registry.revision(), self.stores.campaigns.revision())
@@ -214,6 +229,12 @@ class Reconciler:
                 log.error("device %s: cannot plan, keeping its current plan: %s", device_id, exc)
         self._memos = memos
         self._site_cache = per_site
+        gated: Gated | None = None
+        if self.gate is not None:
+            changed, gated = self.gate.hold(changed, inputs.sites, inputs.campaigns, now)
+            wakes |= gated.wakes
+            result.held = len(gated.held)
+            result.paused = gated.paused
         if retry:
             issued = self.stores.outbox.count_since({d.id: due.at for d, _, _, due in retry})
             for device, command, steps, _due in retry:
@@ -234,6 +255,8 @@ class Reconciler:
                     result.conflicts += 1
         if changed:
             self._store_versions(changed, now, result, wakes)
+        if self.gate is not None and gated is not None and gated.releases:
+            self.gate.record(gated, result.new_versions, now)
         result.wake_at = sorted(wakes)
         if result.new_versions:
             self.on_outbox()

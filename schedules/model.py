@@ -24,6 +24,7 @@ from pydantic import (
 
 from schedules.budget import Budget
 from schedules.recurrence import check_rule, rule_days
+from schedules.rollout import RolloutConfig
 from schedules.solar import SunEvent
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,47}$"
@@ -317,11 +318,15 @@ class Campaign(_Frozen):
     override: StrictBool = False
     reason: Text | None = Field(default=None, min_length=1, max_length=500)
     windows: tuple[Window, ...] = Field(min_length=1, max_length=MAX_WINDOWS)
+    rollout: RolloutConfig | None = None
+    """How a change made while one of its windows is open goes out (`schedules.rollout`)."""
 
     @model_validator(mode="after")
     def _override_rules(self) -> Campaign:
         if self.override and not self.reason:
             raise ValueError("an override needs a 'reason'")
+        if self.override and self.rollout is not None:
+            raise ValueError("an override goes out at once: it cannot have a 'rollout'")
         if self.override and any(w.rrule for w in self.windows):
             raise ValueError("an override is one-off: give it 'dates', not an 'rrule'")
         if self.on and self.color == "#000000":

@@ -10,6 +10,7 @@ memory.
 - `OutboxStore`: plan versions per device and their lifecycle, with the audit log.
   Every write is a batch in one transaction, and every state change is a
   compare-and-set against the row's current state, never against a stale read.
+- `RolloutStore` (`controller/store/rollouts.py`): staged rollouts of campaign changes.
 - `ReportStore`: what devices said about themselves (online, output, applied steps).
   Only the intake writes it; a write that changes nothing is not made.
 - `revision(...)` counters change in the same transaction as the data they cover, so a
@@ -30,6 +31,7 @@ from schedules.model import Campaign, SiteCatalog
 
 if TYPE_CHECKING:
     from controller.store.changes import ChangeFeed
+    from controller.store.rollouts import RolloutStore
 
 RESERVED_PREFIX = "illuminate"
 
@@ -144,6 +146,9 @@ class Snapshot:
     campaigns: tuple[Campaign, ...]
     devices: tuple[DeviceView, ...]
     latest: dict[str, Command] = field(default_factory=dict)
+    held: Mapping[str, tuple[Campaign, ...]] = field(default_factory=dict)
+    """Sites a staged rollout holds, with the campaigns their devices still run
+    (`controller.store.rollouts.held_campaigns`); every other site runs `campaigns`."""
 
 
 class RegistryStore(Protocol):
@@ -214,7 +219,7 @@ class ReportStore(Protocol):
 
 @dataclass(frozen=True)
 class Stores:
-    """The four stores of one database (or of one in-memory world)."""
+    """The stores of one database (or of one in-memory world)."""
 
     registry: RegistryStore
     campaigns: CampaignStore
@@ -222,12 +227,21 @@ class Stores:
     reports: ReportStore
     changes: ChangeFeed | None = None
     """Told of every report and command write, when the stores are `watched`."""
+    rollouts: RolloutStore | None = None
+    """Staged rollouts (`controller/store/rollouts.py`); None: changes go out at once."""
 
     def snapshot(self) -> Snapshot:
         views = self.reports.views()
+        campaigns = self.campaigns.all()
+        held: Mapping[str, tuple[Campaign, ...]] = {}
+        if self.rollouts is not None:
+            from controller.store.rollouts import held_campaigns
+
+            held = held_campaigns(self.rollouts, campaigns, views.values())
         return Snapshot(
             self.registry.catalog(),
-            self.campaigns.all(),
+            campaigns,
             tuple(views[k] for k in sorted(views)),
             self.outbox.latest(),
+            held,
         )

@@ -237,9 +237,15 @@ class Snapshots:
         if self._campaigns is None or self._campaigns[0] != campaigns:
             self._campaigns = (campaigns, self.stores.campaigns.all())
         views, latest = self.reads.read()
+        held: Mapping[str, tuple[Campaign, ...]] = {}
+        if self.stores.rollouts is not None:
+            from controller.store.rollouts import held_campaigns
+
+            held = held_campaigns(self.stores.rollouts, self._campaigns[1], views.values())
         return Snapshot(
             self._catalog[1],
             self._campaigns[1],
             tuple(views[k] for k in sorted(views)),
             latest,
+            held,
         )

@@ -23,6 +23,7 @@ from controller.store.base import (
     NewVersion,
     Stores,
 )
+from controller.store.rollouts import MemoryRollouts
 from controller.store.sql import _Cell, _holds, apply_moves, check_new_devices
 from schedules.model import Campaign, City, Site, SiteCatalog
 
@@ -268,4 +269,5 @@ def memory_stores() -> Stores:
         campaigns=MemoryCampaigns(world),
         outbox=MemoryOutbox(world),
         reports=MemoryReports(world),
+        rollouts=MemoryRollouts(),
     )

@@ -33,6 +33,7 @@ from controller.store.base import (
     RegistryError,
     Stores,
 )
+from controller.store.rollouts import SqlRollouts
 from controller.store.tables import (
     CampaignRow,
     CityRow,
@@ -682,13 +683,14 @@ class SqlReports:
 
 
 def sql_stores(sessions: sessionmaker[Session]) -> Stores:
-    """The four stores of one database; the outbox and reports writers take turns."""
+    """The stores of one database; the outbox and reports writers take turns."""
     turn = threading.Lock()
     return Stores(
         registry=SqlRegistry(sessions),
         campaigns=SqlCampaigns(sessions),
         outbox=SqlOutbox(sessions, turn),
         reports=SqlReports(sessions, turn),
+        rollouts=SqlRollouts(sessions),
     )
 
 

@@ -182,3 +182,35 @@ class AuditRow(Base):
     subject: Mapped[str | None] = mapped_column(String(48), default=None)
     city: Mapped[str | None] = mapped_column(String(48), default=None)
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+
+
+class RolloutRow(Base):
+    """A staged rollout of one change to a campaign (`controller/rollout.py`)."""
+
+    __tablename__ = "rollouts"
+    __table_args__ = (Index("ix_rollouts_state", "state"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    campaign_id: Mapped[str] = mapped_column(String(48), index=True)
+    state: Mapped[str] = mapped_column(String(16))
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """The campaign as changed."""
+    previous: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """The campaign before the change: what an abort puts back."""
+    sites: Mapped[list[str]] = mapped_column(JSON)
+    started_at: Mapped[datetime]
+    state_at: Mapped[datetime]
+    counted_from: Mapped[datetime]
+    """Results of versions sent from this instant on count for the pause rule."""
+    reason: Mapped[str | None] = mapped_column(String(500), default=None)
+
+
+class RolloutReleaseRow(Base):
+    """A device sent the change of a rollout: its version, when, in which wave."""
+
+    __tablename__ = "rollout_releases"
+    rollout_id: Mapped[int] = mapped_column(ForeignKey("rollouts.id"), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(48), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime]
+    wave: Mapped[str] = mapped_column(String(64))

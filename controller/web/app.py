@@ -23,6 +23,7 @@ from controller.web.audit_api import build_audit_api
 from controller.web.devices_api import IMPORT_PATH, MAX_IMPORT_BYTES, build_devices_api
 from controller.web.headers import DOCS_POLICY, SecurityHeaders
 from controller.web.limits import MAX_BODY_BYTES, BodySizeLimit
+from controller.web.rollouts_api import build_rollouts_api
 from controller.web.sites_api import build_sites_api
 from controller.web.status_route import (
     STATUS_PATH,
@@ -93,6 +94,7 @@ def build_web(
     app.include_router(build_devices_api())
     app.include_router(build_sites_api())
     app.include_router(build_audit_api())
+    app.include_router(build_rollouts_api())
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:

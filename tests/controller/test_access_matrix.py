@@ -21,10 +21,12 @@ from fastapi.routing import iter_route_contexts
 from starlette.routing import Mount
 
 from controller.metrics import Metrics
+from controller.store.rollouts import NewRollout
 from controller.store.sql import database
 from controller.store.users import Users
 from controller.web.app import build_web
 from schedules.model import Campaign
+from schedules.rollout import RolloutConfig
 from tests.controller.test_staff_api import (
     CATALOG,
     NOW,
@@ -86,10 +88,20 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("POST", "/api/v1/devices/import"): staff_only(201, coordinator=403, technician=403),
     # audit: admins everything, coordinators the campaign entries
     ("GET", "/api/v1/audit"): staff_only(200, coordinator=200, technician=403),
+    # rollouts: coordinators and admins read, resume and abort them (no such one: 404)
+    ("GET", "/api/v1/rollouts"): staff_only(200, coordinator=200, technician=403),
+    ("GET", "/api/v1/rollouts/{rollout_id}"): staff_only(200, coordinator=200, technician=403),
+    ("POST", "/api/v1/rollouts/{rollout_id}/resume"): staff_only(
+        404, coordinator=404, technician=403
+    ),
+    ("POST", "/api/v1/rollouts/{rollout_id}/abort"): staff_only(
+        404, coordinator=404, technician=403
+    ),
 }
 
-PATH_VALUES = {"campaign_id": "blue-heart", "site_id": "atomium"}
-"""The objects in paths: the campaign exists, and the site is in Brussels."""
+PATH_VALUES = {"campaign_id": "blue-heart", "site_id": "atomium", "rollout_id": "1"}
+"""The objects in paths: the campaign exists, the site is in Brussels, the rollout
+exists (resume and abort are asked of one that does not: they would change it)."""
 
 Call = Callable[[str], dict[str, Any]]
 """For one caller, the extra arguments of the request (body, or a different url)."""
@@ -97,10 +109,23 @@ Call = Callable[[str], dict[str, Any]]
 CALLS: dict[tuple[str, str], Call] = {
     ("GET", "/static"): lambda _caller: {"url": "/static/style.css"},
     ("PUT", "/api/v1/campaigns/{campaign_id}"): lambda _caller: {"json": campaign_body()},
+    ("POST", "/api/v1/rollouts/{rollout_id}/resume"): lambda _caller: {
+        "url": "/api/v1/rollouts/999/resume"
+    },
+    ("POST", "/api/v1/rollouts/{rollout_id}/abort"): lambda _caller: {
+        "url": "/api/v1/rollouts/999/abort"
+    },
     ("POST", "/api/v1/devices/import"): lambda caller: {
         "json": {"devices": [{"id": f"{caller.replace('_', '-')}-ctl", "site": "atomium"}]}
     },
 }
+
+
+def rollout_of(body: dict[str, Any]) -> NewRollout:
+    config = RolloutConfig.model_validate(
+        {"maximum_per_minute": 5, "pause": {"threshold_percentage": 10, "min_results": 3}}
+    )
+    return NewRollout("blue-heart", config, body, body, ("atomium",), NOW)
 
 
 def declared_routes(app: FastAPI) -> set[tuple[str, str]]:
@@ -133,6 +158,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     with database(f"sqlite:///{folder / 'illuminate.sqlite'}") as (_, sessions, stores):
         stores.registry.import_catalog(CATALOG)
         stores.campaigns.put(Campaign.model_validate(campaign_body()), NOW)
+        assert stores.rollouts is not None
+        stores.rollouts.start(rollout_of(campaign_body()))
         users = Users(sessions)
         clock = FakeClock()
         app = build_web(

@@ -16,7 +16,17 @@ from controller.registration import verify_secret
 from tests.support.stores import data_dir_database, secret_hash
 
 BELGIUM = Path(controller.__file__).parent / "demo" / "belgium.yaml"
-COMMANDS = ["demo", "serve", "agent", "simulate", "users", "devices", "sites", "schedules"]
+COMMANDS = [
+    "demo",
+    "serve",
+    "agent",
+    "simulate",
+    "users",
+    "devices",
+    "sites",
+    "schedules",
+    "rollouts",
+]
 
 CAMPAIGN = """\
 id: blue-heart
