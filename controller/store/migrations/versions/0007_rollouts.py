@@ -1,6 +1,6 @@
 """rollouts and rollout_releases: staged rollouts of changes made during a live window
 
-Revision ID: 0011
+Revision ID: 0007
 Revises: 0006
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0011"
+revision = "0007"
 down_revision = "0006"
 branch_labels = None
 depends_on = None
