@@ -98,9 +98,13 @@ class SqlHistory:
         added = 0
         with writing(self.sessions, self.turn) as s:
             for part in chunks(rows, CHUNK):
-                stmt = _upsert(s, table).values(list(part)).on_conflict_do_nothing()
-                result = s.connection().execute(stmt)
-                added += max(int(getattr(result, "rowcount", 0) or 0), 0)
+                stmt = (
+                    _upsert(s, table)
+                    .values(list(part))
+                    .on_conflict_do_nothing()
+                    .returning(table.c.id)
+                )
+                added += len(s.connection().execute(stmt).all())
         return added
 
     def events(
