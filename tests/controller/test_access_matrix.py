@@ -21,6 +21,7 @@ from fastapi.routing import iter_route_contexts
 from starlette.routing import Mount
 
 from controller.metrics import Metrics
+from controller.store.base import NewDevice
 from controller.store.sql import database
 from controller.store.users import Users
 from controller.web.app import build_web
@@ -77,6 +78,9 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/api/v1/campaigns"): staff_only(200, coordinator=200, technician=403),
     ("GET", "/api/v1/campaigns/{campaign_id}"): staff_only(200, coordinator=200, technician=403),
     ("PUT", "/api/v1/campaigns/{campaign_id}"): staff_only(200, coordinator=200, technician=403),
+    ("GET", "/api/v1/campaigns/{campaign_id}/outcome"): staff_only(
+        200, coordinator=200, technician=403
+    ),
     # sites: technicians their own city's, coordinators and admins all
     ("GET", "/api/v1/sites"): staff_only(200, coordinator=200, technician=200),
     ("GET", "/api/v1/sites/{site_id}"): staff_only(
@@ -84,12 +88,16 @@ MATRIX: dict[tuple[str, str], Row] = {
     ),
     # devices: bulk registration is for admins
     ("POST", "/api/v1/devices/import"): staff_only(201, coordinator=403, technician=403),
+    # the record: a device's history, by the devices policy
+    ("GET", "/api/v1/devices/{device_id}/history"): staff_only(
+        200, coordinator=200, technician=200, tech_away=404
+    ),
     # audit: admins everything, coordinators the campaign entries
     ("GET", "/api/v1/audit"): staff_only(200, coordinator=200, technician=403),
 }
 
-PATH_VALUES = {"campaign_id": "blue-heart", "site_id": "atomium"}
-"""The objects in paths: the campaign exists, and the site is in Brussels."""
+PATH_VALUES = {"campaign_id": "blue-heart", "site_id": "atomium", "device_id": "atomium-ctl"}
+"""The objects in paths: the campaign exists, and the site and device are in Brussels."""
 
 Call = Callable[[str], dict[str, Any]]
 """For one caller, the extra arguments of the request (body, or a different url)."""
@@ -133,6 +141,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     with database(f"sqlite:///{folder / 'illuminate.sqlite'}") as (_, sessions, stores):
         stores.registry.import_catalog(CATALOG)
         stores.campaigns.put(Campaign.model_validate(campaign_body()), NOW)
+        stores.registry.add_devices([NewDevice("atomium-ctl", "atomium")], NOW)
         users = Users(sessions)
         clock = FakeClock()
         app = build_web(

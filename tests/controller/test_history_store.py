@@ -152,9 +152,7 @@ def test_outcomes_are_replaced_by_key_and_kept(history: HistoryStore) -> None:
     later = record("d1", "blue-heart", 1440, Verdict.UNCONFIRMED)
     elsewhere = record("d1", "orange-day", 0, Verdict.OFFLINE)
     assert history.put_outcomes([missed, other, later, elsewhere]) == 4
-    late = replace(
-        missed, verdict=Verdict.CONFIRMED_LATE, confirmed_at=at(0), reported_at=at(70)
-    )
+    late = replace(missed, verdict=Verdict.CONFIRMED_LATE, confirmed_at=at(0), reported_at=at(70))
     history.put_outcomes([late])
     assert history.outcomes(campaign_id="blue-heart") == [late, other, later]
     assert history.outcomes(device_id="d1") == [late, elsewhere, later]

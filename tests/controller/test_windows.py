@@ -172,7 +172,9 @@ def test_windows_are_the_lit_segments_and_a_touching_same_look_run_opens_once() 
         seg(m(150), m(160), off, "all-off"),
         seg(m(170), m(180), blue),  # after a gap: a step of its own
     ]
-    got = [(w.campaign_id, w.opened_at, w.starts_at, w.ends_at) for w in site_windows("s", segments)]
+    got = [
+        (w.campaign_id, w.opened_at, w.starts_at, w.ends_at) for w in site_windows("s", segments)
+    ]
     assert got == [
         ("blue-heart", m(0), m(0), m(60)),
         ("other", m(0), m(60), m(120)),
