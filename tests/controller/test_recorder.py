@@ -154,7 +154,7 @@ def test_a_window_while_the_controller_was_down_is_missed_or_confirmed_late(worl
 
 
 def test_a_window_while_the_controller_was_up(world) -> None:
-    stores, history, clock = world
+    _stores, history, clock = world
     rec = recorder(world)
     rec.start(background=False)
     heard(history)
@@ -171,7 +171,7 @@ def test_a_window_while_the_controller_was_up(world) -> None:
 
 
 def test_a_device_is_judged_from_when_it_was_first_heard(world) -> None:
-    stores, history, clock = world
+    _stores, history, clock = world
     rec = recorder(world)
     rec.start(background=False)
     history.add_events([DeviceEvent("lit-ctl", EventKind.ONLINE, BOOT)])
@@ -183,7 +183,7 @@ def test_a_device_is_judged_from_when_it_was_first_heard(world) -> None:
 
 
 def test_windows_before_the_first_run_are_not_judged(world) -> None:
-    stores, history, clock = world
+    _stores, history, clock = world
     heard(history)
     clock.advance(START - BOOT + timedelta(minutes=1))
     rec = recorder(world)
