@@ -139,7 +139,7 @@ def classify(
     gaps: Sequence[Gap],
     grace: timedelta,
 ) -> Judgement:
-    """The verdict on one settled window at one device (see the module's table)."""
+    """The verdict on one settled window at one device (see the module's list)."""
     evidence = evidence_for(window, steps)
     if evidence is not None:
         in_time = max(window.ends_at, window.starts_at + grace)
