@@ -117,8 +117,6 @@ class SqlHistory:
         limit: int | None = None,
     ) -> list[DeviceEvent]:
         query = select(DeviceEventRow)
-        if device_ids is not None:
-            query = query.where(DeviceEventRow.device_id.in_(sorted(device_ids)))
         if since is not None:
             query = query.where(DeviceEventRow.received_at >= since)
         if until is not None:
@@ -131,9 +129,18 @@ class SqlHistory:
             ).limit(limit)
         else:
             query = query.order_by(DeviceEventRow.received_at, DeviceEventRow.id)
+        found: list[tuple[datetime, int, DeviceEvent]] = []
         with self.sessions() as s:
-            found = [_event(r) for r in s.scalars(query)]
-        return found[::-1] if limit is not None else found
+            parts: list[Sequence[str] | None] = (
+                [None] if device_ids is None else list(chunks(sorted(device_ids)))
+            )
+            for part in parts:
+                q = query if part is None else query.where(DeviceEventRow.device_id.in_(part))
+                found.extend((r.received_at, r.id, _event(r)) for r in s.scalars(q))
+        found.sort(key=lambda f: (f[0], f[1]))
+        if limit is not None:
+            found = found[max(len(found) - limit, 0) :]
+        return [event for _, _, event in found]
 
     def step_events(
         self, device_ids: Collection[str] | None, step_since: datetime

@@ -11,6 +11,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 
 from controller.store.db import alembic_config, migrate
@@ -167,11 +168,26 @@ def test_migration_0008_matches_the_tables_and_goes_down_and_up(db: Database) ->
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert [d for d in diff if any(t in repr(d) for t in TABLES)] == []
     cfg = alembic_config(str(engine.url))
+    below = ScriptDirectory.from_config(cfg).get_revision("0008").down_revision
+    assert isinstance(below, str)
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0006")
+        command.downgrade(cfg, below)
     with engine.connect() as conn:
         assert not set(TABLES) & set(inspect(conn).get_table_names())
     migrate(engine)
     with engine.connect() as conn:
         assert set(TABLES) <= set(inspect(conn).get_table_names())
+
+
+def test_many_devices_at_once(history: HistoryStore) -> None:
+    """More devices than one insert or one IN (...) list holds."""
+    ids = [f"d{i:05d}" for i in range(2500)]
+    events = [DeviceEvent(d, EventKind.ONLINE, at(i / 1000)) for i, d in enumerate(ids)]
+    events += [step(d, 1, at(1), at(2)) for d in ids]
+    assert history.add_events(events) == 5000
+    assert history.add_events(events[2500:]) == 0
+    assert len(history.events(ids, kinds=[EventKind.ONLINE])) == 2500
+    assert [e.device_id for e in history.events(ids, limit=3)] == ids[-3:]
+    assert len(history.step_events(ids, at(0))) == 2500
+    assert len(history.first_heard(ids)) == 2500
