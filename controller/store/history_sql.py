@@ -1,9 +1,9 @@
 """The history store on SQLAlchemy (SQLite or PostgreSQL): see `history.py`.
 
-Step events go in with one multi-row `INSERT ... ON CONFLICT DO NOTHING` per chunk, in
-one transaction per call: the intake calls it once per batch, whatever its size, and a
-step told twice (an ack and then the retained state, or a batch decided again after a
-database error) is stored once.
+Events go in with one executemany of `INSERT ... ON CONFLICT DO NOTHING` (which
+SQLAlchemy sends as a few multi-row INSERTs), in one transaction per call: the intake
+calls it once per batch, whatever its size, and a step told twice (an ack and then the
+retained state, or a batch decided again after a database error) is stored once.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from controller.store.sql import chunks, text_value, writing
 from controller.store.tables import ControllerRunRow, DeviceEventRow, WindowOutcomeRow
 
 CHUNK = 500
-"""Rows per multi-row insert: 9 columns each stays under every bound-parameter limit."""
+"""Rows per multi-row upsert of outcomes: 10 columns each stays under every
+bound-parameter limit."""
 
 
 def _upsert(s: Session, table: Any) -> Any:
@@ -95,17 +96,11 @@ class SqlHistory:
             for e in _first_of_each(events)
         ]
         table = DeviceEventRow.__table__
-        added = 0
         with writing(self.sessions, self.turn) as s:
-            for part in chunks(rows, CHUNK):
-                stmt = (
-                    _upsert(s, table)
-                    .values(list(part))
-                    .on_conflict_do_nothing()
-                    .returning(table.c.id)
-                )
-                added += len(s.connection().execute(stmt).all())
-        return added
+            # one executemany of a cached statement: SQLAlchemy sends it as a few
+            # multi-row INSERTs ("insertmanyvalues"); RETURNING tells which rows were new
+            stmt = _upsert(s, table).on_conflict_do_nothing().returning(table.c.id)
+            return len(s.connection().execute(stmt, rows).all())
 
     def events(
         self,
