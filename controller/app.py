@@ -5,6 +5,7 @@ broker --sink--> Inbox --take--> Intake --batch--> stores
                                    | republish stale plans, reconcile on drift
 ClockBeacon (every control.clock_beacon_s, on connect, on a device's birth) --> broker
 Timer (tick + wake-ups) --> Reconciler --versions--> outbox --> Dispatcher --> broker
+Recorder (heartbeat) --> controller runs; ended windows --> outcomes (the record)
 RevisionWatch (changes by other processes) --> reconcile soon, public view stale
 PublicView (rendered once per change, off the request path) --> web app
 """
@@ -30,10 +31,12 @@ from controller.metrics import Metrics
 from controller.plans import PlanCache
 from controller.public_view import PublicView
 from controller.reconcile import Reconciler
+from controller.recorder import Recorder
 from controller.settings import Settings
 from controller.steady import SteadyClock
 from controller.store.changes import Snapshots, watched
 from controller.store.db import make_engine, migrate, session_factory
+from controller.store.history_sql import sql_history
 from controller.store.sql import sql_stores
 from controller.store.users import Users
 from controller.timelines import Timelines
@@ -68,7 +71,9 @@ class Controller:
         self.engine = make_engine(settings.database_url)
         migrate(self.engine)
         self.sessions = session_factory(self.engine)
-        self.stores = watched(sql_stores(self.sessions))
+        stores = sql_stores(self.sessions)
+        self.stores = watched(stores)
+        self.history = sql_history(self.sessions, getattr(stores.outbox, "turn", None))
         self.users = Users(self.sessions)
         self.embedded: EmbeddedBroker | None = None
         if settings.broker.url is None:
@@ -89,6 +94,7 @@ class Controller:
             self.clock,
             self.metrics,
             clock_watch=self.clock_watch,
+            history=self.history,
         )
         self.intake.on_outcome = self._outcome
         self.grace = timedelta(seconds=control.grace_s)
@@ -102,6 +108,14 @@ class Controller:
             timelines=self.timelines,
             caught_up=self.intake.caught_up_to,
             plans=self.plans,
+        )
+        self.recorder = Recorder(
+            self.history,
+            self.stores,
+            self.clock,
+            self.grace,
+            self.timelines,
+            caught_up=self.intake.caught_up_to,
         )
         self.dispatcher: Dispatcher | None = None
         self.beacon: ClockBeacon | None = None
@@ -126,6 +140,7 @@ class Controller:
             on_change=self.changed,
             limits=settings.limits.campaign_limits(),
             evaluation_s=settings.limits.evaluation_s,
+            history=self.history,
         )
         self.started = False
 
@@ -170,6 +185,7 @@ class Controller:
         )
         self.reconciler.on_outbox = self.dispatcher.wake
         self.broker.add_listener(_Gauge(self.metrics))
+        self.recorder.start()
         self.intake.start()
         self.dispatcher.start()
         self.beacon.start()
@@ -236,6 +252,7 @@ class Controller:
         if self.beacon is not None:
             self.beacon.stop()
         self.intake.stop()
+        self.recorder.stop()
         self.public.stop()
         if self.embedded is not None:
             self.embedded.stop()

@@ -2,9 +2,11 @@
 
 The intake takes what the inbox holds (fairly across devices, bounded in size), reads
 the state of just those devices once, decides every message in arrival order against
-that state, and writes the outcome in two batched, idempotent writes: the device reports
-(only the rows that changed) and the lifecycle moves (compare-and-set in the store). If
-the database fails, the whole batch is kept and decided again later: nothing is lost.
+that state, and writes the outcome in batched, idempotent writes: the record's events
+(steps reported applied, status changes: one insert, duplicates skipped), the device
+reports (only the rows that changed) and the lifecycle moves (compare-and-set in the
+store). If the database fails, the whole batch is kept and decided again later: nothing
+is lost.
 
 Every message is parsed at the edge. Anything wrong is logged with its device and
 counted by reason, and the loop carries on: one device's bad message never stops the
@@ -27,6 +29,7 @@ from controller.inbox import Inbox
 from controller.lifecycle import FINAL, CommandState, can_move
 from controller.metrics import Metrics
 from controller.store.base import Command, DeviceView, Move, Stores
+from controller.store.history import DeviceEvent, EventKind, HistoryStore
 from devices.clock import TimeSource
 from devices.protocol import (
     Ack,
@@ -100,6 +103,8 @@ class _Batch:
     commands: dict[tuple[str, int], Command]
     state: dict[int, CommandState] = field(default_factory=dict)
     moves: list[Move] = field(default_factory=list)
+    events: list[DeviceEvent] = field(default_factory=list)
+    """For the record: steps reported applied, and changes of online status."""
     outcome: Outcome = field(default_factory=Outcome)
 
     def move(
@@ -131,9 +136,12 @@ class Intake:
         *,
         batch_size: int = BATCH,
         clock_watch: ClockWatch | None = None,
+        history: HistoryStore | None = None,
     ) -> None:
         self.stores = stores
         self.clock_watch = clock_watch
+        self.history = history
+        """Where the record of steps and status changes goes (none: not kept)."""
         self.topics = topics
         self.inbox = inbox
         self.clock = clock
@@ -255,6 +263,10 @@ class Intake:
             except Exception:  # one message's trouble never stops the batch
                 log.exception("device %s: could not handle a message", device_id)
                 self.metrics.rejected_messages.labels(reason="error").inc()
+        if batch.events and self.history is not None:
+            # first, and idempotent: a batch decided again after a failure below finds
+            # its reports already changed and would not tell of its steps a second time
+            self.history.add_events(batch.events)
         changed = [v for d, v in batch.views.items() if v != views.get(d)]
         batch.outcome.reports = self.stores.reports.save(changed) if changed else 0
         batch.outcome.devices.update(v.id for v in changed)
@@ -344,6 +356,7 @@ class Intake:
         if not retain and isinstance(body, Ack | DeviceState) and view.online is not True:
             # a live message proves the device is connected, whatever status we missed
             view = batch.views[device_id] = replace(view, online=True, status_at=now)
+            batch.events.append(DeviceEvent(device_id, EventKind.ONLINE, now))
         if (
             self.clock_watch is not None
             and isinstance(body, Ack | DeviceState)
@@ -358,6 +371,9 @@ class Intake:
                 batch.views[device_id] = replace(
                     view, online=body.online, firmware=firmware, status_at=now
                 )
+            if view.online is not body.online:
+                kind = EventKind.ONLINE if body.online else EventKind.OFFLINE
+                batch.events.append(DeviceEvent(device_id, kind, now))
             self._birth(batch, device_id, body)
             if body.online and not retain:
                 batch.outcome.came_online.add(device_id)
@@ -390,11 +406,31 @@ class Intake:
         step: PlanStep,
         state: dict[str, object],
         applied_at: datetime,
+        now: datetime,
+        source: str,
     ) -> bool:
         """Keep the newest step the device reports applied: newest version, then latest
         step. A repeated report of the same step keeps the first (true) applied time.
-        True when the record changed."""
+        True when the record changed.
+
+        Every step reported applied is also an event of the record (`batch.events`),
+        older ones too (an ack overtaken by the next step's); a report of the step
+        already kept as the newest is not (the state report a device repeats on every
+        controller birth costs nothing)."""
         view = batch.views[device_id]
+        if (view.applied_version, view.applied_step_at) != (version, step.at):
+            batch.events.append(
+                DeviceEvent(
+                    device_id,
+                    EventKind.STEP,
+                    now,
+                    version=version,
+                    step_at=step.at,
+                    applied_at=applied_at,
+                    state=dict(state),
+                    source=source,
+                )
+            )
         newer = (
             view.applied_version is None
             or version > view.applied_version
@@ -432,7 +468,14 @@ class Intake:
             batch.move(command, CommandState.FAILED, now, "applied state differs")
             return
         changed = self._record_applied(
-            batch, device_id, ack.version, step, ack.state.model_dump(mode="json"), ack.applied_at
+            batch,
+            device_id,
+            ack.version,
+            step,
+            ack.state.model_dump(mode="json"),
+            ack.applied_at,
+            now,
+            "ack",
         )
         if changed or batch.state.get(command.id, command.state) is not CommandState.APPLIED:
             batch.move(
@@ -479,6 +522,8 @@ class Intake:
                     step,
                     report.state.model_dump(mode="json"),
                     report.reported_at,
+                    now,
+                    "state",
                 )
                 if changed or current is not CommandState.APPLIED:
                     batch.move(

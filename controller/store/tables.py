@@ -214,3 +214,55 @@ class RolloutReleaseRow(Base):
     version: Mapped[int] = mapped_column(Integer)
     at: Mapped[datetime]
     wave: Mapped[str] = mapped_column(String(64))
+class DeviceEventRow(Base):
+    """The record of what was lit: each step a device reported applying (once per
+    device, version and step) and each change of its online status."""
+
+    __tablename__ = "device_events"
+    __table_args__ = (
+        UniqueConstraint("device_id", "kind", "version", "step_at", name="uq_device_events_step"),
+        Index("ix_device_events_device_received", "device_id", "received_at"),
+        Index("ix_device_events_step_at", "step_at"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(String(48))
+    kind: Mapped[str] = mapped_column(String(8))
+    received_at: Mapped[datetime]
+    version: Mapped[int | None] = mapped_column(Integer, default=None)
+    step_at: Mapped[datetime | None] = mapped_column(default=None)
+    applied_at: Mapped[datetime | None] = mapped_column(default=None)
+    state: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    source: Mapped[str | None] = mapped_column(String(8), default=None)
+
+
+class ControllerRunRow(Base):
+    """One controller process: started, last alive (heartbeat), stopped cleanly."""
+
+    __tablename__ = "controller_runs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    started_at: Mapped[datetime]
+    alive_at: Mapped[datetime] = mapped_column(index=True)
+    stopped_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class WindowOutcomeRow(Base):
+    """The settled outcome of one window of one campaign at one device; kept after the
+    campaign ends (or is replaced)."""
+
+    __tablename__ = "window_outcomes"
+    __table_args__ = (
+        UniqueConstraint("device_id", "campaign_id", "starts_at", name="uq_window_outcomes"),
+        Index("ix_window_outcomes_campaign", "campaign_id", "starts_at"),
+        Index("ix_window_outcomes_ends_at", "ends_at"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(String(48))
+    site_id: Mapped[str] = mapped_column(String(48))
+    campaign_id: Mapped[str] = mapped_column(String(48))
+    starts_at: Mapped[datetime]
+    ends_at: Mapped[datetime]
+    state: Mapped[dict[str, Any]] = mapped_column(JSON)
+    verdict: Mapped[str] = mapped_column(String(16))
+    decided_at: Mapped[datetime]
+    confirmed_at: Mapped[datetime | None] = mapped_column(default=None)
+    reported_at: Mapped[datetime | None] = mapped_column(default=None)

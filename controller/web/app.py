@@ -17,11 +17,14 @@ from controller.public import DEFAULT_LANGUAGE, PublicStatus
 from controller.public_view import PublicView
 from controller.store.audit import AuditLog, SqlAuditLog
 from controller.store.base import Stores
+from controller.store.history import HistoryStore
+from controller.store.history_sql import sql_history
 from controller.store.users import Users
 from controller.web.api import StaffContext, build_api
 from controller.web.audit_api import build_audit_api
 from controller.web.devices_api import IMPORT_PATH, MAX_IMPORT_BYTES, build_devices_api
 from controller.web.headers import DOCS_POLICY, SecurityHeaders
+from controller.web.history_api import build_history_api
 from controller.web.limits import MAX_BODY_BYTES, BodySizeLimit
 from controller.web.rollouts_api import build_rollouts_api
 from controller.web.sites_api import build_sites_api
@@ -56,13 +59,15 @@ def build_web(
     monotonic: Callable[[], float] | None = None,
     status_lookup: bool = True,
     audit: AuditLog | None = None,
+    history: HistoryStore | None = None,
 ) -> FastAPI:
     """The app. `public` serves the public status as rendered; `on_change` runs after
     each accepted edit (the Controller reconciles). `limits` and `evaluation_s` bound
     what checking a campaign may cost, timed on `monotonic` (the clock's own, if it
     has one). `status_lookup` answers the public status before the framework does
     (`PublicStatusRoute`); off, the documented route answers it alike (tests compare).
-    `audit` records the staff API's changes; by default, in the users' database."""
+    `audit` records the staff API's changes; by default, in the users' database, where
+    `history` (the record of what was lit) is read from by default too."""
     app = FastAPI(
         title="Illuminate",
         summary="Monument illumination, confirmed by the devices themselves.",
@@ -95,6 +100,8 @@ def build_web(
     app.include_router(build_sites_api())
     app.include_router(build_audit_api())
     app.include_router(build_rollouts_api())
+    app.state.history = history if history is not None else sql_history(users.sessions)
+    app.include_router(build_history_api())
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:

@@ -22,6 +22,7 @@ from starlette.routing import Mount
 
 from controller.metrics import Metrics
 from controller.store.rollouts import NewRollout
+from controller.store.base import NewDevice
 from controller.store.sql import database
 from controller.store.users import Users
 from controller.web.app import build_web
@@ -79,6 +80,9 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/api/v1/campaigns"): staff_only(200, coordinator=200, technician=403),
     ("GET", "/api/v1/campaigns/{campaign_id}"): staff_only(200, coordinator=200, technician=403),
     ("PUT", "/api/v1/campaigns/{campaign_id}"): staff_only(200, coordinator=200, technician=403),
+    ("GET", "/api/v1/campaigns/{campaign_id}/outcome"): staff_only(
+        200, coordinator=200, technician=403
+    ),
     # sites: technicians their own city's, coordinators and admins all
     ("GET", "/api/v1/sites"): staff_only(200, coordinator=200, technician=200),
     ("GET", "/api/v1/sites/{site_id}"): staff_only(
@@ -86,6 +90,10 @@ MATRIX: dict[tuple[str, str], Row] = {
     ),
     # devices: bulk registration is for admins
     ("POST", "/api/v1/devices/import"): staff_only(201, coordinator=403, technician=403),
+    # the record: a device's history, by the devices policy
+    ("GET", "/api/v1/devices/{device_id}/history"): staff_only(
+        200, coordinator=200, technician=200, tech_away=404
+    ),
     # audit: admins everything, coordinators the campaign entries
     ("GET", "/api/v1/audit"): staff_only(200, coordinator=200, technician=403),
     # rollouts: coordinators and admins read, resume and abort them (no such one: 404)
@@ -99,9 +107,14 @@ MATRIX: dict[tuple[str, str], Row] = {
     ),
 }
 
-PATH_VALUES = {"campaign_id": "blue-heart", "site_id": "atomium", "rollout_id": "1"}
-"""The objects in paths: the campaign exists, the site is in Brussels, the rollout
-exists (resume and abort are asked of one that does not: they would change it)."""
+PATH_VALUES = {
+    "campaign_id": "blue-heart",
+    "site_id": "atomium",
+    "device_id": "atomium-ctl",
+    "rollout_id": "1",
+}
+"""The objects in paths: the campaign exists, the site and device are in Brussels, the
+rollout exists (resume and abort are asked of one that does not: they would change it)."""
 
 Call = Callable[[str], dict[str, Any]]
 """For one caller, the extra arguments of the request (body, or a different url)."""
@@ -160,6 +173,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         stores.campaigns.put(Campaign.model_validate(campaign_body()), NOW)
         assert stores.rollouts is not None
         stores.rollouts.start(rollout_of(campaign_body()))
+        stores.registry.add_devices([NewDevice("atomium-ctl", "atomium")], NOW)
         users = Users(sessions)
         clock = FakeClock()
         app = build_web(
