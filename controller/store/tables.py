@@ -214,6 +214,8 @@ class RolloutReleaseRow(Base):
     version: Mapped[int] = mapped_column(Integer)
     at: Mapped[datetime]
     wave: Mapped[str] = mapped_column(String(64))
+
+
 class DeviceEventRow(Base):
     """The record of what was lit: each step a device reported applying (once per
     device, version and step) and each change of its online status."""

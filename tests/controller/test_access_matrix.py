@@ -21,8 +21,8 @@ from fastapi.routing import iter_route_contexts
 from starlette.routing import Mount
 
 from controller.metrics import Metrics
-from controller.store.rollouts import NewRollout
 from controller.store.base import NewDevice
+from controller.store.rollouts import NewRollout
 from controller.store.sql import database
 from controller.store.users import Users
 from controller.web.app import build_web
