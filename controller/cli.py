@@ -73,7 +73,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     check_port(settings.http.host, settings.http.port)
     controller = Controller(settings)
-    controller.start()
+    # without waiting for the broker: the web app answers at once (the last-known public
+    # status, if one was saved) while the link comes up
+    controller.start(wait_broker_s=0)
     print(f"Illuminate on http://{settings.http.host}:{settings.http.port}/", flush=True)
     try:
         return run_http(controller, settings)
