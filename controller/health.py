@@ -7,9 +7,10 @@ and the intake keeps up. `/readyz` answers from `Readiness.checks`.
   PostgreSQL, the lock writers take on the tables the intake writes (`ROW EXCLUSIVE`,
   under `lock_timeout` and `statement_timeout`) and a read of the devices. Each probe
   uses a fresh connection with the bound as its busy/connect timeout, and runs on a
-  thread of its own that the caller waits for at most the bound: a database that hangs
-  in a way no timeout covers (a lost network) still answers "not ready" in time. While
-  a probe is stuck, the next one does not start another: it answers "not ready".
+  thread of its own that the caller waits for at most the bound plus a second: a
+  database that hangs in a way no timeout covers (a lost network) still answers "not
+  ready" in time. While a probe is stuck, the next one waits for it as long, then
+  answers "not ready" without starting another: probes never pile up.
 - **Broker.** The link is connected and subscribed.
 - **Intake.** The backlog (messages received and not stored yet, `Inbox.backlog`) is
   within its bound, in count and in the age of its oldest message.
@@ -37,6 +38,7 @@ from controller.inbox import Backlog
 log = logging.getLogger(__name__)
 
 DATABASE_TIMEOUT_S = 2.0
+DEADLINE_MARGIN_S = 1.0
 BACKLOG_MAX = 10_000
 BACKLOG_AGE_S = 30.0
 WRITTEN_TABLES = ("devices", "commands", "command_events")
@@ -66,17 +68,26 @@ class DatabaseProbe:
             args = {"connect_timeout": max(2, math.ceil(self.timeout_s))}
         return create_engine(url, poolclass=NullPool, connect_args=args)
 
+    @property
+    def deadline_s(self) -> float:
+        """How long a caller waits for one probe: the database's own timeouts end it
+        at `timeout_s`; this is the backstop for a hang they do not cover."""
+        return self.timeout_s + DEADLINE_MARGIN_S
+
     def __call__(self) -> bool:
         with self._lock:
-            if self._running is not None and self._running.is_alive():
-                return False  # the last probe is still stuck
+            last = self._running
+            if last is not None and last.is_alive():
+                last.join(self.deadline_s)
+                if last.is_alive():
+                    return False  # the last probe is stuck: start no other
             result: list[bool] = []
             thread = threading.Thread(
                 target=self._probe, args=(result,), name="database-probe", daemon=True
             )
             self._running = thread
             thread.start()
-        thread.join(self.timeout_s)
+            thread.join(self.deadline_s)
         return bool(result) and result[0]
 
     def _probe(self, result: list[bool]) -> None:
