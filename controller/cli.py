@@ -322,7 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the controller and its web app",
         description="Run the controller: reconciler, timer, MQTT dispatch and intake, "
         "and the web app. With no broker.url it starts the embedded broker; with no "
-        "database.url it uses SQLite in the data folder.",
+        "database.url it uses SQLite in the data folder. It answers HTTP at once: the "
+        "public status it saved when it last ran (data_dir/public-status.json) is served, "
+        "marked with its as-of time, until the live one is built (docs/operations.md).",
     )
     config_arg(serve)
     serve.set_defaults(func=cmd_serve)
