@@ -8,16 +8,18 @@ Timer (tick + wake-ups) --> Reconciler --versions--> outbox --> Dispatcher --> b
 Recorder (heartbeat) --> controller runs; ended windows --> outcomes (the record)
 RevisionWatch (changes by other processes) --> reconcile soon, public view stale
 PublicView (rendered once per change, off the request path) --> web app
+           (saved as the last-known copy in data_dir, served at the next start)
+Readiness (database probe, broker link, intake backlog) --> /readyz
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from fastapi import FastAPI
-from sqlalchemy import text
 
 from controller.beacon import ClockBeacon
 from controller.broker.base import Broker
@@ -25,8 +27,10 @@ from controller.broker.embedded import EmbeddedBroker
 from controller.broker.link import PahoBroker
 from controller.clockwatch import ClockWatch
 from controller.dispatch import Dispatcher
+from controller.health import BacklogBound, DatabaseProbe, Readiness
 from controller.inbox import Inbox
 from controller.intake import Intake, Outcome
+from controller.last_known import FILE_NAME, FileLastKnown
 from controller.metrics import Metrics
 from controller.plans import PlanCache
 from controller.public_view import PublicView
@@ -34,6 +38,7 @@ from controller.reconcile import Reconciler
 from controller.recorder import Recorder
 from controller.settings import Settings
 from controller.steady import SteadyClock
+from controller.store.base import Snapshot
 from controller.store.changes import Snapshots, watched
 from controller.store.db import make_engine, migrate, session_factory
 from controller.store.history_sql import sql_history
@@ -47,6 +52,11 @@ from devices.clock import TimeSource, system_clock
 from devices.connection import BrokerAddress
 
 log = logging.getLogger(__name__)
+
+RETAINED_SETTLE = timedelta(seconds=1)
+"""After the broker link comes up, what it brings in this long (the devices' retained
+state and status) is stored before the first public build after a start."""
+BROKER_WARN_S = 10.0
 
 
 class Controller:
@@ -84,6 +94,7 @@ class Controller:
             settings.topics,
             on_drop=lambda r: self.metrics.dropped_messages.labels(reason=r).inc(),
             clock=self.clock,
+            monotonic=self.clock.monotonic,
         )
         self.broker: Broker | None = None
         self.clock_watch = ClockWatch(control.clock_tolerance_ms, self.metrics)
@@ -123,12 +134,32 @@ class Controller:
             self._reconcile, tick=timedelta(seconds=control.tick_s), wakeups=wakeups or ApsWakeups()
         )
         self.watch = RevisionWatch(self.stores, self.changed)
+        health = settings.health
+        self._connected_at: datetime | None = None
+        self._warn_timer: threading.Timer | None = None
+        self.snapshots = Snapshots(self.stores)
         self.public = PublicView(
-            Snapshots(self.stores),
+            self._snapshot,
             self.clock,
             grace=self.grace,
             upcoming=timedelta(hours=control.upcoming_h),
             plans=self.plans,
+            max_age_s=health.public_max_age_s,
+            last_known=FileLastKnown(settings.data_dir / FILE_NAME),
+            hold=self._not_heard_yet,
+            hold_s=health.public_hold_s,
+        )
+        self.database_probe = DatabaseProbe(settings.database_url, health.database_timeout_s)
+        self.health = Readiness(
+            database=self.database_probe,
+            broker=lambda: self.broker is not None and self.broker.is_connected,
+            backlog=self.inbox.backlog,
+            bound=BacklogBound(health.backlog_max, health.backlog_age_s),
+            monotonic=self.clock.monotonic,
+        )
+        self.metrics.intake_backlog.set_function(lambda: self.inbox.backlog().count)
+        self.metrics.intake_oldest_age.set_function(
+            lambda: self.inbox.backlog().age_s(self.clock.monotonic())
         )
         self.web: FastAPI = build_web(
             self.stores,
@@ -186,19 +217,45 @@ class Controller:
         self.reconciler.on_outbox = self.dispatcher.wake
         self.broker.add_listener(_Gauge(self.metrics))
         self.recorder.start()
+        self.broker.add_listener(_Link(self))
         self.intake.start()
         self.dispatcher.start()
         self.beacon.start()
         self.public.start()
         self.broker.start()
-        if not self.broker.wait_connected(wait_broker_s):
-            log.warning(
-                "broker %s not reachable yet; retrying in the background", address.redacted()
-            )
+        if wait_broker_s > 0:
+            self._warn_unreachable(wait_broker_s)
+        else:  # do not wait (the web app should answer at once): warn later if need be
+            self._warn_timer = threading.Timer(BROKER_WARN_S, self._warn_unreachable, (0.0,))
+            self._warn_timer.daemon = True
+            self._warn_timer.start()
         self.timer.start()
         self.watch.start()
         self.timer.soon()
         self.started = True
+
+    def _warn_unreachable(self, wait_s: float) -> None:
+        broker = self.broker
+        if broker is not None and not broker.wait_connected(wait_s):
+            log.warning(
+                "broker %s not reachable yet; retrying in the background",
+                self.broker_address().redacted(),
+            )
+
+    def _snapshot(self) -> Snapshot:
+        """What the public view builds from; the device gauges are counted from it."""
+        snap = self.snapshots()
+        self.metrics.count_devices(snap.devices)
+        return snap
+
+    def _not_heard_yet(self) -> bool:
+        """True until the broker link is up and what it brought first is stored: the
+        first public build after a start waits for it (see controller/public_view.py)."""
+        connected_at = self._connected_at
+        if connected_at is None:
+            return True
+        caught_up = self.intake.caught_up_to()
+        return caught_up is None or caught_up < connected_at + RETAINED_SETTLE
 
     def _reconcile(self) -> Iterable[datetime]:
         self.metrics.reconciles.inc()
@@ -233,16 +290,13 @@ class Controller:
         self.timer.fire()
 
     def readiness(self) -> dict[str, bool]:
-        try:
-            with self.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-            database = True
-        except Exception:
-            database = False
-        broker = self.broker is not None and self.broker.is_connected
-        return {"database": database, "broker": broker}
+        """/readyz: the database answers in time, the broker link is up, the intake keeps
+        up (controller/health.py)."""
+        return self.health.checks()
 
     def stop(self) -> None:
+        if self._warn_timer is not None:
+            self._warn_timer.cancel()
         self.watch.stop()
         self.timer.stop()
         if self.broker is not None:
@@ -257,7 +311,21 @@ class Controller:
         if self.embedded is not None:
             self.embedded.stop()
         self.engine.dispose()
+        self.database_probe.dispose()
         self.started = False
+
+
+class _Link:
+    """Notes when the broker link came up (for the first public build's hold)."""
+
+    def __init__(self, controller: Controller) -> None:
+        self.controller = controller
+
+    def connected(self) -> None:
+        self.controller._connected_at = self.controller.clock()
+
+    def disconnected(self) -> None:
+        pass
 
 
 class _Gauge:

@@ -73,7 +73,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     check_port(settings.http.host, settings.http.port)
     controller = Controller(settings)
-    controller.start()
+    # without waiting for the broker: the web app answers at once (the last-known public
+    # status, if one was saved) while the link comes up
+    controller.start(wait_broker_s=0)
     print(f"Illuminate on http://{settings.http.host}:{settings.http.port}/", flush=True)
     try:
         return run_http(controller, settings)
@@ -320,7 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the controller and its web app",
         description="Run the controller: reconciler, timer, MQTT dispatch and intake, "
         "and the web app. With no broker.url it starts the embedded broker; with no "
-        "database.url it uses SQLite in the data folder.",
+        "database.url it uses SQLite in the data folder. It answers HTTP at once: the "
+        "public status it saved when it last ran (data_dir/public-status.json) is served, "
+        "marked with its as-of time, until the live one is built (docs/operations.md).",
     )
     config_arg(serve)
     serve.set_defaults(func=cmd_serve)

@@ -11,13 +11,18 @@
 - `put` never blocks (it runs on the broker's network thread).
 - `last_drained`: when a `take` left nothing behind, the time it did (by the clock given),
   so whoever stores what it took knows it then holds everything received before that.
+- `backlog`: what was received and is not stored yet: the messages waiting here plus
+  the last `take`'s until its taker calls `settle` (it stored them), with the arrival
+  time (on `monotonic`) of the oldest of them, for /readyz and /metrics.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 from controller.broker.base import Incoming
@@ -29,11 +34,24 @@ MAX_DEVICES = 200_000
 Drop = Callable[[str], None]
 
 
+@dataclass(frozen=True)
+class Backlog:
+    """Messages received and not stored yet, and when (monotonic) the oldest came."""
+
+    count: int
+    oldest_at: float | None
+
+    def age_s(self, now: float) -> float:
+        """How long the oldest has waited (0 with nothing waiting)."""
+        return 0.0 if self.oldest_at is None else max(0.0, now - self.oldest_at)
+
+
 class _Slot:
     __slots__ = ("items",)
 
     def __init__(self) -> None:
-        self.items: deque[tuple[Kind, Incoming]] = deque()
+        # kind, message, arrival (monotonic); arrivals rise along the deque
+        self.items: deque[tuple[Kind, Incoming, float]] = deque()
 
 
 class Inbox:
@@ -45,9 +63,11 @@ class Inbox:
         max_devices: int = MAX_DEVICES,
         on_drop: Drop = lambda _reason: None,
         clock: Callable[[], datetime] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.topics = topics
         self.clock = clock
+        self.monotonic = monotonic
         self.last_drained: datetime | None = None
         """Set by each `take`: its time when it left the inbox empty, else None."""
         self.per_device = per_device
@@ -55,11 +75,28 @@ class Inbox:
         self.on_drop = on_drop
         self._slots: OrderedDict[str, _Slot] = OrderedDict()
         self._count = 0
+        self._taken: Backlog = Backlog(0, None)  # the last take's, until `settle`
         self._ready = threading.Condition()
 
     def __len__(self) -> int:
         with self._ready:
             return self._count
+
+    def backlog(self) -> Backlog:
+        """Waiting here, plus taken and not settled. Looks at every waiting device's
+        first message (under the lock): call it per scrape or probe, not per message."""
+        with self._ready:
+            oldest = self._taken.oldest_at
+            for slot in self._slots.values():
+                first = slot.items[0][2]
+                if oldest is None or first < oldest:
+                    oldest = first
+            return Backlog(self._count + self._taken.count, oldest)
+
+    def settle(self) -> None:
+        """What the last `take` returned is stored: it is no longer backlog."""
+        with self._ready:
+            self._taken = Backlog(0, None)
 
     def put(self, message: Incoming) -> None:
         where = self.topics.parse(message.topic)
@@ -67,6 +104,7 @@ class Inbox:
             self.on_drop("not_a_device_topic")
             return
         dropped: str | None = None
+        arrived = self.monotonic()
         with self._ready:
             slot = self._slots.get(where.device_id)
             if slot is None:
@@ -75,45 +113,52 @@ class Inbox:
                 else:
                     slot = self._slots[where.device_id] = _Slot()
             if slot is not None:
-                dropped = self._add(slot, where.kind, message)
+                dropped = self._add(slot, where.kind, message, arrived)
             self._ready.notify()
         if dropped is not None:
             self.on_drop(dropped)
 
-    def _add(self, slot: _Slot, kind: Kind, message: Incoming) -> str | None:
+    def _add(self, slot: _Slot, kind: Kind, message: Incoming, arrived: float) -> str | None:
         items = slot.items
         if kind is Kind.ACK:
-            acks = sum(1 for k, _ in items if k is Kind.ACK)
+            acks = sum(1 for k, _, _ in items if k is Kind.ACK)
             if acks >= self.per_device:
                 return "device_queue_full"
-            items.append((kind, message))
+            items.append((kind, message, arrived))
             self._count += 1
             return None
-        for i, (k, _) in enumerate(items):
+        for i, (k, _, _) in enumerate(items):
             if k is kind:
                 del items[i]
-                items.append((kind, message))
+                items.append((kind, message, arrived))
                 return "coalesced"
-        items.append((kind, message))
+        items.append((kind, message, arrived))
         self._count += 1
         return None
 
     def take(self, max_items: int, timeout: float) -> list[Incoming]:
         """Up to `max_items` messages, fairly across devices; waits up to `timeout`
-        seconds for the first one, never for more."""
+        seconds for the first one, never for more. They count as backlog until `settle`
+        (or the next `take`: a taker takes again only once it is done with the last)."""
         with self._ready:
+            self._taken = Backlog(0, None)
             if not self._slots:
                 self._ready.wait(timeout)
             out: list[Incoming] = []
+            oldest: float | None = None
             while self._slots and len(out) < max_items:
                 device_id, slot = self._slots.popitem(last=False)
                 room = max_items - len(out)
+                first = slot.items[0][2]
+                if oldest is None or first < oldest:
+                    oldest = first
                 while slot.items and room > 0:
                     out.append(slot.items.popleft()[1])
                     room -= 1
                 if slot.items:
                     self._slots[device_id] = slot  # the rest waits for its next turn
             self._count -= len(out)
+            self._taken = Backlog(len(out), oldest)
             self.last_drained = self.clock() if self.clock is not None and not self._slots else None
             return out
 

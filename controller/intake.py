@@ -203,6 +203,7 @@ class Intake:
                 self.metrics.intake_retries.inc()
                 log.exception("intake: could not store %d messages; will retry", len(batch))
             if not batch:
+                self.inbox.settle()  # what it took is stored: no longer backlog
                 failures, backoff = 0, RETRY_FIRST_S
                 if drained is not None:
                     self._caught_up = drained

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from controller.store.base import DeviceView
 
 
 class Metrics:
@@ -77,6 +81,37 @@ class Metrics:
         self.broker_connected = Gauge(
             "illuminate_broker_connected", "1 while connected to the broker", registry=self.registry
         )
+        self.intake_backlog = Gauge(
+            "illuminate_intake_backlog",
+            "Device messages received and not stored yet (waiting, or in the batch being stored)",
+            registry=self.registry,
+        )
+        self.intake_oldest_age = Gauge(
+            "illuminate_intake_oldest_age_seconds",
+            "How long the oldest device message not stored yet has waited (0 when none)",
+            registry=self.registry,
+        )
+        self.devices = Gauge(
+            "illuminate_devices",
+            "Registered devices, as of the last public status build",
+            registry=self.registry,
+        )
+        self.devices_offline = Gauge(
+            "illuminate_devices_offline",
+            "Registered devices not online (last will, or never heard from), as of the last "
+            "public status build",
+            registry=self.registry,
+        )
+
+    def count_devices(self, devices: Iterable[DeviceView]) -> None:
+        """Set the device gauges from one snapshot's devices."""
+        total = offline = 0
+        for device in devices:
+            total += 1
+            if device.online is not True:
+                offline += 1
+        self.devices.set(total)
+        self.devices_offline.set(offline)
 
     def accepted(self, kind: str) -> float:
         value = self.registry.get_sample_value(

@@ -16,6 +16,15 @@ rebuilt off the request path, by one builder at a time (the refresher thread tha
 A rebuild re-expands a site's timeline only when its campaigns, the site or the date
 range changed: timelines are cached per (site, campaigns fingerprint, range), and the
 cache keeps only what the last build used.
+
+Across restarts (`last_known`, `controller/last_known.py`): every build that changes a
+rendering saves them all, and `stop` saves them once more with the time it stopped. At
+the next start the saved documents are served at once, marked as the last-known copy
+(`Rendering.as_of`), until the first build. When `hold` is given, that first build
+waits while `hold()` says the controller has not heard from the devices yet (the
+broker link is not up, or what it brought is not stored), for at most `hold_s`: a
+document built earlier would show the state as it was before the restart, under a
+fresh `generated_at`.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from controller.last_known import LastKnown, Saved, Stored
 from controller.plans import PlanCache
 from controller.public import (
     DEFAULT_LANGUAGE,
@@ -60,6 +70,8 @@ one (a flood of reports that change nothing public costs no compression); older,
 rendered again, so `generated_at` says the state was looked at recently."""
 IDLE_WAIT_S = 5.0
 """The refresher looks at the wall clock at least this often (it may be set)."""
+HOLD_POLL_S = 0.2
+"""While the first build is held, how often the refresher asks `hold` again."""
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
 
@@ -71,6 +83,31 @@ class Rendering:
     gzip: bytes
     etag: str
     generated_at: datetime
+    as_of: datetime | None = None
+    """Set on the last-known copy served after a restart (before the first build): the
+    last time the controller that rendered it knew it to be current."""
+
+
+def last_known_etag(etag: str) -> str:
+    """The ETag of a document served as the last-known copy: not the live one's, so a
+    client holding the live document gets the copy (and learns it is one), not a 304."""
+    inner = etag[1:-1] if len(etag) >= 2 and etag[0] == etag[-1] == '"' else etag
+    return f'"{inner}-last-known"'
+
+
+def restored(saved: Saved, languages: Collection[str]) -> dict[str, Rendering]:
+    """The saved documents, as renderings marked last-known (offered languages only)."""
+    return {
+        lang: Rendering(
+            body=stored.body,
+            gzip=gzip.compress(stored.body, compresslevel=GZIP_LEVEL, mtime=0),
+            etag=last_known_etag(stored.etag),
+            generated_at=stored.generated_at,
+            as_of=saved.as_of,
+        )
+        for lang, stored in saved.documents.items()
+        if lang in languages
+    }
 
 
 def campaigns_fingerprint(campaigns: Sequence[Campaign]) -> str:
@@ -187,6 +224,9 @@ class PublicView:
         languages: Collection[str] = LANGUAGES,
         default_language: str = DEFAULT_LANGUAGE,
         plans: PlanCache | None = None,
+        last_known: LastKnown | None = None,
+        hold: Callable[[], bool] | None = None,
+        hold_s: float = 0.0,
     ) -> None:
         if min_interval_s < 0:
             raise ValueError("min_interval_s must not be negative")
@@ -211,6 +251,19 @@ class PublicView:
         self._memo = SiteMemo()
         self._fragments = Fragments()
         self._renderings: dict[str, Rendering] = {}
+        self.last_known = last_known
+        self.hold = hold
+        self.hold_s = hold_s
+        self._hold_until: float | None = None
+        self.saves_failed = 0
+        """Saves of the last-known copy that failed (logged; serving goes on)."""
+        if last_known is not None:
+            saved = last_known.load()
+            if saved is not None:
+                copy = restored(saved, self.languages)
+                if default_language in copy:
+                    self._renderings = copy
+                    self._hold_until = clock.monotonic() + hold_s
         self._stale = True
         self._attempted: float | None = None  # monotonic time of the last build attempt
         self._built: float | None = None  # monotonic time of the last successful build
@@ -235,6 +288,23 @@ class PublicView:
     def ready(self) -> bool:
         return bool(self._renderings)
 
+    @property
+    def live(self) -> bool:
+        """Built by this process (not only the last-known copy from before a start)."""
+        return self._built is not None
+
+    def _held(self) -> bool:
+        """Is the first build waiting (see the module)?"""
+        if self._hold_until is None or self._built is not None or self.hold is None:
+            return False
+        if self.clock.monotonic() >= self._hold_until:
+            return False
+        try:
+            return self.hold()
+        except Exception:
+            log.exception("public status: the hold check failed; building")
+            return False
+
     # ---- changes --------------------------------------------------------------------
 
     def invalidate(self) -> None:
@@ -253,6 +323,8 @@ class PublicView:
 
     def _wait_s(self) -> float:
         """Seconds until the view is due (0 when due now)."""
+        if self._held():
+            return HOLD_POLL_S
         if self._attempted is None:
             return 0.0
         since = self.clock.monotonic() - self._attempted
@@ -289,15 +361,34 @@ class PublicView:
                 self.failures += 1
                 log.exception("could not build the public status; serving the previous one")
                 return False
+            changed = any(
+                self._renderings.get(lang) is not rendering
+                for lang, rendering in renderings.items()
+            )
             self._renderings = renderings
             self._next_change = next_change
             ended = self.clock.monotonic()
             self._cost = ended - started
             self._attempted = self._built = ended  # the pause runs from the build's end
             self.builds += 1
+            if changed:
+                self._save(self.clock())
             return True
         finally:
             self._building.release()
+
+    def _save(self, as_of: datetime) -> None:
+        """Keep the live renderings as the last-known copy, current as of `as_of`."""
+        if self.last_known is None or self._built is None:
+            return  # only what this process built: a restored copy keeps its own as_of
+        documents = {
+            lang: Stored(r.body, r.etag, r.generated_at) for lang, r in self._renderings.items()
+        }
+        try:
+            self.last_known.save(Saved(as_of=as_of, documents=documents))
+        except OSError as exc:
+            self.saves_failed += 1
+            log.warning("could not save the last-known public status: %s", exc)
 
     def _render(self) -> tuple[dict[str, Rendering], datetime | None]:
         now = self.clock()
@@ -336,6 +427,7 @@ class PublicView:
             previous = self._renderings.get(lang)
             if (
                 previous is not None
+                and previous.as_of is None
                 and previous.etag == renderer.etag(sites)
                 and now - previous.generated_at < KEEP_SAME
             ):
@@ -364,11 +456,14 @@ class PublicView:
         self._thread.start()
 
     def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop the refresher; the live renderings are saved as current until now."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=timeout_s)
             self._thread = None
+        with self._building:
+            self._save(self.clock())
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -103,6 +103,32 @@ class ControlSettings(_Section):
     )
 
 
+class HealthSettings(_Section):
+    """What /readyz holds the controller to, and how the public page bridges a restart
+    (docs/operations.md)."""
+
+    database_timeout_s: float = Field(
+        default=2.0, gt=0, le=60, description="the database must answer the probe within this"
+    )
+    backlog_max: int = Field(
+        default=10_000, ge=1, description="device messages received and not stored yet, at most"
+    )
+    backlog_age_s: float = Field(
+        default=30.0, gt=0, description="how long the oldest unstored device message may wait"
+    )
+    public_hold_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="after a start, how long the last-known public status is served while "
+        "the broker link comes up and its reports are taken in",
+    )
+    public_max_age_s: float = Field(
+        default=60.0,
+        ge=1,
+        description="the public status is rendered again at least this often",
+    )
+
+
 class LimitsSettings(_Section):
     """What one input may cost. A campaign over these is refused, naming the window."""
 
@@ -142,6 +168,7 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
     control: ControlSettings = ControlSettings()
     limits: LimitsSettings = LimitsSettings()
+    health: HealthSettings = HealthSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from controller.app import Controller
+from controller.last_known import FILE_NAME as LAST_KNOWN_FILE
 from controller.registration import hash_generated_secret as hash_secret
 from controller.serve import run_http
 from controller.settings import Settings
@@ -106,6 +107,8 @@ def run_demo(settings: Settings, start_in: timedelta, duration: timedelta) -> in
     if settings.database.url is None:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{db}{suffix}").unlink(missing_ok=True)
+    # a fresh demo: no public status kept from the last run
+    (settings.data_dir / LAST_KNOWN_FILE).unlink(missing_ok=True)
     if not logging.getLogger().isEnabledFor(logging.DEBUG):
         # thirty simulated devices chat at INFO; the demo prints its own progress
         for name in ("devices", "controller.reconcile"):

@@ -6,6 +6,13 @@ directly: a 304 when If-None-Match names the ETag, else the gzip or plain bytes,
 the same headers the documented route sends (`status_headers`) and the security headers
 every response carries. Anything else, a HEAD, and the 503 before the first rendering go
 on to the app, whose route is the documented one.
+
+Caching (docs/operations.md, "Behind a CDN"): a live answer may be kept 5 s by a
+browser and 10 s by a shared cache, served stale for 30 s while it is fetched again,
+and for 10 minutes while the controller cannot be reached (`stale-if-error`: a CDN
+bridges a restart). The last-known copy served after a restart, before the first
+build, says so in `Illuminate-As-Of` (the time it was last known to be current) and
+is kept by no cache: the live document replaces it as soon as it is built.
 """
 
 from __future__ import annotations
@@ -16,9 +23,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from controller.public_view import PublicView, Rendering
 from controller.web.headers import COMMON, PAGE_POLICY
+from devices.protocol import format_instant
 
 STATUS_PATH = "/api/v1/public/status"
-PUBLIC_CACHE = "public, max-age=5, s-maxage=10, stale-while-revalidate=30"
+PUBLIC_CACHE = "public, max-age=5, s-maxage=10, stale-while-revalidate=30, stale-if-error=600"
+LAST_KNOWN_CACHE = "no-cache"
+AS_OF_HEADER = "Illuminate-As-Of"
 
 
 def accepts_gzip(accept_encoding: str) -> bool:
@@ -51,7 +61,14 @@ def etag_matches(if_none_match: str, etag: str) -> bool:
 
 def status_headers(rendering: Rendering) -> dict[str, str]:
     """The headers of every status answer (200 and 304), as the route sends them."""
-    return {"ETag": rendering.etag, "Cache-Control": PUBLIC_CACHE, "Vary": "Accept-Encoding"}
+    if rendering.as_of is None:
+        return {"ETag": rendering.etag, "Cache-Control": PUBLIC_CACHE, "Vary": "Accept-Encoding"}
+    return {
+        "ETag": rendering.etag,
+        "Cache-Control": LAST_KNOWN_CACHE,
+        "Vary": "Accept-Encoding",
+        AS_OF_HEADER: format_instant(rendering.as_of),
+    }
 
 
 _SECURITY = [

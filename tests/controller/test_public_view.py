@@ -468,7 +468,7 @@ def test_http_serves_the_rendered_bytes_with_their_headers(served) -> None:
     assert response.headers["content-type"] == "application/json"
     assert response.headers["vary"] == "Accept-Encoding"
     assert response.headers["cache-control"] == (
-        "public, max-age=5, s-maxage=10, stale-while-revalidate=30"
+        "public, max-age=5, s-maxage=10, stale-while-revalidate=30, stale-if-error=600"
     )
     assert "content-encoding" not in response.headers
 

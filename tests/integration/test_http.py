@@ -125,12 +125,14 @@ def test_page_health_ready_and_metrics(served):
     assert http.get("/healthz").json() == {"status": "ok"}
     ready = http.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"database": True, "broker": True}
+    assert ready.json()["checks"] == {"database": True, "broker": True, "intake": True}
     metrics = http.get("/metrics").text
     assert "illuminate_plans_published_total" in metrics
 
     rig.controller.broker.stop()  # broker connection gone: not ready, but alive
     time.sleep(0.2)
-    assert http.get("/readyz").status_code == 503
+    not_ready = http.get("/readyz")
+    assert not_ready.status_code == 503
+    assert not_ready.json()["checks"] == {"database": True, "broker": False, "intake": True}
     assert http.get("/healthz").status_code == 200
     json.loads(http.get("/api/v1/public/status").text)  # still serves the page data

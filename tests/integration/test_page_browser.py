@@ -29,6 +29,8 @@ import pytest
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from controller.app import Controller
+from controller.web.status_route import AS_OF_HEADER
 from schedules.model import display_name
 from tests.integration.conftest import DEADLINE, Rig, wait_until, whole_second, window_campaign
 from tests.support.mosquitto import CONTROLLER_PASSWORD, free_port
@@ -385,3 +387,42 @@ def test_check_time_moves_on_while_the_data_is_unchanged(
     assert timedelta(seconds=9) <= checked - data_time <= timedelta(seconds=30)
     assert "hidden" in dom.by_id("stale-warning").attrs
     assert dom.by_id("count-lit").text() == str(SITES)
+
+
+def test_a_last_known_copy_says_as_of_when(serve: Callable[[float, float], Served], tmp_path: Path):
+    """After a restart, before its first build, the controller serves the status it
+    saved when it stopped: the page shows it, and says as of when."""
+    served = serve(2, 300)
+    assert wait_until(lambda: served.all_in("lit"), timeout=DEADLINE), served.status()
+    stopping, served.rig.controller = served.rig.controller, None
+    assert stopping is not None
+    stopping.stop()  # saves the status, current until now
+    restarted = Controller(served.rig.settings)  # not started: it serves only the copy
+    try:
+        port = free_port()
+        server = uvicorn.Server(
+            uvicorn.Config(restarted.web, host="127.0.0.1", port=port, log_level="warning")
+        )
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        try:
+            assert wait_until(lambda: server.started, timeout=DEADLINE)
+            url = f"http://127.0.0.1:{port}"
+            as_of = httpx.get(url + STATUS).headers[AS_OF_HEADER]
+
+            dom = render(url + "/", tmp_path / "dom")
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
+    finally:
+        restarted.stop()
+
+    warning = dom.by_id("stale-warning")
+    assert "hidden" not in warning.attrs
+    assert warning.attrs["data-stale"] == "last-known"
+    stamp = dom.by_id("as-of")
+    assert stamp.tag == "time"
+    assert parse_instant(stamp.attrs["datetime"]) == parse_instant(as_of)
+    assert stamp.text() and stamp.text() in " ".join(warning.text().split())
+    assert "restarting" in warning.text()
+    assert_sites(dom, served, "lit")  # what it was, as of then

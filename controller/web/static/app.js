@@ -11,7 +11,9 @@
  *   #count-pending, #count-unconfirmed, #count-offline, #count-scheduled, #count-off,
  *   #last-checked (<time>: the client clock at the last successful poll, 200 or 304),
  *   #last-updated (<time>: generated_at of the data shown),
- *   #stale-warning (data-stale="old"|"failed" when shown),
+ *   #stale-warning (data-stale="old"|"failed"|"last-known" when shown; "last-known":
+ *     the server restarted and serves its last-known copy, or a cache serves an old
+ *     one, and #as-of (<time>) says as of when),
  *   #cities > section.city[data-city] > ul > li#site-<id>[data-state=<code>].
  *   Only site elements carry a data-state attribute.
  */
@@ -21,6 +23,7 @@
   var API = "/api/v1/public/status";
   var POLL_MS = 10000;
   var STALE_MS = 60000;
+  var AS_OF_HEADER = "Illuminate-As-Of"; // set on the last-known copy after a restart
   var TIMEOUT_MS = 8000;
   var LANGS = ["en", "fr", "nl", "de"];
   var STATES = ["scheduled", "pending", "lit", "unconfirmed", "offline", "off"];
@@ -45,6 +48,7 @@
       dataFrom: "data from {time}",
       staleOld: "This information may be out of date: the last successful update was more than a minute ago.",
       staleFailed: "Could not reach the server. Showing the last information received; it may be out of date.",
+      lastKnown: "The service is restarting. Showing the status as of {time}; live updates resume shortly.",
       loading: "Loading the status…",
       noData: "Could not load the status. Trying again…",
       empty: "No monuments to show.",
@@ -86,6 +90,7 @@
       dataFrom: "données de {time}",
       staleOld: "Ces informations sont peut-être périmées\u00a0: la dernière mise à jour réussie date de plus d'une minute.",
       staleFailed: "Impossible de joindre le serveur. Les dernières informations reçues sont affichées\u00a0; elles sont peut-être périmées.",
+      lastKnown: "Le service redémarre. État affiché tel qu'il était à {time}\u00a0; les mises à jour en direct reprennent sous peu.",
       loading: "Chargement de l'état…",
       noData: "Impossible de charger l'état. Nouvel essai…",
       empty: "Aucun monument à afficher.",
@@ -127,6 +132,7 @@
       dataFrom: "gegevens van {time}",
       staleOld: "Deze informatie is mogelijk verouderd: de laatste geslaagde update is meer dan een minuut geleden.",
       staleFailed: "De server is niet bereikbaar. De laatst ontvangen informatie wordt getoond; die is mogelijk verouderd.",
+      lastKnown: "De dienst herstart. De toestand van {time} wordt getoond; live updates volgen zo.",
       loading: "Status laden…",
       noData: "De status kon niet worden geladen. Opnieuw proberen…",
       empty: "Geen monumenten om te tonen.",
@@ -168,6 +174,7 @@
       dataFrom: "Datenstand {time}",
       staleOld: "Diese Angaben sind möglicherweise veraltet: Die letzte erfolgreiche Aktualisierung liegt über eine Minute zurück.",
       staleFailed: "Der Server ist nicht erreichbar. Angezeigt werden die zuletzt empfangenen Angaben; sie sind möglicherweise veraltet.",
+      lastKnown: "Der Dienst startet neu. Angezeigt wird der Stand von {time}; Live-Aktualisierungen folgen in Kürze.",
       loading: "Status wird geladen…",
       noData: "Der Status konnte nicht geladen werden. Neuer Versuch…",
       empty: "Keine Denkmäler vorhanden.",
@@ -359,6 +366,7 @@
   var etag = null; // ETag of `data`
   var lastSuccess = 0; // Date.now() of the last successful poll (200 or 304)
   var lastFailed = false; // did the most recent poll fail?
+  var asOf = null; // Date: the data is a last-known or cached copy, current as of then
   var timer = null;
   var inflight = null; // AbortController of the request in flight
   var seq = 0; // guards against out-of-order responses
@@ -478,11 +486,28 @@
     var node = $("stale-warning");
     var kind = "";
     if (lastFailed) kind = "failed";
+    else if (asOf) kind = "last-known";
     else if (lastSuccess && Date.now() - lastSuccess > STALE_MS) kind = "old";
     if (!kind) {
       node.hidden = true;
       node.removeAttribute("data-stale");
       clear(node);
+      return;
+    }
+    if (kind === "last-known") {
+      var stamp = sameLocalDay(asOf, new Date()) ? hhmm(asOf) : asOf.toLocaleString(lang);
+      var line = plainTemplate(t().lastKnown, { time: stamp });
+      if (node.getAttribute("data-stale") !== kind || node.textContent !== line) {
+        clear(node);
+        node.appendChild(icon("unconfirmed"));
+        var timeNode = timeEl(asOf, stamp);
+        timeNode.id = "as-of";
+        var span = el("span");
+        fillTemplate(span, t().lastKnown, { time: timeNode });
+        node.appendChild(span);
+        node.setAttribute("data-stale", kind);
+      }
+      node.hidden = false;
       return;
     }
     var text = kind === "failed" ? t().staleFailed : t().staleOld;
@@ -638,6 +663,16 @@
 
   /* ---- Polling ---- */
 
+  // When the server (after a restart) or a cache in front of it serves an old copy,
+  // as of when it was current: Illuminate-As-Of, or the cache's Age once over a minute.
+  function servedAsOf(res) {
+    var header = parseTime(res.headers.get(AS_OF_HEADER));
+    if (header) return header;
+    var age = Number(res.headers.get("Age"));
+    if (isFinite(age) && age * 1000 > STALE_MS) return new Date(Date.now() - age * 1000);
+    return null;
+  }
+
   function valid(body) {
     return !!body && typeof body === "object" && Array.isArray(body.sites) && !!body.summary && typeof body.summary === "object";
   }
@@ -669,6 +704,7 @@
         if (mine !== seq) return null;
         if (res.status === 304) {
           if (!data) throw new Error("304 without data");
+          asOf = servedAsOf(res);
           return null; // unchanged: keep what we have
         }
         if (!res.ok) throw new Error("HTTP " + res.status);
@@ -678,6 +714,7 @@
           if (!valid(body)) throw new Error("unexpected body");
           data = body;
           etag = tag;
+          asOf = servedAsOf(res);
           lastSuccess = Date.now();
           lastFailed = false;
           renderAll();
