@@ -8,6 +8,7 @@ returns the exit code. `python -m devices.commands` runs them without the contro
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -440,9 +441,20 @@ def run_simulate(args: argparse.Namespace) -> int:
     )
     sys.stdout.flush()
     progress = Progress(every=PROGRESS_S)
+    # Thousands of devices are millions of objects that live as long as the process.
+    # The collector would scan them all again and again, pausing the one loop that
+    # applies every device's steps: keep them out of its scans once built, and once
+    # more when every device is online (their connections are long-lived too).
+    gc.freeze()
+    frozen_online = False
 
     def report() -> None:
-        line = progress.update(fleet.summary())
+        nonlocal frozen_online
+        summary = fleet.summary()
+        if not frozen_online and summary.missing == 0:
+            gc.freeze()
+            frozen_online = True
+        line = progress.update(summary)
         if line is not None:
             print(line)
             sys.stdout.flush()
