@@ -24,7 +24,9 @@ from fastapi import FastAPI
 from controller.beacon import ClockBeacon
 from controller.broker.base import Broker
 from controller.broker.embedded import EmbeddedBroker
+from controller.broker.gate import BrokerGate, ControllerAccount
 from controller.broker.link import PahoBroker
+from controller.broker.local_accounts import LocalAccounts
 from controller.clockwatch import ClockWatch
 from controller.dispatch import Dispatcher
 from controller.health import BacklogBound, DatabaseProbe, Readiness
@@ -86,9 +88,20 @@ class Controller:
         self.history = sql_history(self.sessions, getattr(stores.outbox, "turn", None))
         self.users = Users(self.sessions)
         self.embedded: EmbeddedBroker | None = None
+        self.accounts: LocalAccounts | None = None
+        """The devices' broker accounts, when the controller keeps them (embedded broker)."""
+        self.login: ControllerAccount | None = None
         if settings.broker.url is None:
+            # every client of the embedded broker logs in: the devices with their
+            # accounts, the controller with a password drawn for this run
+            self.accounts = LocalAccounts.in_folder(settings.data_dir, settings.topics)
+            self.login = ControllerAccount.generate(
+                settings.broker.username, settings.broker.client_id
+            )
             self.embedded = EmbeddedBroker(
-                settings.broker.embedded_host, settings.broker.embedded_port
+                settings.broker.embedded_host,
+                settings.broker.embedded_port,
+                gate=BrokerGate(self.login, self.accounts, settings.topics),
             )
         self.inbox = Inbox(
             settings.topics,
@@ -176,9 +189,9 @@ class Controller:
         self.started = False
 
     def broker_address(self) -> BrokerAddress:
-        if self.embedded is not None:
+        if self.embedded is not None and self.login is not None:
             return BrokerAddress.parse(self.embedded.url).with_credentials(
-                self.settings.broker.username, None
+                self.login.username, self.login.password
             )
         return self.settings.broker.address()
 
