@@ -2,7 +2,7 @@
 broker, and a broker that delegates its decisions over HTTP (`controller/web/broker_hook.py`).
 
 The accounts live in one SQLite file (by default `broker-accounts.sqlite` in the data
-folder), so every process on the machine sees the same ones: `illuminate serve` with its
+folder, owner-only), so every process on the machine sees the same ones: `illuminate serve` with its
 embedded broker, and a command that registers devices meanwhile. Each row holds a salted
 PBKDF2-SHA512 digest of the password (never the password), whether the account is enabled,
 and a generation that every rotation and every disable increases.
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import secrets
 import sqlite3
 from collections.abc import Collection, Hashable, Iterator
@@ -66,6 +67,8 @@ class LocalAccounts:
         self._topics = topics
         self._timeout = timeout_s
         path.parent.mkdir(parents=True, exist_ok=True)
+        # owner-only from the start, with its journal files (SQLite gives them its mode)
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         with self._write() as db:
             for statement in _SCHEMA:
                 db.execute(statement)
