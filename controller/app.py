@@ -50,6 +50,7 @@ from controller.timelines import Timelines
 from controller.timer import ApsWakeups, Timer, Wakeups
 from controller.watch import RevisionWatch
 from controller.web.app import build_web
+from controller.web.broker_hook import build_broker_hook
 from devices.clock import TimeSource, system_clock
 from devices.connection import BrokerAddress
 
@@ -89,19 +90,31 @@ class Controller:
         self.users = Users(self.sessions)
         self.embedded: EmbeddedBroker | None = None
         self.accounts: LocalAccounts | None = None
-        """The devices' broker accounts, when the controller keeps them (embedded broker)."""
+        """The devices' broker accounts, when the controller keeps them: for the embedded
+        broker, or for a broker that asks the hook (broker_hook.token)."""
         self.login: ControllerAccount | None = None
+        self.gate: BrokerGate | None = None
+        hook = settings.broker_hook.token
+        if settings.broker.url is None or hook is not None:
+            self.accounts = LocalAccounts.in_folder(settings.data_dir, settings.topics)
         if settings.broker.url is None:
             # every client of the embedded broker logs in: the devices with their
             # accounts, the controller with a password drawn for this run
-            self.accounts = LocalAccounts.in_folder(settings.data_dir, settings.topics)
             self.login = ControllerAccount.generate(
                 settings.broker.username, settings.broker.client_id
             )
+        elif hook is not None:
+            password = settings.broker.password
+            self.login = ControllerAccount(
+                settings.broker.username,
+                settings.broker.client_id,
+                password.get_secret_value() if password else "",
+            )
+        if self.login is not None and self.accounts is not None:
+            self.gate = BrokerGate(self.login, self.accounts, settings.topics)
+        if settings.broker.url is None and self.gate is not None:
             self.embedded = EmbeddedBroker(
-                settings.broker.embedded_host,
-                settings.broker.embedded_port,
-                gate=BrokerGate(self.login, self.accounts, settings.topics),
+                settings.broker.embedded_host, settings.broker.embedded_port, gate=self.gate
             )
         self.inbox = Inbox(
             settings.topics,
@@ -186,6 +199,8 @@ class Controller:
             evaluation_s=settings.limits.evaluation_s,
             history=self.history,
         )
+        if hook is not None and self.gate is not None:
+            self.web.include_router(build_broker_hook(self.gate, hook.get_secret_value()))
         self.started = False
 
     def broker_address(self) -> BrokerAddress:

@@ -98,7 +98,8 @@ class BrokerGate:
         if not username or not client_id or password is None:
             return None
         if self.is_controller(username):
-            ok = hmac.compare_digest(password.encode(), self.controller.password.encode())
+            expected = self.controller.password
+            ok = bool(expected) and hmac.compare_digest(password.encode(), expected.encode())
             return CONTROLLER_STAMP if ok and client_id == self.controller.client_id else None
         return self.devices.admit(username, password, client_id)
 
