@@ -121,6 +121,10 @@ class _GateTopicPlugin(BaseTopicPlugin):  # type: ignore[misc]  # amqtt ships no
     async def topic_filtering(
         self, *, session: Any = None, topic: str | None = None, action: Any = None
     ) -> bool:
+        return self.decide(session, topic, action)
+
+    def decide(self, session: Any, topic: str | None, action: Any) -> bool:
+        """The decision, without suspending (see `_Broker._topic_filtering`)."""
         gate: Gate = self.config.gate
         username = getattr(session, "username", None)
         if not username or topic is None or getattr(session, _ADMITTED, None) is None:
@@ -211,6 +215,18 @@ class _Broker(Broker):  # type: ignore[misc]  # amqtt ships no type hints
         if session.keep_alive > 0 and isinstance(delay, int):
             session.keep_alive += delay
         return handler, session
+
+    async def _topic_filtering(self, session: Any, topic: str, action: Any) -> bool:
+        """The topic plugin's decision, taken without suspending.
+
+        amqtt 0.12.1 asks its plugins through tasks it awaits, and asks for every
+        delivery from inside its walk over all subscriptions: another client subscribing
+        meanwhile ends that walk with "dictionary changed size during iteration", and the
+        message is lost for every subscriber. A check that never suspends cannot let that
+        happen.
+        """
+        plugin = self.plugins_manager.get_plugin(_GateTopicPlugin.__name__)
+        return isinstance(plugin, _GateTopicPlugin) and plugin.decide(session, topic, action)
 
     async def _authenticate(self, session: Any, _listener: Any) -> bool:
         # every session that reaches amqtt's own check was admitted by
