@@ -24,7 +24,9 @@ from fastapi import FastAPI
 from controller.beacon import ClockBeacon
 from controller.broker.base import Broker
 from controller.broker.embedded import EmbeddedBroker
+from controller.broker.gate import BrokerGate, ControllerAccount
 from controller.broker.link import PahoBroker
+from controller.broker.local_accounts import LocalAccounts
 from controller.clockwatch import ClockWatch
 from controller.dispatch import Dispatcher
 from controller.health import BacklogBound, DatabaseProbe, Readiness
@@ -48,6 +50,7 @@ from controller.timelines import Timelines
 from controller.timer import ApsWakeups, Timer, Wakeups
 from controller.watch import RevisionWatch
 from controller.web.app import build_web
+from controller.web.broker_hook import build_broker_hook
 from devices.clock import TimeSource, system_clock
 from devices.connection import BrokerAddress
 
@@ -86,9 +89,32 @@ class Controller:
         self.history = sql_history(self.sessions, getattr(stores.outbox, "turn", None))
         self.users = Users(self.sessions)
         self.embedded: EmbeddedBroker | None = None
+        self.accounts: LocalAccounts | None = None
+        """The devices' broker accounts, when the controller keeps them: for the embedded
+        broker, or for a broker that asks the hook (broker_hook.token)."""
+        self.login: ControllerAccount | None = None
+        self.gate: BrokerGate | None = None
+        hook = settings.broker_hook.token
+        if settings.broker.url is None or hook is not None:
+            self.accounts = LocalAccounts.in_folder(settings.data_dir, settings.topics)
         if settings.broker.url is None:
+            # every client of the embedded broker logs in: the devices with their
+            # accounts, the controller with a password drawn for this run
+            self.login = ControllerAccount.generate(
+                settings.broker.username, settings.broker.client_id
+            )
+        elif hook is not None:
+            password = settings.broker.password
+            self.login = ControllerAccount(
+                settings.broker.username,
+                settings.broker.client_id,
+                password.get_secret_value() if password else "",
+            )
+        if self.login is not None and self.accounts is not None:
+            self.gate = BrokerGate(self.login, self.accounts, settings.topics)
+        if settings.broker.url is None and self.gate is not None:
             self.embedded = EmbeddedBroker(
-                settings.broker.embedded_host, settings.broker.embedded_port
+                settings.broker.embedded_host, settings.broker.embedded_port, gate=self.gate
             )
         self.inbox = Inbox(
             settings.topics,
@@ -173,12 +199,14 @@ class Controller:
             evaluation_s=settings.limits.evaluation_s,
             history=self.history,
         )
+        if hook is not None and self.gate is not None:
+            self.web.include_router(build_broker_hook(self.gate, hook.get_secret_value()))
         self.started = False
 
     def broker_address(self) -> BrokerAddress:
-        if self.embedded is not None:
+        if self.embedded is not None and self.login is not None:
             return BrokerAddress.parse(self.embedded.url).with_credentials(
-                self.settings.broker.username, None
+                self.login.username, self.login.password
             )
         return self.settings.broker.address()
 

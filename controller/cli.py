@@ -321,10 +321,14 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         help="run the controller and its web app",
         description="Run the controller: reconciler, timer, MQTT dispatch and intake, "
-        "and the web app. With no broker.url it starts the embedded broker; with no "
-        "database.url it uses SQLite in the data folder. It answers HTTP at once: the "
-        "public status it saved when it last ran (data_dir/public-status.json) is served, "
-        "marked with its as-of time, until the live one is built (docs/operations.md).",
+        "and the web app. With no broker.url it starts the embedded broker, where every "
+        "client logs in (each device with its account in the data folder, the controller "
+        "with a password drawn at start); with no database.url it uses SQLite in the data "
+        "folder. With broker_hook.token set it answers a delegating broker's HTTP "
+        "authentication and authorization (docs/broker-security.md). It answers HTTP at "
+        "once: the public status it saved when it last ran (data_dir/public-status.json) "
+        "is served, marked with its as-of time, until the live one is built "
+        "(docs/operations.md).",
     )
     config_arg(serve)
     serve.set_defaults(func=cmd_serve)

@@ -66,6 +66,23 @@ class BrokerSettings(_Section):
         return address.with_credentials(address.username or self.username, password)
 
 
+class BrokerHookSettings(_Section):
+    """The HTTP hook a delegating broker (EMQX) asks; see controller/web/broker_hook.py."""
+
+    token: SecretStr | None = Field(
+        default=None,
+        description="bearer token the broker sends to /api/v1/broker/authn and /authz; "
+        "unset turns the hook off",
+    )
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("the broker hook token must be at least 16 characters")
+        return value
+
+
 class DatabaseSettings(_Section):
     url: str | None = Field(
         default=None,
@@ -164,6 +181,7 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("data")
     broker: BrokerSettings = BrokerSettings()
+    broker_hook: BrokerHookSettings = BrokerHookSettings()
     database: DatabaseSettings = DatabaseSettings()
     http: HttpSettings = HttpSettings()
     control: ControlSettings = ControlSettings()

@@ -134,7 +134,7 @@ class _MemoryAccount:
     enabled: bool = True
 
 
-def _decide(acls: tuple[Acl, ...], kind: AclType, topic: str, default: bool) -> bool:
+def decide(acls: tuple[Acl, ...], kind: AclType, topic: str, default: bool) -> bool:
     for acl in sorted(acls, key=lambda a: -a.priority):
         if acl.kind is not kind:
             continue
@@ -197,16 +197,16 @@ class MemoryAccounts:
         account = self._accounts.get(username)
         if account is None:
             return False
-        return _decide(
+        return decide(
             account.acls, AclType.SUBSCRIBE_LITERAL, topic_filter, default=False
-        ) or _decide(account.acls, AclType.SUBSCRIBE_PATTERN, topic_filter, default=False)
+        ) or decide(account.acls, AclType.SUBSCRIBE_PATTERN, topic_filter, default=False)
 
     def may_receive(self, username: str, topic: str) -> bool:
         return self._may(username, AclType.PUBLISH_RECEIVE, topic, default=True)
 
     def _may(self, username: str, kind: AclType, topic: str, *, default: bool) -> bool:
         account = self._accounts.get(username)
-        return account is not None and _decide(account.acls, kind, topic, default)
+        return account is not None and decide(account.acls, kind, topic, default)
 
     def _get(self, device_id: str) -> _MemoryAccount:
         check_device_id(device_id)

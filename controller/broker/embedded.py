@@ -5,11 +5,24 @@ amqtt broker instead of needing Mosquitto.  :class:`EmbeddedBroker` runs amqtt's
 on its own asyncio event loop in a dedicated daemon thread, so the rest of the controller
 (paho-mqtt, APScheduler, uvicorn) stays unaware of it: it is just ``mqtt://127.0.0.1:PORT``.
 
-Security: this broker has no authentication and no ACL.  Every CONNECT is accepted,
-with or without a username (a password, if sent, is ignored).  That is acceptable only
-because it binds the loopback address by default, so only processes on this machine can
-reach it.  It is a development and single-machine default, not a production broker:
-anything reachable from a network must use Mosquitto with the project's ACL
+Security: every client logs in, and every decision is the `Gate`'s
+(`controller/broker/gate.py`), enforced by this module's auth and topic plugins:
+
+* a CONNECT is admitted only when the gate admits its username, password and client id
+  (there are no anonymous clients), and, when it carries a will, only when that login may
+  publish the will's topic. The decision is taken *before* amqtt touches any session: amqtt
+  0.12.1 would otherwise delete the session of a connected client (or take its connection
+  over) on behalf of a CONNECT that then fails, so anyone could knock a device offline by
+  sending its client id;
+* every PUBLISH, SUBSCRIBE and delivery is checked: a refused PUBLISH is dropped (an MQTT
+  3.1.1 client still gets its PUBACK, as on Mosquitto), a refused SUBSCRIBE gets the
+  failure code 0x80, a message a client may not read is not sent to it;
+* every `recheck_s` the broker asks the gate for the stamps of the logged-in users, and
+  closes the connections admitted under a stamp that changed: a rotated password, a
+  disabled or deleted account stops working at once, even when another process changed it.
+
+It binds the loopback address by default.  It is a single-machine default; anything
+reachable from a network should use Mosquitto with the project's configs
 (``deploy/mosquitto``).  Binding a non-loopback host is allowed but is the caller's choice.
 
 What it supports (MQTT 3.1.1 only, plain TCP, IPv4 or a host name; no TLS, no websockets):
@@ -17,9 +30,8 @@ What it supports (MQTT 3.1.1 only, plain TCP, IPv4 or a host name; no TLS, no we
 * QoS 0/1/2, retained messages (an empty retained payload clears one), last will sent when
   the connection drops without DISCONNECT, and retained if the will asked for it;
 * persistent sessions (``clean_session=False``): queued QoS 1/2 messages are delivered on
-  reconnect, whether or not the client sent a username.  amqtt's stock
-  ``AnonymousAuthPlugin`` marks every session anonymous, which silently turns persistent
-  sessions into clean ones; the small plugin here accepts everyone without doing that;
+  reconnect (amqtt's stock ``AnonymousAuthPlugin`` would mark every session anonymous,
+  which silently turns persistent sessions into clean ones; the plugins here do not);
 * port ``0``: the OS picks a free port, and :attr:`EmbeddedBroker.port` / ``url`` report it.
 
 Known amqtt 0.12.1 limits, unlike Mosquitto:
@@ -46,35 +58,92 @@ import errno
 import logging
 import socket
 import threading
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
 from amqtt.broker import Broker
-from amqtt.contexts import BrokerConfig, ListenerConfig, ListenerType
-from amqtt.plugins.base import BaseAuthPlugin
+from amqtt.contexts import Action, BrokerConfig, ListenerConfig, ListenerType
+from amqtt.errors import MQTTError
+from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
+from amqtt.utils import gen_client_id
+
+from controller.broker.gate import Gate
 
 __all__ = ["EmbeddedBroker"]
 
 log = logging.getLogger(__name__)
 
-_AUTH_PLUGIN = f"{__name__}._AcceptAllAuthPlugin"
+_AUTH_PLUGIN = f"{__name__}._GateAuthPlugin"
+_TOPIC_PLUGIN = f"{__name__}._GateTopicPlugin"
 _PLUGIN_NAMESPACE = "amqtt.broker.plugins"
+_ADMITTED = "_illuminate_stamp"
+"""The session attribute holding the stamp its login was admitted under."""
 
 
-class _AcceptAllAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]  # amqtt ships no type hints
-    """Accept every CONNECT, keeping MQTT persistent-session semantics.
+@dataclass
+class _GateConfig:
+    gate: Any = None
 
-    Unlike ``amqtt.plugins.authentication.AnonymousAuthPlugin`` it does not set
-    ``session.is_anonymous``, which amqtt uses to drop the offline queue and the
-    subscriptions of ``clean_session=False`` clients.
-    """
+
+class _GateAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]  # amqtt ships no type hints
+    """Admit a CONNECT when the gate admits its login and, if it has a will, the will's
+    topic. Sets the session's stamp; never marks a session anonymous (amqtt would then
+    drop the offline queue and the subscriptions of ``clean_session=False`` clients)."""
+
+    Config = _GateConfig
 
     async def authenticate(self, *, session: Any) -> bool:
-        return True
+        gate: Gate = self.config.gate
+        username, password, client_id = session.username, session.password, session.client_id
+        if not username or password is None or not client_id:
+            return False
+        try:
+            stamp = await asyncio.to_thread(gate.admit, username, password, client_id)
+            will = session.will_topic or ""
+            if stamp is not None and session.will_flag and not gate.may_publish(username, will):
+                log.info("refused %r: its will is on a topic it may not publish", client_id)
+                stamp = None
+        except Exception:  # a failing gate refuses; it never stops the broker
+            log.exception("embedded MQTT broker: the login check failed")
+            return False
+        setattr(session, _ADMITTED, stamp)
+        return stamp is not None
+
+
+class _GateTopicPlugin(BaseTopicPlugin):  # type: ignore[misc]  # amqtt ships no type hints
+    """Every PUBLISH, SUBSCRIBE and delivery, as the gate decides for the session's login."""
+
+    Config = _GateConfig
+
+    async def topic_filtering(
+        self, *, session: Any = None, topic: str | None = None, action: Any = None
+    ) -> bool:
+        return self.decide(session, topic, action)
+
+    def decide(self, session: Any, topic: str | None, action: Any) -> bool:
+        """The decision, without suspending (see `_Broker._topic_filtering`)."""
+        gate: Gate = self.config.gate
+        username = getattr(session, "username", None)
+        if not username or topic is None or getattr(session, _ADMITTED, None) is None:
+            return False
+        try:
+            if action == Action.PUBLISH:
+                return gate.may_publish(username, topic)
+            if action == Action.SUBSCRIBE:
+                return gate.may_subscribe(username, topic)
+            if action == Action.RECEIVE:
+                return gate.may_receive(username, topic)
+        except Exception:
+            log.exception("embedded MQTT broker: the topic check failed")
+        return False
 
 
 class _Broker(Broker):  # type: ignore[misc]  # amqtt ships no type hints
-    """amqtt's Broker, closing every TCP connection it was handed once it is done with it.
+    """amqtt's Broker, closing every TCP connection it was handed once it is done with it,
+    and deciding a login before it touches any session.
 
     amqtt 0.12.1 leaves the socket open (and the transport to the garbage collector, with a
     ResourceWarning) when a connection ends before a valid CONNECT, e.g. a TCP port probe.
@@ -88,6 +157,89 @@ class _Broker(Broker):  # type: ignore[misc]  # amqtt ships no type hints
             await super().stream_connected(reader, writer, listener_name)
         finally:
             writer.close()
+
+    async def _initialize_client_session(
+        self, reader: Any, writer: Any, remote_address: str, remote_port: int
+    ) -> tuple[Any, Any]:
+        """amqtt's own, with the login decided right after the CONNECT is read.
+
+        amqtt decides it only later, after it has deleted the clean session of a client
+        with the same id (its subscriptions with it) or handed a persistent one the new
+        credentials. A refused CONNECT here gets CONNACK 5 (not authorized) and changes
+        nothing else.
+        """
+        try:
+            handler, incoming = await BrokerProtocolHandler.init_from_connect(
+                reader, writer, self.plugins_manager
+            )
+        except MQTTError:
+            await writer.close()
+            raise
+        if not await Broker._authenticate(self, incoming, None):
+            log.info(
+                "embedded MQTT broker refused a login (client id %r, user %r) from %s",
+                incoming.client_id,
+                incoming.username,
+                remote_address,
+            )
+            connack = ConnackPacket.build(0, NOT_AUTHORIZED)
+            await connack.to_stream(writer)
+            await writer.close()
+            raise MQTTError("not authorized")
+        stamp = getattr(incoming, _ADMITTED)
+        session = incoming
+        if incoming.clean_session:
+            if incoming.client_id:
+                await self._delete_session(incoming.client_id)
+            else:
+                incoming.client_id = gen_client_id()
+            incoming.parent = 0
+        elif incoming.client_id in self._sessions:
+            session, _ = self._sessions[incoming.client_id]
+            for name in (
+                "will_flag",
+                "will_message",
+                "will_topic",
+                "will_qos",
+                "will_retain",
+                "keep_alive",
+                "username",
+                "password",
+            ):
+                setattr(session, name, getattr(incoming, name))
+            session.parent = 1
+        else:
+            incoming.parent = 0
+        setattr(session, _ADMITTED, stamp)
+        delay = self.config.get("timeout-disconnect-delay", 0)
+        if session.keep_alive > 0 and isinstance(delay, int):
+            session.keep_alive += delay
+        return handler, session
+
+    async def _topic_filtering(self, session: Any, topic: str, action: Any) -> bool:
+        """The topic plugin's decision, taken without suspending.
+
+        amqtt 0.12.1 asks its plugins through tasks it awaits, and asks for every
+        delivery from inside its walk over all subscriptions: another client subscribing
+        meanwhile ends that walk with "dictionary changed size during iteration", and the
+        message is lost for every subscriber. A check that never suspends cannot let that
+        happen.
+        """
+        plugin = self.plugins_manager.get_plugin(_GateTopicPlugin.__name__)
+        return isinstance(plugin, _GateTopicPlugin) and plugin.decide(session, topic, action)
+
+    async def _authenticate(self, session: Any, _listener: Any) -> bool:
+        # every session that reaches amqtt's own check was admitted by
+        # _initialize_client_session, under the stamp it carries
+        return getattr(session, _ADMITTED, None) is not None
+
+    def logged_in(self) -> list[tuple[Any, Any]]:
+        """(session, handler) of every connected client."""
+        return [
+            (session, handler)
+            for session, handler in list(self._sessions.values())
+            if session.transitions.state == "connected" and handler is not None
+        ]
 
     async def _publish_retained_messages_for_subscription(
         self, subscription: tuple[str, int], session: Any
@@ -151,8 +303,11 @@ def _check_port_free(host: str, port: int) -> None:
 class EmbeddedBroker:
     """amqtt running in a background thread; see the module docstring.
 
-    >>> with EmbeddedBroker(port=0) as broker:  # doctest: +SKIP
+    >>> with EmbeddedBroker(port=0, gate=gate) as broker:  # doctest: +SKIP
     ...     connect_somewhere(broker.url)
+
+    ``gate`` decides every login and every topic (see the module docstring); there is no
+    default, and so no broker without one.
 
     ``start()`` blocks until the listening socket is open (or raises ``RuntimeError``);
     ``stop()`` shuts amqtt down, waits for its thread and is safe to call twice.  A stopped
@@ -164,16 +319,22 @@ class EmbeddedBroker:
         host: str = "127.0.0.1",
         port: int = 1883,
         *,
+        gate: Gate,
         start_timeout: float = 10.0,
         stop_timeout: float = 10.0,
+        recheck_s: float = 0.5,
     ) -> None:
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be 0..65535, got {port}")
         if ":" in host:
             # amqtt 0.12.1 hands "[::1]" to asyncio with the brackets and fails to resolve it.
             raise ValueError(f"embedded MQTT broker: IPv6 addresses are not supported ({host!r})")
+        if gate is None:
+            raise ValueError("embedded MQTT broker: a gate is required (no anonymous clients)")
         self.host = host
         self.requested_port = port
+        self.gate = gate
+        self.recheck_s = recheck_s
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
         self._bound_port: int | None = None
@@ -294,7 +455,8 @@ class EmbeddedBroker:
             bind=_format_bind(self.host, self.requested_port),
             max_connections=0,
         )
-        return BrokerConfig(listeners={"default": listener}, plugins={_AUTH_PLUGIN: {}})
+        plugins = {_AUTH_PLUGIN: {"gate": self.gate}, _TOPIC_PLUGIN: {"gate": self.gate}}
+        return BrokerConfig(listeners={"default": listener}, plugins=plugins)
 
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -306,14 +468,45 @@ class EmbeddedBroker:
             self._error = exc
             self._ready.set()
             return
+        recheck = asyncio.create_task(self._recheck_logins(broker))
         try:
             self._bound_port = _listening_port(broker)
             self._ready.set()
             await self._stop_event.wait()
         finally:
+            recheck.cancel()
+            await asyncio.gather(recheck, return_exceptions=True)
             await broker.shutdown()
             _forget_plugin_manager(broker)
             await _cancel_leftover_tasks()
+
+    async def _recheck_logins(self, broker: _Broker) -> None:
+        """Close the connections whose login's stamp changed (see the module docstring)."""
+        seen: Any = None
+        while True:
+            await asyncio.sleep(self.recheck_s)
+            try:
+                revision = await asyncio.to_thread(self.gate.revision)
+                if revision == seen:
+                    continue
+                clients = broker.logged_in()
+                names = {s.username for s, _h in clients if s.username}
+                stamps = await asyncio.to_thread(self.gate.stamps, names) if names else {}
+                for session, handler in clients:
+                    admitted = getattr(session, _ADMITTED, None)
+                    if admitted is None or stamps.get(session.username) != admitted:
+                        log.info(
+                            "embedded MQTT broker: closing %r, its account changed",
+                            session.client_id,
+                        )
+                        setattr(session, _ADMITTED, None)
+                        if handler.writer is not None:
+                            await handler.writer.close()
+                seen = revision
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # keep checking: a locked file now is a readable one later
+                log.exception("embedded MQTT broker: checking the logins failed")
 
 
 def _listening_port(broker: Any) -> int:

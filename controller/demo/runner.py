@@ -67,7 +67,8 @@ def demo_campaign(start: datetime, duration: timedelta, zone: ZoneInfo) -> Campa
 def seed(
     controller: Controller, catalog: SiteCatalog, start: datetime, duration: timedelta
 ) -> FleetSpec:
-    """Register the sites, one device per site, and the demo campaign."""
+    """Register the sites, one device per site (with its broker account when the
+    controller keeps them), and the demo campaign."""
     stores = controller.stores
     now = controller.clock()
     stores.registry.import_catalog(catalog)
@@ -82,6 +83,9 @@ def seed(
         ],
         now,
     )
+    if controller.accounts is not None:  # the embedded broker: each device its account
+        for device in devices:
+            controller.accounts.create(device.id, device.password)
     zone = catalog.city_of(catalog.sites[0]).zone
     stores.campaigns.put(demo_campaign(start, duration, zone), now)
     return FleetSpec(devices=devices)
@@ -115,6 +119,8 @@ def run_demo(settings: Settings, start_in: timedelta, duration: timedelta) -> in
             logging.getLogger(name).setLevel(logging.WARNING)
     catalog = load_sites(SITES_FILE)
     controller = Controller(settings)
+    if controller.accounts is not None:
+        controller.accounts.reset()  # the last run's devices and passwords are gone
     opens = (controller.clock() + start_in).replace(microsecond=0) + timedelta(seconds=1)
     spec = seed(controller, catalog, opens, duration)
     controller.start()

@@ -39,6 +39,7 @@ from controller.campaigns import EVALUATION_S, TOP, CampaignRejected, apply_camp
 from controller.store.audit import AuditLog, AuditRecord
 from controller.store.base import Stores
 from controller.store.users import Users
+from controller.web.body_schemas import CAMPAIGN_BODY_SCHEMA, body_ref
 from devices.clock import Clock
 from schedules.budget import Budget
 from schedules.cost import Limits
@@ -246,7 +247,7 @@ CAMPAIGN_BODY = {
         "required": True,
         "description": "The campaign, in the same schema as a campaign YAML file. "
         "`id` may be left out; when present it must equal the id in the path.",
-        "content": {"application/json": {"schema": {"type": "object"}}},
+        "content": {"application/json": {"schema": body_ref(CAMPAIGN_BODY_SCHEMA)}},
     }
 }
 

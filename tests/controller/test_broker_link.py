@@ -16,6 +16,7 @@ from controller.broker.embedded import EmbeddedBroker
 from controller.broker.link import PahoBroker
 from devices.connection import BrokerAddress
 from devices.protocol import Topics
+from tests.support.gates import product_gate
 from tests.support.mosquitto import (
     CONTROLLER_PASSWORD,
     CONTROLLER_USER,
@@ -290,8 +291,9 @@ def _success() -> Any:
 
 
 @pytest.fixture
-def embedded() -> Iterator[EmbeddedBroker]:
-    with EmbeddedBroker(port=0) as broker:
+def embedded(tmp_path: Path) -> Iterator[EmbeddedBroker]:
+    gate, _accounts = product_gate(tmp_path, TOPICS, {device_id(1): "x"})
+    with EmbeddedBroker(port=0, gate=gate) as broker:
         yield broker
 
 
@@ -300,7 +302,7 @@ def test_with_mqtt5_off_it_works_on_the_embedded_broker(embedded: EmbeddedBroker
         done = Recorder()
         assert controller.broker.publish(TOPICS.plan(device_id(1)), b"{}", retain=True, done=done)
         assert done.wait_for(lambda calls: len(calls) >= 1) == [True]
-        with Peer(embedded.port, device_id(1), "x") as device:
+        with Peer(embedded.port, device_id(1), "x", device_id(1)) as device:
             info = device.client.publish(TOPICS.ack(device_id(1)), b"a", qos=1)
             assert info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS
             info.wait_for_publish(timeout=DEADLINE_S)

@@ -1,4 +1,6 @@
-"""The `DeviceAccounts` contract, on the in-memory accounts and on a real Mosquitto.
+"""The `DeviceAccounts` contract, on the in-memory accounts, the local ones (the embedded
+broker's; its own decisions are tested on the broker in test_embedded_spoofing.py) and a
+real Mosquitto.
 
 The same cases run on both: what a device may do with its account, and what rotating,
 disabling and deleting change. On Mosquitto every decision is the broker's own,
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import pytest
@@ -22,6 +25,7 @@ from controller.broker.accounts import (
     device_acls,
 )
 from controller.broker.dynsec import DynsecAccounts
+from controller.broker.local_accounts import LocalAccounts
 from devices.connection import BrokerAddress
 from devices.protocol import Kind, Topics
 from tests.support.mosquitto import CONTROLLER_PASSWORD, CONTROLLER_USER, Mosquitto, free_port
@@ -40,9 +44,19 @@ class Decisions(Protocol):
     def may_subscribe(self, username: str, password: str, topic_filter: str) -> bool: ...
 
 
+class Deciding(Protocol):
+    """Accounts that make the broker's decisions themselves (memory and local ones)."""
+
+    def login(self, username: str, password: str, client_id: str) -> bool: ...
+
+    def may_publish(self, username: str, topic: str) -> bool: ...
+
+    def may_subscribe(self, username: str, topic_filter: str) -> bool: ...
+
+
 @dataclass
 class MemoryDecisions:
-    accounts: MemoryAccounts
+    accounts: Deciding
 
     def login(self, username: str, password: str, client_id: str) -> bool:
         return self.accounts.login(username, password, client_id)
@@ -80,11 +94,15 @@ class Setup:
     broker: Decisions
 
 
-@pytest.fixture(params=["memory", pytest.param("mosquitto", marks=pytest.mark.broker)])
-def setup(request: pytest.FixtureRequest) -> Iterator[Setup]:
+@pytest.fixture(params=["memory", "local", pytest.param("mosquitto", marks=pytest.mark.broker)])
+def setup(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setup]:
     if request.param == "memory":
         memory = MemoryAccounts(TOPICS)
         yield Setup(memory, MemoryDecisions(memory))
+        return
+    if request.param == "local":  # the embedded broker's and the broker hook's
+        local = LocalAccounts.in_folder(tmp_path, TOPICS)
+        yield Setup(local, MemoryDecisions(local))
         return
     broker: Mosquitto = request.getfixturevalue("dynsec_mosquitto")
     yield Setup(DynsecAccounts(broker.admin_address, TOPICS), BrokerDecisions(broker.port))

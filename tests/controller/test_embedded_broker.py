@@ -1,4 +1,7 @@
-"""The embedded amqtt broker, exercised with real paho-mqtt 2.x clients."""
+"""The embedded amqtt broker, exercised with real paho-mqtt 2.x clients.
+
+These are tests of its MQTT behaviour, on `OpenGate` (any client logged in as itself);
+its security is tested on the product's gate in test_embedded_broker_security.py."""
 
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from controller.broker import embedded
 from controller.broker.embedded import EmbeddedBroker
+from tests.support.gates import OPEN_PASSWORD, OpenGate
 
 pytestmark = pytest.mark.broker
 
@@ -49,8 +53,10 @@ class Client:
             protocol=mqtt.MQTTv311,
             clean_session=clean_session,
         )
-        if username is not None:
-            self.paho.username_pw_set(username, password)
+        self.paho.username_pw_set(
+            client_id if username is None else username,
+            OPEN_PASSWORD if password is None else password,
+        )
         self.paho.on_connect = self._on_connect
         self.paho.on_message = lambda _c, _u, msg: self.messages.put(msg)
         self.paho.on_subscribe = lambda *_args: self.subscribed.set()
@@ -95,7 +101,7 @@ def clients() -> Iterator[list[Client]]:
 
 @pytest.fixture
 def broker() -> Iterator[EmbeddedBroker]:
-    b = EmbeddedBroker(port=0)
+    b = EmbeddedBroker(port=0, gate=OpenGate())
     b.start()
     try:
         yield b
@@ -140,10 +146,27 @@ def test_qos1_publish_is_acknowledged(broker: EmbeddedBroker) -> None:
         assert (msg.topic, msg.payload, msg.qos) == ("illuminate/test/qos1", b"on", 1)
 
 
-def test_username_in_connect_is_accepted(broker: EmbeddedBroker) -> None:
-    with clients() as made:
-        made.append(Client(broker.port, "t-user", username="someone", password="x").connect())
-        made.append(Client(broker.port, "t-user-only", username="nopass").connect())
+def test_a_login_the_gate_refuses_gets_connack_not_authorized(broker: EmbeddedBroker) -> None:
+    for username, password in (("someone", OPEN_PASSWORD), ("t-user", "wrong")):
+        refused = Client(broker.port, "t-user", username=username, password=password)
+        refused.paho.connect("127.0.0.1", broker.port, keepalive=30)
+        refused.paho.loop_start()
+        try:
+            assert refused.connected.wait(TIMEOUT), "no CONNACK"
+            assert refused.reason_code is not None
+            assert refused.reason_code.getName() == "Not authorized"
+        finally:
+            refused.close()
+    anonymous = mqtt.Client(CallbackAPIVersion.VERSION2, "t-anon", protocol=mqtt.MQTTv311)
+    codes: queue.Queue[ReasonCode] = queue.Queue()
+    anonymous.on_connect = lambda _c, _u, _f, code, _p: codes.put(code)
+    anonymous.connect("127.0.0.1", broker.port, keepalive=30)
+    anonymous.loop_start()
+    try:
+        assert codes.get(timeout=TIMEOUT).getName() == "Not authorized"
+    finally:
+        anonymous.disconnect()
+        anonymous.loop_stop()
 
 
 def test_retained_message_reaches_later_subscriber(broker: EmbeddedBroker) -> None:
@@ -177,6 +200,7 @@ _WILL_CHILD = textwrap.dedent(
 
     port = int(sys.argv[1])
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="t-will", protocol=mqtt.MQTTv311)
+    c.username_pw_set("t-will", sys.argv[2])
     c.will_set("illuminate/test/will", b"gone", qos=1, retain=True)
     c.on_connect = lambda *a: print("connected", flush=True)
     c.connect("127.0.0.1", port, keepalive=60)
@@ -195,7 +219,7 @@ def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> bytes:
 
 def test_last_will_is_sent_and_retained_on_abrupt_disconnect(broker: EmbeddedBroker) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-c", _WILL_CHILD, str(broker.port)],
+        [sys.executable, "-c", _WILL_CHILD, str(broker.port), OPEN_PASSWORD],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         env={**os.environ, "PYTHONWARNINGS": "ignore"},
@@ -256,7 +280,7 @@ def test_persistent_session_gets_queued_qos1_on_reconnect(broker: EmbeddedBroker
 
 
 def test_stop_then_start_again_on_a_new_port() -> None:
-    b = EmbeddedBroker(port=0)
+    b = EmbeddedBroker(port=0, gate=OpenGate())
     try:
         b.start()
         first = b.port
@@ -274,7 +298,7 @@ def test_stop_then_start_again_on_a_new_port() -> None:
 
 
 def test_port_is_released_by_stop() -> None:
-    first = EmbeddedBroker(port=0)
+    first = EmbeddedBroker(port=0, gate=OpenGate())
     first.start()
     port = first.port
     try:
@@ -282,7 +306,7 @@ def test_port_is_released_by_stop() -> None:
             made.append(Client(port, "t-release").connect())
     finally:
         first.stop()
-    with EmbeddedBroker(port=port) as second:
+    with EmbeddedBroker(port=port, gate=OpenGate()) as second:
         assert second.url == f"mqtt://127.0.0.1:{port}"
         with clients() as made:
             made.append(Client(port, "t-release-2").connect())
@@ -301,7 +325,7 @@ def test_stop_with_connected_clients_is_quick(broker: EmbeddedBroker) -> None:
 
 
 def test_two_brokers_cannot_share_a_port(broker: EmbeddedBroker) -> None:
-    second = EmbeddedBroker(port=broker.port)
+    second = EmbeddedBroker(port=broker.port, gate=OpenGate())
     started = time.monotonic()
     try:
         with pytest.raises(RuntimeError, match="already in use"):
@@ -319,7 +343,7 @@ def test_bind_failure_inside_amqtt_is_a_runtime_error(
 ) -> None:
     # Skip the pre-check so the failure comes from amqtt's own start().
     monkeypatch.setattr(embedded, "_check_port_free", lambda host, port: None)
-    second = EmbeddedBroker(port=broker.port)
+    second = EmbeddedBroker(port=broker.port, gate=OpenGate())
     try:
         with pytest.raises(RuntimeError, match="could not listen"):
             second.start()

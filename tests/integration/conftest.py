@@ -115,6 +115,11 @@ class Rig:
             ],
             now,
         )
+        accounts = self.controller.accounts
+        if accounts is not None:  # the embedded broker: each device logs in with its own
+            for device in self.devices:
+                if not accounts.exists(device.id):
+                    accounts.create(device.id, device.password)
         stores.campaigns.put(campaign, now)
         self.controller.changed()
 

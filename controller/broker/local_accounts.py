@@ -1,0 +1,212 @@
+"""`DeviceAccounts` kept by the controller itself, for brokers that ask it: the embedded
+broker, and a broker that delegates its decisions over HTTP (`controller/web/broker_hook.py`).
+
+The accounts live in one SQLite file (by default `broker-accounts.sqlite` in the data
+folder, owner-only), so every process on the machine sees the same ones: `illuminate serve` with its
+embedded broker, and a command that registers devices meanwhile. Each row holds a salted
+PBKDF2-SHA512 digest of the password (never the password), whether the account is enabled,
+and a generation that every rotation and every disable increases.
+
+The decisions are the ones `MemoryAccounts` makes, on the same rules (`device_acls`): a
+device logs in only with its own id as username and as client id, reads only its own
+`plan` and the controller status, and writes only its own `ack`, `state` and `status`.
+Its stamp (see `controller/broker/gate.py`) is its generation, so a rotation, a disable
+or a delete closes the connections made before it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import sqlite3
+from collections.abc import Collection, Hashable, Iterator
+from contextlib import closing, contextmanager
+from functools import lru_cache
+from pathlib import Path
+
+from controller.broker.accounts import (
+    AccountExists,
+    AccountNotFound,
+    Acl,
+    AclType,
+    check_password,
+    decide,
+    device_acls,
+)
+from devices.protocol import Topics, check_device_id, is_device_id
+
+FILE_NAME = "broker-accounts.sqlite"
+ITERATIONS = 1000
+"""PBKDF2 rounds, as Mosquitto's dynamic-security plugin (101) and more: the passwords the
+registry draws carry 192 random bits, which no rate of guessing reaches."""
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS accounts ("
+    " device_id TEXT PRIMARY KEY,"
+    " salt BLOB NOT NULL,"
+    " digest BLOB NOT NULL,"
+    " iterations INTEGER NOT NULL,"
+    " enabled INTEGER NOT NULL DEFAULT 1,"
+    " generation INTEGER NOT NULL DEFAULT 0)",
+    "CREATE TABLE IF NOT EXISTS meta (id INTEGER PRIMARY KEY CHECK (id = 0), revision INTEGER)",
+    "INSERT OR IGNORE INTO meta (id, revision) VALUES (0, 0)",
+)
+
+
+def _digest(password: str, salt: bytes, iterations: int) -> bytes:
+    return hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
+
+
+class LocalAccounts:
+    """`DeviceAccounts` in a SQLite file, with the broker's decisions (`DeviceGate`)."""
+
+    def __init__(self, path: Path, topics: Topics, *, timeout_s: float = 30.0) -> None:
+        self.path = path
+        self._topics = topics
+        self._timeout = timeout_s
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # owner-only from the start, with its journal files (SQLite gives them its mode)
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        with self._write() as db:
+            for statement in _SCHEMA:
+                db.execute(statement)
+        self._acls = lru_cache(maxsize=65536)(self._acls_of)
+
+    @classmethod
+    def in_folder(cls, data_dir: Path, topics: Topics) -> LocalAccounts:
+        """The accounts of the controller whose data folder is `data_dir`."""
+        return cls(data_dir / FILE_NAME, topics)
+
+    # --- storage
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        return db
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with closing(self._connect()) as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("UPDATE meta SET revision = revision + 1 WHERE id = 0")
+            db.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with closing(self._connect()) as db:
+            yield db
+
+    # --- DeviceAccounts
+
+    def create(self, device_id: str, password: str) -> None:
+        check_device_id(device_id)
+        check_password(password)
+        salt = secrets.token_bytes(16)
+        digest = _digest(password, salt, ITERATIONS)
+        with self._write() as db:
+            try:
+                db.execute(
+                    "INSERT INTO accounts (device_id, salt, digest, iterations) VALUES (?,?,?,?)",
+                    (device_id, salt, digest, ITERATIONS),
+                )
+            except sqlite3.IntegrityError:
+                raise AccountExists(f"device account {device_id!r} already exists") from None
+
+    def rotate(self, device_id: str, password: str) -> None:
+        check_device_id(device_id)
+        check_password(password)
+        salt = secrets.token_bytes(16)
+        digest = _digest(password, salt, ITERATIONS)
+        with self._write() as db:
+            changed = db.execute(
+                "UPDATE accounts SET salt = ?, digest = ?, iterations = ?,"
+                " generation = generation + 1 WHERE device_id = ?",
+                (salt, digest, ITERATIONS, device_id),
+            ).rowcount
+            if not changed:
+                raise AccountNotFound(f"no device account {device_id!r}")
+
+    def disable(self, device_id: str) -> None:
+        check_device_id(device_id)
+        with self._write() as db:
+            changed = db.execute(
+                "UPDATE accounts SET enabled = 0, generation = generation + 1 WHERE device_id = ?",
+                (device_id,),
+            ).rowcount
+            if not changed:
+                raise AccountNotFound(f"no device account {device_id!r}")
+
+    def delete(self, device_id: str) -> bool:
+        check_device_id(device_id)
+        with self._write() as db:
+            return bool(
+                db.execute("DELETE FROM accounts WHERE device_id = ?", (device_id,)).rowcount
+            )
+
+    def exists(self, device_id: str) -> bool:
+        check_device_id(device_id)
+        with self._read() as db:
+            row = db.execute("SELECT 1 FROM accounts WHERE device_id = ?", (device_id,)).fetchone()
+        return row is not None
+
+    def reset(self) -> None:
+        """Remove every account (`illuminate demo` starts from none)."""
+        with self._write() as db:
+            db.execute("DELETE FROM accounts")
+
+    # --- the broker's decisions (DeviceGate)
+
+    def admit(self, username: str, password: str, client_id: str) -> Hashable | None:
+        if not is_device_id(username) or client_id != username or not password:
+            return None
+        with self._read() as db:
+            row = db.execute(
+                "SELECT salt, digest, iterations, enabled, generation FROM accounts"
+                " WHERE device_id = ?",
+                (username,),
+            ).fetchone()
+        if row is None:
+            return None
+        salt, digest, iterations, enabled, generation = row
+        if not enabled or not hmac.compare_digest(digest, _digest(password, salt, iterations)):
+            return None
+        return int(generation)
+
+    def login(self, username: str, password: str, client_id: str) -> bool:
+        return self.admit(username, password, client_id) is not None
+
+    def stamps(self, usernames: Collection[str]) -> dict[str, Hashable | None]:
+        wanted = set(usernames)
+        with self._read() as db:
+            rows = db.execute("SELECT device_id, enabled, generation FROM accounts").fetchall()
+        found = {d: int(g) for d, enabled, g in rows if enabled and d in wanted}
+        return {u: found.get(u) for u in wanted}
+
+    def revision(self) -> Hashable:
+        with self._read() as db:
+            (revision,) = db.execute("SELECT revision FROM meta WHERE id = 0").fetchone()
+        return int(revision)
+
+    def _acls_of(self, username: str) -> tuple[Acl, ...]:
+        return device_acls(self._topics, username) if is_device_id(username) else ()
+
+    def may_publish(self, username: str, topic: str) -> bool:
+        return decide(self._acls(username), AclType.PUBLISH_SEND, topic, default=False)
+
+    def may_subscribe(self, username: str, topic_filter: str) -> bool:
+        acls = self._acls(username)
+        return decide(acls, AclType.SUBSCRIBE_LITERAL, topic_filter, default=False) or decide(
+            acls, AclType.SUBSCRIBE_PATTERN, topic_filter, default=False
+        )
+
+    def may_receive(self, username: str, topic: str) -> bool:
+        acls = self._acls(username)
+        return bool(acls) and decide(acls, AclType.PUBLISH_RECEIVE, topic, default=True)
