@@ -105,7 +105,7 @@ class ClockBeacon:
         if not self.broker.is_connected:
             return False
         body = ControllerStatus(online=True, now=self.clock(), clock_tolerance_ms=self.tolerance_ms)
-        if not self.broker.publish(self.topic, encode(body), retain=False):
+        if not self.broker.announce(self.topic, encode(body)):
             return False
         self._last, self._due = mono, False
         self.sent += 1

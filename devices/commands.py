@@ -20,6 +20,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from devices.agent import Agent
+from devices.clocksync import MIN_SPAN_S
 from devices.connection import BrokerAddress
 from devices.fixture import SimulatedFixture
 from devices.limits import DescriptorLimitError, descriptors_needed, raise_descriptor_limit
@@ -145,6 +146,17 @@ def add_agent_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
         metavar="ID",
         required=True,
         help="the device id (also its MQTT username): 1-48 of a-z, 0-9 and '-'",
+    )
+    parser.add_argument(
+        "--clock-settle-s",
+        type=seconds_arg,
+        default=MIN_SPAN_S,
+        metavar="S",
+        help=(
+            "how long the agent gathers the controller's clock beacons before it trusts "
+            f"their estimate of its clock's offset (default {MIN_SPAN_S:g}; a beacon held "
+            "up on the way looks like a clock that runs ahead, so one is not enough)"
+        ),
     )
     parser.add_argument(
         "--state-file",
@@ -374,6 +386,7 @@ def run_agent(args: argparse.Namespace) -> int:
         ca_file=args.ca_file,
         store=FilePlanStore(state_file, device_id),
     )
+    agent.device.controller_time.min_span_s = args.clock_settle_s
     print(f"agent {device_id}: state in {state_file}")
     print(f"agent {device_id}: connecting to {agent.address.redacted()} (Ctrl-C to stop)")
     sys.stdout.flush()

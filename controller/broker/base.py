@@ -62,3 +62,8 @@ class Broker(Protocol):
     ) -> bool:
         """Queue one QoS 1 publish. False (and `done` never called) when it could not
         even be queued, for example while disconnected."""
+
+    def announce(self, topic: str, payload: bytes) -> bool:
+        """Send one QoS 0 message, not retained, with no completion: for a message whose
+        next copy replaces it (the clock beacon), which must not wait behind the QoS 1
+        publishes in flight, nor be sent again late. False when disconnected."""

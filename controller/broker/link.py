@@ -182,6 +182,12 @@ class PahoBroker:
             _call(done, early)
         return queued
 
+    def announce(self, topic: str, payload: bytes) -> bool:
+        if not self._connected.is_set():
+            return False
+        info = self._client.publish(topic, payload, qos=0, retain=False)
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
+
     # helpers --------------------------------------------------------------------
 
     def _new_client(self, ca_file: str | None) -> mqtt.Client:

@@ -16,6 +16,7 @@ class Published:
     retain: bool
     done: Done | None
     acked: bool | None = None
+    qos: int = 1
 
 
 class MemoryBroker:
@@ -62,6 +63,13 @@ class MemoryBroker:
             self.published.append(item)
         if self.auto_ack:
             self._complete(item, True)
+        return True
+
+    def announce(self, topic: str, payload: bytes) -> bool:
+        if not self.is_connected:
+            return False
+        with self._lock:
+            self.published.append(Published(topic, payload, False, None, acked=True, qos=0))
         return True
 
     # what a test does -------------------------------------------------------------

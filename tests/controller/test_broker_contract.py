@@ -172,3 +172,14 @@ def test_messages_reach_the_sink_in_arrival_order(harness: Harness) -> None:
     got = harness.sink.wait_count(len(payloads), lambda m: m.topic == topic)
     assert [m.payload for m in got] == payloads
     assert not any(m.retain for m in got)
+
+
+def test_announce_is_sent_only_while_connected(harness: Harness) -> None:
+    """A QoS 0 message (the clock beacon): refused while disconnected, taken at once
+    when connected, with no completion to wait for."""
+    assert not harness.broker.announce(TOPICS.controller_status, b"{}")
+    listener = started(harness)
+    assert harness.broker.announce(TOPICS.controller_status, b"{}")
+    harness.drop()
+    listener.wait("disconnected")
+    assert not harness.broker.announce(TOPICS.controller_status, b"{}")

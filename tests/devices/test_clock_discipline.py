@@ -47,6 +47,11 @@ class Skewed:
             publish=lambda t, p, r: self.sent.append((t, p)),
             cond=threading.Condition(),
         )
+        # these tests are about what a device does with an estimate it trusts: one
+        # beacon is enough here (how many it takes is tested on ControllerTime below)
+        self.device.controller_time = ControllerTime(
+            self.clock, self.clock.monotonic, min_samples=1, min_span_s=0
+        )
 
     def controller_now(self) -> datetime:
         return self.clock() - self.skew
@@ -172,7 +177,7 @@ def test_the_offset_is_reported_again_only_when_it_moves_beyond_the_tolerance() 
 
 def test_the_estimate_keeps_the_fastest_beacon_and_follows_a_step_of_the_own_clock() -> None:
     clock = FakeClock(CONTROLLER_START)
-    sync = ControllerTime(clock, clock.monotonic)
+    sync = ControllerTime(clock, clock.monotonic, min_samples=1, min_span_s=0)
     assert sync.offset_ms() is None and sync.correction() == timedelta(0)
     sync.observe(CONTROLLER_START - timedelta(seconds=5))  # held up 5 s on the way
     assert sync.offset_ms() == -5000
@@ -188,7 +193,38 @@ def test_the_estimate_keeps_the_fastest_beacon_and_follows_a_step_of_the_own_clo
 
 def test_a_clock_years_off_reports_the_largest_offset_the_protocol_takes() -> None:
     clock = FakeClock(datetime(1970, 1, 1, tzinfo=UTC))
-    sync = ControllerTime(clock, clock.monotonic)
+    sync = ControllerTime(clock, clock.monotonic, min_samples=1, min_span_s=0)
     sync.observe(CONTROLLER_START)
     assert sync.reported_ms() == MAX_CLOCK_OFFSET_MS
     assert sync.correction() == CONTROLLER_START - clock()
+
+
+def test_beacons_held_up_in_a_storm_are_not_taken_for_a_clock_that_runs_ahead() -> None:
+    """A device whose clock is right hears its first beacons a minute late (a connection
+    storm): it keeps its own clock, reports no offset, and counts the estimate only once
+    it rests on enough beacons over a minute, by when a fast one came through."""
+    clock = FakeClock(CONTROLLER_START)
+    sync = ControllerTime(clock, clock.monotonic)
+    for _ in range(5):  # a beacon a second, each held up 70 s
+        sync.observe(clock() - timedelta(seconds=70))
+        assert sync.offset_ms() is None and sync.reported_ms() is None
+        assert sync.correction() == timedelta(0) and not sync.beyond_tolerance()
+        clock.advance(1)
+    clock.advance(30)
+    sync.observe(clock() - timedelta(seconds=40))  # the storm is passing
+    assert sync.offset_ms() is None  # 35 s of beacons: not yet
+    clock.advance(30)
+    sync.observe(clock() - timedelta(milliseconds=20))  # came straight through
+    assert sync.settled()
+    assert sync.offset_ms() == -20
+    assert sync.correction() == timedelta(0)
+
+
+def test_an_estimate_that_settled_corrects_a_clock_that_is_truly_off() -> None:
+    clock = FakeClock(CONTROLLER_START + timedelta(seconds=90))  # 90 s ahead
+    sync = ControllerTime(clock, clock.monotonic)
+    for _ in range(3):
+        sync.observe(clock() - timedelta(seconds=90))
+        clock.advance(30)
+    assert sync.settled()
+    assert sync.correction() == timedelta(seconds=-90)

@@ -36,6 +36,8 @@ def test_an_agent_90_s_ahead_switches_on_the_controllers_second(rig_factory, tmp
     if lib is None:
         pytest.skip("libfaketime is missing (make test installs it)")
     rig = rig_factory(1)
+    control = rig.settings.control.model_copy(update={"clock_beacon_s": 1.0})
+    rig.settings = rig.settings.model_copy(update={"control": control})
     controller = rig.start_controller()
     device = rig.devices[0]
     stores = controller.stores
@@ -64,6 +66,8 @@ def test_an_agent_90_s_ahead_switches_on_the_controllers_second(rig_factory, tmp
             device.password,
             "--state-file",
             str(tmp_path / "agent.json"),
+            "--clock-settle-s",
+            "2",  # beacons come every second here (below): trust them after two
         ],
         env=env,
         stdout=log,
