@@ -148,6 +148,9 @@ class Intake:
         self.metrics = metrics
         self.batch_size = batch_size
         self.on_outcome: Callable[[Outcome], None] = lambda _outcome: None
+        self.on_message: Callable[[str, Ack | DeviceState | DeviceStatus, bool, datetime], None]
+        self.on_message = lambda _device, _body, _retain, _now: None
+        """Told of every message of a registered device as it is decided (health)."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="intake", daemon=True)
         self._known: set[str] = set()
@@ -260,6 +263,7 @@ class Intake:
             if device_id not in batch.views:
                 continue  # registered a moment ago in another process and not yet read
             try:
+                self.on_message(device_id, body, retain, now)
                 self._decide(batch, device_id, body, retain, now)
             except Exception:  # one message's trouble never stops the batch
                 log.exception("device %s: could not handle a message", device_id)

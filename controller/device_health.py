@@ -1,0 +1,189 @@
+"""Device health, for staff: is it online, when did it last speak, its firmware, how far
+its clock is from the controller's, and its current plan version and state.
+
+Most of it is stored (the device's retained status and last will, its firmware, what it
+applied and reports; see `controller/store/base.py` `DeviceView`, and its newest plan
+version with its lifecycle state). Two figures are kept by the running controller only,
+by `HealthTracker`, which the intake feeds with every message it takes in:
+
+- `last_seen`: when the controller last took in a live message of the device (a
+  retained copy handed over on subscribe proves nothing about now);
+- the clock offset: the device's own time in its last live timestamped message (the
+  `reported_at` of a state report, the `applied_at` of an applied ack) minus the
+  controller's time when it took the message in. It includes the delivery delay (a few
+  milliseconds on a healthy network), so it is an upper bound of how far behind the
+  device's clock is, and a close figure for one that is ahead. A device that states its
+  own offset (`clock_offset_ms` in an ack) is shown with that figure instead.
+
+After a restart both are empty until the device next speaks.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from controller.store.base import Command, DeviceView
+from devices.protocol import MAX_CLOCK_OFFSET_MS, Ack, DeviceState, DeviceStatus, Instant, Stage
+
+ClockSource = Literal["state", "ack", "device"]
+
+
+@dataclass(frozen=True)
+class Seen:
+    last_seen: datetime
+    clock_offset_ms: int | None = None
+    clock_measured_at: datetime | None = None
+    clock_source: ClockSource | None = None
+
+
+def _ms(device_time: datetime, now: datetime) -> int:
+    offset = round((device_time - now).total_seconds() * 1000)
+    return max(-MAX_CLOCK_OFFSET_MS, min(MAX_CLOCK_OFFSET_MS, offset))
+
+
+class HealthTracker:
+    """Last seen and clock offset of every device, in memory (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: dict[str, Seen] = {}
+
+    def observe(
+        self, device_id: str, body: Ack | DeviceState | DeviceStatus, retain: bool, now: datetime
+    ) -> None:
+        """The intake took in `body` from `device_id` at `now` (controller time)."""
+        if retain:
+            return  # a retained copy: said some time ago, not now
+        offset: int | None = None
+        source: ClockSource | None = None
+        if isinstance(body, Ack) and body.clock_offset_ms is not None:
+            offset, source = body.clock_offset_ms, "device"
+        elif isinstance(body, Ack) and body.stage is Stage.APPLIED and body.applied_at:
+            offset, source = _ms(body.applied_at, now), "ack"
+        elif isinstance(body, DeviceState):
+            offset, source = _ms(body.reported_at, now), "state"
+        with self._lock:
+            known = self._seen.get(device_id)
+            if offset is None and known is not None:
+                self._seen[device_id] = Seen(
+                    now, known.clock_offset_ms, known.clock_measured_at, known.clock_source
+                )
+            else:
+                self._seen[device_id] = Seen(
+                    now, offset, now if offset is not None else None, source
+                )
+
+    def get(self, device_id: str) -> Seen | None:
+        with self._lock:
+            return self._seen.get(device_id)
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PlanHealth(_Out):
+    version: int
+    """The newest plan version the controller issued to the device."""
+    state: str
+    """Its lifecycle state: pending, published, received, armed, applied, ..."""
+    state_at: Instant
+    test: bool
+    """True while the newest plan is a test flash."""
+    reason: str | None = None
+
+
+class AppliedHealth(_Out):
+    version: int
+    step_at: Instant
+    state: dict[str, Any] | None
+    applied_at: Instant | None
+    """By the device's clock."""
+
+
+class ReportedHealth(_Out):
+    state: dict[str, Any]
+    reported_at: Instant
+    """By the device's clock."""
+
+
+class ClockHealth(_Out):
+    offset_ms: int
+    """The device's clock minus the controller's, in milliseconds."""
+    measured_at: Instant
+    source: ClockSource
+    """`state` (a live state report), `ack` (an applied ack) or `device` (its own figure)."""
+
+
+class DeviceHealth(_Out):
+    id: str
+    site: str
+    city: str | None
+    online: bool | None
+    """From the device's retained status: its birth, or its last will (false). None:
+    never heard from."""
+    status_at: Instant | None
+    """When the controller took in that status."""
+    last_seen: Instant | None
+    firmware: str | None
+    clock: ClockHealth | None
+    plan: PlanHealth | None
+    applied: AppliedHealth | None
+    """The newest step the device reported applying."""
+    reported: ReportedHealth | None
+    """Its last state report: the output it shows."""
+
+
+def device_health(
+    view: DeviceView, city: str | None, command: Command | None, seen: Seen | None
+) -> DeviceHealth:
+    plan = None
+    if command is not None:
+        try:
+            test = command.plan.test
+        except ValueError:
+            test = False
+        plan = PlanHealth(
+            version=command.version,
+            state=command.state.value,
+            state_at=command.state_at,
+            test=test,
+            reason=command.reason,
+        )
+    applied = None
+    if view.applied_version is not None and view.applied_step_at is not None:
+        applied = AppliedHealth(
+            version=view.applied_version,
+            step_at=view.applied_step_at,
+            state=view.applied_state,
+            applied_at=view.applied_at,
+        )
+    reported = None
+    if view.reported_state is not None and view.reported_at is not None:
+        reported = ReportedHealth(state=view.reported_state, reported_at=view.reported_at)
+    clock = None
+    if seen is not None and seen.clock_offset_ms is not None:
+        assert seen.clock_measured_at is not None and seen.clock_source is not None
+        clock = ClockHealth(
+            offset_ms=seen.clock_offset_ms,
+            measured_at=seen.clock_measured_at,
+            source=seen.clock_source,
+        )
+    return DeviceHealth(
+        id=view.id,
+        site=view.site_id,
+        city=city,
+        online=view.online,
+        status_at=view.status_at,
+        last_seen=seen.last_seen if seen is not None else None,
+        firmware=view.firmware,
+        clock=clock,
+        plan=plan,
+        applied=applied,
+        reported=reported,
+    )
