@@ -140,7 +140,7 @@ class FlashLimiter:
                 del self._user[user]
 
 
-def test_plan(
+def flash_plan(
     version: int,
     now: datetime,
     seconds: float,
@@ -160,7 +160,7 @@ def test_plan(
     return Plan(version=version, issued_at=now, not_after=end, steps=steps[:MAX_STEPS], test=True)
 
 
-def test_running(command: Command | None, now: datetime) -> bool:
+def flash_running(command: Command | None, now: datetime) -> bool:
     """Is this newest command a test plan that is not over yet (before its not_after,
     and not final)? The reconciler leaves such a plan alone."""
     if command is None or command.state in FINAL:
@@ -237,19 +237,19 @@ class FlashTester:
             raise ValueError(f"seconds must be from {MIN_SECONDS:g} to {MAX_SECONDS:g}")
         outbox = self.stores.outbox
         latest = outbox.latest([device_id]).get(device_id)
-        if test_running(latest, self.clock()):
+        if flash_running(latest, self.clock()):
             raise TestRunning(f"device {device_id!r} is already running a test")
         self.limiter.take(device_id, user)
         for attempt in range(ATTEMPTS):
             if attempt:
                 latest = outbox.latest([device_id]).get(device_id)
             now = self.clock()
-            if test_running(latest, now):
+            if flash_running(latest, now):
                 raise TestRunning(f"device {device_id!r} is already running a test")
             view = self.stores.reports.views([device_id]).get(device_id)
             floor = view.version_floor if view is not None else 0
             version = max(latest.version if latest is not None else 0, floor) + 1
-            plan = test_plan(version, now, seconds, light, _real_plan(latest))
+            plan = flash_plan(version, now, seconds, light, _real_plan(latest))
             started = self.monotonic()
             stored = outbox.add_versions(
                 [
