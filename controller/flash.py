@@ -100,34 +100,42 @@ class FlashLimiter:
         self._device: dict[str, float] = {}
         self._user: dict[str, deque[float]] = {}
 
+    def check(self, device_id: str, user: str) -> None:
+        """Raise RateLimited if one more test would be refused (counts nothing)."""
+        with self._lock:
+            self._check(device_id, user, self.monotonic())
+
     def take(self, device_id: str, user: str) -> None:
         """Count one test of `device_id` by `user`, or raise RateLimited."""
-        limits = self.limits
         with self._lock:
             now = self.monotonic()
-            last = self._device.get(device_id)
-            if last is not None and now - last < limits.device_interval_s:
-                wait = last + limits.device_interval_s - now
-                raise RateLimited(
-                    "device",
-                    wait,
-                    f"device {device_id!r} was tested less than "
-                    f"{limits.device_interval_s:g} s ago; try again in {math.ceil(wait)} s",
-                )
-            mine = self._user.setdefault(user, deque())
-            while mine and now - mine[0] >= limits.user_window_s:
-                mine.popleft()
-            if len(mine) >= limits.user_tests:
-                wait = mine[0] + limits.user_window_s - now
-                raise RateLimited(
-                    "user",
-                    wait,
-                    f"{user} ran {limits.user_tests} tests in the last "
-                    f"{limits.user_window_s:g} s; try again in {math.ceil(wait)} s",
-                )
+            self._check(device_id, user, now)
             self._device[device_id] = now
-            mine.append(now)
+            self._user[user].append(now)
             self._forget(now)
+
+    def _check(self, device_id: str, user: str, now: float) -> None:
+        limits = self.limits
+        last = self._device.get(device_id)
+        if last is not None and now - last < limits.device_interval_s:
+            wait = last + limits.device_interval_s - now
+            raise RateLimited(
+                "device",
+                wait,
+                f"device {device_id!r} was tested less than "
+                f"{limits.device_interval_s:g} s ago; try again in {math.ceil(wait)} s",
+            )
+        mine = self._user.setdefault(user, deque())
+        while mine and now - mine[0] >= limits.user_window_s:
+            mine.popleft()
+        if len(mine) >= limits.user_tests:
+            wait = mine[0] + limits.user_window_s - now
+            raise RateLimited(
+                "user",
+                wait,
+                f"{user} ran {limits.user_tests} tests in the last "
+                f"{limits.user_window_s:g} s; try again in {math.ceil(wait)} s",
+            )
 
     def _forget(self, now: float) -> None:
         """Drop what no longer limits anything, so the tables stay small."""
@@ -236,6 +244,7 @@ class FlashTester:
         if not MIN_SECONDS <= seconds <= MAX_SECONDS:
             raise ValueError(f"seconds must be from {MIN_SECONDS:g} to {MAX_SECONDS:g}")
         outbox = self.stores.outbox
+        self.limiter.check(device_id, user)
         latest = outbox.latest([device_id]).get(device_id)
         if flash_running(latest, self.clock()):
             raise TestRunning(f"device {device_id!r} is already running a test")

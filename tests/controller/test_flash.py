@@ -281,16 +281,19 @@ def test_a_test_that_matches_the_window_is_still_not_lit() -> None:
     assert world.site("grand-place") == "lit"
 
 
-def test_one_test_at_a_time_and_the_device_limit(world: World) -> None:
+def test_the_device_limit_then_one_test_at_a_time(world: World) -> None:
     world.tester.start("dev-a", "tom", 10)
     world.clock.advance(5)
-    with pytest.raises(TestRunning):
-        world.tester.start("dev-a", "ada", 10)
-    world.clock.advance(5)  # over: the reconciler has not replaced it yet
     with pytest.raises(RateLimited) as refused:
         world.tester.start("dev-a", "ada", 10)
-    assert refused.value.retry_after == 20
+    assert refused.value.retry_after == 25
     world.tester.start("dev-b", "tom", 10)
+    # with a shorter interval than the test, the running test refuses the next
+    world.tester.limiter.limits = FlashLimits(device_interval_s=1)
+    with pytest.raises(TestRunning):
+        world.tester.start("dev-a", "ada", 10)
+    world.clock.advance(5)  # over (the reconciler has not replaced it yet)
+    world.tester.start("dev-a", "ada", 10)
 
 
 def test_the_test_version_goes_past_a_version_the_device_holds(world: World) -> None:
