@@ -46,6 +46,8 @@ POLL_S = 0.5
 when the intake stores a report of the device)."""
 ATTEMPTS = 5
 """Times a test plan is tried against a newest command that moved meanwhile."""
+SETTLE = timedelta(seconds=1)
+"""How long after a test's end the reconciler sends the real plan again."""
 
 
 class FlashResult(StrEnum):
@@ -166,6 +168,22 @@ def flash_plan(
     if real is not None:
         steps.extend(s for s in real.steps if s.at > end)
     return Plan(version=version, issued_at=now, not_after=end, steps=steps[:MAX_STEPS], test=True)
+
+
+def flash_held(command: Command | None, now: datetime) -> datetime | None:
+    """Until when the reconciler leaves this newest command alone: a test plan that is
+    not final is held until `SETTLE` after its end (so the answer, due at the end, is
+    given on the test's own outcome); None when it is not held (any more)."""
+    if command is None or command.state in FINAL:
+        return None
+    try:
+        plan = command.plan
+    except ValueError:
+        return None
+    if not plan.test or plan.not_after is None:
+        return None
+    until = plan.not_after + SETTLE
+    return until if now < until else None
 
 
 def flash_running(command: Command | None, now: datetime) -> bool:

@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from controller.confirmation import device_confirmed_at
-from controller.flash import flash_running
+from controller.flash import flash_held
 from controller.lifecycle import CommandState
 from controller.plans import PlanCache
 from controller.plansteps import SiteSteps, plan_steps, same_from_now, wire_light
@@ -282,8 +282,9 @@ class Reconciler:
         if old.test:
             # a test flash (controller/flash.py): left alone until it is over, then the
             # real plan goes out again as a new version, above the test's
-            if flash_running(command, now) and old.not_after is not None:
-                wakes.add(old.not_after)
+            held = flash_held(command, now)
+            if held is not None:
+                wakes.add(held)
             else:
                 changed.append((device, command, steps))
             return

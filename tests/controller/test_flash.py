@@ -11,6 +11,7 @@ import pytest
 from controller.device_health import HealthTracker, device_health
 from controller.flash import (
     FLASH,
+    SETTLE,
     Flash,
     FlashLimiter,
     FlashLimits,
@@ -228,13 +229,13 @@ def test_a_test_is_the_next_version_held_by_the_reconciler_then_replaced(world: 
     result = world.reconciler.run(world.clock())
     assert result.new_versions == {}
     assert result.unconfirmed == []
-    assert flash.back_at in result.wake_at
+    assert flash.back_at + SETTLE in result.wake_at
     world.confirm("dev-a")  # the device applies the flash
-    world.clock.advance(7.9)
+    world.clock.set(flash.back_at)  # the test's end: its answer is due, on its own outcome
     assert world.reconciler.run(world.clock()).new_versions == {}
 
-    # at its end the real plan goes out again, above the test's version
-    world.clock.set(flash.back_at)
+    # a moment later the real plan goes out again, above the test's version
+    world.clock.set(flash.back_at + SETTLE)
     result = world.reconciler.run(world.clock())
     assert result.new_versions == {"dev-a": test.version + 1}
     back = world.latest()
@@ -255,8 +256,9 @@ def test_the_public_status_never_shows_a_test(world: World) -> None:
     shown = {s["id"]: s for s in world.lit_json()}
     assert shown["atomium"].get("color") is None
     assert world.site("grand-place") == "lit"
-    world.clock.set(flash.back_at)
+    world.clock.set(flash.back_at + SETTLE)
     world.reconciler.run(world.clock())
+    assert world.site() == "pending"  # sent mid-window: a grace of its own
     world.confirm("dev-a")  # the real plan confirmed again
     assert world.site() == "lit"
     after = {s["id"]: s for s in world.lit_json()}

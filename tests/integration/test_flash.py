@@ -178,6 +178,7 @@ def test_a_silent_device_answers_timeout_and_gets_its_plan_back(rig_factory) -> 
         waited = time.monotonic() - started
     assert answer.status_code == 200, answer.text
     body = answer.json()
+
     assert body["result"] == "timeout"
     assert body["round_trip_ms"] is None
     assert body["stage"] == "published"  # the broker took it; the device said nothing
