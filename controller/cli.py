@@ -338,7 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_simulate_parser(sub)
     add_users_parser(sub)
 
-    devices = sub.add_parser("devices", help="register and list devices")
+    devices = sub.add_parser(
+        "devices", help="register and list devices; test flashes and health (technicians)"
+    )
     dsub = devices.add_subparsers(dest="action", required=True, metavar="ACTION")
     add = dsub.add_parser("add", help="register a device at a site and issue its password")
     config_arg(add)
