@@ -247,12 +247,14 @@ class FlashTester:
         *,
         limits: FlashLimits | None = None,
         wake: Callable[[], None] = lambda: None,
+        poll_s: float = POLL_S,
     ) -> None:
         self.stores = stores
         self.clock = clock
         self.monotonic = monotonic
         self.limiter = FlashLimiter(limits or FlashLimits(), monotonic)
         self.wake = wake
+        self.poll_s = poll_s
         self._cond = threading.Condition()
 
     def start(
@@ -312,7 +314,7 @@ class FlashTester:
             if outcome is not None:
                 return outcome
             with self._cond:
-                self._cond.wait(timeout=max(0.0, min(POLL_S, flash.deadline - mono)))
+                self._cond.wait(timeout=max(0.0, min(self.poll_s, flash.deadline - mono)))
 
     def notify(self, devices: Collection[str] = ()) -> None:
         """Reports of `devices` were stored: let waiting tests look again."""
