@@ -3,7 +3,7 @@ its clock is from the controller's, and its current plan version and state.
 
 Most of it is stored (the device's retained status and last will, its firmware, what it
 applied and reports; see `controller/store/base.py` `DeviceView`, and its newest plan
-version with its lifecycle state). Two figures are kept by the running controller only,
+version with its lifecycle state). Three are kept by the running controller only,
 by `HealthTracker`, which the intake feeds with every message it takes in:
 
 - `last_seen`: when the controller last took in a live message of the device (a
@@ -15,13 +15,16 @@ by `HealthTracker`, which the intake feeds with every message it takes in:
   device's clock is, and a close figure for one that is ahead. A device that states its
   own offset (`clock_offset_ms` in an ack) is shown with that figure instead.
 
-After a restart both are empty until the device next speaks.
+- whether the device's clock is synchronised, as its last state report says
+  (`clock_synced`; the reference agent asks its kernel, devices/kernelclock.py).
+
+After a restart these are empty until the device next speaks.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -35,15 +38,30 @@ ClockSource = Literal["state", "ack", "device"]
 
 @dataclass(frozen=True)
 class Seen:
-    last_seen: datetime
+    last_seen: datetime | None = None
     clock_offset_ms: int | None = None
     clock_measured_at: datetime | None = None
     clock_source: ClockSource | None = None
+    clock_synced: bool | None = None
+    """What the device's last state report said (`clock_synced`), retained or live."""
 
 
 def _ms(device_time: datetime, now: datetime) -> int:
     offset = round((device_time - now).total_seconds() * 1000)
     return max(-MAX_CLOCK_OFFSET_MS, min(MAX_CLOCK_OFFSET_MS, offset))
+
+
+def _offset(
+    body: Ack | DeviceState | DeviceStatus, now: datetime
+) -> tuple[int, ClockSource] | None:
+    """The clock offset a live message shows, and whence; None when it shows none."""
+    if isinstance(body, Ack) and body.clock_offset_ms is not None:
+        return body.clock_offset_ms, "device"
+    if isinstance(body, Ack) and body.stage is Stage.APPLIED and body.applied_at:
+        return _ms(body.applied_at, now), "ack"
+    if isinstance(body, DeviceState):
+        return _ms(body.reported_at, now), "state"
+    return None
 
 
 class HealthTracker:
@@ -57,26 +75,21 @@ class HealthTracker:
         self, device_id: str, body: Ack | DeviceState | DeviceStatus, retain: bool, now: datetime
     ) -> None:
         """The intake took in `body` from `device_id` at `now` (controller time)."""
-        if retain:
-            return  # a retained copy: said some time ago, not now
-        offset: int | None = None
-        source: ClockSource | None = None
-        if isinstance(body, Ack) and body.clock_offset_ms is not None:
-            offset, source = body.clock_offset_ms, "device"
-        elif isinstance(body, Ack) and body.stage is Stage.APPLIED and body.applied_at:
-            offset, source = _ms(body.applied_at, now), "ack"
-        elif isinstance(body, DeviceState):
-            offset, source = _ms(body.reported_at, now), "state"
         with self._lock:
-            known = self._seen.get(device_id)
-            if offset is None and known is not None:
-                self._seen[device_id] = Seen(
-                    now, known.clock_offset_ms, known.clock_measured_at, known.clock_source
-                )
-            else:
-                self._seen[device_id] = Seen(
-                    now, offset, now if offset is not None else None, source
-                )
+            known = self._seen.get(device_id) or Seen()
+            if isinstance(body, DeviceState) and body.clock_synced is not None:
+                known = replace(known, clock_synced=body.clock_synced)
+            if not retain:  # a retained copy was said some time ago, not now
+                known = replace(known, last_seen=now)
+                offset = _offset(body, now)
+                if offset is not None:
+                    known = replace(
+                        known,
+                        clock_offset_ms=offset[0],
+                        clock_measured_at=now,
+                        clock_source=offset[1],
+                    )
+            self._seen[device_id] = known
 
     def get(self, device_id: str) -> Seen | None:
         with self._lock:
@@ -113,11 +126,14 @@ class ReportedHealth(_Out):
 
 
 class ClockHealth(_Out):
-    offset_ms: int
-    """The device's clock minus the controller's, in milliseconds."""
-    measured_at: Instant
-    source: ClockSource
+    offset_ms: int | None
+    """The device's clock minus the controller's, in milliseconds (None: not measured)."""
+    measured_at: Instant | None
+    source: ClockSource | None
     """`state` (a live state report), `ack` (an applied ack) or `device` (its own figure)."""
+    synced: bool | None
+    """Whether the device says its clock is synchronised (`clock_synced` in its state
+    report; the agent asks its kernel). None: it does not say."""
 
 
 class DeviceHealth(_Out):
@@ -167,12 +183,12 @@ def device_health(
     if view.reported_state is not None and view.reported_at is not None:
         reported = ReportedHealth(state=view.reported_state, reported_at=view.reported_at)
     clock = None
-    if seen is not None and seen.clock_offset_ms is not None:
-        assert seen.clock_measured_at is not None and seen.clock_source is not None
+    if seen is not None and (seen.clock_offset_ms is not None or seen.clock_synced is not None):
         clock = ClockHealth(
             offset_ms=seen.clock_offset_ms,
             measured_at=seen.clock_measured_at,
             source=seen.clock_source,
+            synced=seen.clock_synced,
         )
     return DeviceHealth(
         id=view.id,

@@ -118,7 +118,11 @@ def cmd_devices_health(args: argparse.Namespace) -> int:
         return 0
     online = {True: "online", False: "offline", None: "never seen"}[answer["online"]]
     clock = answer.get("clock")
-    offset = f"{clock['offset_ms']:+d} ms ({clock['source']})" if clock else "-"
+    offset = "-"
+    if clock and clock["offset_ms"] is not None:
+        offset = f"{clock['offset_ms']:+d} ms ({clock['source']})"
+    if clock and clock["synced"] is not None:
+        offset += ", synchronised" if clock["synced"] else ", NOT synchronised"
     plan = answer.get("plan")
     lines = [
         f"device     {answer['id']} at {answer['site']} ({answer['city']})",

@@ -20,6 +20,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from devices.agent import Agent
+from devices.kernelclock import kernel_clock_synced
 from devices.connection import BrokerAddress
 from devices.fixture import SimulatedFixture
 from devices.limits import DescriptorLimitError, descriptors_needed, raise_descriptor_limit
@@ -373,6 +374,7 @@ def run_agent(args: argparse.Namespace) -> int:
         fixture=SimulatedFixture(),
         ca_file=args.ca_file,
         store=FilePlanStore(state_file, device_id),
+        clock_synced=kernel_clock_synced,
     )
     print(f"agent {device_id}: state in {state_file}")
     print(f"agent {device_id}: connecting to {agent.address.redacted()} (Ctrl-C to stop)")

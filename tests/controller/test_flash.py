@@ -316,15 +316,19 @@ def test_seconds_out_of_range_are_refused(world: World) -> None:
 def test_health_takes_live_messages_only_and_measures_the_clock() -> None:
     tracker = HealthTracker()
     at = datetime(2026, 7, 30, 20, 0, tzinfo=UTC)
-    state = DeviceState(state=OFF, reported_at=at - timedelta(minutes=5))
+    state = DeviceState(state=OFF, reported_at=at - timedelta(minutes=5), clock_synced=False)
     tracker.observe("dev-a", state, True, at)  # retained: said five minutes ago
-    assert tracker.get("dev-a") is None
+    seen = tracker.get("dev-a")
+    assert seen is not None
+    assert (seen.last_seen, seen.clock_offset_ms, seen.clock_synced) == (None, None, False)
+    state = state.model_copy(update={"clock_synced": True})
     tracker.observe(
         "dev-a", state.model_copy(update={"reported_at": at + timedelta(seconds=2)}), False, at
     )
     seen = tracker.get("dev-a")
     assert seen is not None
     assert (seen.last_seen, seen.clock_offset_ms, seen.clock_source) == (at, 2000, "state")
+    assert seen.clock_synced is True
     later = at + timedelta(seconds=30)
     tracker.observe("dev-a", Ack(version=3, stage=Stage.RECEIVED), False, later)
     seen = tracker.get("dev-a")

@@ -20,6 +20,9 @@ import pytest
 from controller.cli import main
 from controller.lifecycle import CommandState
 from controller.store.base import Command
+from devices.agent import Agent
+from devices.connection import BrokerAddress
+from devices.fixture import SimulatedFixture
 from devices.protocol import LightState
 from tests.controller.test_staff_api import serve
 from tests.integration.conftest import DEADLINE, Rig, wait_until, whole_second, window_campaign
@@ -221,3 +224,56 @@ def test_the_cli_runs_a_test_through_the_controller(rig_factory, monkeypatch) ->
                 code = main(["devices", "test", "dev-01", "--url", url])
         assert code == 2
         assert "429" in err.getvalue() and "Retry-After" in err.getvalue()
+
+
+def test_a_real_agent_flashes_and_reports_its_clock(rig_factory, mosquitto) -> None:
+    rig = rig_factory(1)
+    controller = rig.start_controller()
+    opens = whole_second(2)
+    rig.register(window_campaign(opens, opens + timedelta(seconds=300)))
+    device = rig.devices[0]
+    fixture = SimulatedFixture()
+    agent = Agent(
+        device.id,
+        BrokerAddress.parse(mosquitto.url),
+        password=device.password,
+        fixture=fixture,
+        clock_synced=lambda: True,
+    )
+    agent.start()
+    try:
+        assert wait_until(lambda: rig.states()["site-01"] == "lit", timeout=DEADLINE)
+        token = controller.users.add("tom", "technician", ["brussels"], datetime.now(UTC))
+        auth = {"Authorization": f"Bearer {token}"}
+        with serve(controller.web) as http:
+            answer = http.post(
+                "/api/v1/devices/dev-01/test",
+                json={"seconds": 2, "color": MAGENTA},
+                headers=auth,
+                timeout=DEADLINE,
+            )
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["result"] == "applied"
+            assert any(state.color == MAGENTA for _, state in fixture.history)
+            assert wait_until(
+                lambda: agent.plan_version > answer.json()["version"], timeout=DEADLINE
+            )
+            assert wait_until(lambda: rig.states()["site-01"] == "lit", timeout=DEADLINE)
+            health = http.get("/api/v1/devices/dev-01/health", headers=auth).json()
+        assert health["online"] is True
+        assert health["firmware"] == "illuminate-agent/0.1.0"
+        assert health["clock"]["synced"] is True
+        assert health["clock"]["source"] in {"state", "ack"}
+        assert health["plan"]["version"] == agent.plan_version
+        assert health["plan"]["state"] == "applied"
+        assert health["reported"]["state"]["color"] == "#009EDB"
+    finally:
+        agent.stop()
+    with serve(controller.web) as http:
+        # a clean stop: the agent's offline status is what health says now
+        assert wait_until(
+            lambda: (
+                http.get("/api/v1/devices/dev-01/health", headers=auth).json()["online"] is False
+            ),
+            timeout=DEADLINE,
+        )
