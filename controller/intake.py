@@ -264,6 +264,9 @@ class Intake:
                 continue  # registered a moment ago in another process and not yet read
             try:
                 self.on_message(device_id, body, retain, now)
+            except Exception:  # health is an observer: it never stops the decision
+                log.exception("device %s: could not note a message for health", device_id)
+            try:
                 self._decide(batch, device_id, body, retain, now)
             except Exception:  # one message's trouble never stops the batch
                 log.exception("device %s: could not handle a message", device_id)
