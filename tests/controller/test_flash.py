@@ -358,3 +358,23 @@ def test_health_shows_the_plan_version_and_state(world: World) -> None:
     assert health.online is True
     assert health.applied is not None and health.applied.version == 1
     assert health.last_seen is None and health.clock is None
+
+
+def test_a_plan_sent_mid_window_has_a_grace_of_its_own(world: World) -> None:
+    # an edit mid-window (a new colour): the new plan is pending for its own grace,
+    # then unconfirmed; and the status is due again when that grace ends
+    from controller.public import assess, site_runs
+
+    world.stores.campaigns.put(campaign(color="#c8102e"), world.clock())
+    issued = world.clock()
+    world.reconciler.run(issued)
+    assert world.site() == "pending"
+    snap = world.stores.snapshot()
+
+    def runs_of(site, city):
+        return site_runs(snap.campaigns, site, city, S - timedelta(days=1), E + timedelta(days=1))
+
+    assessment = assess(snap, issued, GRACE, timedelta(hours=24), runs_of)
+    assert assessment.next_change == issued + GRACE
+    world.clock.advance(GRACE.total_seconds())
+    assert world.site() == "unconfirmed"
