@@ -207,7 +207,7 @@ class Controller:
         self.health = HealthTracker()
         self.intake.on_message = self.health.observe
         self.flash = FlashTester(self.stores, self.clock, self.clock.monotonic, wake=self._wake)
-        self.web.state.device_ops = DeviceOps(self.flash, self.health)
+        self.web.state.device_ops = DeviceOps(self.flash, self.health, self.clock_watch)
         self.started = False
 
     def _wake(self) -> None:

@@ -8,13 +8,13 @@ by `HealthTracker`, which the intake feeds with every message it takes in:
 
 - `last_seen`: when the controller last took in a live message of the device (a
   retained copy handed over on subscribe proves nothing about now);
-- the clock offset: the device's own time in its last live timestamped message (the
-  `reported_at` of a state report, the `applied_at` of an applied ack) minus the
-  controller's time when it took the message in. It includes the delivery delay (a few
-  milliseconds on a healthy network), so it is an upper bound of how far behind the
-  device's clock is, and a close figure for one that is ahead. A device that states its
-  own offset (`clock_offset_ms` in an ack) is shown with that figure instead.
-
+- the clock offset, the controller's clock minus the device's (the protocol's sense):
+  the `clock_offset_ms` the device reports in its state reports and acks (it measures
+  it from the controller's clock beacons); for a device that reports none (an older
+  agent, or one that has not heard a beacon yet), the controller's own measurement:
+  its time when it took in a live timestamped message (the `reported_at` of a state
+  report, the `applied_at` of an applied ack) minus that instant. That one includes
+  the delivery delay (a few milliseconds on a healthy network);
 - whether the device's clock is synchronised, as its last state report says
   (`clock_synced`; the reference agent asks its kernel, devices/kernelclock.py).
 
@@ -47,7 +47,8 @@ class Seen:
 
 
 def _ms(device_time: datetime, now: datetime) -> int:
-    offset = round((device_time - now).total_seconds() * 1000)
+    """The controller's clock (`now`) minus the device's, in ms, within the bounds."""
+    offset = round((now - device_time).total_seconds() * 1000)
     return max(-MAX_CLOCK_OFFSET_MS, min(MAX_CLOCK_OFFSET_MS, offset))
 
 
@@ -55,7 +56,7 @@ def _offset(
     body: Ack | DeviceState | DeviceStatus, now: datetime
 ) -> tuple[int, ClockSource] | None:
     """The clock offset a live message shows, and whence; None when it shows none."""
-    if isinstance(body, Ack) and body.clock_offset_ms is not None:
+    if isinstance(body, Ack | DeviceState) and body.clock_offset_ms is not None:
         return body.clock_offset_ms, "device"
     if isinstance(body, Ack) and body.stage is Stage.APPLIED and body.applied_at:
         return _ms(body.applied_at, now), "ack"
@@ -79,10 +80,21 @@ class HealthTracker:
             known = self._seen.get(device_id) or Seen()
             if isinstance(body, DeviceState) and body.clock_synced is not None:
                 known = replace(known, clock_synced=body.clock_synced)
-            if not retain:  # a retained copy was said some time ago, not now
+            offset = _offset(body, now)
+            if retain:
+                # a retained copy was said some time ago: not "seen now", and its own
+                # offset figure only while nothing newer is known
+                if offset is not None and offset[1] == "device" and known.clock_source is None:
+                    known = replace(
+                        known,
+                        clock_offset_ms=offset[0],
+                        clock_measured_at=now,
+                        clock_source="device",
+                    )
+            else:
                 known = replace(known, last_seen=now)
-                offset = _offset(body, now)
-                if offset is not None:
+                # a device that reports its own figure is not measured over it
+                if offset is not None and (offset[1] == "device" or known.clock_source != "device"):
                     known = replace(
                         known,
                         clock_offset_ms=offset[0],
@@ -127,10 +139,14 @@ class ReportedHealth(_Out):
 
 class ClockHealth(_Out):
     offset_ms: int | None
-    """The device's clock minus the controller's, in milliseconds (None: not measured)."""
+    """The controller's clock minus the device's, in milliseconds (None: not known)."""
     measured_at: Instant | None
     source: ClockSource | None
-    """`state` (a live state report), `ack` (an applied ack) or `device` (its own figure)."""
+    """`device` (the `clock_offset_ms` it reports), or the controller's measurement from
+    a live `state` report or applied `ack`."""
+    flagged: bool | None
+    """True while the offset the device reports is beyond `control.clock_tolerance_ms`
+    (it then applies by the controller's time; its own clock source needs fixing)."""
     synced: bool | None
     """Whether the device says its clock is synchronised (`clock_synced` in its state
     report; the agent asks its kernel). None: it does not say."""
@@ -156,7 +172,11 @@ class DeviceHealth(_Out):
 
 
 def device_health(
-    view: DeviceView, city: str | None, command: Command | None, seen: Seen | None
+    view: DeviceView,
+    city: str | None,
+    command: Command | None,
+    seen: Seen | None,
+    flagged: bool | None = None,
 ) -> DeviceHealth:
     plan = None
     if command is not None:
@@ -188,6 +208,7 @@ def device_health(
             offset_ms=seen.clock_offset_ms,
             measured_at=seen.clock_measured_at,
             source=seen.clock_source,
+            flagged=flagged if seen.clock_source == "device" else None,
             synced=seen.clock_synced,
         )
     return DeviceHealth(

@@ -20,9 +20,9 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from devices.agent import Agent
-from devices.kernelclock import kernel_clock_synced
 from devices.connection import BrokerAddress
 from devices.fixture import SimulatedFixture
+from devices.kernelclock import kernel_clock_synced
 from devices.limits import DescriptorLimitError, descriptors_needed, raise_descriptor_limit
 from devices.pacing import Pacing
 from devices.planstore import DIR_MODE, FilePlanStore, default_state_file

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from controller.access import Action, AuditKind, Grant
 from controller.campaigns import TOP
+from controller.clockwatch import ClockWatch
 from controller.device_health import DeviceHealth, HealthTracker, device_health
 from controller.flash import (
     DEFAULT_SECONDS,
@@ -69,6 +70,8 @@ Reader = Annotated[Grant, Depends(permit(Action.READ_DEVICES))]
 class DeviceOps:
     flash: FlashTester
     health: HealthTracker
+    clock_watch: ClockWatch | None = None
+    """Which devices' clocks are beyond the tolerance (health's `clock.flagged`)."""
 
 
 def device_ops(request: Request) -> DeviceOps:
@@ -254,7 +257,14 @@ def build_device_ops_api() -> APIRouter:
             return _bad_id("device_id", device_id)
         view, city = _device(staff, allowed, device_id)
         command = staff.stores.outbox.latest([device_id]).get(device_id)
-        health = device_health(view, city, command, ops.health.get(device_id))
+        flagged = ops.clock_watch.off() if ops.clock_watch is not None else None
+        health = device_health(
+            view,
+            city,
+            command,
+            ops.health.get(device_id),
+            None if flagged is None else device_id in flagged,
+        )
         return JSONResponse(health.model_dump(mode="json"), headers={"Cache-Control": "no-store"})
 
     return router

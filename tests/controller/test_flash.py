@@ -327,13 +327,14 @@ def test_health_takes_live_messages_only_and_measures_the_clock() -> None:
     )
     seen = tracker.get("dev-a")
     assert seen is not None
-    assert (seen.last_seen, seen.clock_offset_ms, seen.clock_source) == (at, 2000, "state")
+    # reported 2 s ahead of the controller: the controller's clock minus its is -2 s
+    assert (seen.last_seen, seen.clock_offset_ms, seen.clock_source) == (at, -2000, "state")
     assert seen.clock_synced is True
     later = at + timedelta(seconds=30)
     tracker.observe("dev-a", Ack(version=3, stage=Stage.RECEIVED), False, later)
     seen = tracker.get("dev-a")
     assert seen is not None
-    assert (seen.last_seen, seen.clock_offset_ms, seen.clock_measured_at) == (later, 2000, at)
+    assert (seen.last_seen, seen.clock_offset_ms, seen.clock_measured_at) == (later, -2000, at)
     tracker.observe("dev-a", Ack(version=3, stage=Stage.ARMED, clock_offset_ms=-15), False, later)
     seen = tracker.get("dev-a")
     assert seen is not None and (seen.clock_offset_ms, seen.clock_source) == (-15, "device")
@@ -346,7 +347,17 @@ def test_health_takes_live_messages_only_and_measures_the_clock() -> None:
     )
     tracker.observe("dev-a", applied, False, later)
     seen = tracker.get("dev-a")
-    assert seen is not None and (seen.clock_offset_ms, seen.clock_source) == (-40, "ack")
+    # its own figure is not measured over
+    assert seen is not None and (seen.clock_offset_ms, seen.clock_source) == (-15, "device")
+    other = HealthTracker()
+    other.observe("dev-b", applied, False, later)
+    seen = other.get("dev-b")
+    assert seen is not None and (seen.clock_offset_ms, seen.clock_source) == (40, "ack")
+    # a retained state report's own figure counts only while nothing is known
+    other.observe("dev-c", state.model_copy(update={"clock_offset_ms": 7}), True, later)
+    seen = other.get("dev-c")
+    assert seen is not None and (seen.clock_offset_ms, seen.clock_source) == (7, "device")
+    assert seen.last_seen is None
 
 
 def test_health_shows_the_plan_version_and_state(world: World) -> None:
