@@ -263,7 +263,10 @@ def test_a_real_agent_flashes_and_reports_its_clock(rig_factory, mosquitto) -> N
         assert health["online"] is True
         assert health["firmware"] == "illuminate-agent/0.1.0"
         assert health["clock"]["synced"] is True
-        assert health["clock"]["source"] in {"state", "ack"}
+        # the agent reports its offset from the controller's clock beacons
+        assert health["clock"]["source"] == "device"
+        assert abs(health["clock"]["offset_ms"]) < 60_000
+        assert health["clock"]["flagged"] is False
         assert health["plan"]["version"] == agent.plan_version
         assert health["plan"]["state"] == "applied"
         assert health["reported"]["state"]["color"] == "#009EDB"
