@@ -416,6 +416,7 @@ class Intake:
         applied_at: datetime,
         now: datetime,
         source: str,
+        test: bool = False,
     ) -> bool:
         """Keep the newest step the device reports applied: newest version, then latest
         step. A repeated report of the same step keeps the first (true) applied time.
@@ -424,9 +425,10 @@ class Intake:
         Every step reported applied is also an event of the record (`batch.events`),
         older ones too (an ack overtaken by the next step's); a report of the step
         already kept as the newest is not (the state report a device repeats on every
-        controller birth costs nothing)."""
+        controller birth costs nothing). A test flash's steps are not (`test`): the record
+        is of what campaigns lit."""
         view = batch.views[device_id]
-        if (view.applied_version, view.applied_step_at) != (version, step.at):
+        if not test and (view.applied_version, view.applied_step_at) != (version, step.at):
             batch.events.append(
                 DeviceEvent(
                     device_id,
@@ -484,6 +486,7 @@ class Intake:
             ack.applied_at,
             now,
             "ack",
+            test=command.plan.test,
         )
         if changed or batch.state.get(command.id, command.state) is not CommandState.APPLIED:
             batch.move(
@@ -532,6 +535,7 @@ class Intake:
                     report.reported_at,
                     now,
                     "state",
+                    test=latest.plan.test,
                 )
                 if changed or current is not CommandState.APPLIED:
                     batch.move(

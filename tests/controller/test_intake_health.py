@@ -34,3 +34,28 @@ def test_a_failing_observer_does_not_stop_the_intake() -> None:
     w.intake.process([w.ack("d0", "received"), w.applied("d1")])
     assert w.state_of("d0") is S.RECEIVED
     assert w.state_of("d1") is S.APPLIED
+
+
+def test_a_test_flash_is_no_event_of_the_record() -> None:
+    """The record is of what campaigns lit: a test flash, even one in the window's own
+    look from its very start, is not a step of it."""
+    from controller.broker.base import Incoming
+    from controller.flash import flash_plan
+    from controller.store.base import NewVersion
+    from devices.protocol import encode
+    from tests.controller.test_record_intake import BLUE, START
+    from tests.controller.test_record_intake import World as RecordWorld
+
+    w = RecordWorld()
+    real = w.stores.outbox.latest()["d0"]
+    test = flash_plan(2, START, 10, BLUE, real.plan)
+    w.stores.outbox.add_versions(
+        [NewVersion("d0", 2, encode(test).decode(), START, (real.id, real.state))]
+    )
+    applied = w.applied(START, BLUE, START)
+    applied = applied.__class__(
+        applied.topic, applied.payload.replace(b'"version": 1', b'"version": 2'), False
+    )
+    w.intake.process([applied])
+    assert w.stores.outbox.latest()["d0"].state is S.APPLIED  # the test itself is answered
+    assert w.steps() == []
