@@ -52,10 +52,8 @@ def test_a_test_flash_is_no_event_of_the_record() -> None:
     w.stores.outbox.add_versions(
         [NewVersion("d0", 2, encode(test).decode(), START, (real.id, real.state))]
     )
-    applied = w.applied(START, BLUE, START)
-    applied = applied.__class__(
-        applied.topic, applied.payload.replace(b'"version": 1', b'"version": 2'), False
-    )
+    ack = w.applied(START, BLUE, START)
+    applied = Incoming(ack.topic, ack.payload.replace(b'"version": 1', b'"version": 2'), False)
     w.intake.process([applied])
     assert w.stores.outbox.latest()["d0"].state is S.APPLIED  # the test itself is answered
     assert w.steps() == []
