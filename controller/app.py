@@ -204,10 +204,10 @@ class Controller:
         )
         if hook is not None and self.gate is not None:
             self.web.include_router(build_broker_hook(self.gate, hook.get_secret_value()))
-        self.health = HealthTracker()
-        self.intake.on_message = self.health.observe
+        self.device_health = HealthTracker()
+        self.intake.on_message = self.device_health.observe
         self.flash = FlashTester(self.stores, self.clock, self.clock.monotonic, wake=self._wake)
-        self.web.state.device_ops = DeviceOps(self.flash, self.health, self.clock_watch)
+        self.web.state.device_ops = DeviceOps(self.flash, self.device_health, self.clock_watch)
         self.started = False
 
     def _wake(self) -> None:
