@@ -28,7 +28,9 @@ from controller.broker.gate import BrokerGate, ControllerAccount
 from controller.broker.link import PahoBroker
 from controller.broker.local_accounts import LocalAccounts
 from controller.clockwatch import ClockWatch
+from controller.device_health import HealthTracker
 from controller.dispatch import Dispatcher
+from controller.flash import FlashTester
 from controller.health import BacklogBound, DatabaseProbe, Readiness
 from controller.inbox import Inbox
 from controller.intake import Intake, Outcome
@@ -51,6 +53,7 @@ from controller.timer import ApsWakeups, Timer, Wakeups
 from controller.watch import RevisionWatch
 from controller.web.app import build_web
 from controller.web.broker_hook import build_broker_hook
+from controller.web.device_ops_api import DeviceOps
 from devices.clock import TimeSource, system_clock
 from devices.connection import BrokerAddress
 
@@ -201,7 +204,19 @@ class Controller:
         )
         if hook is not None and self.gate is not None:
             self.web.include_router(build_broker_hook(self.gate, hook.get_secret_value()))
+        self.device_health = HealthTracker()
+        self.intake.on_message = self.device_health.observe
+        self.flash = FlashTester(self.stores, self.clock, self.clock.monotonic, wake=self._wake)
+        self.web.state.device_ops = DeviceOps(self.flash, self.device_health, self.clock_watch)
         self.started = False
+
+    def _wake(self) -> None:
+        """A test plan is in the outbox: publish it, and let the reconciler see it (it
+        wakes up again at the test's end to send the real plan back)."""
+        if self.dispatcher is not None:
+            self.dispatcher.wake()
+        self.public.invalidate()
+        self.timer.soon()
 
     def broker_address(self) -> BrokerAddress:
         if self.embedded is not None and self.login is not None:
@@ -297,6 +312,7 @@ class Controller:
     def _outcome(self, outcome: Outcome) -> None:
         if outcome.devices:
             self.public.invalidate()
+            self.flash.notify(outcome.devices)
         if outcome.drift:
             self.timer.soon()
         if outcome.came_online and self.beacon is not None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.cli_common import config_arg, open_database
+from controller.device_ops_cli import add_device_ops_parsers
 from controller.registration import new_password
 from controller.rollouts_cli import add_rollouts_parser
 from controller.settings import Settings, SettingsError, load_settings
@@ -337,7 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_simulate_parser(sub)
     add_users_parser(sub)
 
-    devices = sub.add_parser("devices", help="register and list devices")
+    devices = sub.add_parser(
+        "devices", help="register and list devices; test flashes and health (technicians)"
+    )
     dsub = devices.add_subparsers(dest="action", required=True, metavar="ACTION")
     add = dsub.add_parser("add", help="register a device at a site and issue its password")
     config_arg(add)
@@ -367,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     dlist = dsub.add_parser("list", help="list devices with their last report")
     config_arg(dlist)
     dlist.set_defaults(func=cmd_devices_list)
+    add_device_ops_parsers(dsub)
 
     sites = sub.add_parser("sites", help="import and list cities and sites")
     ssub = sites.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -148,6 +148,9 @@ class Intake:
         self.metrics = metrics
         self.batch_size = batch_size
         self.on_outcome: Callable[[Outcome], None] = lambda _outcome: None
+        self.on_message: Callable[[str, Ack | DeviceState | DeviceStatus, bool, datetime], None]
+        self.on_message = lambda _device, _body, _retain, _now: None
+        """Told of every message of a registered device as it is decided (health)."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="intake", daemon=True)
         self._known: set[str] = set()
@@ -259,6 +262,10 @@ class Intake:
         for device_id, body, retain in parsed:
             if device_id not in batch.views:
                 continue  # registered a moment ago in another process and not yet read
+            try:
+                self.on_message(device_id, body, retain, now)
+            except Exception:  # health is an observer: it never stops the decision
+                log.exception("device %s: could not note a message for health", device_id)
             try:
                 self._decide(batch, device_id, body, retain, now)
             except Exception:  # one message's trouble never stops the batch
@@ -409,6 +416,7 @@ class Intake:
         applied_at: datetime,
         now: datetime,
         source: str,
+        test: bool = False,
     ) -> bool:
         """Keep the newest step the device reports applied: newest version, then latest
         step. A repeated report of the same step keeps the first (true) applied time.
@@ -417,9 +425,10 @@ class Intake:
         Every step reported applied is also an event of the record (`batch.events`),
         older ones too (an ack overtaken by the next step's); a report of the step
         already kept as the newest is not (the state report a device repeats on every
-        controller birth costs nothing)."""
+        controller birth costs nothing). A test flash's steps are not (`test`): the record
+        is of what campaigns lit."""
         view = batch.views[device_id]
-        if (view.applied_version, view.applied_step_at) != (version, step.at):
+        if not test and (view.applied_version, view.applied_step_at) != (version, step.at):
             batch.events.append(
                 DeviceEvent(
                     device_id,
@@ -477,6 +486,7 @@ class Intake:
             ack.applied_at,
             now,
             "ack",
+            test=command.plan.test,
         )
         if changed or batch.state.get(command.id, command.state) is not CommandState.APPLIED:
             batch.move(
@@ -525,6 +535,7 @@ class Intake:
                     report.reported_at,
                     now,
                     "state",
+                    test=latest.plan.test,
                 )
                 if changed or current is not CommandState.APPLIED:
                     batch.move(

@@ -145,8 +145,8 @@ def device_confirmed_at(
     start and show the window's output, and the device must have confirmed that step
     of that version: an apply report of an older version confirms nothing.
     """
-    if command is None or plan is None:
-        return None
+    if command is None or plan is None or plan.test:
+        return None  # a test flash (controller/flash.py) never confirms a window
     step = plan.step_at(now)
     if step is None or step.at != run.start:
         return None
@@ -154,6 +154,26 @@ def device_confirmed_at(
     if not (shows.on and (shows.color, shows.level) == (run.light.color, run.light.level)):
         return None  # the plan is not the window's (both colours are upper case)
     return confirmation.device_confirmed_at(device, command.version, step)
+
+
+def _graced(run: Segment, plan: Plan | None, grace: timedelta) -> datetime:
+    """When a device's grace to confirm the open window `run` ends: from the window's
+    start, or from its plan's issue when that came later (a plan sent mid-window, after
+    a test, a retry or an edit, has a grace of its own, as the lifecycle gives it)."""
+    if plan is None or plan.issued_at <= run.start:
+        return run.start + grace
+    return plan.issued_at + grace
+
+
+def _plan_graces(plans: Iterable[Plan | None], now: datetime, grace: timedelta) -> datetime | None:
+    """The first end of a plan's own grace after `now` (a state may change then)."""
+    found = None
+    for plan in plans:
+        if plan is not None and plan.issued_at + grace > now:
+            at = plan.issued_at + grace
+            if found is None or at < found:
+                found = at
+    return found
 
 
 def _open_state(
@@ -170,24 +190,28 @@ def _open_state(
         return SiteState(waiting, window=run)
     offline = False
     unconfirmed = False
+    waiting_for = False
     times: list[datetime] = []
     for device in devices:
         if device.online is not True:
             offline = True
             continue
         command = latest.get(device.id)
-        at = device_confirmed_at(
-            device, command, plans(command) if command is not None else None, run, now
-        )
-        if at is None:
-            unconfirmed = True
-        else:
+        plan = plans(command) if command is not None else None
+        at = device_confirmed_at(device, command, plan, run, now)
+        if at is not None:
             times.append(at)
-    if not offline and not unconfirmed:
+        elif plan is not None and plan.test:
+            waiting_for = True  # a test: back on its real plan in a few seconds
+        elif now < _graced(run, plan, grace):
+            waiting_for = True  # its plan came after the window opened: its own grace
+        else:
+            unconfirmed = True
+    if not offline and not unconfirmed and not waiting_for:
         return SiteState(
             PublicState.LIT, window=run, color=run.light.color, confirmed_at=max(times)
         )
-    if unconfirmed and late:
+    if unconfirmed:
         return SiteState(PublicState.UNCONFIRMED, window=run)
     if offline:
         return SiteState(PublicState.OFFLINE, window=run)
@@ -229,6 +253,12 @@ def next_change(
         if run.start - upcoming > now:
             break  # later runs change nothing before this one does
     return found
+
+
+def _earliest(a: datetime | None, b: datetime | None) -> datetime | None:
+    if a is None or b is None:
+        return a if b is None else b
+    return min(a, b)
 
 
 # ---- every site ---------------------------------------------------------------------
@@ -300,7 +330,10 @@ class SiteMemo:
             self._used[site.id] = known
             return known.state, known.change
         state = site_state(runs, mine, latest, now, grace, upcoming, plans)
-        change = next_change(runs, now, grace, upcoming)
+        change = _earliest(
+            next_change(runs, now, grace, upcoming),
+            _plan_graces((plans(c) if c is not None else None for c in commands), now, grace),
+        )
         due = change
         for command in commands:
             plan = plans(command) if command is not None else None
@@ -338,7 +371,11 @@ def assess(
             state, at = memo.assess(site, runs, devices, snap.latest, now, grace, upcoming, plans)
         else:
             state = site_state(runs, devices, snap.latest, now, grace, upcoming, plans)
-            at = next_change(runs, now, grace, upcoming)
+            commands = (snap.latest.get(d.id) for d in devices)
+            at = _earliest(
+                next_change(runs, now, grace, upcoming),
+                _plan_graces((plans(c) if c is not None else None for c in commands), now, grace),
+            )
         out.append((site, city, state))
         if at is not None and (soonest is None or at < soonest):
             soonest = at

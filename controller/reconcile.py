@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from controller.confirmation import device_confirmed_at
+from controller.flash import flash_held
 from controller.lifecycle import CommandState
 from controller.plans import PlanCache
 from controller.plansteps import SiteSteps, plan_steps, same_from_now, wire_light
@@ -278,6 +279,15 @@ class Reconciler:
             return
         old = self.plans(command)
         _wakes(wakes, old, now, self.grace)
+        if old.test:
+            # a test flash (controller/flash.py): left alone until it is over, then the
+            # real plan goes out again as a new version, above the test's
+            held = flash_held(command, now)
+            if held is not None:
+                wakes.add(held)
+            else:
+                changed.append((device, command, steps))
+            return
         if command.state is CommandState.DRIFTED or device.version_floor >= command.version:
             changed.append((device, command, steps))
             return

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from devices.clock import Clock, system_clock
 from devices.connection import BrokerAddress
@@ -54,8 +55,10 @@ class Agent(DeviceSession):
         ca_file: str | None = None,
         keepalive_s: int = 30,
         store: PlanStore | None = None,
+        clock_synced: Callable[[], bool | None] | None = None,
     ) -> None:
-        """`store` keeps the plan across restarts (default: in memory, lost on exit)."""
+        """`store` keeps the plan across restarts (default: in memory, lost on exit);
+        `clock_synced` says whether the clock is synchronised, for the state report."""
         check_device_id(device_id)
         host = DeviceHost(clock=clock, name=f"agent-{device_id}")
         super().__init__(
@@ -70,6 +73,7 @@ class Agent(DeviceSession):
             ca_file=ca_file,
             keepalive_s=keepalive_s,
             store=store,
+            clock_synced=clock_synced,
         )
         host.add(self)
 

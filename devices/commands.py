@@ -23,6 +23,7 @@ from devices.agent import Agent
 from devices.clocksync import MIN_SPAN_S
 from devices.connection import BrokerAddress
 from devices.fixture import SimulatedFixture
+from devices.kernelclock import kernel_clock_synced
 from devices.limits import DescriptorLimitError, descriptors_needed, raise_descriptor_limit
 from devices.pacing import Pacing
 from devices.planstore import DIR_MODE, FilePlanStore, default_state_file
@@ -385,6 +386,7 @@ def run_agent(args: argparse.Namespace) -> int:
         fixture=SimulatedFixture(),
         ca_file=args.ca_file,
         store=FilePlanStore(state_file, device_id),
+        clock_synced=kernel_clock_synced,
     )
     agent.device.controller_time.min_span_s = args.clock_settle_s
     print(f"agent {device_id}: state in {state_file}")

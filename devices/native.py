@@ -127,8 +127,12 @@ class NativeDevice:
         firmware: str = FIRMWARE,
         history: int = HISTORY,
         store: PlanStore | None = None,
+        clock_synced: Callable[[], bool | None] | None = None,
     ) -> None:
+        """`clock_synced`, when given, says whether the device's clock is synchronised
+        (`devices.kernelclock.kernel_clock_synced`); its answer goes in each state report."""
         self.device_id = check_device_id(device_id)
+        self._clock_synced = clock_synced
         self.store: PlanStore = store if store is not None else MemoryPlanStore()
         self.topics = topics if topics is not None else Topics()
         self.fixture = fixture
@@ -527,5 +531,15 @@ class NativeDevice:
             reported_at=self._now(),
             firmware=self.firmware,
             clock_offset_ms=offset,
+            clock_synced=self._synced(),
         )
         self._publish(self._state_topic, encode(state), True)
+
+    def _synced(self) -> bool | None:
+        if self._clock_synced is None:
+            return None
+        try:
+            return self._clock_synced()
+        except Exception:
+            log.exception("device %s: could not tell whether the clock is synced", self.device_id)
+            return None

@@ -11,6 +11,7 @@ thread.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -69,6 +70,7 @@ class DeviceSession:
         history: int = HISTORY,
         problem_level: int = logging.WARNING,
         store: PlanStore | None = None,
+        clock_synced: Callable[[], bool | None] | None = None,
     ) -> None:
         check_device_id(device_id)
         if address.username is not None and address.username != device_id:
@@ -91,6 +93,7 @@ class DeviceSession:
             firmware=firmware,
             history=history,
             store=store,
+            clock_synced=clock_synced,
         )
         self._client: mqtt.Client | None = None
 

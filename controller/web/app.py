@@ -23,6 +23,7 @@ from controller.store.users import Users
 from controller.web.api import StaffContext, build_api
 from controller.web.audit_api import build_audit_api
 from controller.web.body_schemas import with_body_schemas
+from controller.web.device_ops_api import build_device_ops_api
 from controller.web.devices_api import IMPORT_PATH, MAX_IMPORT_BYTES, build_devices_api
 from controller.web.headers import DOCS_POLICY, SecurityHeaders
 from controller.web.history_api import build_history_api
@@ -99,6 +100,7 @@ def build_web(
     with_body_schemas(app)
     app.include_router(build_api())
     app.include_router(build_devices_api())
+    app.include_router(build_device_ops_api())
     app.include_router(build_sites_api())
     app.include_router(build_audit_api())
     app.include_router(build_rollouts_api())

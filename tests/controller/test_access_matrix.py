@@ -9,6 +9,7 @@ city (Ypres), a coordinator and an admin, and must answer exactly its row.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -20,12 +21,15 @@ from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 from starlette.routing import Mount
 
+from controller.device_health import HealthTracker
+from controller.flash import FlashTester
 from controller.metrics import Metrics
 from controller.store.base import NewDevice
 from controller.store.rollouts import NewRollout
 from controller.store.sql import database
 from controller.store.users import Users
 from controller.web.app import build_web
+from controller.web.device_ops_api import DeviceOps
 from schedules.model import Campaign
 from schedules.rollout import RolloutConfig
 from tests.controller.test_staff_api import (
@@ -94,6 +98,13 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/api/v1/devices/{device_id}/history"): staff_only(
         200, coordinator=200, technician=200, tech_away=404
     ),
+    # device tests and health: technicians their own city's devices, admins all
+    ("POST", "/api/v1/devices/{device_id}/test"): staff_only(
+        200, coordinator=403, technician=200, tech_away=404
+    ),
+    ("GET", "/api/v1/devices/{device_id}/health"): staff_only(
+        200, coordinator=200, technician=200, tech_away=404
+    ),
     # audit: admins everything, coordinators the campaign entries
     ("GET", "/api/v1/audit"): staff_only(200, coordinator=200, technician=403),
     # rollouts: coordinators and admins read, resume and abort them (no such one: 404)
@@ -115,6 +126,9 @@ PATH_VALUES = {
 }
 """The objects in paths: the campaign exists, the site and device are in Brussels, the
 rollout exists (resume and abort are asked of one that does not: they would change it)."""
+TESTED = {"admin": "atomium-spare-ctl"}
+"""The device each caller tests, when not atomium-ctl: the first test's plan is still
+running on this clock, which does not move."""
 
 Call = Callable[[str], dict[str, Any]]
 """For one caller, the extra arguments of the request (body, or a different url)."""
@@ -130,6 +144,10 @@ CALLS: dict[tuple[str, str], Call] = {
     },
     ("POST", "/api/v1/devices/import"): lambda caller: {
         "json": {"devices": [{"id": f"{caller.replace('_', '-')}-ctl", "site": "atomium"}]}
+    },
+    ("POST", "/api/v1/devices/{device_id}/test"): lambda caller: {
+        "url": f"/api/v1/devices/{TESTED.get(caller, 'atomium-ctl')}/test",
+        "json": {"seconds": 1},
     },
 }
 
@@ -173,7 +191,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         stores.campaigns.put(Campaign.model_validate(campaign_body()), NOW)
         assert stores.rollouts is not None
         stores.rollouts.start(rollout_of(campaign_body()))
-        stores.registry.add_devices([NewDevice("atomium-ctl", "atomium")], NOW)
+        stores.registry.add_devices(
+            [NewDevice("atomium-ctl", "atomium"), NewDevice("atomium-spare-ctl", "atomium")], NOW
+        )
         users = Users(sessions)
         clock = FakeClock()
         app = build_web(
@@ -183,6 +203,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             public=public_view(stores, clock),
             ready=lambda: {"database": True},
             users=users,
+        )
+        # tests time out on the real monotonic clock (this fake one does not move)
+        app.state.device_ops = DeviceOps(
+            FlashTester(stores, clock, time.monotonic), HealthTracker()
         )
         tokens = {
             "tech_here": users.add("tom", "technician", ["brussels"], NOW),
