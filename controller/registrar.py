@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -103,7 +103,6 @@ class Registrar:
     """The broker address devices are given (host, port, TLS)."""
     accounts: DeviceAccounts | None = None
     on_revoked: Revoked | None = None
-    _log: logging.Logger = field(default=log, repr=False)
 
     @property
     def provisions(self) -> bool:
@@ -202,7 +201,7 @@ class Registrar:
                 except AccountExists:
                     # not in the registry (checked above): a leftover of an interrupted
                     # registration. The registry decides: replace it.
-                    self._log.warning("replacing a stray broker account for %s", c.id)
+                    log.warning("replacing a stray broker account for %s", c.id)
                     self.accounts.delete(c.id)
                     self.accounts.create(c.id, c.password)
                 created.append(c.id)
@@ -220,7 +219,7 @@ class Registrar:
             try:
                 self.accounts.delete(device_id)
             except AccountError:
-                self._log.exception("could not remove the broker account of %s", device_id)
+                log.exception("could not remove the broker account of %s", device_id)
 
     # --- rotate and decommission
 
@@ -302,7 +301,7 @@ class Registrar:
         try:
             self.on_revoked(device_id, decommissioned)
         except Exception:
-            self._log.exception("device %s: could not mark it offline on the broker", device_id)
+            log.exception("device %s: could not mark it offline on the broker", device_id)
 
 
 def build_registrar(
