@@ -196,8 +196,7 @@ class Controller:
         self.registrar = build_registrar(
             settings,
             self.stores,
-            embedded_url=self.embedded.url if self.embedded is not None else None,
-            on_revoked=self._revoked,
+            on_revoked=self._revoked,  # the embedded broker's port: set in `start`
         )
         if self.registrar.accounts is None:
             log.info(
