@@ -545,6 +545,7 @@ def cmd_campaigns_list(args: argparse.Namespace) -> int:
 
 
 def cmd_campaigns_delete(args: argparse.Namespace) -> int:
+    from controller.campaigns import delete_campaign
     from controller.store.audit import AuditRecord
 
     with open_registry(args) as registry:
@@ -552,7 +553,7 @@ def cmd_campaigns_delete(args: argparse.Namespace) -> int:
         record = AuditRecord(
             at=now, actor=actor(), kind=AuditKind.CAMPAIGN, action="deleted", subject=args.id
         )
-        deleted = registry.stores.campaigns.delete(args.id, now, [record])
+        deleted = delete_campaign(registry.stores, args.id, now, [record])
     if not deleted:
         raise CliError(f"no campaign {args.id!r}")
     print(f"deleted campaign {args.id}")

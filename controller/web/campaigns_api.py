@@ -13,6 +13,7 @@ from fastapi import APIRouter, HTTPException, Response, status
 from fastapi.concurrency import run_in_threadpool
 
 from controller.access import AuditKind
+from controller.campaigns import delete_campaign as remove_campaign
 from controller.store.audit import AuditRecord
 from controller.web.api import (
     AUTH_RESPONSES,
@@ -43,8 +44,8 @@ def build_campaigns_api() -> APIRouter:
     async def delete_campaign(
         campaign_id: CampaignId, staff: Staff, allowed: CampaignEditor
     ) -> Response:
-        """Delete a campaign; its windows leave every plan at once. The audit log keeps
-        who deleted it and when."""
+        """Delete a campaign; its windows leave every plan at once (a staged rollout of
+        it stops). The audit log keeps who deleted it and when."""
         if not is_id(campaign_id):
             return _bad_id("campaign_id", campaign_id)
 
@@ -57,7 +58,7 @@ def build_campaigns_api() -> APIRouter:
                 action="deleted",
                 subject=campaign_id,
             )
-            return staff.stores.campaigns.delete(campaign_id, now, [record])
+            return remove_campaign(staff.stores, campaign_id, now, [record])
 
         if not await run_in_threadpool(remove):
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no campaign {campaign_id!r}")

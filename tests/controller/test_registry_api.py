@@ -32,6 +32,7 @@ from controller.web.app import build_web
 from devices.connection import BrokerAddress
 from devices.protocol import Topics
 from schedules.model import Campaign
+from tests.controller.test_access_matrix import rollout_of
 from tests.controller.test_staff_api import CATALOG, FakeClock, campaign_body, public_view, serve
 from tests.support.stores import SQL_KINDS, secret_hash, sql_database
 
@@ -532,3 +533,12 @@ def test_a_coordinator_deletes_a_campaign(api: Api) -> None:
     # coordinators read campaign entries in the audit log
     read = api.call("GET", "/api/v1/audit", "coordinator").json()
     assert [e["action"] for e in read["entries"]] == ["deleted"]
+
+
+def test_deleting_a_campaign_stops_its_staged_rollout(api: Api) -> None:
+    api.stores.campaigns.put(Campaign.model_validate(campaign_body()), api.clock())
+    assert api.stores.rollouts is not None
+    started = api.stores.rollouts.start(rollout_of(campaign_body()))
+    assert [r.id for r in api.stores.rollouts.active()] == [started.id]
+    assert api.call("DELETE", "/api/v1/campaigns/blue-heart", "coordinator").status_code == 204
+    assert api.stores.rollouts.active() == []

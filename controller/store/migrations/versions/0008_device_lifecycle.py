@@ -1,7 +1,7 @@
 """devices: adapter config, credential rotation and decommissioning; sites: removal
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 
 A decommissioned device keeps its row (and its commands and their events): only its
 secret is dropped. A removed site keeps its row too, so the history that names it
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007"
-down_revision = "0006"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
