@@ -196,6 +196,7 @@ class Controller:
         self.registrar = build_registrar(
             settings,
             self.stores,
+            accounts=self.accounts,  # the controller's own, when it keeps them
             on_revoked=self._revoked,  # the embedded broker's port: set in `start`
         )
         if self.registrar.accounts is None:

@@ -194,6 +194,17 @@ class Registrar:
         if self.accounts is None:
             return []
         created: list[str] = []
+        many = getattr(self.accounts, "create_many", None)
+        if callable(many) and len(credentials) > 1:
+            try:  # one transaction for the whole batch, where the accounts allow it
+                many([(c.id, c.password) for c in credentials])
+                return [c.id for c in credentials]
+            except AccountExists:
+                pass  # a stray account among them: nothing was created; one by one below
+            except AccountError as exc:
+                raise BrokerUnavailable(
+                    f"the broker did not create the device accounts: {exc}; nothing was registered"
+                ) from exc
         try:
             for c in credentials:
                 try:
@@ -308,20 +319,28 @@ def build_registrar(
     settings: Settings,
     stores: Stores,
     *,
+    accounts: DeviceAccounts | None = None,
     embedded_url: str | None = None,
     on_revoked: Revoked | None = None,
 ) -> Registrar:
-    """The registrar of these settings: it provisions broker accounts through the
-    dynamic-security plugin when `broker.dynsec_admin_username` is set."""
-    from controller.broker.dynsec import DynsecAccounts
+    """The registrar of these settings. It provisions the device accounts:
 
+    - in the controller's own accounts (`LocalAccounts`, data_dir/broker-accounts.sqlite)
+      when the controller keeps them: for the embedded broker (no broker.url), or a broker
+      that asks the broker hook (broker_hook.token); `accounts` gives the running
+      controller's;
+    - else through Mosquitto's dynamic-security plugin when
+      `broker.dynsec_admin_username` is set;
+    - else not at all (the operator keeps the broker's accounts)."""
+    from controller.broker.dynsec import DynsecAccounts
+    from controller.broker.local_accounts import LocalAccounts
+
+    if accounts is None and (settings.broker.url is None or settings.broker_hook.token):
+        accounts = LocalAccounts.in_folder(settings.data_dir, settings.topics)
     admin = settings.broker.dynsec_admin()
-    ca_file = settings.broker.ca_file
-    accounts = (
-        DynsecAccounts(admin, settings.topics, ca_file=str(ca_file) if ca_file else None)
-        if admin is not None
-        else None
-    )
+    if accounts is None and admin is not None:
+        ca_file = settings.broker.ca_file
+        accounts = DynsecAccounts(admin, settings.topics, ca_file=str(ca_file) if ca_file else None)
     return Registrar(
         stores,
         settings.topics,

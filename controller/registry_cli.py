@@ -5,8 +5,8 @@ Registered in the main parser by `add_devices_parser`, `add_sites_parser` and
 (the `Registrar` for devices, the stores for sites and campaigns) and is written to
 the audit log in the change's transaction, as `cli:<login name>`.
 
-With `broker.dynsec_admin_username` set, registering, rotating and decommissioning
-change the device's broker account too. This process has no link to the broker, so
+Registering, rotating and decommissioning change the device's broker account too,
+where the registrar provisions accounts (`controller/registrar.py`, `build_registrar`). This process has no link to the broker, so
 it marks a rotated or decommissioned device offline in the database only: the
 retained status on the broker is corrected when the device next connects (a running
 controller rereads the registry within a second).
@@ -61,16 +61,19 @@ its name: OUT.csv gets a header `id,password` and one line per device; OUT.yaml 
 list of {id, password}. With `--credentials -` the CSV goes to stdout and the summary
 to stderr. Progress goes to stderr.
 
-With broker.dynsec_admin_username set, each device's broker account is created too,
-before the devices are stored (and removed again if storing them fails).
+Each device's broker account is created too (the controller's own accounts for the
+embedded broker or the broker hook; dynsec with broker.dynsec_admin_username), before
+the devices are stored, and removed again if storing them fails.
 
     illuminate devices import devices.csv --credentials device-passwords.csv
 """
 
 ACCOUNTS_NOTE = (
-    "With broker.dynsec_admin_username set (settings), the device's broker account "
-    "changes too; without it, only the registry does, and the broker's accounts are "
-    "the operator's to change (deploy/mosquitto/README.md)."
+    "The device's broker account changes too: in the controller's own accounts for the "
+    "embedded broker or the broker hook, through Mosquitto's dynamic-security plugin "
+    "with broker.dynsec_admin_username set; with another broker and no dynsec admin, "
+    "only the registry changes, and the broker's accounts are the operator's to change "
+    "(deploy/mosquitto/README.md)."
 )
 
 

@@ -1,7 +1,7 @@
 """devices: adapter config, credential rotation and decommissioning; sites: removal
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 
 A decommissioned device keeps its row (and its commands and their events): only its
 secret is dropped. A removed site keeps its row too, so the history that names it
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008"
-down_revision = "0007"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
