@@ -6,8 +6,9 @@ Registered in the main parser by `add_devices_parser`, `add_sites_parser` and
 the audit log in the change's transaction, as `cli:<login name>`.
 
 Registering, rotating and decommissioning change the device's broker account too,
-where the registrar provisions accounts (`controller/registrar.py`, `build_registrar`). This process has no link to the broker, so
-it marks a rotated or decommissioned device offline in the database only: the
+where the registrar provisions accounts (`build_registrar` in controller/registrar.py).
+This process has no link to the broker, so it marks a rotated or decommissioned
+device offline in the database only: the
 retained status on the broker is corrected when the device next connects (a running
 controller rereads the registry within a second).
 """
