@@ -169,3 +169,33 @@ def test_register_rotate_and_decommission_on_the_broker(running: Running) -> Non
     assert json.loads(running.retained(T.status("atomium-ctl"))) == {"v": 1, "online": False}
     record = running.controller.stores.registry.devices(["atomium-ctl"])["atomium-ctl"]
     assert record.decommissioned_at is not None
+
+
+def test_the_embedded_broker_takes_the_registrars_accounts(tmp_path: Path) -> None:
+    """No dynsec, no operator: with the embedded broker the controller's own accounts
+    are provisioned by the same routes."""
+    settings = load_settings(None, data_dir=tmp_path, broker={"embedded_port": 0})
+    controller = Controller(settings)
+    try:
+        controller.start()
+        assert controller.broker is not None and controller.broker.wait_connected(DEADLINE)
+        controller.stores.registry.import_catalog(SITES)
+        token = controller.users.add("tom", "technician", ["brussels"], controller.clock())
+        with serve(controller.web) as http:
+            auth = {"Authorization": f"Bearer {token}"}
+            body = {"id": "atomium-ctl", "site": "atomium"}
+            answer = http.post("/api/v1/devices", json=body, headers=auth)
+            assert answer.status_code == 201, answer.text
+            mqtt = answer.json()["mqtt"]
+            port = mqtt["port"]
+            assert controller.embedded is not None and port == controller.embedded.port
+            first = mqtt["password"]
+            assert can_connect(port, "atomium-ctl", first, "atomium-ctl", mqtt311=True)
+            rotated = http.post("/api/v1/devices/atomium-ctl/credentials", headers=auth)
+            second = rotated.json()["mqtt"]["password"]
+            assert not can_connect(port, "atomium-ctl", first, "atomium-ctl", mqtt311=True)
+            assert can_connect(port, "atomium-ctl", second, "atomium-ctl", mqtt311=True)
+            assert http.delete("/api/v1/devices/atomium-ctl", headers=auth).status_code == 200
+            assert not can_connect(port, "atomium-ctl", second, "atomium-ctl", mqtt311=True)
+    finally:
+        controller.stop()
