@@ -40,6 +40,7 @@ from controller.plans import PlanCache
 from controller.public_view import PublicView
 from controller.reconcile import Reconciler
 from controller.recorder import Recorder
+from controller.registrar import build_registrar
 from controller.settings import Settings
 from controller.steady import SteadyClock
 from controller.store.base import Snapshot
@@ -63,6 +64,8 @@ RETAINED_SETTLE = timedelta(seconds=1)
 """After the broker link comes up, what it brings in this long (the devices' retained
 state and status) is stored before the first public build after a start."""
 BROKER_WARN_S = 10.0
+OFFLINE = b'{"v":1,"online":false}'
+"""The retained status the controller publishes for a device whose account changed."""
 
 
 class Controller:
@@ -190,6 +193,17 @@ class Controller:
         self.metrics.intake_oldest_age.set_function(
             lambda: self.inbox.backlog().age_s(self.clock.monotonic())
         )
+        self.registrar = build_registrar(
+            settings,
+            self.stores,
+            accounts=self.accounts,  # the controller's own, when it keeps them
+            on_revoked=self._revoked,  # the embedded broker's port: set in `start`
+        )
+        if self.registrar.accounts is None:
+            log.info(
+                "no broker.dynsec_admin_username: device accounts on the broker are the "
+                "operator's to provision (deploy/mosquitto/README.md)"
+            )
         self.web: FastAPI = build_web(
             self.stores,
             self.clock,
@@ -201,6 +215,7 @@ class Controller:
             limits=settings.limits.campaign_limits(),
             evaluation_s=settings.limits.evaluation_s,
             history=self.history,
+            registrar=self.registrar,
         )
         if hook is not None and self.gate is not None:
             self.web.include_router(build_broker_hook(self.gate, hook.get_secret_value()))
@@ -231,6 +246,8 @@ class Controller:
         if self.embedded is not None:
             self.embedded.start()
             log.info("embedded broker on %s", self.embedded.url)
+            # its port is known now (0 asks for any free one)
+            self.registrar.endpoint = self.settings.broker.device_endpoint(self.embedded.url)
         address = self.broker_address()
         ca_file = self.settings.broker.ca_file
         self.broker = PahoBroker(
@@ -320,6 +337,22 @@ class Controller:
         if self.dispatcher is not None:
             for device_id in outcome.stale_plans:
                 self.dispatcher.republish(device_id)
+
+    def _revoked(self, device_id: str, decommissioned: bool) -> None:
+        """A device's credentials were rotated or revoked: the broker closed its
+        connection without its last will, so say on its behalf, retained, that it is
+        offline; a decommissioned device's retained plan is cleared too."""
+        broker = self.broker
+        topics = self.settings.topics
+        if broker is None or not broker.is_connected:
+            log.warning(
+                "device %s: the broker is not connected; its retained status is not corrected",
+                device_id,
+            )
+            return
+        broker.publish(topics.status(device_id), OFFLINE, retain=True)
+        if decommissioned:
+            broker.publish(topics.plan(device_id), b"", retain=True)
 
     def changed(self) -> None:
         """Sites, devices or campaigns changed (here or in another process): reconcile

@@ -16,8 +16,9 @@ The checks are bounded: the campaign's cost is counted first (`schedules.cost`),
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from controller.store.base import Stores
 from controller.store.rollouts import NewRollout
@@ -27,6 +28,9 @@ from schedules.cost import Limits, check_cost
 from schedules.expand import PolarPolicyMissing
 from schedules.model import Campaign, SiteCatalog
 from schedules.rollout import is_live, touched_sites
+
+if TYPE_CHECKING:
+    from controller.store.audit import AuditRecord
 
 CHECK_AHEAD = timedelta(days=400)
 """How far ahead a campaign's occurrences are expanded to look for missing policies."""
@@ -133,3 +137,14 @@ def apply_campaign(
         elif previous != campaign:
             rollouts.supersede(campaign.id, now, "the campaign was changed again")
     return stores.campaigns.put(campaign, now)
+
+
+def delete_campaign(
+    stores: Stores, campaign_id: str, now: datetime, audit: Sequence[AuditRecord] = ()
+) -> bool:
+    """Remove a stored campaign (with its audit entries); False when there was none.
+    A staged rollout of it stops (SUPERSEDED): the deletion goes out at once."""
+    deleted = stores.campaigns.delete(campaign_id, now, audit)
+    if deleted and stores.rollouts is not None:
+        stores.rollouts.supersede(campaign_id, now, "the campaign was deleted")
+    return deleted

@@ -11,9 +11,8 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from controller.cli_common import config_arg, open_database
-from controller.device_ops_cli import add_device_ops_parsers
-from controller.registration import new_password
+from controller.cli_common import CliError, config_arg, open_database
+from controller.registry_cli import add_campaigns_parser, add_devices_parser, add_sites_parser
 from controller.rollouts_cli import add_rollouts_parser
 from controller.settings import Settings, SettingsError, load_settings
 from controller.store.base import Stores
@@ -24,40 +23,6 @@ from devices.commands import add_agent_parser, add_simulate_parser, seconds_arg
 from schedules.files import ScheduleFileError, load_campaign, load_sites
 
 MAX_PREVIEW_DAYS = 3660
-
-IMPORT_HELP = """\
-Register every device of FILE in one transaction: all of them, or none when any row
-is bad (every problem is listed, with its line and device id). Each device gets a new
-random password; the passwords are written to OUT, once, and are not shown again.
-
-FILE is CSV (devices.csv) or YAML (devices.yaml / .yml), by its name.
-
-CSV: a header line with the columns id and site (no others), one device per line.
-Spaces around cells are ignored, and so are blank lines.
-
-    id,site
-    menin-gate-ctl,menin-gate
-    atomium-ctl,atomium
-
-YAML: a list of {id, site} (or the same list under a key `devices:`).
-
-    - {id: menin-gate-ctl, site: menin-gate}
-    - {id: atomium-ctl, site: atomium}
-
-Device ids are 1-48 lower-case letters, digits and '-', not starting with
-'illuminate'; each site must already exist (illuminate sites import).
-
-OUT is created with mode 0600 and never overwritten unless --force. Its format follows
-its name: OUT.csv gets a header `id,password` and one line per device; OUT.yaml gets a
-list of {id, password}. With `--credentials -` the CSV goes to stdout and the summary
-to stderr. Progress goes to stderr.
-
-    illuminate devices import devices.csv --credentials device-passwords.csv
-"""
-
-
-class CliError(Exception):
-    """A fault the user can fix; printed without a traceback."""
 
 
 def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
@@ -106,99 +71,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _stores(args: argparse.Namespace) -> Iterator[Stores]:
     with open_database(args) as sessions:
         yield sql_stores(sessions)
-
-
-def cmd_sites_import(args: argparse.Namespace) -> int:
-    catalog = load_sites(args.file)
-    with _stores(args) as stores:
-        cities, sites = stores.registry.import_catalog(catalog)
-    print(f"imported {cities} cities and {sites} sites from {args.file}")
-    return 0
-
-
-def cmd_sites_list(args: argparse.Namespace) -> int:
-    with _stores(args) as stores:
-        catalog = stores.registry.catalog()
-    for site in catalog.sites:
-        print(f"{site.id:32} {site.city:20} {site.lat:9.5f} {site.lon:10.5f}")
-    print(f"{len(catalog.sites)} sites in {len(catalog.cities)} cities")
-    return 0
-
-
-def cmd_devices_add(args: argparse.Namespace) -> int:
-    from controller.registration import hash_chosen_secret, hash_generated_secret
-    from controller.store.base import NewDevice, RegistryError
-
-    password = args.password or new_password()
-    hashed = hash_chosen_secret(password) if args.password else hash_generated_secret(password)
-    try:
-        with _stores(args) as stores:
-            stores.registry.add_devices([NewDevice(args.id, args.site, hashed)], system_clock())
-    except RegistryError as exc:
-        raise CliError(str(exc)) from None
-    print(f"registered device {args.id} at site {args.site}")
-    if not args.password:
-        print(f"MQTT username: {args.id}\nMQTT password: {password}\n(shown once; keep it safe)")
-    return 0
-
-
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def cmd_devices_import(args: argparse.Namespace) -> int:
-    from controller.registration import (
-        CredentialsFile,
-        ImportRejected,
-        commit,
-        file_format,
-        load_file,
-        prepare,
-    )
-
-    started = system_clock.monotonic()
-    file_format(args.file)  # a name of no known format is refused before any work
-    out = CredentialsFile(args.credentials, force=args.force)  # so is a bad OUT
-    _say(f"reading {args.file}")
-    try:
-        batch = load_file(args.file)
-    except OSError as exc:
-        raise CliError(f"cannot read {args.file}: {exc.strerror}") from None
-    _say(f"read {len(batch.rows)} devices; checking them against the registry")
-    try:
-        with _stores(args) as stores:
-            prepared = prepare(stores.registry, batch, _say)
-            _say(f"writing the credentials to {out.name}")
-            with out.writing(prepared.credentials) as publish:
-                _say(f"registering {len(prepared.devices)} devices")
-                commit(stores.registry, prepared, system_clock())
-                publish()
-    except ImportRejected as exc:
-        raise CliError(f"{args.file}: {exc}\nnothing was registered") from None
-    elapsed = system_clock.monotonic() - started
-    _say(f"done in {elapsed:.1f} s")
-    summary = (
-        f"registered {len(prepared.devices)} devices at {prepared.sites} sites; "
-        f"credentials in {out.name}"
-    )
-    print(summary, file=sys.stderr if out.to_stdout else sys.stdout)
-    return 0
-
-
-def cmd_devices_list(args: argparse.Namespace) -> int:
-    with _stores(args) as stores:
-        views = stores.reports.views()
-    devices = [views[k] for k in sorted(views)]
-    for d in devices:
-        online = {True: "online", False: "offline", None: "never seen"}[d.online]
-        applied = (
-            f"v{d.applied_version} step {d.applied_step_at:%Y-%m-%d %H:%M:%S}Z"
-            if (d.applied_version and d.applied_step_at)
-            else "-"
-        )
-        print(f"{d.id:40} {d.site_id:32} {online:10} {applied}")
-    print(f"{len(devices)} devices")
-    return 0
 
 
 def cmd_schedules_apply(args: argparse.Namespace) -> int:
@@ -338,49 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_simulate_parser(sub)
     add_users_parser(sub)
 
-    devices = sub.add_parser(
-        "devices", help="register and list devices; test flashes and health (technicians)"
-    )
-    dsub = devices.add_subparsers(dest="action", required=True, metavar="ACTION")
-    add = dsub.add_parser("add", help="register a device at a site and issue its password")
-    config_arg(add)
-    add.add_argument("id", help="device id, also its MQTT username ([a-z0-9-], up to 48)")
-    add.add_argument("--site", required=True, help="the site id it lights")
-    add.add_argument("--password", help="set this password instead of generating one")
-    add.set_defaults(func=cmd_devices_add)
-    dimport = dsub.add_parser(
-        "import",
-        help="register many devices from a CSV or YAML file, with generated passwords",
-        description=IMPORT_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    config_arg(dimport)
-    dimport.add_argument("file", type=Path, metavar="FILE", help="devices.csv or devices.yaml")
-    dimport.add_argument(
-        "--credentials",
-        required=True,
-        type=Path,
-        metavar="OUT",
-        help="where to write the passwords: OUT.csv, OUT.yaml, or - for stdout (CSV)",
-    )
-    dimport.add_argument(
-        "--force", action="store_true", help="replace OUT if it exists (default: refuse)"
-    )
-    dimport.set_defaults(func=cmd_devices_import)
-    dlist = dsub.add_parser("list", help="list devices with their last report")
-    config_arg(dlist)
-    dlist.set_defaults(func=cmd_devices_list)
-    add_device_ops_parsers(dsub)
-
-    sites = sub.add_parser("sites", help="import and list cities and sites")
-    ssub = sites.add_subparsers(dest="action", required=True, metavar="ACTION")
-    imp = ssub.add_parser("import", help="import a sites file (YAML)")
-    config_arg(imp)
-    imp.add_argument("file", type=Path)
-    imp.set_defaults(func=cmd_sites_import)
-    slist = ssub.add_parser("list", help="list sites")
-    config_arg(slist)
-    slist.set_defaults(func=cmd_sites_list)
+    add_devices_parser(sub)
+    add_sites_parser(sub)
+    add_campaigns_parser(sub)
 
     schedules = sub.add_parser("schedules", help="campaigns and their windows")
     csub = schedules.add_subparsers(dest="action", required=True, metavar="ACTION")

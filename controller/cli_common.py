@@ -13,6 +13,10 @@ from controller.settings import load_settings
 from controller.store.db import make_engine, migrate, session_factory
 
 
+class CliError(Exception):
+    """A fault the user can fix; printed without a traceback."""
+
+
 def config_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",

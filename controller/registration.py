@@ -191,6 +191,21 @@ def find_problems(
     return problems
 
 
+class _Knows(Protocol):
+    def catalog(self) -> SiteCatalog: ...
+
+    def device_ids(self) -> set[str]: ...
+
+
+def check_batch(registry: _Knows, devices: Sequence[NewDevice]) -> None:
+    """BatchRejected naming every problem of `devices` against the registry as it is."""
+    sites = {site.id for site in registry.catalog().sites}
+    registered = {d.id for d in devices} & registry.device_ids()
+    problems = find_problems(devices, sites, registered)
+    if problems:
+        raise BatchRejected(problems)
+
+
 # reading ------------------------------------------------------------------------------
 
 
@@ -426,14 +441,14 @@ class Prepared:
         return len({d.site_id for d in self.devices})
 
 
-def _located(problems: Sequence[BatchProblem], wheres: Sequence[str]) -> list[Problem]:
-    located = []
+def located(problems: Sequence[BatchProblem], wheres: Sequence[str]) -> list[Problem]:
+    found = []
     for p in problems:
         message = p.message
         if p.first is not None:
             message += f" (first at {wheres[p.first]})"
-        located.append(Problem(wheres[p.index], message, p.kind, p.device_id))
-    return located
+        found.append(Problem(wheres[p.index], message, p.kind, p.device_id))
+    return found
 
 
 def prepare(
@@ -450,7 +465,7 @@ def prepare(
     sites = {site.id for site in registry.catalog().sites}
     ids = {d.id for d in candidates}
     registered = ids & registry.device_ids()
-    problems = [*batch.problems, *_located(find_problems(candidates, sites, registered), wheres)]
+    problems = [*batch.problems, *located(find_problems(candidates, sites, registered), wheres)]
     if not problems and not candidates:
         problems.append(Problem(TOP, "no devices to register"))
     if problems:
@@ -470,7 +485,7 @@ def commit(registry: Registry, prepared: Prepared, now: datetime) -> None:
     try:
         registry.add_devices(prepared.devices, now)
     except BatchRejected as exc:
-        raise ImportRejected(_located(exc.problems, prepared.wheres)) from None
+        raise ImportRejected(located(exc.problems, prepared.wheres)) from None
 
 
 def register(registry: Registry, batch: Batch, now: datetime) -> Prepared:

@@ -10,7 +10,15 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -44,13 +52,58 @@ class BrokerSettings(_Section):
     ca_file: Path | None = None
     embedded_host: str = "127.0.0.1"
     embedded_port: int = Field(default=1883, ge=0, le=65535)
+    device_url: str | None = Field(
+        default=None,
+        description="the broker address given to devices at registration "
+        "(mqtt://host:port or mqtts://host:port); unset: url, or the embedded broker's",
+    )
+    dynsec_admin_username: str | None = Field(
+        default=None,
+        description="a Mosquitto dynamic-security admin: with it, registering, rotating "
+        "and decommissioning a device changes its broker account too",
+    )
+    dynsec_admin_password: SecretStr | None = None
 
-    @field_validator("url")
+    @field_validator("url", "device_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
         if value:
             BrokerAddress.parse(value)
         return value or None
+
+    @model_validator(mode="after")
+    def _dynsec(self) -> BrokerSettings:
+        if bool(self.dynsec_admin_username) != bool(self.dynsec_admin_password):
+            raise ValueError(
+                "set dynsec_admin_username and dynsec_admin_password together, or neither"
+            )
+        if self.dynsec_admin_username and self.url is None:
+            raise ValueError(
+                "dynsec_admin_username needs broker.url: the embedded broker has no "
+                "dynamic-security plugin"
+            )
+        return self
+
+    def dynsec_admin(self) -> BrokerAddress | None:
+        """The broker address with the dynsec admin's credentials, or None when unset."""
+        if self.url is None or not self.dynsec_admin_username or not self.dynsec_admin_password:
+            return None
+        address = BrokerAddress.parse(self.url)
+        return BrokerAddress(
+            address.host,
+            address.port,
+            address.tls,
+            self.dynsec_admin_username,
+            self.dynsec_admin_password.get_secret_value(),
+        )
+
+    def device_endpoint(self, embedded_url: str | None = None) -> BrokerAddress:
+        """Where devices connect: device_url, else url, else the embedded broker's."""
+        url = self.device_url or self.url or embedded_url
+        if url is None:
+            url = f"mqtt://{self.embedded_host}:{self.embedded_port}"
+        address = BrokerAddress.parse(url)
+        return BrokerAddress(address.host, address.port, address.tls)
 
     @field_validator("topic_root")
     @classmethod

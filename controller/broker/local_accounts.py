@@ -21,7 +21,7 @@ import hmac
 import os
 import secrets
 import sqlite3
-from collections.abc import Collection, Hashable, Iterator
+from collections.abc import Collection, Hashable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -119,6 +119,26 @@ class LocalAccounts:
                 )
             except sqlite3.IntegrityError:
                 raise AccountExists(f"device account {device_id!r} already exists") from None
+
+    def create_many(self, credentials: Sequence[tuple[str, str]]) -> None:
+        """`create` for many devices (id, password) in one transaction: all or none.
+        Raises `AccountExists` naming the first that is already there."""
+        rows = []
+        for device_id, password in credentials:
+            check_device_id(device_id)
+            check_password(password)
+            salt = secrets.token_bytes(16)
+            rows.append((device_id, salt, _digest(password, salt, ITERATIONS), ITERATIONS))
+        with self._write() as db:
+            for row in rows:
+                try:
+                    db.execute(
+                        "INSERT INTO accounts (device_id, salt, digest, iterations)"
+                        " VALUES (?,?,?,?)",
+                        row,
+                    )
+                except sqlite3.IntegrityError:
+                    raise AccountExists(f"device account {row[0]!r} already exists") from None
 
     def rotate(self, device_id: str, password: str) -> None:
         check_device_id(device_id)

@@ -74,25 +74,8 @@ class SqlAuditLog:
     def append(self, records: Sequence[AuditRecord]) -> list[AuditEntry]:
         if not records:
             return []
-        rows = [
-            {
-                "at": r.at,
-                "actor": r.actor,
-                "kind": r.kind.value,
-                "action": r.action,
-                "subject": r.subject,
-                "city": r.city,
-                "detail": r.detail,
-            }
-            for r in records
-        ]
         with self.sessions.begin() as s:
-            ids = list(
-                s.scalars(
-                    insert(AuditRow).returning(AuditRow.id, sort_by_parameter_order=True), rows
-                )
-            )
-        return [AuditEntry(i, _utc(r)) for i, r in zip(ids, records, strict=True)]
+            return write_records(s, records)
 
     def entries(
         self,
@@ -107,6 +90,29 @@ class SqlAuditLog:
             query = query.where(AuditRow.id < before)
         with self.sessions() as s:
             return [_entry(row) for row in s.scalars(query)]
+
+
+def write_records(s: Session, records: Sequence[AuditRecord]) -> list[AuditEntry]:
+    """Insert the records in the caller's transaction (so that a change and its entry
+    commit, or roll back, together); the entries as they will be stored."""
+    if not records:
+        return []
+    rows = [
+        {
+            "at": r.at,
+            "actor": r.actor,
+            "kind": r.kind.value,
+            "action": r.action,
+            "subject": r.subject,
+            "city": r.city,
+            "detail": r.detail,
+        }
+        for r in records
+    ]
+    ids = list(
+        s.scalars(insert(AuditRow).returning(AuditRow.id, sort_by_parameter_order=True), rows)
+    )
+    return [AuditEntry(i, _utc(r)) for i, r in zip(ids, records, strict=True)]
 
 
 def _entry(row: AuditRow) -> AuditEntry:

@@ -5,7 +5,12 @@ ones (`controller/store/memory.py`) both take and return these frozen dataclasse
 `tests/controller/test_store_contract.py` runs one contract on SQLite, PostgreSQL and
 memory.
 
-- `RegistryStore`: cities, sites and devices (who exists, where).
+- `RegistryStore`: cities, sites and devices (who exists, where). A decommissioned
+  device keeps its record (and its history) but leaves `reports.views()`, so nothing
+  plans for it and no site shows it; a removed site leaves the catalog.
+  Its edits take the audit records of the change, stored in the same transaction,
+  and an optional `before_commit` hook run inside it (the broker's account change:
+  if the hook raises, nothing is stored).
 - `CampaignStore`: the campaigns as written.
 - `OutboxStore`: plan versions per device and their lifecycle, with the audit log.
   Every write is a batch in one transaction, and every state change is a
@@ -19,7 +24,7 @@ memory.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -27,9 +32,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from controller.lifecycle import CommandState
 from devices.protocol import Plan, decode
-from schedules.model import Campaign, SiteCatalog
+from schedules.model import Campaign, Site, SiteCatalog
 
 if TYPE_CHECKING:
+    from controller.store.audit import AuditLog, AuditRecord
     from controller.store.changes import ChangeFeed
     from controller.store.rollouts import RolloutStore
 
@@ -40,6 +46,26 @@ class RegistryError(ValueError):
     """A registry change that cannot be made; the message says why."""
 
 
+class UnknownObject(RegistryError):
+    """No such device, site or city (or campaign)."""
+
+
+class Retired(RegistryError):
+    """The device is decommissioned: its credentials cannot change any more."""
+
+
+class InUse(RegistryError):
+    """The site still has devices in service; `devices` names them."""
+
+    def __init__(self, message: str, devices: Sequence[str]) -> None:
+        super().__init__(message)
+        self.devices = tuple(devices)
+
+
+BeforeCommit = Callable[[], None]
+"""Run inside a registry transaction, after its writes and before its commit."""
+
+
 @dataclass(frozen=True)
 class NewDevice:
     """A device to register. `secret_hash` is computed by the caller (or None)."""
@@ -47,6 +73,27 @@ class NewDevice:
     id: str
     site_id: str
     secret_hash: str | None = None
+    adapter: str = "native"
+    config: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class DeviceRecord:
+    """What the registry holds about a device (never its secret)."""
+
+    id: str
+    site_id: str
+    city: str
+    """The city of its site (also when the site was removed since)."""
+    adapter: str
+    config: dict[str, Any]
+    created_at: datetime
+    credentials_at: datetime | None = None
+    decommissioned_at: datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.decommissioned_at is None
 
 
 @dataclass(frozen=True)
@@ -157,11 +204,50 @@ class RegistryStore(Protocol):
 
     def catalog(self) -> SiteCatalog: ...
 
-    def add_devices(self, devices: Sequence[NewDevice], now: datetime) -> None:
+    def add_devices(
+        self,
+        devices: Sequence[NewDevice],
+        now: datetime,
+        audit: Sequence[AuditRecord] = (),
+        before_commit: BeforeCommit | None = None,
+    ) -> None:
         """Register all of them in one transaction, or none: RegistryError names every
         problem (bad or reserved id, unknown site, already registered, repeated)."""
 
-    def device_ids(self) -> set[str]: ...
+    def device_ids(self) -> set[str]:
+        """Every id ever registered, decommissioned ones too (an id is never reused)."""
+
+    def devices(self, device_ids: Collection[str] | None = None) -> dict[str, DeviceRecord]:
+        """The records of these devices (or of all), decommissioned ones included."""
+
+    def set_secret(
+        self,
+        device_id: str,
+        secret_hash: str,
+        now: datetime,
+        audit: Sequence[AuditRecord] = (),
+        before_commit: BeforeCommit | None = None,
+    ) -> None:
+        """Replace the device's secret (rotation) and mark it offline: the broker closed
+        its connection without its will. UnknownObject, or Retired."""
+
+    def decommission(
+        self,
+        device_id: str,
+        now: datetime,
+        audit: Sequence[AuditRecord] = (),
+        before_commit: BeforeCommit | None = None,
+    ) -> None:
+        """Take the device out of service: drop its secret, mark it offline, supersede
+        its open commands; its record and history stay. UnknownObject, or Retired."""
+
+    def put_site(self, site: Site, now: datetime, audit: Sequence[AuditRecord] = ()) -> bool:
+        """Create or replace one site (of a known city); True when it was new (or
+        removed before). UnknownObject for an unknown city."""
+
+    def remove_site(self, site_id: str, now: datetime, audit: Sequence[AuditRecord] = ()) -> None:
+        """Take a site out of the catalog. UnknownObject; InUse while devices in
+        service are on it."""
 
     def revision(self) -> int:
         """Changes whenever sites or devices change, in any process."""
@@ -177,6 +263,9 @@ class CampaignStore(Protocol):
     def records(self) -> list[CampaignRecord]: ...
 
     def record(self, campaign_id: str) -> CampaignRecord | None: ...
+
+    def delete(self, campaign_id: str, now: datetime, audit: Sequence[AuditRecord] = ()) -> bool:
+        """Remove the campaign; False when there was none."""
 
     def revision(self) -> int:
         """Changes whenever a campaign changes, in any process."""
@@ -229,6 +318,8 @@ class Stores:
     """Told of every report and command write, when the stores are `watched`."""
     rollouts: RolloutStore | None = None
     """Staged rollouts (`controller/store/rollouts.py`); None: changes go out at once."""
+    audit: AuditLog | None = None
+    """The audit log the registry's and campaigns' edits write to, in their transactions."""
 
     def snapshot(self) -> Snapshot:
         views = self.reports.views()

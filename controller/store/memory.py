@@ -13,18 +13,23 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from controller.lifecycle import FINAL, CommandState
+from controller.store.audit import AuditRecord, MemoryAuditLog
 from controller.store.base import (
+    BeforeCommit,
     CampaignRecord,
     Command,
     CommandEvent,
+    DeviceRecord,
     DeviceView,
     Move,
     NewDevice,
     NewVersion,
+    Retired,
     Stores,
+    UnknownObject,
 )
 from controller.store.rollouts import MemoryRollouts
-from controller.store.sql import _Cell, _holds, apply_moves, check_new_devices
+from controller.store.sql import _Cell, _holds, apply_moves, check_new_devices, in_use
 from schedules.model import Campaign, City, Site, SiteCatalog
 
 
@@ -34,7 +39,12 @@ class _World:
     cities: dict[str, City] = field(default_factory=dict)
     sites: dict[str, Site] = field(default_factory=dict)
     devices: dict[str, DeviceView] = field(default_factory=dict)
+    """Devices in service, with their reports."""
+    records: dict[str, DeviceRecord] = field(default_factory=dict)
+    """Every device ever registered."""
+    removed_sites: dict[str, Site] = field(default_factory=dict)
     secrets: dict[str, str | None] = field(default_factory=dict)
+    audit: MemoryAuditLog = field(default_factory=MemoryAuditLog)
     campaigns: dict[str, tuple[Campaign, datetime, datetime, int]] = field(default_factory=dict)
     commands: dict[int, Command] = field(default_factory=dict)
     latest: dict[str, int] = field(default_factory=dict)
@@ -56,6 +66,8 @@ class MemoryRegistry:
                     raise ValueError(f"site {site.id!r}: unknown city {site.city!r}")
             self.w.cities.update({c.id: c for c in catalog.cities})
             self.w.sites.update({s.id: s for s in catalog.sites})
+            for site in catalog.sites:
+                self.w.removed_sites.pop(site.id, None)
             self.w.revisions["registry"] += 1
         return len(catalog.cities), len(catalog.sites)
 
@@ -66,17 +78,129 @@ class MemoryRegistry:
                 sites=tuple(self.w.sites[k] for k in sorted(self.w.sites)),
             )
 
-    def add_devices(self, devices: Sequence[NewDevice], now: datetime) -> None:
+    def add_devices(
+        self,
+        devices: Sequence[NewDevice],
+        now: datetime,
+        audit: Sequence[AuditRecord] = (),
+        before_commit: BeforeCommit | None = None,
+    ) -> None:
         with self.w.lock:
-            check_new_devices(devices, self.w.sites, self.w.devices)
+            check_new_devices(devices, self.w.sites, self.w.records)
+            if before_commit is not None:
+                before_commit()
             for d in devices:
                 self.w.devices[d.id] = DeviceView(id=d.id, site_id=d.site_id)
+                self.w.records[d.id] = DeviceRecord(
+                    id=d.id,
+                    site_id=d.site_id,
+                    city=self.w.sites[d.site_id].city,
+                    adapter=d.adapter,
+                    config=dict(d.config or {}),
+                    created_at=now,
+                )
                 self.w.secrets[d.id] = d.secret_hash
             self.w.revisions["registry"] += 1
+            self.w.audit.append(audit)
 
     def device_ids(self) -> set[str]:
         with self.w.lock:
-            return set(self.w.devices)
+            return set(self.w.records)
+
+    def devices(self, device_ids: Collection[str] | None = None) -> dict[str, DeviceRecord]:
+        with self.w.lock:
+            wanted = sorted(self.w.records if device_ids is None else device_ids)
+            return {d: self.w.records[d] for d in wanted if d in self.w.records}
+
+    def _live(self, device_id: str) -> DeviceRecord:
+        record = self.w.records.get(device_id)
+        if record is None:
+            raise UnknownObject(f"no device {device_id!r}")
+        if record.decommissioned_at is not None:
+            raise Retired(f"device {device_id!r} is decommissioned")
+        return record
+
+    def _offline(self, device_id: str, now: datetime) -> None:
+        view = self.w.devices.get(device_id)
+        if view is not None:
+            self.w.devices[device_id] = replace(view, online=False, status_at=now)
+
+    def set_secret(
+        self,
+        device_id: str,
+        secret_hash: str,
+        now: datetime,
+        audit: Sequence[AuditRecord] = (),
+        before_commit: BeforeCommit | None = None,
+    ) -> None:
+        with self.w.lock:
+            record = self._live(device_id)
+            if before_commit is not None:
+                before_commit()
+            self.w.secrets[device_id] = secret_hash
+            self.w.records[device_id] = replace(record, credentials_at=now)
+            self._offline(device_id, now)
+            self.w.revisions["registry"] += 1
+            self.w.audit.append(audit)
+
+    def decommission(
+        self,
+        device_id: str,
+        now: datetime,
+        audit: Sequence[AuditRecord] = (),
+        before_commit: BeforeCommit | None = None,
+    ) -> None:
+        with self.w.lock:
+            record = self._live(device_id)
+            if before_commit is not None:
+                before_commit()
+            self.w.secrets[device_id] = None
+            self.w.records[device_id] = replace(record, decommissioned_at=now)
+            self.w.devices.pop(device_id, None)
+            for command in list(self.w.commands.values()):
+                if command.device_id == device_id and command.state not in FINAL:
+                    self.w.commands[command.id] = replace(
+                        command,
+                        state=CommandState.SUPERSEDED,
+                        state_at=now,
+                        reason="device decommissioned",
+                    )
+                    self.w.events.append(
+                        CommandEvent(
+                            command.id,
+                            device_id,
+                            command.version,
+                            command.state,
+                            CommandState.SUPERSEDED,
+                            now,
+                            "device decommissioned",
+                        )
+                    )
+            self.w.revisions["registry"] += 1
+            self.w.audit.append(audit)
+
+    def put_site(self, site: Site, now: datetime, audit: Sequence[AuditRecord] = ()) -> bool:
+        with self.w.lock:
+            if site.city not in self.w.cities:
+                raise UnknownObject(f"unknown city {site.city!r}")
+            created = site.id not in self.w.sites
+            self.w.sites[site.id] = site
+            self.w.removed_sites.pop(site.id, None)
+            self.w.revisions["registry"] += 1
+            self.w.audit.append(audit)
+            return created
+
+    def remove_site(self, site_id: str, now: datetime, audit: Sequence[AuditRecord] = ()) -> None:
+        with self.w.lock:
+            site = self.w.sites.get(site_id)
+            if site is None:
+                raise UnknownObject(f"no site {site_id!r}")
+            active = sorted(d.id for d in self.w.devices.values() if d.site_id == site_id)
+            if active:
+                raise in_use(site_id, active)
+            self.w.removed_sites[site_id] = self.w.sites.pop(site_id)
+            self.w.revisions["registry"] += 1
+            self.w.audit.append(audit)
 
     def revision(self) -> int:
         with self.w.lock:
@@ -113,6 +237,14 @@ class MemoryCampaigns:
             if row is None:
                 return None
             return CampaignRecord(campaign_id, row[0].model_dump(mode="json"), row[1], row[2])
+
+    def delete(self, campaign_id: str, now: datetime, audit: Sequence[AuditRecord] = ()) -> bool:
+        with self.w.lock:
+            if self.w.campaigns.pop(campaign_id, None) is None:
+                return False
+            self.w.revisions["campaigns"] += 1
+            self.w.audit.append(audit)
+            return True
 
     def revision(self) -> int:
         with self.w.lock:
@@ -270,4 +402,5 @@ def memory_stores() -> Stores:
         outbox=MemoryOutbox(world),
         reports=MemoryReports(world),
         rollouts=MemoryRollouts(),
+        audit=world.audit,
     )

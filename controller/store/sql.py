@@ -22,16 +22,22 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from controller.lifecycle import FINAL, CommandState, can_move
 from controller.registration import BatchRejected, find_problems
+from controller.store.audit import AuditRecord, SqlAuditLog, write_records
 from controller.store.base import (
+    BeforeCommit,
     CampaignRecord,
     Command,
     CommandEvent,
+    DeviceRecord,
     DeviceView,
+    InUse,
     Move,
     NewDevice,
     NewVersion,
     RegistryError,
+    Retired,
     Stores,
+    UnknownObject,
 )
 from controller.store.rollouts import SqlRollouts
 from controller.store.tables import (
@@ -121,16 +127,7 @@ class SqlRegistry:
                 s.merge(CityRow(id=city.id, name=dict(city.name), timezone=city.timezone))
             s.flush()
             for site in catalog.sites:
-                s.merge(
-                    SiteRow(
-                        id=site.id,
-                        city_id=site.city,
-                        name=dict(site.name),
-                        lat=site.lat,
-                        lon=site.lon,
-                        tags=list(site.tags),
-                    )
-                )
+                s.merge(_site_row(site))
             _bump(s, "registry")
         return len(catalog.cities), len(catalog.sites)
 
@@ -142,16 +139,28 @@ class SqlRegistry:
             ]
             sites = [
                 Site(id=r.id, city=r.city_id, name=r.name, lat=r.lat, lon=r.lon, tags=tuple(r.tags))
-                for r in s.scalars(select(SiteRow).order_by(SiteRow.id))
+                for r in s.scalars(
+                    select(SiteRow).where(SiteRow.removed_at.is_(None)).order_by(SiteRow.id)
+                )
             ]
         return SiteCatalog(cities=tuple(cities), sites=tuple(sites))
 
-    def add_devices(self, devices: Sequence[NewDevice], now: datetime) -> None:
+    def add_devices(
+        self,
+        devices: Sequence[NewDevice],
+        now: datetime,
+        audit: Sequence[AuditRecord] = (),
+        before_commit: BeforeCommit | None = None,
+    ) -> None:
         try:
             with self.sessions.begin() as s:
                 check_new_devices(devices, *self._known(s, devices))
                 self._insert_devices(s, devices, now)
                 _bump(s, "registry")
+                write_records(s, audit)
+                s.flush()
+                if before_commit is not None:
+                    before_commit()
                 return
         except IntegrityError:
             pass  # rolled back: another process registered some of these ids meanwhile
@@ -167,7 +176,7 @@ class SqlRegistry:
         existing: set[str] = set()
         for part in chunks([d.id for d in devices]):
             existing.update(s.scalars(select(DeviceRow.id).where(DeviceRow.id.in_(part))))
-        return set(s.scalars(select(SiteRow.id))), existing
+        return set(s.scalars(select(SiteRow.id).where(SiteRow.removed_at.is_(None)))), existing
 
     def _insert_devices(self, s: Session, devices: Sequence[NewDevice], now: datetime) -> None:
         for batch in chunks(devices):
@@ -179,7 +188,8 @@ class SqlRegistry:
                         "site_id": d.site_id,
                         "secret_hash": d.secret_hash,
                         "created_at": now,
-                        "kind": "native",
+                        "kind": d.adapter,
+                        "config": dict(d.config) if d.config else None,
                         "version_floor": 0,
                     }
                     for d in batch
@@ -190,8 +200,157 @@ class SqlRegistry:
         with self.sessions() as s:
             return set(s.scalars(select(DeviceRow.id)))
 
+    def devices(self, device_ids: Collection[str] | None = None) -> dict[str, DeviceRecord]:
+        query = select(DeviceRow, SiteRow.city_id).join(SiteRow, SiteRow.id == DeviceRow.site_id)
+        out: dict[str, DeviceRecord] = {}
+        with self.sessions() as s:
+            parts: Iterable[Sequence[str] | None] = (
+                [None] if device_ids is None else chunks(sorted(device_ids))
+            )
+            for part in parts:
+                q = query if part is None else query.where(DeviceRow.id.in_(part))
+                for row, city in s.execute(q.order_by(DeviceRow.id)):
+                    out[row.id] = _device_record(row, city)
+        return out
+
+    def _live_device(self, s: Session, device_id: str) -> DeviceRow:
+        query = select(DeviceRow).where(DeviceRow.id == device_id)
+        if s.get_bind().dialect.name == "postgresql":
+            query = query.with_for_update()
+        row = s.scalars(query).first()
+        if row is None:
+            raise UnknownObject(f"no device {device_id!r}")
+        if row.decommissioned_at is not None:
+            raise Retired(f"device {device_id!r} is decommissioned")
+        return row
+
+    def set_secret(
+        self,
+        device_id: str,
+        secret_hash: str,
+        now: datetime,
+        audit: Sequence[AuditRecord] = (),
+        before_commit: BeforeCommit | None = None,
+    ) -> None:
+        with _transaction(self.sessions) as s:
+            row = self._live_device(s, device_id)
+            row.secret_hash = secret_hash
+            row.credentials_at = now
+            row.online = False
+            row.status_at = now
+            _bump(s, "registry")
+            write_records(s, audit)
+            s.flush()
+            if before_commit is not None:
+                before_commit()
+
+    def decommission(
+        self,
+        device_id: str,
+        now: datetime,
+        audit: Sequence[AuditRecord] = (),
+        before_commit: BeforeCommit | None = None,
+    ) -> None:
+        with _transaction(self.sessions) as s:
+            row = self._live_device(s, device_id)
+            row.decommissioned_at = now
+            row.secret_hash = None
+            row.online = False
+            row.status_at = now
+            query = select(CommandRow).where(
+                CommandRow.device_id == device_id,
+                CommandRow.state.not_in([state.value for state in FINAL]),
+            )
+            if s.get_bind().dialect.name == "postgresql":
+                query = query.with_for_update()
+            for command in s.scalars(query):
+                s.add(
+                    CommandEventRow(
+                        command_id=command.id,
+                        device_id=device_id,
+                        version=command.version,
+                        from_state=command.state,
+                        to_state=CommandState.SUPERSEDED.value,
+                        at=now,
+                        detail="device decommissioned",
+                    )
+                )
+                command.state = CommandState.SUPERSEDED.value
+                command.state_at = now
+                command.reason = "device decommissioned"
+            _bump(s, "registry")
+            write_records(s, audit)
+            s.flush()
+            if before_commit is not None:
+                before_commit()
+
+    def put_site(self, site: Site, now: datetime, audit: Sequence[AuditRecord] = ()) -> bool:
+        with _transaction(self.sessions) as s:
+            if s.get(CityRow, site.city) is None:
+                raise UnknownObject(f"unknown city {site.city!r}")
+            old = s.get(SiteRow, site.id)
+            created = old is None or old.removed_at is not None
+            s.merge(_site_row(site))
+            _bump(s, "registry")
+            write_records(s, audit)
+        return created
+
+    def remove_site(self, site_id: str, now: datetime, audit: Sequence[AuditRecord] = ()) -> None:
+        with _transaction(self.sessions) as s:
+            row = s.get(SiteRow, site_id)
+            if row is None or row.removed_at is not None:
+                raise UnknownObject(f"no site {site_id!r}")
+            active = sorted(
+                s.scalars(
+                    select(DeviceRow.id).where(
+                        DeviceRow.site_id == site_id, DeviceRow.decommissioned_at.is_(None)
+                    )
+                )
+            )
+            if active:
+                raise in_use(site_id, active)
+            row.removed_at = now
+            _bump(s, "registry")
+            write_records(s, audit)
+
     def revision(self) -> int:
         return _revision(self.sessions, "registry")
+
+
+def in_use(site_id: str, devices: Sequence[str]) -> InUse:
+    shown = ", ".join(devices[:10]) + (
+        f" and {len(devices) - 10} more" if len(devices) > 10 else ""
+    )
+    return InUse(
+        f"site {site_id!r} has {len(devices)} device{'s' if len(devices) != 1 else ''} in "
+        f"service ({shown}): decommission them first",
+        devices,
+    )
+
+
+def _site_row(site: Site) -> SiteRow:
+    return SiteRow(
+        id=site.id,
+        city_id=site.city,
+        name=dict(site.name),
+        lat=site.lat,
+        lon=site.lon,
+        tags=list(site.tags),
+        removed_at=None,
+    )
+
+
+def _device_record(row: DeviceRow, city: str) -> DeviceRecord:
+    return DeviceRecord(
+        id=row.id,
+        site_id=row.site_id,
+        city=city,
+        adapter=row.kind,
+        config=dict(row.config or {}),
+        created_at=row.created_at,
+        credentials_at=row.credentials_at,
+        decommissioned_at=row.decommissioned_at,
+    )
 
 
 def check_new_devices(
@@ -236,6 +395,16 @@ class SqlCampaigns:
         with self.sessions() as s:
             row = s.get(CampaignRow, campaign_id)
             return None if row is None else _record(row)
+
+    def delete(self, campaign_id: str, now: datetime, audit: Sequence[AuditRecord] = ()) -> bool:
+        with self.sessions.begin() as s:
+            row = s.get(CampaignRow, campaign_id)
+            if row is None:
+                return False
+            s.delete(row)
+            _bump(s, "campaigns")
+            write_records(s, audit)
+            return True
 
     def revision(self) -> int:
         return _revision(self.sessions, "campaigns")
@@ -652,7 +821,7 @@ class SqlReports:
                 [None] if device_ids is None else chunks(sorted(device_ids))
             )
             for part in parts:
-                query = select(*columns)
+                query = select(*columns).where(DeviceRow.decommissioned_at.is_(None))
                 if part is not None:
                     query = query.where(DeviceRow.id.in_(part))
                 for row in s.execute(query):
@@ -691,6 +860,7 @@ def sql_stores(sessions: sessionmaker[Session]) -> Stores:
         outbox=SqlOutbox(sessions, turn),
         reports=SqlReports(sessions, turn),
         rollouts=SqlRollouts(sessions),
+        audit=SqlAuditLog(sessions),
     )
 
 

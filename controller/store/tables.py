@@ -65,6 +65,8 @@ class SiteRow(Base):
     lat: Mapped[float] = mapped_column(Float)
     lon: Mapped[float] = mapped_column(Float)
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    removed_at: Mapped[datetime | None] = mapped_column(default=None)
+    """Set when the site is deleted: it leaves the catalog, its row stays for history."""
 
 
 class DeviceRow(Base):
@@ -74,8 +76,15 @@ class DeviceRow(Base):
     id: Mapped[str] = mapped_column(String(48), primary_key=True)
     site_id: Mapped[str] = mapped_column(ForeignKey("sites.id"), index=True)
     kind: Mapped[str] = mapped_column(String(32), default="native")
+    """The adapter that speaks to it (`native`: our agent)."""
+    config: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    """The adapter's settings for this device."""
     secret_hash: Mapped[str | None] = mapped_column(String(255), default=None)
     created_at: Mapped[datetime]
+    credentials_at: Mapped[datetime | None] = mapped_column(default=None)
+    """When its password was last replaced (None: the one issued at registration)."""
+    decommissioned_at: Mapped[datetime | None] = mapped_column(default=None)
+    """Set when it is decommissioned: its secret is dropped, its row and history stay."""
     online: Mapped[bool | None] = mapped_column(Boolean, default=None)
     status_at: Mapped[datetime | None] = mapped_column(default=None)
     firmware: Mapped[str | None] = mapped_column(String(100), default=None)

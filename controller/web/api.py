@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict
 from controller.access import Action, AuditKind, Grant, grant
 from controller.auth import Principal
 from controller.campaigns import EVALUATION_S, TOP, CampaignRejected, apply_campaign
+from controller.registrar import Registrar
 from controller.store.audit import AuditLog, AuditRecord
 from controller.store.base import Stores
 from controller.store.users import Users
@@ -68,6 +69,8 @@ class StaffContext:
     limits: Limits = field(default_factory=Limits)
     evaluation_s: float = EVALUATION_S
     """How long checking one campaign may take before it is refused."""
+    registrar: Registrar | None = None
+    """Registers, rotates and decommissions devices (registry and broker accounts)."""
 
 
 def staff_context(request: Request) -> StaffContext:

@@ -15,6 +15,7 @@ from controller.campaigns import EVALUATION_S
 from controller.metrics import Metrics
 from controller.public import DEFAULT_LANGUAGE, PublicStatus
 from controller.public_view import PublicView
+from controller.registrar import Registrar
 from controller.store.audit import AuditLog, SqlAuditLog
 from controller.store.base import Stores
 from controller.store.history import HistoryStore
@@ -23,6 +24,7 @@ from controller.store.users import Users
 from controller.web.api import StaffContext, build_api
 from controller.web.audit_api import build_audit_api
 from controller.web.body_schemas import with_body_schemas
+from controller.web.campaigns_api import build_campaigns_api
 from controller.web.device_ops_api import build_device_ops_api
 from controller.web.devices_api import IMPORT_PATH, MAX_IMPORT_BYTES, build_devices_api
 from controller.web.headers import DOCS_POLICY, SecurityHeaders
@@ -38,6 +40,8 @@ from controller.web.status_route import (
     status_headers,
 )
 from devices.clock import Clock
+from devices.connection import BrokerAddress
+from devices.protocol import Topics
 from schedules.cost import Limits
 
 STATIC = Path(__file__).parent / "static"
@@ -62,14 +66,18 @@ def build_web(
     status_lookup: bool = True,
     audit: AuditLog | None = None,
     history: HistoryStore | None = None,
+    registrar: Registrar | None = None,
 ) -> FastAPI:
     """The app. `public` serves the public status as rendered; `on_change` runs after
     each accepted edit (the Controller reconciles). `limits` and `evaluation_s` bound
     what checking a campaign may cost, timed on `monotonic` (the clock's own, if it
     has one). `status_lookup` answers the public status before the framework does
     (`PublicStatusRoute`); off, the documented route answers it alike (tests compare).
-    `audit` records the staff API's changes; by default, in the users' database, where
-    `history` (the record of what was lit) is read from by default too."""
+    `audit` records the staff API's changes; by default, the stores' own log (which
+    the registry's edits write to in their transactions), else the users' database,
+    where `history` (the record of what was lit) is read from by default too.
+    `registrar` registers, rotates and decommissions devices; by default one that
+    changes the registry only (no broker accounts), for a broker on 127.0.0.1:1883."""
     app = FastAPI(
         title="Illuminate",
         summary="Monument illumination, confirmed by the devices themselves.",
@@ -90,15 +98,19 @@ def build_web(
     app.state.staff = StaffContext(
         stores=stores,
         users=users,
-        audit=audit if audit is not None else SqlAuditLog(users.sessions),
+        audit=audit if audit is not None else _audit_of(stores, users),
         clock=clock,
         on_change=on_change if on_change is not None else _nothing,
         monotonic=monotonic if monotonic is not None else _monotonic_of(clock),
         limits=limits or Limits(),
         evaluation_s=evaluation_s,
+        registrar=registrar
+        if registrar is not None
+        else Registrar(stores, Topics(), BrokerAddress("127.0.0.1", 1883)),
     )
     with_body_schemas(app)
     app.include_router(build_api())
+    app.include_router(build_campaigns_api())
     app.include_router(build_devices_api())
     app.include_router(build_device_ops_api())
     app.include_router(build_sites_api())
@@ -168,3 +180,7 @@ def _monotonic_of(clock: Clock) -> Callable[[], float]:
 
 def _nothing() -> None:
     pass
+
+
+def _audit_of(stores: Stores, users: Users) -> AuditLog:
+    return stores.audit if stores.audit is not None else SqlAuditLog(users.sessions)

@@ -30,7 +30,7 @@ from controller.store.sql import database
 from controller.store.users import Users
 from controller.web.app import build_web
 from controller.web.device_ops_api import DeviceOps
-from schedules.model import Campaign
+from schedules.model import Campaign, Site
 from schedules.rollout import RolloutConfig
 from tests.controller.test_staff_api import (
     CATALOG,
@@ -92,7 +92,27 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/api/v1/sites/{site_id}"): staff_only(
         200, coordinator=200, technician=200, tech_away=404
     ),
-    # devices: bulk registration is for admins
+    ("DELETE", "/api/v1/campaigns/{campaign_id}"): staff_only(204, coordinator=204, technician=403),
+    # sites: technicians their own city's, coordinators read them, admins all
+    ("PUT", "/api/v1/sites/{site_id}"): staff_only(
+        200, coordinator=403, technician=200, tech_away=404
+    ),
+    ("DELETE", "/api/v1/sites/{site_id}"): staff_only(
+        204, coordinator=403, technician=204, tech_away=404
+    ),
+    # devices: technicians their own city's, coordinators read them, admins all; bulk
+    # registration is for admins. A site of another city is answered as unknown (422).
+    ("POST", "/api/v1/devices"): staff_only(201, coordinator=403, technician=201, tech_away=422),
+    ("GET", "/api/v1/devices"): staff_only(200, coordinator=200, technician=200),
+    ("GET", "/api/v1/devices/{device_id}"): staff_only(
+        200, coordinator=200, technician=200, tech_away=404
+    ),
+    ("POST", "/api/v1/devices/{device_id}/credentials"): staff_only(
+        200, coordinator=403, technician=200, tech_away=404
+    ),
+    ("DELETE", "/api/v1/devices/{device_id}"): staff_only(
+        200, coordinator=403, technician=200, tech_away=404
+    ),
     ("POST", "/api/v1/devices/import"): staff_only(201, coordinator=403, technician=403),
     # the record: a device's history, by the devices policy
     ("GET", "/api/v1/devices/{device_id}/history"): staff_only(
@@ -124,8 +144,22 @@ PATH_VALUES = {
     "device_id": "atomium-ctl",
     "rollout_id": "1",
 }
-"""The objects in paths: the campaign exists, the site and device are in Brussels, the
-rollout exists (resume and abort are asked of one that does not: they would change it)."""
+"""The objects in paths: the campaign exists, the site and the device are in Brussels,
+the rollout exists (resume and abort are asked of one that does not: they would change
+it)."""
+
+
+def own(caller: str) -> str:
+    """A caller's own object id (each removes its own, so the others still exist)."""
+    return caller.replace("_", "-")
+
+
+ATOMIUM = {
+    "city": "brussels",
+    "name": {"en": "Atomium"},
+    "lat": 50.8949,
+    "lon": 4.3415,
+}
 TESTED = {"admin": "atomium-spare-ctl"}
 """The device each caller tests, when not atomium-ctl: the first test's plan is still
 running on this clock, which does not move."""
@@ -143,7 +177,20 @@ CALLS: dict[tuple[str, str], Call] = {
         "url": "/api/v1/rollouts/999/abort"
     },
     ("POST", "/api/v1/devices/import"): lambda caller: {
-        "json": {"devices": [{"id": f"{caller.replace('_', '-')}-ctl", "site": "atomium"}]}
+        "json": {"devices": [{"id": f"{own(caller)}-ctl", "site": "atomium"}]}
+    },
+    ("POST", "/api/v1/devices"): lambda caller: {
+        "json": {"id": f"{own(caller)}-one", "site": "atomium"}
+    },
+    ("DELETE", "/api/v1/devices/{device_id}"): lambda caller: {
+        "url": f"/api/v1/devices/{own(caller)}-old"
+    },
+    ("PUT", "/api/v1/sites/{site_id}"): lambda _caller: {"json": ATOMIUM},
+    ("DELETE", "/api/v1/sites/{site_id}"): lambda caller: {
+        "url": f"/api/v1/sites/{own(caller)}-site"
+    },
+    ("DELETE", "/api/v1/campaigns/{campaign_id}"): lambda caller: {
+        "url": f"/api/v1/campaigns/{own(caller)}-campaign"
     },
     ("POST", "/api/v1/devices/{device_id}/test"): lambda caller: {
         "url": f"/api/v1/devices/{TESTED.get(caller, 'atomium-ctl')}/test",
@@ -194,6 +241,14 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         stores.registry.add_devices(
             [NewDevice("atomium-ctl", "atomium"), NewDevice("atomium-spare-ctl", "atomium")], NOW
         )
+        for caller in CALLERS:
+            stores.registry.put_site(
+                Site.model_validate({**ATOMIUM, "id": f"{own(caller)}-site"}), NOW
+            )
+            stores.registry.add_devices([NewDevice(f"{own(caller)}-old", "atomium")], NOW)
+            stores.campaigns.put(
+                Campaign.model_validate(campaign_body(id=f"{own(caller)}-campaign")), NOW
+            )
         users = Users(sessions)
         clock = FakeClock()
         app = build_web(
@@ -267,9 +322,13 @@ def test_technicians_list_only_their_own_cities_sites(world: World) -> None:
         answer = call(world, ("GET", "/api/v1/sites"), caller, world.tokens[caller])
         return [site["id"] for site in answer.json()]
 
-    assert site_ids("tech_here") == ["atomium"]
+    # the callers' own sites (in Brussels) are there, unless the matrix deleted them
+    ours = {f"{own(caller)}-site" for caller in CALLERS}
+    everything = site_ids("admin")
+    assert set(everything) - ours == {"atomium", "menin-gate"}
+    assert site_ids("coordinator") == everything
+    assert site_ids("tech_here") == [s for s in everything if s != "menin-gate"]
     assert site_ids("tech_away") == ["menin-gate"]
-    assert site_ids("coordinator") == site_ids("admin") == ["atomium", "menin-gate"]
 
 
 def test_another_citys_object_looks_like_a_missing_one(world: World) -> None:

@@ -24,6 +24,7 @@ COMMANDS = [
     "users",
     "devices",
     "sites",
+    "campaigns",
     "schedules",
     "rollouts",
 ]

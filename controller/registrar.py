@@ -1,0 +1,350 @@
+"""The registrar: registering, rotating and decommissioning devices, on the registry
+and on the broker together. The staff API and `illuminate devices ...` both use it.
+
+- **register** (one device, or a checked import batch): the broker accounts are created
+  first (when the broker provisions accounts), then the registry commits the devices
+  and their audit entries in one transaction; if that fails, the accounts are deleted
+  again. The answer holds the device's MQTT settings and its password, shown only then.
+- **rotate**: a new password. The registry's transaction (new hash, the device marked
+  offline, the audit entry) commits only if the broker took the new password, which
+  closes the device's connections at once; the old password stops working then.
+- **decommission**: the broker account is deleted (its connections closed, logins
+  refused) inside the registry's transaction, which drops the secret, marks the
+  device offline, supersedes its open plans and keeps its record and history.
+
+The broker closes a connection it kicks for an account change without the device's
+last will, so nothing on the broker says the device went offline: the registry marks
+it offline itself, and `on_revoked` (the controller's) corrects the retained status
+on the broker (and, for a decommissioned device, clears its retained topics).
+
+Without `accounts` (no dynsec admin configured, or the embedded broker) the registry
+is changed alone, and the operator provisions the broker's accounts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from controller.access import AuditKind
+from controller.broker.accounts import AccountError, AccountExists, AccountNotFound, DeviceAccounts
+from controller.registration import (
+    BatchRejected,
+    Credential,
+    ImportRejected,
+    Prepared,
+    check_batch,
+    hash_chosen_secret,
+    hash_generated_secret,
+    located,
+    new_password,
+)
+from controller.store.audit import AuditRecord
+from controller.store.base import DeviceRecord, NewDevice, Stores, UnknownObject
+from devices.connection import BrokerAddress
+from devices.protocol import Topics
+
+if TYPE_CHECKING:
+    from controller.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ADAPTERS = ("native",)
+"""The adapters a device may be registered with."""
+
+Revoked = Callable[[str, bool], None]
+"""Told (device id, decommissioned?) after a rotation or a decommission committed."""
+
+
+class BrokerUnavailable(RuntimeError):
+    """The broker did not make the account change; nothing was changed."""
+
+
+@dataclass(frozen=True)
+class MqttAccess:
+    """What a device needs to connect: where, as whom, and its topics."""
+
+    host: str
+    port: int
+    tls: bool
+    username: str
+    password: str
+    client_id: str
+    topics: dict[str, str]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "port": self.port,
+            "tls": self.tls,
+            "username": self.username,
+            "password": self.password,
+            "client_id": self.client_id,
+            "topics": dict(self.topics),
+        }
+
+
+@dataclass(frozen=True)
+class Issued:
+    """A device's new credentials (shown once) and its record."""
+
+    record: DeviceRecord
+    mqtt: MqttAccess
+
+
+@dataclass
+class Registrar:
+    stores: Stores
+    topics: Topics
+    endpoint: BrokerAddress
+    """The broker address devices are given (host, port, TLS)."""
+    accounts: DeviceAccounts | None = None
+    on_revoked: Revoked | None = None
+
+    @property
+    def provisions(self) -> bool:
+        """Does the registrar create the broker's accounts itself?"""
+        return self.accounts is not None
+
+    def access(self, device_id: str, password: str) -> MqttAccess:
+        t = self.topics
+        return MqttAccess(
+            host=self.endpoint.host,
+            port=self.endpoint.port,
+            tls=self.endpoint.tls,
+            username=device_id,
+            password=password,
+            client_id=device_id,
+            topics={
+                "plan": t.plan(device_id),
+                "ack": t.ack(device_id),
+                "state": t.state(device_id),
+                "status": t.status(device_id),
+                "controller_status": t.controller_status,
+            },
+        )
+
+    # --- register
+
+    def register(
+        self,
+        device_id: str,
+        site_id: str,
+        actor: str,
+        now: datetime,
+        *,
+        adapter: str = "native",
+        config: Mapping[str, Any] | None = None,
+        password: str | None = None,
+        via: str = "api",
+    ) -> Issued:
+        """Register one device. `password`: one the operator chose (scrypt-hashed),
+        else a new random one. BatchRejected (a RegistryError) names every problem;
+        BrokerUnavailable when the broker refused its account."""
+        if adapter not in ADAPTERS:
+            raise ValueError(f"unknown adapter {adapter!r}: use one of {', '.join(ADAPTERS)}")
+        secret = password or new_password()
+        hashed = hash_chosen_secret(secret) if password else hash_generated_secret(secret)
+        device = NewDevice(device_id, site_id, hashed, adapter, dict(config or {}))
+        self._commit([device], [Credential(device_id, secret)], actor, now, via)
+        record = self.stores.registry.devices([device_id])[device_id]
+        return Issued(record, self.access(device_id, secret))
+
+    def register_batch(self, prepared: Prepared, actor: str, now: datetime, via: str) -> None:
+        """Register a checked import batch (`registration.prepare`), accounts included;
+        ImportRejected (nothing registered) for a problem that appeared since."""
+        try:
+            self._commit(list(prepared.devices), list(prepared.credentials), actor, now, via)
+        except BatchRejected as exc:
+            raise ImportRejected(located(exc.problems, prepared.wheres)) from None
+
+    def _commit(
+        self,
+        devices: Sequence[NewDevice],
+        credentials: Sequence[Credential],
+        actor: str,
+        now: datetime,
+        via: str,
+    ) -> None:
+        check_batch(self.stores.registry, devices)  # refuse before touching the broker
+        cities = {s.id: s.city for s in self.stores.registry.catalog().sites}
+        audit = [
+            AuditRecord(
+                at=now,
+                actor=actor,
+                kind=AuditKind.DEVICE,
+                action="registered",
+                subject=d.id,
+                city=cities.get(d.site_id),
+                detail={"site": d.site_id, "adapter": d.adapter, "via": via},
+            )
+            for d in devices
+        ]
+        created = self._create_accounts(credentials)
+        try:
+            self.stores.registry.add_devices(devices, now, audit)
+        except BaseException:
+            self._delete_accounts(created)
+            raise
+
+    def _create_accounts(self, credentials: Sequence[Credential]) -> list[str]:
+        if self.accounts is None:
+            return []
+        created: list[str] = []
+        many = getattr(self.accounts, "create_many", None)
+        if callable(many) and len(credentials) > 1:
+            try:  # one transaction for the whole batch, where the accounts allow it
+                many([(c.id, c.password) for c in credentials])
+                return [c.id for c in credentials]
+            except AccountExists:
+                pass  # a stray account among them: nothing was created; one by one below
+            except AccountError as exc:
+                raise BrokerUnavailable(
+                    f"the broker did not create the device accounts: {exc}; nothing was registered"
+                ) from exc
+        try:
+            for c in credentials:
+                try:
+                    self.accounts.create(c.id, c.password)
+                except AccountExists:
+                    # not in the registry (checked above): a leftover of an interrupted
+                    # registration. The registry decides: replace it.
+                    log.warning("replacing a stray broker account for %s", c.id)
+                    self.accounts.delete(c.id)
+                    self.accounts.create(c.id, c.password)
+                created.append(c.id)
+        except AccountError as exc:
+            self._delete_accounts(created)
+            raise BrokerUnavailable(
+                f"the broker did not create the device account: {exc}; nothing was registered"
+            ) from exc
+        return created
+
+    def _delete_accounts(self, device_ids: Sequence[str]) -> None:
+        if self.accounts is None:
+            return
+        for device_id in device_ids:
+            try:
+                self.accounts.delete(device_id)
+            except AccountError:
+                log.exception("could not remove the broker account of %s", device_id)
+
+    # --- rotate and decommission
+
+    def rotate(
+        self, device_id: str, actor: str, now: datetime, *, password: str | None = None
+    ) -> Issued:
+        """A new password; the old one stops working at once. UnknownObject, Retired,
+        BrokerUnavailable (nothing changed)."""
+        record = self._record(device_id)
+        secret = password or new_password()
+        hashed = hash_chosen_secret(secret) if password else hash_generated_secret(secret)
+        accounts = self.accounts
+
+        def on_broker() -> None:
+            if accounts is None:
+                return
+            try:
+                try:
+                    accounts.rotate(device_id, secret)
+                except AccountNotFound:
+                    # registered before the broker provisioned accounts: create it now
+                    accounts.create(device_id, secret)
+            except AccountError as exc:
+                raise BrokerUnavailable(
+                    f"the broker did not take the new password: {exc}; nothing was changed"
+                ) from exc
+
+        audit = AuditRecord(
+            at=now,
+            actor=actor,
+            kind=AuditKind.DEVICE,
+            action="credentials-rotated",
+            subject=device_id,
+            city=record.city,
+        )
+        self.stores.registry.set_secret(device_id, hashed, now, [audit], on_broker)
+        self._revoked(device_id, decommissioned=False)
+        fresh = self.stores.registry.devices([device_id])[device_id]
+        return Issued(fresh, self.access(device_id, secret))
+
+    def decommission(self, device_id: str, actor: str, now: datetime) -> DeviceRecord:
+        """Revoke the device's credentials and take it out of service; its record and
+        history stay. UnknownObject, Retired, BrokerUnavailable (nothing changed)."""
+        record = self._record(device_id)
+        accounts = self.accounts
+
+        def on_broker() -> None:
+            if accounts is None:
+                return
+            try:
+                accounts.delete(device_id)
+            except AccountError as exc:
+                raise BrokerUnavailable(
+                    f"the broker did not remove the device account: {exc}; nothing was changed"
+                ) from exc
+
+        audit = AuditRecord(
+            at=now,
+            actor=actor,
+            kind=AuditKind.DEVICE,
+            action="decommissioned",
+            subject=device_id,
+            city=record.city,
+            detail={"site": record.site_id},
+        )
+        self.stores.registry.decommission(device_id, now, [audit], on_broker)
+        self._revoked(device_id, decommissioned=True)
+        return self.stores.registry.devices([device_id])[device_id]
+
+    def _record(self, device_id: str) -> DeviceRecord:
+        record = self.stores.registry.devices([device_id]).get(device_id)
+        if record is None:
+            raise UnknownObject(f"no device {device_id!r}")
+        return record
+
+    def _revoked(self, device_id: str, *, decommissioned: bool) -> None:
+        if self.on_revoked is None:
+            return
+        try:
+            self.on_revoked(device_id, decommissioned)
+        except Exception:
+            log.exception("device %s: could not mark it offline on the broker", device_id)
+
+
+def build_registrar(
+    settings: Settings,
+    stores: Stores,
+    *,
+    accounts: DeviceAccounts | None = None,
+    embedded_url: str | None = None,
+    on_revoked: Revoked | None = None,
+) -> Registrar:
+    """The registrar of these settings. It provisions the device accounts:
+
+    - in the controller's own accounts (`LocalAccounts`, data_dir/broker-accounts.sqlite)
+      when the controller keeps them: for the embedded broker (no broker.url), or a broker
+      that asks the broker hook (broker_hook.token); `accounts` gives the running
+      controller's;
+    - else through Mosquitto's dynamic-security plugin when
+      `broker.dynsec_admin_username` is set;
+    - else not at all (the operator keeps the broker's accounts)."""
+    from controller.broker.dynsec import DynsecAccounts
+    from controller.broker.local_accounts import LocalAccounts
+
+    if accounts is None and (settings.broker.url is None or settings.broker_hook.token):
+        accounts = LocalAccounts.in_folder(settings.data_dir, settings.topics)
+    admin = settings.broker.dynsec_admin()
+    if accounts is None and admin is not None:
+        ca_file = settings.broker.ca_file
+        accounts = DynsecAccounts(admin, settings.topics, ca_file=str(ca_file) if ca_file else None)
+    return Registrar(
+        stores,
+        settings.topics,
+        settings.broker.device_endpoint(embedded_url),
+        accounts,
+        on_revoked,
+    )
