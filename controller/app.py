@@ -3,7 +3,7 @@
 broker --sink--> Inbox --take--> Intake --batch--> stores
                                    | outcome: invalidate the public view,
                                    | republish stale plans, reconcile on drift
-ClockBeacon (every control.clock_beacon_s, on connect, on a device's birth) --> broker
+ClockBeacon (every control.clock_beacon_s, and on connect) --> broker
 Timer (tick + wake-ups) --> Reconciler --versions--> outbox --> Dispatcher --> broker
 Recorder (heartbeat) --> controller runs; ended windows --> outcomes (the record)
 RevisionWatch (changes by other processes) --> reconcile soon, public view stale
@@ -332,8 +332,6 @@ class Controller:
             self.flash.notify(outcome.devices)
         if outcome.drift:
             self.timer.soon()
-        if outcome.came_online and self.beacon is not None:
-            self.beacon.soon()
         if self.dispatcher is not None:
             for device_id in outcome.stale_plans:
                 self.dispatcher.republish(device_id)

@@ -1,7 +1,7 @@
 """The controller's clock beacon: its time, for devices to measure their clocks against.
 
-Every `every_s` seconds, at once on each (re)connection to the broker, and soon after a
-device comes online (`soon()`, at most once per `MIN_GAP_S`), the controller publishes
+Every `every_s` seconds, and at once on each (re)connection to the broker (`soon()`, at
+most once per `MIN_GAP_S`), the controller publishes
 `{"v":1,"online":true,"now":T,"clock_tolerance_ms":N}` on the controller status topic,
 not retained: a beacon is worth only as long as it is fresh, and the retained birth
 stays what it is. Devices take their offset from it (`devices/clocksync.py`); a device
@@ -69,7 +69,12 @@ class ClockBeacon:
             self._thread.join(timeout=10)
 
     def soon(self) -> None:
-        """Send a beacon soon (a device came online; the connection came up)."""
+        """Send a beacon soon (the connection came up).
+
+        Not on a device's birth: every beacon reaches every device, so a beacon per
+        birth would send N messages for each of N births in a connection storm (at
+        10,000 devices, 10,000 a second to the fleet for minutes). A device hears the
+        next periodic one, and it waits for several anyway (`devices/clocksync.py`)."""
         self._due = True
         self._wake.set()
 

@@ -88,7 +88,6 @@ class Outcome:
     """A device left its plan, or holds a version beyond ours: reconcile soon."""
     stale_plans: set[str] = field(default_factory=set)
     """Devices that report an older plan than our newest: publish it again."""
-    came_online: set[str] = field(default_factory=set)
     """Devices whose birth came live (they just connected): send them our clock soon."""
     moves: int = 0
     reports: int = 0
@@ -383,8 +382,6 @@ class Intake:
                 kind = EventKind.ONLINE if body.online else EventKind.OFFLINE
                 batch.events.append(DeviceEvent(device_id, kind, now))
             self._birth(batch, device_id, body)
-            if body.online and not retain:
-                batch.outcome.came_online.add(device_id)
         else:
             if (view.reported_state, view.reported_at) != (
                 state := body.state.model_dump(mode="json"),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any, Self
@@ -214,6 +215,11 @@ class Fleet:
                 problem_level=logging.INFO,
                 store=store,
             )
+            # Simulated devices share this host's clock. A beacon's arrival on a loop
+            # that carries thousands of them measures that loop's lag, not a clock
+            # (seconds, in a connection storm), so they keep the host's clock: the
+            # estimate never settles, and they report no offset.
+            session.device.controller_time.min_span_s = math.inf
             self.agents[device.id] = session
             self.host.add(session, start_after=device.start_offline_s)
 

@@ -19,7 +19,6 @@ from devices.clock import FakeClock
 from devices.protocol import (
     ControllerStatus,
     DeviceState,
-    DeviceStatus,
     LightState,
     Topics,
     decode,
@@ -54,14 +53,14 @@ def test_the_beacon_carries_the_controllers_time_not_retained_every_period() -> 
     assert beacons(broker)[-1].now == T0 + timedelta(seconds=30)
 
 
-def test_a_device_coming_online_gets_a_beacon_soon_but_not_a_flood() -> None:
+def test_reconnections_get_a_beacon_soon_but_not_a_flood() -> None:
     clock = FakeClock(T0)
     broker = MemoryBroker(lambda _m: None)
     beacon = ClockBeacon(broker, TOPICS, clock, every_s=30, tolerance_ms=1000)
     broker.connect()
     beacon.step()
     clock.advance(0.5)
-    for _ in range(100):  # a hundred births in the same second
+    for _ in range(100):  # a hundred reconnections in the same second
         beacon.soon()
         beacon.step()
     assert len(broker.published) == 1
@@ -116,15 +115,6 @@ def test_a_device_whose_clock_is_off_beyond_the_tolerance_is_flagged_once() -> N
     assert w.watch.off() == {}
     w.intake.process([w.state("d0", 1001)])
     assert w.flagged() == 2 and w.watch.off() == {"d0": 1001}
-
-
-def test_a_live_birth_asks_for_a_beacon_and_a_retained_one_does_not() -> None:
-    w = IntakeWorld()
-    birth = encode(DeviceStatus(online=True, since=T0))
-    live = w.intake.process([Incoming(TOPICS.status("d0"), birth, False)])
-    assert live.came_online == {"d0"}
-    kept = w.intake.process([Incoming(TOPICS.status("d1"), birth, True)])
-    assert kept.came_online == set()
 
 
 def test_the_tolerance_and_the_beacon_period_are_settings() -> None:
