@@ -141,9 +141,7 @@ class CuttableLink:
                         self._done.notify_all()
 
     def _wait_s(self) -> float:
-        soonest = min(
-            (q[0][0] for p in self._pairs for q in p.delayed.values() if q), default=None
-        )
+        soonest = min((q[0][0] for p in self._pairs for q in p.delayed.values() if q), default=None)
         if soonest is None:
             return 0.05
         return max(0.0, min(0.05, soonest - time.monotonic()))
