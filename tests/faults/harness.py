@@ -248,6 +248,10 @@ class Observer:
         for hook in hooks:
             hook(device, version, stage)
 
+    def forget_online(self) -> None:
+        with self._lock:
+            self.online.clear()
+
     def devices_with(self, stage: str, version: int) -> set[str]:
         with self._lock:
             return {
@@ -461,6 +465,16 @@ class Rig:
         if forget and shard.state_dir is not None:
             shutil.rmtree(shard.state_dir, ignore_errors=True)
 
+    def kill_broker(self) -> None:
+        """SIGKILL the broker; what the observer knew of who is online goes with it."""
+        self.broker.kill()
+        assert self.observer is not None
+        self.observer.forget_online()
+
+    def restart_broker(self) -> None:
+        """Start the killed broker again, on its port, with what it persisted (if anything)."""
+        self.broker.start(write_passwords=False)
+
     def wait_online(self, ids: list[str] | None = None) -> None:
         ids = ids or self.ids
         obs = self.observer
@@ -524,7 +538,10 @@ class Rig:
         assert code == 200, code
         total = 0.0
         for line in body.decode().splitlines():
-            if line.startswith(name + " ") or line.startswith(name + "{"):
+            if "{" in name:  # one labelled sample, named in full
+                if line.startswith(name + " "):
+                    total += float(line.rsplit(" ", 1)[1])
+            elif line.startswith(name + " ") or line.startswith(name + "{"):
                 total += float(line.rsplit(" ", 1)[1])
         return total
 
