@@ -15,7 +15,10 @@ from pathlib import Path
 
 from tests.faults.harness import BLUE, Rig, Window, count, rig, wait_until, whole_second
 
-FAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1")
+FAKETIME = next(
+    iter(sorted(Path("/usr/lib").glob("*/faketime/libfaketimeMT.so.1"))),
+    Path("/usr/lib/faketime/libfaketimeMT.so.1"),
+)
 RUNS = "illuminate_reconcile_runs_total"
 STEPS = "illuminate_clock_steps_total"
 WATCH_S = 5.0
@@ -32,7 +35,7 @@ def _calm(r: Rig) -> None:
 
 def test_the_controller_clock_jumps_an_hour_each_way(tmp_path: Path) -> None:
     assert FAKETIME.exists(), (
-        "scenario 7 needs libfaketime: install the Debian package 'libfaketime' "
+        "scenario 7 needs libfaketime: install the Debian package 'faketime' "
         "(make test does this when it may)"
     )
     offset = tmp_path / "faketime"
