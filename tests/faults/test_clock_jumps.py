@@ -35,7 +35,7 @@ def _calm(r: Rig) -> None:
 
 def test_the_controller_clock_jumps_an_hour_each_way(tmp_path: Path) -> None:
     assert FAKETIME.exists(), (
-        "scenario 7 needs libfaketime: install the Debian package 'faketime' "
+        "scenario 7 needs libfaketime: install the Debian package 'libfaketime' "
         "(make test does this when it may)"
     )
     offset = tmp_path / "faketime"
