@@ -21,7 +21,7 @@ FAKETIME = next(
 )
 RUNS = "illuminate_reconcile_runs_total"
 STEPS = "illuminate_clock_steps_total"
-WATCH_S = 5.0
+WATCH_S = 3.0
 
 
 def _calm(r: Rig) -> None:
