@@ -115,11 +115,6 @@ def test_no_ack_is_lost_while_the_database_is_locked(lock_run: dict[str, Any]) -
         assert r.metric(f'illuminate_device_messages_dropped_total{{reason="{reason}"}}') == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs /readyz with a deadline on its database probe: today the probe runs "
-    "SELECT 1, which a lock on the tables does not stop",
-)
 def test_readyz_goes_red_while_locked_and_green_again(lock_run: dict[str, Any]) -> None:
     codes: list[tuple[str, int]] = lock_run["codes"]
     assert any(phase == "locked" and code != 200 for phase, code in codes), codes
