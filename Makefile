@@ -6,7 +6,7 @@ RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 N ?= 1000
 
-.PHONY: demo test lint bench install mosquitto browser faketime clean
+.PHONY: demo test lint bench faults install mosquitto browser faketime clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,13 +46,20 @@ mosquitto:
 browser:
 	$(call ensure,chromium,/usr/bin/chromium,chromium,the browser tests)
 
-# The skewed-clock test runs an agent under libfaketime.
+# The skewed-clock test runs an agent, and the clock fault scenario the controller,
+# under libfaketime.
 FAKETIME_LIB := $(firstword $(wildcard /usr/lib/*/faketime/libfaketimeMT.so.1) /usr/lib/faketime/libfaketimeMT.so.1)
 faketime:
-	$(call ensure,libfaketime,$(FAKETIME_LIB),libfaketime,the skewed-clock tests)
+	$(call ensure,libfaketime,$(FAKETIME_LIB),libfaketime,the skewed-clock and clock fault tests)
 
+# The whole suite, the fault-injection scenarios (tests/faults) at CI counts among it.
 test: $(DEV_STAMP) mosquitto browser faketime lint
 	$(BIN)/python -m pytest -q
+
+# The fault-injection scenarios at full counts: 200 devices each, 1,000 for the mass
+# reconnect, the database locked for 45 s (README, "Guarantees").
+faults: $(DEV_STAMP) mosquitto faketime
+	ILLUMINATE_FAULT_SCALE=1 $(BIN)/python -m pytest -q -m faults tests/faults
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .

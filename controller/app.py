@@ -82,11 +82,12 @@ class Controller:
         control = settings.control
         # the controller keeps time by the system's clock (or the one given), held steady
         # through steps of its wall reading (see controller/steady.py)
-        self.clock: TimeSource = SteadyClock(
+        steady = SteadyClock(
             clock or system_clock,
             follow_after_s=control.clock_follow_step_s,
             on_step=lambda _s: self.metrics.clock_steps.inc(),
         )
+        self.clock: TimeSource = steady
         self.engine = make_engine(settings.database_url)
         migrate(self.engine)
         self.sessions = session_factory(self.engine)
@@ -163,7 +164,9 @@ class Controller:
         self.dispatcher: Dispatcher | None = None
         self.beacon: ClockBeacon | None = None
         self.timer = Timer(
-            self._reconcile, tick=timedelta(seconds=control.tick_s), wakeups=wakeups or ApsWakeups()
+            self._reconcile,
+            tick=timedelta(seconds=control.tick_s),
+            wakeups=wakeups or ApsWakeups(offset=steady.offset),
         )
         self.watch = RevisionWatch(self.stores, self.changed)
         health = settings.health

@@ -9,6 +9,11 @@ Two clocks, two jobs:
 - transition instants are wall-clock instants, handed to a `Wakeups` scheduler (APScheduler
   in production, `ManualWakeups` in tests). If the wall clock steps back, the tick still
   reconciles every `tick`; if it steps forward, overdue wake-ups run at once, coalesced.
+  The instants are the controller's steady clock's (controller/steady.py), which holds
+  through a step that APScheduler, on the system clock, follows at once: `ApsWakeups`
+  adds the steady clock's `offset()` to each, so a held step moves no wake-up (without
+  it, a step forward made every instant overdue, and each reconcile planned them again:
+  a loop of reconciles until the step was followed).
 """
 
 from __future__ import annotations
@@ -41,9 +46,13 @@ class Wakeups(Protocol):
 
 
 class ApsWakeups:
-    """APScheduler 3: one-shot DateTriggers with deterministic ids; misfires never dropped."""
+    """APScheduler 3: one-shot DateTriggers with deterministic ids; misfires never dropped.
 
-    def __init__(self) -> None:
+    `offset()` is how far the system clock (APScheduler's) reads from the clock the
+    instants are on; each instant is scheduled at `instant + offset()`."""
+
+    def __init__(self, offset: Callable[[], timedelta] = timedelta) -> None:
+        self._offset = offset
         self._fire: Callable[[], None] | None = None
         self._scheduler = BackgroundScheduler(
             timezone=UTC,
@@ -70,10 +79,23 @@ class ApsWakeups:
         )
 
     def plan(self, instants: Iterable[datetime]) -> None:
+        offset = self._offset()
         for at in instants:
-            self._add(at, f"wake-{at.isoformat()}")
+            # the id names the instant on the caller's clock: planned again, it is replaced
+            self._add(at + offset, f"wake-{at.isoformat()}")
 
     def planned(self) -> list[datetime]:
+        """The instants planned, on the caller's clock."""
+        if not self._scheduler.running:
+            return []
+        return sorted(
+            datetime.fromisoformat(job.id.removeprefix("wake-"))
+            for job in self._scheduler.get_jobs()
+            if job.id.startswith("wake-")
+        )
+
+    def run_times(self) -> list[datetime]:
+        """When APScheduler will run them, on the system clock."""
         if not self._scheduler.running:
             return []
         return sorted(

@@ -62,6 +62,13 @@ def _positive(value: str) -> int:
     return n
 
 
+def _keepalive(value: str) -> int:
+    n = _count(value)
+    if not 1 <= n <= 65535:
+        raise argparse.ArgumentTypeError(f"{value!r} must be between 1 and 65535 seconds")
+    return n
+
+
 def _rate(value: str) -> float:
     try:
         rate = float(value)
@@ -247,6 +254,14 @@ def add_simulate_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
             " (default: in memory only)"
         ),
     )
+    parser.add_argument(
+        "--applied-log",
+        metavar="FILE",
+        help=(
+            "append one JSON line to FILE for every step a device applies (device, version,"
+            " step_at, applied_at, state), written before its ack"
+        ),
+    )
     pace = parser.add_argument_group("connecting")
     pace.add_argument(
         "--connect-rate",
@@ -261,6 +276,13 @@ def add_simulate_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
         type=_positive,
         default=Pacing.concurrency,
         help=f"attempts waiting for their CONNACK at once, at most (default {Pacing.concurrency})",
+    )
+    pace.add_argument(
+        "--keepalive",
+        metavar="S",
+        type=_keepalive,
+        default=30,
+        help="MQTT keepalive of every device connection, seconds (default 30)",
     )
     _add_connection_arguments(parser)
     parser.set_defaults(func=run_simulate)
@@ -433,6 +455,11 @@ def run_simulate(args: argparse.Namespace) -> int:
         state_dir = Path(args.state_dir) if args.state_dir else None
         if state_dir is not None:
             _state_folder(state_dir, "--state-dir")
+        applied_log = Path(args.applied_log) if args.applied_log else None
+        if applied_log is not None:
+            if applied_log.is_dir():
+                raise CommandError(f"--applied-log {applied_log} is a folder; name a file")
+            _state_folder(applied_log.parent, "--applied-log")
     except CommandError as exc:
         return _fail("simulate", exc)
     _setup_logging(args.verbose, logging.WARNING)
@@ -448,7 +475,14 @@ def run_simulate(args: argparse.Namespace) -> int:
         return 3
     pacing = Pacing(rate=args.connect_rate, concurrency=args.connect_concurrency)
     fleet = Fleet(
-        spec, broker, topics=topics, ca_file=args.ca_file, pacing=pacing, state_dir=state_dir
+        spec,
+        broker,
+        topics=topics,
+        ca_file=args.ca_file,
+        pacing=pacing,
+        keepalive_s=args.keepalive,
+        state_dir=state_dir,
+        applied_log=applied_log,
     )
     print(
         f"simulating {total} devices on {broker.redacted()} ({_knob_summary(spec)}; "

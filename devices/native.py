@@ -82,6 +82,8 @@ HISTORY = 1000
 AckMode = Literal["normal", "never", "late", "reject"]
 Publish = Callable[[str, bytes, bool], None]
 """publish(topic, payload, retain): QoS 1, queued while the connection is down."""
+OnApplied = Callable[[str, int, datetime, datetime, LightState], None]
+"""on_applied(device, version, step_at, applied_at, output): a step was set on the fixture."""
 
 
 class Behaviour(BaseModel):
@@ -128,11 +130,13 @@ class NativeDevice:
         history: int = HISTORY,
         store: PlanStore | None = None,
         clock_synced: Callable[[], bool | None] | None = None,
+        on_applied: OnApplied | None = None,
     ) -> None:
         """`clock_synced`, when given, says whether the device's clock is synchronised
         (`devices.kernelclock.kernel_clock_synced`); its answer goes in each state report."""
         self.device_id = check_device_id(device_id)
         self._clock_synced = clock_synced
+        self._on_applied = on_applied
         self.store: PlanStore = store if store is not None else MemoryPlanStore()
         self.topics = topics if topics is not None else Topics()
         self.fixture = fixture
@@ -445,6 +449,11 @@ class NativeDevice:
             return
         applied_at = self._now()
         self._last_applied = (version, step.at)
+        if self._on_applied is not None:
+            try:
+                self._on_applied(self.device_id, version, step.at, applied_at, output)
+            except Exception:
+                log.exception("device %s: could not record an applied step", self.device_id)
         with self._cond:
             self._applied.append((version, step.at))
             self._cond.notify_all()

@@ -20,7 +20,7 @@ import paho.mqtt.client as mqtt
 
 from devices.connection import BrokerAddress, LoopClient, new_client
 from devices.fixture import Fixture, SimulatedFixture
-from devices.native import FIRMWARE, HISTORY, Behaviour, NativeDevice
+from devices.native import FIRMWARE, HISTORY, Behaviour, NativeDevice, OnApplied
 from devices.planstore import PlanStore
 from devices.protocol import Ack, Topics, check_device_id
 from devices.timers import Timer
@@ -71,6 +71,7 @@ class DeviceSession:
         problem_level: int = logging.WARNING,
         store: PlanStore | None = None,
         clock_synced: Callable[[], bool | None] | None = None,
+        on_applied: OnApplied | None = None,
     ) -> None:
         check_device_id(device_id)
         if address.username is not None and address.username != device_id:
@@ -94,6 +95,7 @@ class DeviceSession:
             history=history,
             store=store,
             clock_synced=clock_synced,
+            on_applied=on_applied,
         )
         self._client: mqtt.Client | None = None
 

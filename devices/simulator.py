@@ -11,7 +11,9 @@ late, reject.
 Each device keeps what it holds (plan, version, last step) in a `MemoryPlanStore` by
 default: ten thousand devices must not write a file per step. Given a `state_dir`, each
 keeps a `FilePlanStore` there (`<id>.json`), so a fleet restarted on the same folder
-resumes its plans as rebooted agents do.
+resumes its plans as rebooted agents do. Given an `applied_log`, every step any device
+applies is appended to that file (`devices.appliedlog`), so a test can tell afterwards
+every version each device applied.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from devices.appliedlog import AppliedLog
 from devices.clock import Clock, system_clock
 from devices.connection import BrokerAddress
 from devices.fixture import SimulatedFixture
@@ -182,8 +185,11 @@ class Fleet:
         history: int = FLEET_HISTORY,
         name: str = "fleet",
         state_dir: str | Path | None = None,
+        applied_log: str | Path | None = None,
     ) -> None:
         self.spec = spec
+        self.applied_log = AppliedLog(applied_log) if applied_log is not None else None
+        on_applied = self.applied_log.record if self.applied_log is not None else None
         self.state_dir = Path(state_dir) if state_dir is not None else None
         self.stores: dict[str, PlanStore] = {}
         self.host = DeviceHost(clock=clock, pacing=pacing, name=name)
@@ -214,6 +220,7 @@ class Fleet:
                 # one line per device would drown a large fleet: summary() says it
                 problem_level=logging.INFO,
                 store=store,
+                on_applied=on_applied,
             )
             # Simulated devices share this host's clock. A beacon's arrival on a loop
             # that carries thousands of them measures that loop's lag, not a clock
@@ -262,3 +269,5 @@ class Fleet:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop every device cleanly (offline status, disconnect); safe to call twice."""
         self.host.stop(timeout)
+        if self.applied_log is not None:
+            self.applied_log.close()

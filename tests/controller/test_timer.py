@@ -113,6 +113,26 @@ def test_aps_wakeups_run_at_the_instant() -> None:
         wakeups.stop()
 
 
+def test_aps_wakeups_move_each_instant_by_the_offset_of_the_system_clock() -> None:
+    """A held step of +1 h: APScheduler's clock reads an hour ahead of the instants'.
+    Scheduled as given, every wake-up would be overdue at once, and each reconcile
+    would plan them again: a loop. They are scheduled an hour later instead."""
+    offset = [timedelta(hours=1)]
+    wakeups = ApsWakeups(offset=lambda: offset[0])
+    wakeups.start(lambda: None)
+    try:
+        at = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=5)
+        wakeups.plan([at])
+        assert wakeups.planned() == [at]
+        assert wakeups.run_times() == [at + timedelta(hours=1)]
+        offset[0] = timedelta(hours=-1)
+        wakeups.plan([at])  # the same instant again: replaced, moved by the new offset
+        assert wakeups.planned() == [at]
+        assert wakeups.run_times() == [at - timedelta(hours=1)]
+    finally:
+        wakeups.stop()
+
+
 # the steady clock -------------------------------------------------------------------
 
 
@@ -142,3 +162,30 @@ def test_small_differences_are_followed_and_a_step_that_holds_is_taken() -> None
     assert clock() == T0 + timedelta(seconds=59.3)
     source.advance(1)
     assert clock() == source()  # held for 60 s: a deliberate correction, followed
+
+
+def test_the_offset_from_the_system_clock_is_that_of_the_step_held() -> None:
+    source = FakeClock(T0)
+    clock = SteadyClock(source, follow_after_s=60)
+    assert clock.offset() == timedelta()
+    source.jump(timedelta(hours=1))
+    assert clock.offset() == timedelta(hours=1)
+    source.advance(60)
+    assert clock.offset() == timedelta()  # followed
+
+
+def test_a_second_step_while_one_is_held_is_counted_and_held_anew() -> None:
+    source = FakeClock(T0)
+    steps: list[float] = []
+    clock = SteadyClock(source, follow_after_s=60, on_step=steps.append)
+    source.jump(timedelta(hours=1))
+    assert clock() == T0
+    source.advance(50)
+    source.jump(timedelta(hours=-2))  # now an hour behind
+    assert clock() == T0 + timedelta(seconds=50)
+    assert steps == [3600.0, -3600.0]
+    assert clock.offset() == timedelta(hours=-1)
+    source.advance(50)  # 100 s after the first step, 50 after the second: still held
+    assert clock() == T0 + timedelta(seconds=100)
+    source.advance(10)
+    assert clock() == source()  # the second step held for 60 s: followed

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from devices.agent import Behaviour
+from devices.appliedlog import read_applied
 from devices.connection import BrokerAddress
 from devices.planstore import FilePlanStore, MemoryPlanStore
 from devices.protocol import Stage
@@ -251,3 +252,42 @@ def test_a_fleet_restarted_on_its_state_folder_resumes_and_refuses_older_plans(
         assert agent.wait_for(lambda a=agent: a.stale_plans == 1, 10), device_id
         assert agent.plan_version == 2 and agent.applied == []
     assert all(f.current == BLUE for f in again.fixtures.values())
+
+
+@pytest.mark.broker
+def test_an_applied_log_records_each_application_once_across_a_restart(
+    mosquitto: Mosquitto, controller: TestController, tmp_path: Path
+) -> None:
+    """Every step set on a fixture is one line; a step shown again from the stored plan
+    after a restart is not a new application and adds none."""
+    spec = FleetSpec.generate(2, "pw")
+    ids = [d.id for d in spec.devices]
+    mosquitto.add_users({d.id: d.password for d in spec.devices})
+    log = tmp_path / "logs" / "applied.jsonl"
+    address = BrokerAddress.parse(mosquitto.url)
+    fleet = Fleet(spec, address, state_dir=tmp_path / "state", applied_log=log, keepalive_s=7)
+    try:
+        fleet.start()
+        assert fleet.wait_started(10)
+        for device_id in ids:
+            controller.send_plan(device_id, in_effect(3))
+        for device_id in ids:
+            assert fleet.agents[device_id].wait_applied(3, 10)
+    finally:
+        fleet.stop()
+    again = Fleet(spec, address, state_dir=tmp_path / "state", applied_log=log)
+    try:
+        again.start()
+        assert again.wait_started(10)
+        controller.send_plan(ids[0], in_effect(4, RED))
+        assert again.agents[ids[0]].wait_applied(4, 10)
+    finally:
+        again.stop()
+    lines = read_applied(log)
+    assert sorted((s.device, s.version) for s in lines) == [
+        (ids[0], 3),
+        (ids[0], 4),
+        (ids[1], 3),
+    ]
+    assert lines[-1].device == ids[0] and lines[-1].version == 4 and lines[-1].state == RED
+    assert all(s.applied_at >= s.step_at for s in lines)

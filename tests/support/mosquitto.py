@@ -12,6 +12,8 @@ for the accounts the test asks for, and the delivery limits of `deploy/mosquitto
 file-descriptor limit is raised to the hard limit, for tests with many clients.
 `persistence=True` keeps sessions and retained messages in the work folder across
 `restart()`; without it a restart forgets everything, as a broker that crashed would.
+`kill()` ends the broker with SIGKILL (no last save); `start(write_passwords=False)`
+brings it back on the same port with what its last autosave kept (`wait_autosave`).
 """
 
 from __future__ import annotations
@@ -244,6 +246,31 @@ class Mosquitto:
         store.mkdir(exist_ok=True)
         # a trailing slash: Mosquitto joins the folder and the file name as strings
         return ["persistence true", f"persistence_location {store}/", "autosave_interval 1"]
+
+    @property
+    def persistence_file(self) -> Path:
+        return self.workdir / "db" / "mosquitto.db"
+
+    def wait_autosave(self, after_ns: int, timeout: float = 30.0) -> None:
+        """Wait until the broker wrote its persistence file after `after_ns`
+        (`time.time_ns()`): what a crash from now on restores holds everything until then."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if self.persistence_file.stat().st_mtime_ns > after_ns:
+                    return
+            except FileNotFoundError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"the broker did not autosave within {timeout:g} s")
+
+    def kill(self) -> None:
+        """SIGKILL: the broker dies at once, saving nothing, as in a crash."""
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait(timeout=5)
+        self.proc = None
 
     def restart(self) -> Mosquitto:
         """Stop (cleanly: a persistent broker saves its database) and start on the same
