@@ -67,7 +67,11 @@ def call(
             answer: dict[str, Any] = json.loads(response.read())
             return answer
     except urllib.error.HTTPError as exc:
-        raise ApiError(_refusal(exc)) from None
+        try:
+            refusal = _refusal(exc)
+        finally:
+            exc.close()  # its connection, at once rather than when collected
+        raise ApiError(refusal) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise ApiError(f"cannot reach the controller at {url}: {reason}") from None
