@@ -1,6 +1,6 @@
 """End-to-end scenarios: the product run as an operator runs it, through real MQTT.
 
-A private Mosquitto (the project's ACL, a password per device), `illuminate serve` in a
+A private Mosquitto (the test rig's ACL, a password per device), `illuminate serve` in a
 subprocess, the fleet as `illuminate simulate` shards, and campaigns put through the
 staff API. A privileged observer client sees every device ack on the broker; the
 database is only ever read read-only. Each timing stands beside a floor measured in the

@@ -1,6 +1,7 @@
-"""`illuminate devices test` and `illuminate devices health`: a technician's tools.
+"""`illuminate devices test` and `illuminate devices health`: a technician's tools
+(with `devices register`, controller/device_register_cli.py).
 
-Both talk to a running controller over its staff API (`POST /api/v1/devices/{id}/test`,
+They talk to a running controller over its staff API (`POST /api/v1/devices/{id}/test`,
 `GET /api/v1/devices/{id}/health`) with the user's token, so the same roles, city
 rules, rate limits and audit log apply as over HTTP. The token comes from
 `--token-file` or the `ILLUMINATE_TOKEN` environment variable; the address from `--url`,
@@ -66,7 +67,11 @@ def call(
             answer: dict[str, Any] = json.loads(response.read())
             return answer
     except urllib.error.HTTPError as exc:
-        raise ApiError(_refusal(exc)) from None
+        try:
+            refusal = _refusal(exc)
+        finally:
+            exc.close()  # its connection, at once rather than when collected
+        raise ApiError(refusal) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise ApiError(f"cannot reach the controller at {url}: {reason}") from None
@@ -163,7 +168,11 @@ def _client_args(parser: argparse.ArgumentParser) -> None:
 
 
 def add_device_ops_parsers(dsub: Any) -> None:
-    """`devices test` and `devices health`, under the `devices` command's subparsers."""
+    """`devices register`, `devices test` and `devices health`, under the `devices`
+    command's subparsers."""
+    from controller.device_register_cli import add_register_parser
+
+    add_register_parser(dsub)
     test = dsub.add_parser(
         "test",
         help="flash a device and time its apply report (through a running controller)",

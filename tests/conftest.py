@@ -9,7 +9,7 @@ from tests.support.mosquitto import Mosquitto
 
 @pytest.fixture
 def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
-    """A private Mosquitto with the project's ACL; add device accounts with add_users."""
+    """A private Mosquitto with the test rig's ACL; add device accounts with add_users."""
     broker = Mosquitto(tmp_path_factory.mktemp("mosquitto")).start()
     try:
         yield broker

@@ -1,4 +1,4 @@
-"""The device agent against a real Mosquitto with the project's ACL."""
+"""The device agent against a real Mosquitto with the test rig's ACL."""
 
 from __future__ import annotations
 

@@ -1,19 +1,25 @@
-"""A private Mosquitto for one test run: free port, the project's own ACL, passwords.
+"""A private Mosquitto for one test run: free port, the test rig's ACL, passwords.
+
+By default the broker runs with a password file made for the accounts the test asks
+for and the test rig's ACL, `tests/support/test-rig.acl`: hashing a handful of
+accounts into a file is much faster than provisioning each through the
+dynamic-security plugin. Mosquitto warns at its start about that ACL's controller-status
+`pattern` line (no %u), which is why the shipped configs use the plugin instead.
 
 With `dynsec=True` it runs the dynamic-security plugin instead of the password file
-and the ACL, as `deploy/mosquitto/production.conf` does: the plugin's file is made by
-`mosquitto_ctrl dynsec init` with the admin `DYNSEC_ADMIN_USER`, and the controller's
-account is made with the `mosquitto_ctrl` commands deploy/mosquitto/README.md gives.
-Devices are then provisioned through `controller.broker.dynsec.DynsecAccounts`.
+and the ACL, as the shipped `deploy/mosquitto/dev.conf` and `production.conf` do: the
+plugin's file is made by `mosquitto_ctrl dynsec init` with the admin
+`DYNSEC_ADMIN_USER`, and the controller's account is made with the `mosquitto_ctrl`
+commands deploy/mosquitto/README.md gives. Devices are then provisioned through
+`controller.broker.dynsec.DynsecAccounts` (or the controller's registrar).
 
-The broker runs with `deploy/mosquitto/illuminate.acl` as its ACL, a password file made
-for the accounts the test asks for, and the delivery limits of `deploy/mosquitto/dev.conf`
-(`SHIPPED_LIMITS`, read from that file), so tests meet the rules production has. Its
-file-descriptor limit is raised to the hard limit, for tests with many clients.
-`persistence=True` keeps sessions and retained messages in the work folder across
-`restart()`; without it a restart forgets everything, as a broker that crashed would.
-`kill()` ends the broker with SIGKILL (no last save); `start(write_passwords=False)`
-brings it back on the same port with what its last autosave kept (`wait_autosave`).
+Either way it has the delivery limits of `deploy/mosquitto/dev.conf` (`SHIPPED_LIMITS`,
+read from that file), so tests meet the rules production has. Its file-descriptor limit
+is raised to the hard limit, for tests with many clients. `persistence=True` keeps
+sessions and retained messages in the work folder across `restart()`; without it a
+restart forgets everything, as a broker that crashed would. `kill()` ends the broker
+with SIGKILL (no last save); `start(write_passwords=False)` brings it back on the same
+port with what its last autosave kept (`wait_autosave`).
 """
 
 from __future__ import annotations
@@ -32,9 +38,12 @@ from pathlib import Path
 from devices.connection import BrokerAddress
 
 REPO = Path(__file__).resolve().parents[2]
-ACL = REPO / "deploy" / "mosquitto" / "illuminate.acl"
+ACL = REPO / "tests" / "support" / "test-rig.acl"
+"""The test rig's ACL (with a password file): not shipped, see its header."""
 DEV_CONF = REPO / "deploy" / "mosquitto" / "dev.conf"
 PRODUCTION_CONF = REPO / "deploy" / "mosquitto" / "production.conf"
+SHIPPED_CONFS = tuple(sorted((REPO / "deploy" / "mosquitto").glob("*.conf")))
+"""Every Mosquitto config the project ships."""
 #: the settings that bound delivery; the test broker takes them from the shipped config
 LIMIT_KEYS = (
     "max_packet_size",
