@@ -15,8 +15,9 @@ checks, passwords and hashes are those of `illuminate devices import|add`
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
@@ -57,6 +58,8 @@ from controller.web.sites_api import validation_items
 from devices.protocol import check_device_id
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 IMPORT_PATH = "/api/v1/devices/import"
 MAX_IMPORT_BYTES = 2 * 1024 * 1024
@@ -149,6 +152,37 @@ def _registrar(staff: StaffContext) -> Registrar:
 def _unavailable(exc: BrokerUnavailable) -> JSONResponse:
     log.error("%s", exc)
     return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "10"})
+
+
+async def _change_device(
+    staff: StaffContext,
+    allowed: Grant,
+    device_id: str,
+    change: Callable[[Registrar, str, datetime], T],
+) -> T | JSONResponse:
+    """Rotate or decommission: the device must be in the caller's cities (404 when not
+    or unknown), 409 when it is already decommissioned, 503 when the broker refused
+    (nothing changed)."""
+    bad = _bad_device_id(device_id)
+    if bad is not None:
+        return bad
+    registrar = _registrar(staff)
+
+    def run() -> T:
+        found = staff.stores.registry.devices([device_id]).get(device_id)
+        in_scope(allowed, found, _city, f"no device {device_id!r}")
+        return change(registrar, allowed.principal.name, staff.clock())
+
+    try:
+        result = await run_in_threadpool(run)
+    except Retired as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+    except UnknownObject:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id!r}") from None
+    except BrokerUnavailable as exc:
+        return _unavailable(exc)
+    await run_in_threadpool(_notify, staff.on_change)
+    return result
 
 
 def _bad_device_id(value: str) -> JSONResponse | None:
@@ -434,26 +468,12 @@ def build_devices_api() -> APIRouter:
         """Issue a new password. The old one stops working at once: the broker closes
         the device's connections, and the device shows offline until it connects with
         the new one."""
-        bad = _bad_device_id(device_id)
-        if bad is not None:
-            return bad
-        registrar = _registrar(staff)
-
-        def rotate() -> Issued:
-            found = staff.stores.registry.devices([device_id]).get(device_id)
-            in_scope(allowed, found, _city, f"no device {device_id!r}")
-            return registrar.rotate(device_id, allowed.principal.name, staff.clock())
-
-        try:
-            issued = await run_in_threadpool(rotate)
-        except Retired as exc:
-            return JSONResponse({"detail": str(exc)}, status_code=409)
-        except UnknownObject:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id!r}") from None
-        except BrokerUnavailable as exc:
-            return _unavailable(exc)
+        issued = await _change_device(
+            staff, allowed, device_id, lambda r, who, now: r.rotate(device_id, who, now)
+        )
+        if isinstance(issued, JSONResponse):
+            return issued
         log.info("device %s: credentials rotated by %s", device_id, allowed.principal.name)
-        await run_in_threadpool(_notify, staff.on_change)
         return _issued(issued, 200)
 
     @router.delete(
@@ -472,26 +492,12 @@ def build_devices_api() -> APIRouter:
         """Decommission a device: its credentials are revoked (the broker closes its
         connections and refuses its logins), it leaves its site's status and gets no
         more plans. Its record and history stay; its id is not reused."""
-        bad = _bad_device_id(device_id)
-        if bad is not None:
-            return bad
-        registrar = _registrar(staff)
-
-        def decommission() -> DeviceRecord:
-            found = staff.stores.registry.devices([device_id]).get(device_id)
-            in_scope(allowed, found, _city, f"no device {device_id!r}")
-            return registrar.decommission(device_id, allowed.principal.name, staff.clock())
-
-        try:
-            record = await run_in_threadpool(decommission)
-        except Retired as exc:
-            return JSONResponse({"detail": str(exc)}, status_code=409)
-        except UnknownObject:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id!r}") from None
-        except BrokerUnavailable as exc:
-            return _unavailable(exc)
+        record = await _change_device(
+            staff, allowed, device_id, lambda r, who, now: r.decommission(device_id, who, now)
+        )
+        if isinstance(record, JSONResponse):
+            return record
         log.info("device %s decommissioned by %s", device_id, allowed.principal.name)
-        await run_in_threadpool(_notify, staff.on_change)
         return JSONResponse(_device_body(record, None).model_dump(mode="json"))
 
     return router
