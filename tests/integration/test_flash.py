@@ -13,6 +13,7 @@ import threading
 import time
 from contextlib import redirect_stdout
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import orjson
 import pytest
@@ -228,6 +229,10 @@ def test_the_cli_runs_a_test_through_the_controller(rig_factory, monkeypatch) ->
 
 def test_a_real_agent_flashes_and_reports_its_clock(rig_factory, mosquitto) -> None:
     rig = rig_factory(1)
+    # a beacon a second, and an agent that trusts them after two seconds (instead of
+    # 30 s and a minute), so its offset is known within the test
+    control = rig.settings.control.model_copy(update={"clock_beacon_s": 1.0})
+    rig.settings = rig.settings.model_copy(update={"control": control})
     controller = rig.start_controller()
     opens = whole_second(2)
     rig.register(window_campaign(opens, opens + timedelta(seconds=300)))
@@ -240,6 +245,7 @@ def test_a_real_agent_flashes_and_reports_its_clock(rig_factory, mosquitto) -> N
         fixture=fixture,
         clock_synced=lambda: True,
     )
+    agent.device.controller_time.min_span_s = 2.0
     agent.start()
     try:
         assert wait_until(lambda: rig.states()["site-01"] == "lit", timeout=DEADLINE)
@@ -259,7 +265,16 @@ def test_a_real_agent_flashes_and_reports_its_clock(rig_factory, mosquitto) -> N
                 lambda: agent.plan_version > answer.json()["version"], timeout=DEADLINE
             )
             assert wait_until(lambda: rig.states()["site-01"] == "lit", timeout=DEADLINE)
-            health = http.get("/api/v1/devices/dev-01/health", headers=auth).json()
+
+            def health_now() -> dict[str, Any]:
+                body: dict[str, Any] = http.get(
+                    "/api/v1/devices/dev-01/health", headers=auth
+                ).json()
+                return body
+
+            # the agent reports its offset once it trusts the beacons
+            assert wait_until(lambda: health_now()["clock"]["source"] == "device", timeout=DEADLINE)
+            health = health_now()
         assert health["online"] is True
         assert health["firmware"] == "illuminate-agent/0.1.0"
         assert health["clock"]["synced"] is True
