@@ -88,7 +88,6 @@ class Outcome:
     """A device left its plan, or holds a version beyond ours: reconcile soon."""
     stale_plans: set[str] = field(default_factory=set)
     """Devices that report an older plan than our newest: publish it again."""
-    """Devices whose birth came live (they just connected): send them our clock soon."""
     moves: int = 0
     reports: int = 0
 
