@@ -35,7 +35,7 @@ def adapter_config_json(value: str) -> dict[str, Any]:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise argparse.ArgumentTypeError("must be a JSON object, e.g. '{\"topic\": \"wled/abc\"}'")
+        raise argparse.ArgumentTypeError('must be a JSON object, e.g. \'{"topic": "wled/abc"}\'')
     return data
 
 

@@ -72,7 +72,9 @@ def cmd_devices_register(args: argparse.Namespace) -> int:
     )
     if adapter != "native":
         scheme = "mqtts" if mqtt["tls"] else "mqtt"
-        print(f"on the device: broker {scheme}://{mqtt['host']}:{mqtt['port']}, user {answer['id']}")
+        print(
+            f"on the device: broker {scheme}://{mqtt['host']}:{mqtt['port']}, user {answer['id']}"
+        )
         topics = mqtt["topics"]
         print("it publishes: " + ", ".join(topics.get("reports", [])))
         print("it reads: " + ", ".join(topics.get("commands", [])))

@@ -181,9 +181,7 @@ class DynsecAccounts:
                     "command": "createRole",
                     "rolename": role,
                     "textname": f"Illuminate device {device_id}",
-                    "acls": [
-                        acl.as_json() for acl in account_acls(self._topics, device_id, scope)
-                    ],
+                    "acls": [acl.as_json() for acl in account_acls(self._topics, device_id, scope)],
                 },
                 {
                     "command": "createClient",
@@ -235,7 +233,6 @@ class DynsecAccounts:
             if reply.error == _ACL_EXISTS:
                 continue  # another light behind the same bridge has it already
             _raise_for(reply)
-
 
     def rotate(self, device_id: str, password: str) -> None:
         check_device_id(device_id)

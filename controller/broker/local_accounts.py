@@ -22,9 +22,9 @@ import hashlib
 import hmac
 import json
 import os
-import time
 import secrets
 import sqlite3
+import time
 from collections.abc import Collection, Hashable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from functools import lru_cache
@@ -238,7 +238,9 @@ class LocalAccounts:
 
     def _scope(self, device_id: str) -> Scope | None:
         with self._read() as db:
-            row = db.execute("SELECT scope FROM accounts WHERE device_id = ?", (device_id,)).fetchone()
+            row = db.execute(
+                "SELECT scope FROM accounts WHERE device_id = ?", (device_id,)
+            ).fetchone()
         if row is None or row[0] is None:
             return None
         return Scope.from_json(json.loads(row[0]))

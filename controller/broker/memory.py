@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from controller.broker.base import ConnectionListener, Done, Incoming, Sink
@@ -32,6 +33,8 @@ class MemoryBroker:
         self._connected = threading.Event()
         self._lock = threading.Lock()
         self.started = False
+        self.followed: frozenset[str] = frozenset()
+        """The exact topics `follow` asked for."""
 
     # the Broker protocol --------------------------------------------------------
 
@@ -54,16 +57,19 @@ class MemoryBroker:
         self._listeners.append(listener)
 
     def publish(
-        self, topic: str, payload: bytes, *, retain: bool, done: Done | None = None
+        self, topic: str, payload: bytes, *, retain: bool, done: Done | None = None, qos: int = 1
     ) -> bool:
         if not self.is_connected:
             return False
-        item = Published(topic, payload, retain, done)
+        item = Published(topic, payload, retain, done, qos=qos)
         with self._lock:
             self.published.append(item)
         if self.auto_ack:
             self._complete(item, True)
         return True
+
+    def follow(self, topics: Collection[str]) -> None:
+        self.followed = frozenset(topics)
 
     def announce(self, topic: str, payload: bytes) -> bool:
         if not self.is_connected:
