@@ -124,7 +124,7 @@ def record_confirmation(
                 step_at=step.at,
                 applied_at=now,
                 state=dict(state),
-                source=strength.value,
+                source="state",
             )
         )
     batch.move(command, CommandState.APPLIED, now, f"confirmed by {strength.value}")
