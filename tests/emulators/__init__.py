@@ -17,11 +17,25 @@ from tests.emulators.base import (
     Event,
     Shown,
 )
+from tests.emulators.ha_json import HaJsonEmulator, HaLight
+from tests.emulators.shelly_gen1 import ShellyGen1Emulator, ShellyGen1Light
+from tests.emulators.shelly_gen2 import ShellyGen2Emulator, ShellyGen2Light
 from tests.emulators.tasmota import TasmotaEmulator, TasmotaLight
 from tests.emulators.wled import WledEmulator, WledLight
+from tests.emulators.zigbee2mqtt import Zigbee2MqttEmulator, ZigbeeLight
 
 EMULATORS: Mapping[str, type[Emulator[Any]]] = MappingProxyType(
-    {cls.vendor: cls for cls in (WledEmulator, TasmotaEmulator)}
+    {
+        cls.vendor: cls
+        for cls in (
+            WledEmulator,
+            TasmotaEmulator,
+            Zigbee2MqttEmulator,
+            HaJsonEmulator,
+            ShellyGen2Emulator,
+            ShellyGen1Emulator,
+        )
+    }
 )
 
 __all__ = [
@@ -31,9 +45,17 @@ __all__ = [
     "Emulator",
     "EmulatorError",
     "Event",
+    "HaJsonEmulator",
+    "HaLight",
+    "ShellyGen1Emulator",
+    "ShellyGen1Light",
+    "ShellyGen2Emulator",
+    "ShellyGen2Light",
     "Shown",
     "TasmotaEmulator",
     "TasmotaLight",
     "WledEmulator",
     "WledLight",
+    "Zigbee2MqttEmulator",
+    "ZigbeeLight",
 ]

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 import socket
 import threading
 import time
@@ -49,7 +50,7 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from devices.colour import RGB, chroma, hex_to_rgb, value_percent
+from devices.colour import RGB, XY, chroma, hex_to_rgb, rgb_to_xy, value_percent
 from devices.protocol import LightState
 
 EMULATOR_PASSWORD = "emulator-pw"
@@ -83,33 +84,45 @@ class Event:
 @dataclass(frozen=True)
 class Shown:
     """What the light emits: the chroma it shows and its effective output in percent
-    of full (colour value times brightness). Off shows black at 0."""
+    of full (colour value times brightness). Off shows black at 0. A light that keeps
+    CIE xy (Zigbee) also gives `xy`, and is compared by it."""
 
     on: bool
     rgb: RGB
     level: float
     white: int = 0
+    xy: XY | None = None
 
     @classmethod
-    def of(cls, on: bool, colour: RGB, brightness: float, white: int = 0) -> Shown:
+    def of(
+        cls, on: bool, colour: RGB, brightness: float, white: int = 0, xy: XY | None = None
+    ) -> Shown:
         level = brightness * value_percent(colour) / 100 if on else 0.0
         if level <= 0:
             return cls(False, RGB(0, 0, 0), 0.0, 0)
-        return cls(True, chroma(colour), level, white)
+        return cls(True, chroma(colour), level, white, xy)
 
     def matches(
-        self, target: LightState, *, rgb_tolerance: int = 3, level_tolerance: float = 1.5
+        self,
+        target: LightState,
+        *,
+        rgb_tolerance: int = 3,
+        xy_tolerance: float = 0.02,
+        level_tolerance: float = 1.5,
     ) -> bool:
-        """Whether the light shows `target`: off is off; on needs the same chroma and
-        effective level, within the tolerances."""
+        """Whether the light shows `target`: off is off; on needs the same chroma (or
+        xy) and effective level, within the tolerances."""
         colour = hex_to_rgb(target.color)
         want_level = target.level * value_percent(colour) / 100 if target.on else 0.0
         if want_level <= 0:
             return not self.on
         if not self.on:
             return False
-        want = chroma(colour)
-        close = all(abs(a - b) <= rgb_tolerance for a, b in zip(self.rgb, want, strict=True))
+        if self.xy is not None:
+            close = math.dist(self.xy, rgb_to_xy(colour)) <= xy_tolerance
+        else:
+            want = chroma(colour)
+            close = all(abs(a - b) <= rgb_tolerance for a, b in zip(self.rgb, want, strict=True))
         return close and abs(self.level - want_level) <= level_tolerance
 
 

@@ -26,6 +26,14 @@ def _configs(tag: str) -> dict[str, dict[str, Any]]:
     return {
         "wled": {"topic": f"wled/{tag}"},
         "tasmota": {"topic": f"fountain-{tag}"},
+        "zigbee2mqtt": {"friendly_name": f"belfry/flood-{tag}"},
+        "ha-json": {
+            "command_topic": f"esphome/gate-{tag}/light/rgb/command",
+            "state_topic": f"esphome/gate-{tag}/light/rgb/state",
+            "availability_topic": f"esphome/gate-{tag}/status",
+        },
+        "shelly-gen2": {"prefix": f"shellyplusrgbwpm-{tag}"},
+        "shelly-gen1": {"id": f"shellyrgbw2-{tag}"},
     }
 
 
