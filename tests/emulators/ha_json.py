@@ -107,7 +107,7 @@ class HaJsonEmulator(Emulator[HaLight]):
         if isinstance(state, str) and state.upper() in ("ON", "OFF", "TOGGLE"):
             on = not light.on if state.upper() == "TOGGLE" else state.upper() == "ON"
             light = replace(light, on=on)
-        level = body.get("brightness")
+        level: Any = body.get("brightness")
         if _is_number(level) and 0 <= level <= self.scale:
             if round(level) == 0:
                 light = replace(light, on=False)

@@ -111,7 +111,7 @@ class ShellyGen1Emulator(Emulator[ShellyGen1Light]):
             light = replace(light, red=r, green=g, blue=b)
         for key, high in (("white", 255), ("gain", 100), ("effect", 6), ("transition", 5000)):
             if _int(body.get(key), high):
-                light = replace(light, **{key: int(body[key])})
+                light = replace(light, **{key: int(body[key])})  # type: ignore[arg-type]
         return light
 
     def _publish_state(self) -> None:

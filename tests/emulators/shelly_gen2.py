@@ -155,7 +155,8 @@ class ShellyGen2Emulator(Emulator[ShellyGen2Light]):
             rgb = params["rgb"]
             if not (isinstance(rgb, list) and len(rgb) == 3 and all(_byte(c) for c in rgb)):
                 raise RpcError(-103, "Invalid argument 'rgb': expected [r, g, b], each 0-255")
-            light = replace(light, rgb=tuple(self.wrong(RGB(*rgb))))
+            r, g, b = self.wrong(RGB(*rgb))
+            light = replace(light, rgb=(r, g, b))
         if "white" in params and self.profile == "rgbw":
             if not _byte(params["white"]):
                 raise RpcError(-103, "Invalid argument 'white': expected 0-255")
