@@ -12,8 +12,8 @@ Every account is bound to its device:
   so no device can connect as another, or knock another offline by taking its id;
 - its rights are `device_acls`: it reads only its own `plan` and the controller
   status, and writes only its own `ack`, `state` and `status`; a third-party
-  controller's are `scoped_acls`: it reads only its own command topics and writes only
-  its own report topics (its adapter's `topics`).
+  controller's are `scoped_acls`: it receives only its own command topics and writes
+  only its own report topics (its adapter's `topics`).
 
 The ACL rules are Mosquitto's dynamic-security rules (`Acl`), so both implementations
 grant exactly the same thing: rules are tried by priority, highest first, the first
@@ -119,11 +119,14 @@ class Scope:
 
 
 def scoped_acls(scope: Scope) -> tuple[Acl, ...]:
-    """The rights of a third-party device: subscribe to and receive exactly its command
-    topics, publish exactly its report topics; receiving anything else is refused."""
+    """The rights of a third-party device: publish exactly its report topics, and
+    receive exactly its own topics (its commands, and what it reported itself). It may
+    subscribe to any filter (not `$` topics), because firmware subscribes with wildcards
+    of its own (Tasmota `cmnd/<topic>/#` and its group topic, WLED its bare device
+    topic), but the broker delivers it nothing else."""
     return (
-        *(Acl(AclType.SUBSCRIBE_LITERAL, topic) for topic in scope.commands),
-        *(Acl(AclType.PUBLISH_RECEIVE, topic, priority=1) for topic in scope.commands),
+        Acl(AclType.SUBSCRIBE_PATTERN, "#"),
+        *(Acl(AclType.PUBLISH_RECEIVE, topic, priority=1) for topic in scope.topics),
         Acl(AclType.PUBLISH_RECEIVE, "#", allow=False, priority=0),
         *(Acl(AclType.PUBLISH_SEND, topic) for topic in scope.reports),
     )

@@ -1,20 +1,22 @@
 """Third-party devices end to end: a running controller on a real Mosquitto with the
 dynamic-security plugin (the controller provisions the accounts), registration over
-HTTP, and the device a real MQTT connection logged in with the credentials it was
-issued, speaking its vendor's payloads on its vendor's topics.
+HTTP, and each device an emulated controller of its vendor (tests/emulators/) logged in
+with the credentials it was issued.
 
-A window opens: the device gets its vendor's command, answers as its firmware does, and
-the site turns `lit` in /api/v1/public/status; the window's end turns it off. A device
-that shows the wrong colour stays `unconfirmed`; a device that was offline at the
-window's start gets the command when it comes online.
+One run for the module, so the whole set stays cheap: a device of every adapter, each
+at a site of its own, plus a WLED that shows the wrong colour and a WLED that is offline
+when the window opens. A window opens: each device gets its vendor's command, and its
+site turns `lit` in /api/v1/public/status; the window's end turns it `off` again. The
+wrong colour stays `unconfirmed`; the offline WLED gets the command when it comes
+online, and is lit then. The tests below read what the run saw, per adapter.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import timedelta
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +24,18 @@ import httpx
 import pytest
 
 from controller.app import Controller
-from controller.broker.base import Incoming
 from controller.lifecycle import CommandState
 from controller.settings import load_settings
+from devices.protocol import LightState
 from schedules.model import SiteCatalog
 from tests.controller.test_staff_api import serve
+from tests.emulators.base import Emulator
+from tests.emulators.ha_json import HaJsonEmulator
+from tests.emulators.shelly_gen1 import ShellyGen1Emulator
+from tests.emulators.shelly_gen2 import ShellyGen2Emulator
+from tests.emulators.tasmota import TasmotaEmulator
+from tests.emulators.wled import WledEmulator
+from tests.emulators.zigbee2mqtt import Zigbee2MqttEmulator
 from tests.integration.conftest import DEADLINE, wait_until, whole_second, window_campaign
 from tests.support.mosquitto import (
     CONTROLLER_PASSWORD,
@@ -36,255 +45,233 @@ from tests.support.mosquitto import (
     Mosquitto,
 )
 from tests.support.mqtt5 import Probe
-from tests.support.peer import Sink
 
 pytestmark = pytest.mark.broker
 
-SITES = SiteCatalog.model_validate(
-    {
-        "cities": [{"id": "brussels", "name": {"en": "Brussels"}, "timezone": "Europe/Brussels"}],
-        "sites": [
-            {
-                "id": "atomium",
-                "city": "brussels",
-                "name": {"en": "Atomium"},
-                "lat": 50.89,
-                "lon": 4.34,
-            }
-        ],
-    }
-)
-Reply = list[tuple[str, bytes]]
-
-
-@dataclass(frozen=True)
-class Vendor:
-    """What a vendor's firmware does, as far as these tests need: its config, its
-    availability topic and payloads, and its reports in answer to a command."""
-
-    adapter: str
-    config: dict[str, Any]
-    availability: str
-    online: bytes
-    offline: bytes
-    answer: Callable[[Incoming, str | None], Reply]
-    """(command, a wrong colour to show instead or None) -> the reports it publishes."""
-
-
-def _wled_answer(command: Incoming, wrong: str | None) -> Reply:
-    body = json.loads(command.payload)
-    if not body["on"]:
-        return [("wled/atomium/g", b"0")]
-    r, g, b, _w = body["seg"]["col"][0]
-    colour = wrong or f"#{r:02X}{g:02X}{b:02X}"
-    return [("wled/atomium/g", str(body["bri"]).encode()), ("wled/atomium/c", colour.encode())]
-
-
-def _tasmota_answer(command: Incoming, wrong: str | None) -> Reply:
-    text = command.payload.decode()
-    if command.topic.endswith("/Power"):
-        return [("stat/fountain1/RESULT", json.dumps({"POWER": text}).encode())]
-    hsb = text.split(";")[0].removeprefix("HSBColor ").strip()
-    h, s, b = (int(x) for x in hsb.split(","))
-    if wrong is not None:
-        h = (h + 120) % 360
-    result = {"POWER": "ON", "Dimmer": b, "HSBColor": f"{h},{s},{b}"}
-    return [("stat/fountain1/RESULT", json.dumps(result).encode())]
-
-
-VENDORS = {
-    "wled": Vendor(
-        "wled",
-        {"topic": "wled/atomium"},
-        "wled/atomium/status",
-        b"online",
-        b"offline",
-        _wled_answer,
+TARGET = LightState(on=True, color="#009EDB", level=80)  # window_campaign's light
+EMULATORS: dict[str, tuple[type[Emulator[Any]], dict[str, Any]]] = {
+    "wled": (WledEmulator, {"topic": "wled/atomium"}),
+    "tasmota": (TasmotaEmulator, {"topic": "fountain1"}),
+    "zigbee2mqtt": (
+        Zigbee2MqttEmulator,
+        {"base_topic": "zigbee2mqtt", "friendly_name": "belfry/flood1"},
     ),
-    "tasmota": Vendor(
-        "tasmota",
-        {"topic": "fountain1"},
-        "tele/fountain1/LWT",
-        b"Online",
-        b"Offline",
-        _tasmota_answer,
+    "ha-json": (
+        HaJsonEmulator,
+        {
+            "command_topic": "fountain/light/rgb_light/command",
+            "state_topic": "fountain/light/rgb_light/state",
+            "availability_topic": "fountain/status",
+        },
     ),
+    "shelly-gen2": (ShellyGen2Emulator, {"prefix": "shellyplusrgbwpm-abc", "profile": "rgbw"}),
+    "shelly-gen1": (ShellyGen1Emulator, {"id": "shellyrgbw2-11ABD9"}),
 }
+WRONG = "wrong-colour"
+LATE = "late-online"
+SITES = [*EMULATORS, WRONG, LATE]
 
 
-class Device:
-    """The third-party controller: its own login and will; it answers every command on
-    its command topics as its firmware does (a state query is not a light command)."""
-
-    def __init__(self, port: int, vendor: Vendor, mqtt: dict[str, Any], wrong: str | None = None):
-        self.vendor = vendor
-        self.mqtt = mqtt
-        self.wrong = wrong
-        self.commands = Sink()
-        self.probe = Probe(
-            port,
-            mqtt["username"],
-            mqtt["password"],
-            mqtt["client_id"],
-            will=(vendor.availability, vendor.offline),
-        )
-        self.probe.client.on_message = self._on_message
-
-    def _on_message(self, client: Any, _u: Any, message: Any) -> None:
-        got = Incoming(message.topic, bytes(message.payload), bool(message.retain))
-        if got.topic.endswith("/State"):
-            return
-        self.commands(got)
-        for topic, payload in self.vendor.answer(got, self.wrong):
-            client.publish(topic, payload, qos=1)  # paho's thread: never wait here
-
-    def start(self) -> None:
-        assert self.probe.connect()
-        for topic in self.mqtt["topics"]["commands"]:
-            assert self.probe.subscribe(topic), topic
-        assert self.probe.publish(self.vendor.availability, self.vendor.online, retain=True)
-
-    def wait_command(self, on: bool) -> Incoming:
-        """The first command that turns the light on (or off)."""
-        found = self.commands.wait_count(1, lambda m: _turns_on(m) is on, timeout=DEADLINE)
-        assert all(m.retain is False for m in self.commands.items)
-        return found[0]
-
-    def close(self) -> None:
-        self.probe.close()
-
-
-def _turns_on(command: Incoming) -> bool:
-    if command.topic.endswith("/api"):
-        return bool(json.loads(command.payload)["on"])
-    return command.topic.endswith("/Backlog")
+def _catalog() -> SiteCatalog:
+    return SiteCatalog.model_validate(
+        {
+            "cities": [
+                {"id": "brussels", "name": {"en": "Brussels"}, "timezone": "Europe/Brussels"}
+            ],
+            "sites": [
+                {"id": name, "city": "brussels", "name": {"en": name}, "lat": 50.8, "lon": 4.3}
+                for name in SITES
+            ],
+        }
+    )
 
 
 @dataclass
-class Running:
-    broker: Mosquitto
-    controller: Controller
-    http: httpx.Client
-    token: str
+class Run:
+    """What the run saw."""
 
-    def register(self, vendor: Vendor) -> dict[str, Any]:
-        body = {
-            "id": "atomium-ctl",
-            "site": "atomium",
-            "adapter": vendor.adapter,
-            "config": vendor.config,
-        }
-        answer = self.http.post(
-            "/api/v1/devices", json=body, headers={"Authorization": f"Bearer {self.token}"}
-        )
-        assert answer.status_code == 201, answer.text
-        mqtt: dict[str, Any] = answer.json()["mqtt"]
-        return mqtt
-
-    def window(self, lead_s: float, length_s: float) -> tuple[Any, Any]:
-        start = whole_second(lead_s)
-        end = start + timedelta(seconds=length_s)
-        self.controller.stores.campaigns.put(window_campaign(start, end), self.controller.clock())
-        self.controller.changed()
-        return start, end
-
-    def state(self) -> str:
-        sites = self.http.get("/api/v1/public/status").json()["sites"]
-        # (before the first rendering after a start, the document lists no site yet)
-        return str(next((s["state"] for s in sites if s["id"] == "atomium"), ""))
-
-    def wait_state(self, wanted: str) -> None:
-        assert wait_until(lambda: self.state() == wanted, DEADLINE), self.state()
+    registered: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Site -> the registration's answer."""
+    states: dict[str, list[str]] = field(default_factory=dict)
+    """Site -> the public states it went through, in order."""
+    shown_lit: dict[str, bool] = field(default_factory=dict)
+    """Site -> whether its light showed the target while the site was `lit`."""
+    shown_off: dict[str, bool] = field(default_factory=dict)
+    scope_refused: bool = False
+    late_sent_away: bool = False
+    confirmed_by: dict[str, str] = field(default_factory=dict)
 
 
-@pytest.fixture
-def running(tmp_path: Path, dynsec_mosquitto: Mosquitto) -> Iterator[Running]:
+def _register(http: httpx.Client, token: str, site: str, adapter: str, config: Any) -> Any:
+    body = {"id": f"{site}-ctl", "site": site, "adapter": adapter, "config": config}
+    answer = http.post("/api/v1/devices", json=body, headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 201, answer.text
+    return answer.json()
+
+
+def _states(http: httpx.Client) -> dict[str, str]:
+    return {s["id"]: s["state"] for s in http.get("/api/v1/public/status").json()["sites"]}
+
+
+def _watch(http: httpx.Client, run: Run, until: Any, timeout: float = DEADLINE) -> bool:
+    """Poll the public status, noting each site's changes, until `until(states)`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = _states(http)
+        for site, state in now.items():
+            seen = run.states.setdefault(site, [])
+            if not seen or seen[-1] != state:
+                seen.append(state)
+        if until(now):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    broker = Mosquitto(tmp_path_factory.mktemp("mosquitto-dynsec"), dynsec=True).start()
+    data: Path = tmp_path_factory.mktemp("controller")
     settings = load_settings(
         None,
-        data_dir=tmp_path,
+        data_dir=data,
         broker={
-            "url": dynsec_mosquitto.url,
+            "url": broker.url,
             "username": CONTROLLER_USER,
             "password": CONTROLLER_PASSWORD,
             "dynsec_admin_username": DYNSEC_ADMIN_USER,
             "dynsec_admin_password": DYNSEC_ADMIN_PASSWORD,
         },
         control={"tick_s": 1.0, "grace_s": 2.0},
-        health={"public_hold_s": 0},
     )
     controller = Controller(settings)
+    devices: dict[str, Emulator[Any]] = {}
+    result = Run()
     try:
         controller.start()
         assert controller.broker is not None and controller.broker.wait_connected(DEADLINE)
-        controller.stores.registry.import_catalog(SITES)
+        controller.stores.registry.import_catalog(_catalog())
         token = controller.users.add("tom", "technician", ["brussels"], controller.clock())
         with serve(controller.web) as http:
-            yield Running(dynsec_mosquitto, controller, http, token)
+            plan: dict[str, tuple[str, type[Emulator[Any]], dict[str, Any], dict[str, Any]]] = {
+                name: (name, cls, config, {}) for name, (cls, config) in EMULATORS.items()
+            }
+            plan[WRONG] = ("wled", WledEmulator, {"topic": "wled/wrong"}, {"wrong_colour": True})
+            plan[LATE] = ("wled", WledEmulator, {"topic": "wled/late"}, {"offline": True})
+            for site, (adapter, cls, config, knobs) in plan.items():
+                answer = _register(http, token, site, adapter, config)
+                result.registered[site] = answer
+                mqtt = answer["mqtt"]
+                devices[site] = cls(
+                    "127.0.0.1",
+                    broker.port,
+                    mqtt["username"],
+                    mqtt["password"],
+                    config=config,
+                    client_id=mqtt["client_id"],
+                    **knobs,
+                )
+            # out of its scope (MQTT 5 says so): the native topics, its own commands
+            tasmota = result.registered["tasmota"]["mqtt"]
+            with Probe(broker.port, tasmota["username"], tasmota["password"], "tasmota-ctl") as p:
+                assert p.connect()
+                result.scope_refused = not p.publish(
+                    "illuminate/v1/devices/tasmota-ctl/state", b"{}"
+                ) and not p.publish(tasmota["topics"]["commands"][0], b"OFF")
+            for device in devices.values():
+                device.start()
+            start = whole_second(3)
+            end = start + timedelta(seconds=5)
+            controller.stores.campaigns.put(window_campaign(start, end), controller.clock())
+            controller.changed()
+
+            def lit(states: dict[str, str]) -> bool:
+                for site in EMULATORS:
+                    if states.get(site) == "lit" and site not in result.shown_lit:
+                        result.shown_lit[site] = devices[site].shown.matches(TARGET)
+                return all(states.get(s) == "lit" for s in EMULATORS) and (
+                    states.get(WRONG) == "unconfirmed"
+                )
+
+            # the WLED that was away at the window's start: its command went to the broker,
+            # and no one got it; then it comes online
+            outbox = controller.stores.outbox
+
+            def sent_away() -> bool:
+                latest = outbox.latest([f"{LATE}-ctl"]).get(f"{LATE}-ctl")
+                return (
+                    latest is not None
+                    and latest.plan.steps[0].state.on
+                    and latest.state in (CommandState.PUBLISHED, CommandState.UNCONFIRMED)
+                )
+
+            result.late_sent_away = _watch(
+                http, result, lambda s: s.get(LATE) == "offline" and sent_away()
+            )
+            late = devices[LATE]
+            late.offline = False
+            late.start()
+            _watch(http, result, lambda s: lit(s) and s.get(LATE) == "lit")
+            for event in outbox.events():
+                if event.to_state is CommandState.APPLIED and event.detail:
+                    result.confirmed_by[event.device_id.removesuffix("-ctl")] = event.detail
+
+            def off(states: dict[str, str]) -> bool:
+                if datetime.now(UTC) < end:
+                    return False
+                for site in EMULATORS:
+                    if states.get(site) == "off" and site not in result.shown_off:
+                        result.shown_off[site] = not devices[site].shown.on
+                return all(states.get(s) == "off" for s in SITES) and all(
+                    site in result.shown_off for site in EMULATORS
+                )
+
+            _watch(http, result, off)
+            for site in EMULATORS:  # the light itself went dark (its report may lag)
+                if not result.shown_off.get(site):
+                    result.shown_off[site] = wait_until(lambda d=devices[site]: not d.shown.on, 10)
+        yield result
     finally:
+        for device in devices.values():
+            device.stop()
         controller.stop()
+        broker.stop()
 
 
-@pytest.mark.parametrize("name", sorted(VENDORS))
-def test_a_window_lights_the_device_and_its_end_turns_it_off(running: Running, name: str) -> None:
-    vendor = VENDORS[name]
-    mqtt = running.register(vendor)
-    device = Device(running.broker.port, vendor, mqtt)
-    try:
-        device.start()
-        # out of its scope: the native topics, another device's
-        assert not device.probe.publish("illuminate/v1/devices/atomium-ctl/state", b"{}")
-        assert not device.probe.subscribe("#")
-        device.wait_command(on=False)  # off before the window: the desired state now
-        running.window(lead_s=2.5, length_s=4)
-        on = device.wait_command(on=True)
-        if name == "wled":
-            body = json.loads(on.payload)
-            assert (body["on"], body["bri"], body["seg"]["col"]) == (True, 204, [[0, 158, 219, 0]])
-        else:
-            assert on.topic == "cmnd/fountain1/Backlog"
-            assert on.payload.decode().endswith("; Power ON")
-        running.wait_state("lit")
-        running.wait_state("off")  # the window's end: the device was sent off, confirmed it
-        assert _turns_on(device.commands.items[-1]) is False
-    finally:
-        device.close()
+@pytest.mark.parametrize("site", sorted(EMULATORS))
+def test_each_adapter_registers_with_its_vendor_topics(run: Run, site: str) -> None:
+    topics = run.registered[site]["mqtt"]["topics"]
+    assert set(topics) == {"reports", "commands"}
+    assert topics["reports"] and topics["commands"]
+    assert not any(t.startswith("illuminate/") for t in topics["reports"] + topics["commands"])
 
 
-def test_a_wrong_colour_stays_unconfirmed(running: Running) -> None:
-    vendor = VENDORS["wled"]
-    device = Device(running.broker.port, vendor, running.register(vendor), wrong="#DB0000")
-    try:
-        device.start()
-        running.window(lead_s=2, length_s=30)
-        device.wait_command(on=True)
-        running.wait_state("unconfirmed")
-        assert running.state() == "unconfirmed"
-    finally:
-        device.close()
+@pytest.mark.parametrize("site", sorted(EMULATORS))
+def test_a_window_lights_the_device_and_its_end_turns_it_off(run: Run, site: str) -> None:
+    states = run.states.get(site, [])
+    assert "lit" in states, states
+    assert states[-1] == "off", states
+    assert states.index("lit") < len(states) - 1
+    assert run.shown_lit.get(site) is True, "the site was lit while its light was not"
+    assert run.shown_off.get(site) is True, "the light stayed on after the window"
 
 
-def test_a_device_offline_at_the_start_gets_the_command_when_it_comes_online(
-    running: Running,
-) -> None:
-    vendor = VENDORS["wled"]
-    mqtt = running.register(vendor)
-    running.window(lead_s=1, length_s=30)
-    running.wait_state("offline")  # never seen: the window is open without it
-    outbox = running.controller.stores.outbox
+def test_the_strength_of_each_confirmation_is_recorded(run: Run) -> None:
+    assert run.confirmed_by["wled"] == "confirmed by echo"
+    assert run.confirmed_by["shelly-gen2"] == "confirmed by readback"
 
-    def sent_while_away() -> bool:
-        latest = outbox.latest(["atomium-ctl"]).get("atomium-ctl")
-        return (
-            latest is not None
-            and latest.plan.steps[0].state.on
-            and latest.state in (CommandState.PUBLISHED, CommandState.UNCONFIRMED)
-        )
 
-    assert wait_until(sent_while_away, DEADLINE)  # the broker took it; nobody got it
-    device = Device(running.broker.port, vendor, mqtt)
-    try:
-        device.start()
-        device.wait_command(on=True)
-        running.wait_state("lit")
-    finally:
-        device.close()
+def test_a_wrong_colour_stays_unconfirmed(run: Run) -> None:
+    states = run.states[WRONG]
+    assert "unconfirmed" in states and "lit" not in states, states
+
+
+def test_a_device_offline_at_the_start_gets_the_command_when_it_comes_online(run: Run) -> None:
+    assert run.late_sent_away
+    states = run.states[LATE]
+    assert "offline" in states and "lit" in states, states
+    assert states.index("offline") < states.index("lit"), states
+
+
+def test_a_device_account_keeps_to_its_topics(run: Run) -> None:
+    assert run.scope_refused
