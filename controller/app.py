@@ -377,6 +377,7 @@ class Controller:
         self.metrics.reconciles.inc()
         try:
             self.adapter_devices.refresh()  # devices registered since: route, plan, send
+            self._follow()  # (and a vendor topic the broker refused is asked for again)
         except Exception:
             log.exception("could not read the third-party devices; keeping the ones known")
         result = self.reconciler.run()

@@ -115,7 +115,8 @@ class PahoBroker:
         self._followed: frozenset[str] = frozenset()
         """The exact vendor topics asked for (`follow`)."""
         self._follow_held: set[str] = set()
-        """Those subscribed in the broker's current session of ours."""
+        """Those subscribed (or being subscribed) in the broker's current session of ours."""
+        self._follow_mids: dict[int, list[str]] = {}
         self._client = self._new_client(ca_file)
 
     # the Broker protocol ----------------------------------------------------------
@@ -204,10 +205,13 @@ class PahoBroker:
             client.unsubscribe(drop)
         if add:
             options: Any = SubscribeOptions(qos=1) if self.mqtt5 else 1
-            rc, _mid = client.subscribe([(topic, options) for topic in add])
-            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                with self._lock:
+            rc, mid = client.subscribe([(topic, options) for topic in add])
+            with self._lock:
+                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                     self._follow_held.difference_update(add)
+                elif mid is not None:
+                    self._follow_mids[mid] = add
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                 log.warning("could not subscribe to %d vendor topics (%s)", len(add), rc)
 
     def announce(self, topic: str, payload: bytes) -> bool:
@@ -313,6 +317,7 @@ class PahoBroker:
             if not flags.session_present:
                 self._subscribed = False
                 self._follow_held = set()
+                self._follow_mids = {}
             resubscribe = not self._subscribed
         if resubscribe:
             # One SUBSCRIBE for all kinds; retained messages are wanted here (the
@@ -352,6 +357,10 @@ class PahoBroker:
     ) -> None:
         with self._lock:
             if mid != self._subscribe_mid:
+                asked = self._follow_mids.pop(mid, [])
+                refused_topics = [t for t, r in zip(asked, reasons, strict=False) if r.is_failure]
+                # asked again at the next `follow` (the controller calls it at every tick)
+                self._follow_held.difference_update(refused_topics)
                 if any(r.is_failure for r in reasons):  # a vendor topics' SUBSCRIBE
                     log.error(
                         "broker %s refused %d vendor topic subscriptions: give the "

@@ -13,6 +13,7 @@ online, and is lit then. The tests below read what the run saw, per adapter.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -275,3 +276,51 @@ def test_a_device_offline_at_the_start_gets_the_command_when_it_comes_online(run
 
 def test_a_device_account_keeps_to_its_topics(run: Run) -> None:
     assert run.scope_refused
+
+
+def test_the_embedded_broker_lets_a_wled_and_the_controller_meet(tmp_path: Path) -> None:
+    """The same path on the embedded broker, whose gate asks the controller's own
+    accounts: the device within its scope, the controller on the device's topics."""
+    settings = load_settings(
+        None,
+        data_dir=tmp_path,
+        broker={"embedded_port": 0},
+        control={"tick_s": 1.0, "grace_s": 2.0},
+    )
+    controller = Controller(settings)
+    device: Emulator[Any] | None = None
+    try:
+        controller.start()
+        controller.stores.registry.import_catalog(_catalog())
+        config = {"topic": "wled/embedded"}
+        issued = controller.registrar.register(
+            "wled-ctl", "wled", "tom", controller.clock(), adapter="wled", config=config
+        )
+        controller.changed()
+        address = controller.broker_address()
+        device = WledEmulator(
+            address.host,
+            address.port,
+            issued.mqtt.username,
+            issued.mqtt.password,
+            config=config,
+            client_id=issued.mqtt.client_id,
+        ).start()
+        start = whole_second(2)
+        window = window_campaign(start, start + timedelta(seconds=30))
+        controller.stores.campaigns.put(window, controller.clock())
+        controller.changed()
+
+        def lit() -> bool:
+            rendering = controller.public.get("en")
+            if rendering is None:
+                return False
+            sites = {s["id"]: s["state"] for s in json.loads(rendering.body)["sites"]}
+            return sites.get("wled") == "lit"
+
+        assert wait_until(lit, DEADLINE)
+        assert device.shown.matches(TARGET)
+    finally:
+        if device is not None:
+            device.stop()
+        controller.stop()
