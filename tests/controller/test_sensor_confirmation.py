@@ -4,8 +4,10 @@ decisions on in-memory stores, and the public state that follows (no broker, no 
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -20,12 +22,16 @@ from controller.confirmation import (
 )
 from controller.lifecycle import CommandState as S
 from controller.public import PublicState
-from controller.store.history import EventKind, MemoryHistory
+from controller.store.base import NewDevice
+from controller.store.history import DeviceEvent, EventKind, MemoryHistory
+from controller.store.history_sql import sql_history
+from controller.store.memory import memory_stores
 from devices.adapters.base import Strength
 from devices.protocol import LightState, Reading
 from devices.sensor import SimulatedSensor
 from tests.controller import test_public as pub
-from tests.controller.test_intake import BLUE, STEP, T0, TOPICS, World, iso
+from tests.controller.test_intake import BLUE, CATALOG, STEP, T0, TOPICS, World, iso
+from tests.support.stores import SQL_KINDS, sql_database
 
 # ---- the comparison ---------------------------------------------------------------------
 
@@ -250,3 +256,47 @@ def test_confirmed_by_is_in_the_document_only_for_lit_sites() -> None:
     assert sites["atomium"]["confirmed_by"] == "sensor"
     assert sites["palace"]["state"] == "pending" and "confirmed_by" not in sites["palace"]
     assert T0 < STEP  # (the intake world's step is after its start)
+
+
+# ---- stored: the device view and the record, on every store -------------------------------
+
+
+@pytest.mark.parametrize("kind", ["memory", *SQL_KINDS])
+def test_strength_and_mismatch_are_stored_and_kept_once_per_step(kind: str, tmp_path: Path) -> None:
+    with ExitStack() as stack:
+        if kind == "memory":
+            stores, history = memory_stores(), MemoryHistory()
+        else:
+            _, sessions, stores = stack.enter_context(sql_database(kind, tmp_path))
+            history = sql_history(sessions)
+        stores.registry.import_catalog(CATALOG)
+        stores.registry.add_devices([NewDevice("d0", "s0")], T0)
+        reading = SimulatedSensor(wrong_colour="#FF0000").read(BLUE).model_dump(mode="json")
+        view = replace(
+            stores.reports.views()["d0"],
+            confirmed_by="sensor",
+            mismatch_version=2,
+            mismatch_step_at=STEP,
+            mismatch={"reason": "red for blue", "reading": reading},
+        )
+        assert stores.reports.save([view]) == 1
+        assert stores.reports.views()["d0"] == view
+        mismatch = DeviceEvent(
+            "d0",
+            EventKind.MISMATCH,
+            STEP,
+            version=2,
+            step_at=STEP,
+            applied_at=STEP,
+            state=BLUE.model_dump(mode="json"),
+            source="ack",
+            reading=reading,
+            reason="red for blue",
+        )
+        measured = DeviceEvent(
+            "d0", EventKind.STEP, STEP, version=2, step_at=STEP, confirmed_by="sensor"
+        )
+        assert history.add_events([mismatch, measured, mismatch]) == 2
+        assert history.add_events([replace(mismatch, reason="again")]) == 0
+        assert history.events(["d0"]) == [mismatch, measured]
+        assert history.step_events(["d0"], T0) == [measured]  # a mismatch is not a step

@@ -72,7 +72,16 @@ def test_a_sensor_that_sees_the_colour_confirms_and_one_that_does_not_keeps_it_u
         steps = [e for e in history.json()["events"] if e["kind"] == "step"]
         assert at_opening not in {e["step_at"] for e in steps}  # never recorded as lit
 
+        # and in its health: the command's reason, and the mismatch with its figures
+        health = http.get("/api/v1/devices/dev-02/health", headers=headers).json()
+        assert health["plan"]["state"] == "unconfirmed" and "#FF0000" in health["plan"]["reason"]
+        assert health["mismatch"]["step_at"] == at_opening
+        assert health["mismatch"]["detail"]["reading"]["color"] == "#FF0000"
+        assert health["mismatch"]["detail"]["target"]["color"] == "#009EDB"
+
         good = http.get("/api/v1/devices/dev-01/history", headers=headers).json()
         (step,) = [e for e in good["events"] if e["kind"] == "step" and e["step_at"] == at_opening]
         assert step["confirmed_by"] == "sensor"
         assert step["reading"]["color"] == "#00B8FF"  # the chroma of #009EDB
+        health = http.get("/api/v1/devices/dev-01/health", headers=headers).json()
+        assert health["applied"]["confirmed_by"] == "sensor" and health["mismatch"] is None
