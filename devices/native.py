@@ -501,6 +501,16 @@ class NativeDevice:
             format_instant(step.at),
             describe(output),
         )
+        if reading is not None:
+            counts = reading.counts
+            log.info(
+                "device %s: the light sensor (%s) saw %s at %g%%%s",
+                self.device_id,
+                reading.sensor,
+                reading.color,
+                reading.level,
+                f" (counts C {counts.c} R {counts.r} G {counts.g} B {counts.b})" if counts else "",
+            )
         self._ack(
             Ack(
                 version=version,
