@@ -136,7 +136,8 @@ def compare_reading(
     """None when the reading shows the target within the tolerance; otherwise why not,
     with the figures (for staff). Off matches a reading that saw no light; a colour is
     compared by hue and saturation (`devices/colour.py`'s HSV rule), the level as the
-    effective output (level times the colour's own value)."""
+    effective output (level times the colour's own value). A target dimmer than
+    `DARK_LEVEL` is compared by its level only (no sensor tells a colour that dim)."""
     want = effective_level(target)
     seen = f"the light sensor ({reading.sensor}) saw {reading.color} at {_figure(reading.level)}"
     wanted = f"the step is {target.color} at {_figure(want)}" if want > 0 else "the step is off"
@@ -144,6 +145,11 @@ def compare_reading(
         if reading.level <= max(DARK_LEVEL, tolerance.level):
             return None
         return f"{seen}; {wanted}"
+    if want < DARK_LEVEL:
+        # so dim that a sensor cannot tell its colour: only the level is compared
+        if abs(reading.level - want) <= tolerance.level:
+            return None
+        return f"{seen}, another level; {wanted}"
     if reading.level < DARK_LEVEL or max(hex_to_rgb(reading.color)) == 0:
         return f"{seen}, no light; {wanted}"
     target_rgb = hex_to_rgb(target.color)
