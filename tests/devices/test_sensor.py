@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -426,3 +427,25 @@ def test_the_sensor_options_are_one_group_of_the_agent() -> None:
     group = text.split("light sensor:", 1)[1].split("broker:", 1)[0]
     for option in ("--sensor ", "--sensor-wrong-colour", "--sensor-full-scale", "--sensor-bus"):
         assert option in group
+
+
+def test_a_fleet_file_gives_devices_a_simulated_sensor(tmp_path: Path) -> None:
+    from devices.connection import BrokerAddress
+    from devices.simulator import Fleet, FleetSpec
+
+    path = tmp_path / "fleet.yaml"
+    path.write_text(
+        "- {id: sim-001, password: pw, sensor: {}}\n"
+        "- {id: sim-002, password: pw, sensor: {wrong_colour: '#FF0000'}}\n"
+        "- {id: sim-003, password: pw}\n"
+    )
+    spec = FleetSpec.load(path).with_knobs(late=1)  # knobs keep the sensors
+    fleet = Fleet(spec, BrokerAddress("127.0.0.1", 1))
+    sensors = {d: a.device.sensor for d, a in fleet.agents.items()}
+    assert isinstance(sensors["sim-001"], SimulatedSensor) and not sensors["sim-001"].wrong_colour
+    assert isinstance(sensors["sim-002"], SimulatedSensor)
+    assert sensors["sim-002"].read(BLUE).color == "#FF0000"
+    assert sensors["sim-003"] is None
+    path.write_text("- {id: sim-001, password: pw, sensor: {wrong_colour: red}}\n")
+    with pytest.raises(ValueError, match=r"sensor\.wrong_colour"):
+        FleetSpec.load(path)
