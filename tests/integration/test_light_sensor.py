@@ -4,11 +4,15 @@ over real HTTP. One sensor sees the campaign colour; the other sees red."""
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from controller.lifecycle import CommandState
+from devices.agent import Agent
+from devices.connection import BrokerAddress
+from devices.sensor import SimulatedSensor
 from tests.controller.test_staff_api import serve
 from tests.integration.conftest import DEADLINE, wait_until, whole_second, window_campaign
 
@@ -18,19 +22,33 @@ pytestmark = [pytest.mark.broker, pytest.mark.slow]
 def test_a_sensor_that_sees_the_colour_confirms_and_one_that_does_not_keeps_it_unconfirmed(
     rig_factory,
 ) -> None:
-    rig = rig_factory(
-        2,
-        behaviours={1: {"sensor": {}}, 2: {"sensor": {"wrong_colour": "#FF0000"}}},
-    )
+    rig = rig_factory(2)
     controller = rig.start_controller()
     opens = whole_second(2)
     at_opening = opens.isoformat().replace("+00:00", "Z")
     rig.register(window_campaign(opens, opens + timedelta(seconds=120)))
-    fleet = rig.start_fleet()
+    # two agents as `illuminate agent --sensor sim [--sensor-wrong-colour #FF0000]` runs them
+    broker = controller.broker_address()
+    address = BrokerAddress(broker.host, broker.port, broker.tls)
+    agents = {
+        d.id: Agent(
+            d.id,
+            address,
+            password=d.password,
+            topics=rig.settings.topics,
+            sensor=SimulatedSensor(wrong_colour=wrong),
+        )
+        for d, wrong in zip(rig.devices, (None, "#FF0000"), strict=True)
+    }
+    for agent in agents.values():
+        agent.start()
     token = controller.users.add("ada", "admin", [], datetime.now(UTC))
     headers = {"Authorization": f"Bearer {token}"}
 
-    with serve(controller.web) as http:
+    with ExitStack() as stack:
+        for agent in agents.values():
+            stack.callback(agent.stop)
+        http = stack.enter_context(serve(controller.web))
 
         def public() -> dict[str, dict[str, object]]:
             answer = http.get("/api/v1/public/status")
@@ -52,7 +70,7 @@ def test_a_sensor_that_sees_the_colour_confirms_and_one_that_does_not_keeps_it_u
         assert sites["site-02"].get("confirmed_by") is None  # not lit: no strength
         assert "color" not in sites["site-02"]  # only lit is drawn in the colour
         # both fixtures did switch: only the sensor tells them apart
-        assert fleet.fixtures["dev-01"].current.on and fleet.fixtures["dev-02"].current.on
+        assert all(agent.device.fixture.current.on for agent in agents.values())
 
         command = controller.stores.outbox.latest()["dev-02"]
         assert command.state is CommandState.UNCONFIRMED
