@@ -79,10 +79,8 @@ class SimulatedSensor:
             if max(colour) == 0:
                 raise ValueError("the wrong colour must not be black (#000000)")
             self.wrong_colour = colour
-        self.reads = 0
 
     def read(self, shown: LightState) -> Reading:
-        self.reads += 1
         level = effective_level(shown)
         if level <= 0:
             return dark_reading(self.name)

@@ -4,11 +4,13 @@ over real HTTP. One sensor sees the campaign colour; the other sees red."""
 
 from __future__ import annotations
 
-from contextlib import ExitStack
+import io
+from contextlib import ExitStack, redirect_stdout
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from controller.cli import main
 from controller.lifecycle import CommandState
 from devices.agent import Agent
 from devices.connection import BrokerAddress
@@ -20,7 +22,7 @@ pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 
 def test_a_sensor_that_sees_the_colour_confirms_and_one_that_does_not_keeps_it_unconfirmed(
-    rig_factory,
+    rig_factory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rig = rig_factory(2)
     controller = rig.start_controller()
@@ -96,6 +98,14 @@ def test_a_sensor_that_sees_the_colour_confirms_and_one_that_does_not_keeps_it_u
         assert health["mismatch"]["step_at"] == at_opening
         assert health["mismatch"]["detail"]["reading"]["color"] == "#FF0000"
         assert health["mismatch"]["detail"]["target"]["color"] == "#009EDB"
+
+        # the technician's command line says it too
+        monkeypatch.setenv("ILLUMINATE_TOKEN", token)
+        out = io.StringIO()
+        with redirect_stdout(out):
+            assert main(["devices", "health", "dev-02", "--url", str(http.base_url)]) == 0
+        (line,) = [x for x in out.getvalue().splitlines() if x.startswith("mismatch ")]
+        assert f"step {at_opening}" in line and "saw #FF0000" in line
 
         good = http.get("/api/v1/devices/dev-01/history", headers=headers).json()
         (step,) = [e for e in good["events"] if e["kind"] == "step" and e["step_at"] == at_opening]
