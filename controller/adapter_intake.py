@@ -35,6 +35,7 @@ from typing import Any
 
 from controller.adapter_devices import AdapterDevices
 from controller.broker.base import Incoming
+from controller.confirmation import confirmed_by, record_applied
 from controller.lifecycle import FINAL, CommandState, can_move
 from controller.metrics import Metrics
 from controller.store.base import Command, DeviceView, Move, Stores
@@ -100,21 +101,18 @@ def record_confirmation(
     strength: Strength,
     now: datetime,
 ) -> None:
-    """The one place a third-party device's confirmation is recorded: the command
-    APPLIED (the audit log's detail says how strong the confirmation is: `confirmed by
-    echo|readback`), the device's applied step and state, and the record's step event."""
+    """The one place a third-party device's confirmation is recorded: the device's
+    applied step and state with how strong the confirmation is (`confirmed_by`: echo or
+    readback, `controller/confirmation.py`), the record's step event, and the command
+    APPLIED (the audit log's detail says `confirmed by echo|readback` too)."""
     view = batch.views[device_id]
     state = step.state.model_dump(mode="json")
-    batch.views[device_id] = replace(
-        view,
-        applied_version=command.version,
-        applied_step_at=step.at,
-        applied_state=state,
-        applied_at=now,
-        reported_state=state,
-        reported_at=now,
-    )
-    if not _plan(command).test:
+    by = confirmed_by(strength)
+    again = (view.applied_version, view.applied_step_at) == (command.version, step.at)
+    first_at = view.applied_at if again and view.applied_at is not None else now
+    view = record_applied(view, command.version, step.at, state, first_at, by)
+    batch.views[device_id] = replace(view, reported_state=state, reported_at=now)
+    if not again and not _plan(command).test:  # a stronger report of it: the same step
         batch.events.append(
             DeviceEvent(
                 device_id,
@@ -125,9 +123,10 @@ def record_confirmation(
                 applied_at=now,
                 state=dict(state),
                 source="state",
+                confirmed_by=by.value,
             )
         )
-    batch.move(command, CommandState.APPLIED, now, f"confirmed by {strength.value}")
+    batch.move(command, CommandState.APPLIED, now, f"confirmed by {by.value}")
 
 
 def describe(adapter: Adapter, reported: Reported) -> dict[str, Any]:

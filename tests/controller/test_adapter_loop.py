@@ -181,6 +181,7 @@ def test_the_reported_state_confirms_echo_and_the_site_is_lit(w: World) -> None:
     assert command.state is S.APPLIED
     applied = [e for e in w.stores.outbox.events("wled-1") if e.to_state is S.APPLIED]
     assert applied[-1].detail == "confirmed by echo"
+    assert w.stores.reports.views(["wled-1"])["wled-1"].confirmed_by == "echo"
     w.at(START + GRACE * 2)
     w.reconciler.run()
     assert w.latest("wled-1").state is S.APPLIED
@@ -285,3 +286,8 @@ def test_a_state_request_after_the_echo_brings_a_readback() -> None:
     world.report("zigbee2mqtt/belfry/flood1", echo)  # the answer to the /get
     details = [e.detail for e in world.stores.outbox.events("z-1") if e.to_state is S.APPLIED]
     assert details == ["confirmed by echo", "confirmed by readback"]
+    view = world.stores.reports.views(["z-1"])["z-1"]
+    assert view.confirmed_by == "readback"
+    status = public_status(world.stores.snapshot(), world.clock(), GRACE, timedelta(hours=24))
+    (belfry,) = [s for s in status.sites if s.id == "belfry"]
+    assert (belfry.state.value, belfry.confirmed_by) == ("lit", "readback")

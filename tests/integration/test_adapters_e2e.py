@@ -101,6 +101,8 @@ class Run:
     scope_refused: bool = False
     late_sent_away: bool = False
     confirmed_by: dict[str, str] = field(default_factory=dict)
+    lit_by: dict[str, str] = field(default_factory=dict)
+    """Site -> the public `confirmed_by` of the lit site, at the end of the window."""
 
 
 def _register(http: httpx.Client, token: str, site: str, adapter: str, config: Any) -> Any:
@@ -110,8 +112,13 @@ def _register(http: httpx.Client, token: str, site: str, adapter: str, config: A
     return answer.json()
 
 
+def _public(http: httpx.Client) -> list[dict[str, Any]]:
+    sites: list[dict[str, Any]] = http.get("/api/v1/public/status").json()["sites"]
+    return sites
+
+
 def _states(http: httpx.Client) -> dict[str, str]:
-    return {s["id"]: s["state"] for s in http.get("/api/v1/public/status").json()["sites"]}
+    return {s["id"]: s["state"] for s in _public(http)}
 
 
 def _watch(http: httpx.Client, run: Run, until: Any, timeout: float = DEADLINE) -> bool:
@@ -182,7 +189,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
             for device in devices.values():
                 device.start()
             start = whole_second(3)
-            end = start + timedelta(seconds=5)
+            end = start + timedelta(seconds=6)
             controller.stores.campaigns.put(window_campaign(start, end), controller.clock())
             controller.changed()
 
@@ -213,6 +220,18 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
             late.offline = False
             late.start()
             _watch(http, result, lambda s: lit(s) and s.get(LATE) == "lit")
+            # the readback a state request brings comes a moment after the echo
+            wait_until(
+                lambda: all(
+                    s.get("confirmed_by") == "readback"
+                    for s in _public(http)
+                    if s["id"] in ("zigbee2mqtt", "shelly-gen2")
+                ),
+                5,
+            )
+            result.lit_by = {
+                s["id"]: s.get("confirmed_by", "") for s in _public(http) if s["state"] == "lit"
+            }
             for event in outbox.events():
                 if event.to_state is CommandState.APPLIED and event.detail:
                     result.confirmed_by[event.device_id.removesuffix("-ctl")] = event.detail
@@ -260,6 +279,10 @@ def test_a_window_lights_the_device_and_its_end_turns_it_off(run: Run, site: str
 def test_the_strength_of_each_confirmation_is_recorded(run: Run) -> None:
     assert run.confirmed_by["wled"] == "confirmed by echo"
     assert run.confirmed_by["shelly-gen2"] == "confirmed by readback"
+    # and shown with the lit site: how it was confirmed
+    assert run.lit_by["wled"] == "echo"
+    assert run.lit_by["shelly-gen2"] == "readback"
+    assert run.lit_by["zigbee2mqtt"] == "readback"  # its /get, asked after the echo
 
 
 def test_a_wrong_colour_stays_unconfirmed(run: Run) -> None:
