@@ -291,3 +291,16 @@ def test_a_state_request_after_the_echo_brings_a_readback() -> None:
     status = public_status(world.stores.snapshot(), world.clock(), GRACE, timedelta(hours=24))
     (belfry,) = [s for s in status.sites if s.id == "belfry"]
     assert (belfry.state.value, belfry.confirmed_by) == ("lit", "readback")
+
+
+def test_a_device_registered_later_is_followed_and_routed(w: World) -> None:
+    followed: list[frozenset[str]] = []
+    w.adapters.on_change = lambda: followed.append(w.adapters.report_topics())
+    w.stores.registry.add_devices(
+        [NewDevice("t-1", "belfry", None, "tasmota", {"topic": "fountain1"})], w.clock()
+    )
+    w.report("tele/fountain1/LWT", "Online", retain=True)  # each batch looks again
+    assert followed and "stat/fountain1/RESULT" in followed[-1]
+    assert "wled/atomium/g" in followed[-1]
+    assert w.stores.reports.views(["t-1"])["t-1"].online is True
+    assert w.adapters.refresh() is False  # nothing moved since: no second look
