@@ -318,6 +318,7 @@ class Emulator(ABC, Generic[LightT]):
         with self._lock:
             self._timers.clear()
             self._lock.notify_all()
+        client.on_connect = client.on_subscribe = client.on_message = None
         self._client = None
 
     def _run(self) -> None:
