@@ -45,7 +45,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, Literal, TypeVar
+from typing import Any, ClassVar, Generic, Literal, Self, TypeVar
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -216,13 +216,13 @@ class Emulator(ABC, Generic[LightT]):
 
     # ---- lifecycle -------------------------------------------------------------------
 
-    def __enter__(self) -> Emulator[LightT]:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def start(self, timeout: float = DEFAULT_TIMEOUT) -> Emulator[LightT]:
+    def start(self, timeout: float = DEFAULT_TIMEOUT) -> Self:
         """Connect, subscribe and publish the birth message; return once subscribed.
 
         Raises EmulatorError if the broker refuses the login or a subscription."""

@@ -243,7 +243,8 @@ def test_shelly_gen2_replies_say_a_command_arrived_not_that_the_light_changed(
         assert dev.shown.matches(BLUE_80)
         assert not adapter.confirms(BLUE_80, driver.reported)
 
-        body = {"id": 8, "src": adapter.src, "method": "Switch.Set", "params": {"id": 0}}
+        src = "shellyplusrgbwpm-replies-illuminate"  # where the adapter reads replies
+        body = {"id": 8, "src": src, "method": "Switch.Set", "params": {"id": 0}}
         dev.publish_raw("shellyplusrgbwpm-replies/rpc", json.dumps(body).encode())
         driver.wait(lambda: len(driver.replies) == 2)
         assert driver.replies[1].accepted is False
