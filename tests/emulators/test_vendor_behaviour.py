@@ -303,3 +303,19 @@ def test_an_emulator_reconnects_after_the_broker_restarts(mosquitto: Mosquitto) 
             dev.wait_applied(after=mark)
             driver.sync(dev, after=mark)
             assert adapter.confirms(BLUE_80, driver.reported)
+
+
+def test_shelly_gen2_a_white_dimmer_confirms_by_level_alone(broker: Mosquitto) -> None:
+    config = {"prefix": "shellypluswdimmer-white", "profile": "light"}
+    adapter = adapter_for("shelly-gen2", config)
+    with (
+        AdapterDriver(adapter, HOST, broker.port) as driver,
+        ShellyGen2Emulator(HOST, broker.port, config=config) as dev,
+    ):
+        mark = dev.mark()
+        driver.send(LightState(on=True, color="#FFFFFF", level=60))
+        dev.wait_applied(after=mark)
+        driver.sync(dev, after=mark)
+        assert dev.events("received")[-1].payload.count(b"Light.Set") == 1
+        assert adapter.confirms(LightState(on=True, color="#FFFFFF", level=60), driver.reported)
+        assert not adapter.confirms(LightState(on=True, color="#FFFFFF", level=30), driver.reported)
