@@ -129,3 +129,5 @@ def test_the_last_will_reads_as_offline(rig: Rig, vendor: str) -> None:
         driver.wait(lambda: driver.availability is Availability.ONLINE)
         device.drop()
         driver.wait(lambda: driver.availability is Availability.OFFLINE)
+        device.start()  # a reboot
+        driver.wait(lambda: driver.availability is Availability.ONLINE)
