@@ -66,7 +66,7 @@ def check_address(address: int, layout: Layout) -> int:
     last = address + layout.width - 1
     if last > SLOTS:
         raise ValueError(
-            f"a {layout.value} fixture at address {address} needs slots {address}-{last}; "
+            f"the {layout.value} layout at address {address} needs slots {address}-{last}; "
             f"a universe has {SLOTS} (the highest address for {layout.value} is "
             f"{SLOTS - layout.width + 1})"
         )
