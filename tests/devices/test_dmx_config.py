@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -34,7 +36,9 @@ fixtures:
 
 
 def settings(*flags: str) -> LightOutputSettings:
-    args = build_parser().parse_args(["agent", "--id", "dev-a", *flags])
+    if "--id" not in flags:
+        flags = ("--id", "dev-a", *flags)
+    args = build_parser().parse_args(["agent", *flags])
     return from_args(args)
 
 
@@ -176,3 +180,29 @@ def test_the_agent_command_reports_bad_light_output_as_one_line(
     )
     assert args.func(args) == 2
     assert "cannot read fixture file /nonexistent.yaml" in capsys.readouterr().err
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "devices.md"
+
+
+def _dmx_section() -> str:
+    text = DOC.read_text()
+    return text[text.index("## DMX floodlights (native agent)") :]
+
+
+def test_the_documented_fixture_file_and_command_are_valid(tmp_path: Path) -> None:
+    section = _dmx_section()
+    match = re.search(r"^```yaml fixture-config\n(.*?)^```$", section, re.S | re.M)
+    assert match, "docs/devices.md shows a fixture file"
+    path = tmp_path / "fixtures.yaml"
+    path.write_text(match.group(1))
+    loaded = load(path)
+    assert loaded.output == "sacn" and len(loaded.heads()) == 2
+    command = re.search(r"^```sh\n(.*?)^```$", section, re.S | re.M)
+    assert command, "docs/devices.md shows an agent command"
+    words = shlex.split(command.group(1).replace("\\\n", " "), comments=True)
+    assert words[:2] == ["illuminate", "agent"]
+    shown = settings(*words[2:])
+    assert shown.output == "sacn" and shown.heads() == [
+        Head(1, 1, Layout.DRGB, Correction.from_gains(1, 0.62, 1))
+    ]
