@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from collections.abc import Mapping
 
 from sacn import sACNsender
@@ -42,6 +43,16 @@ FPS = 30
 """How often the sending thread looks for changed frames."""
 DISCOVERY_GROUP = calculate_multicast_addr(64214)
 """E1.31 universe discovery goes to the multicast group of universe 64214."""
+_CID_NAMESPACE = uuid.UUID("6f1d7c4e-3b0a-5d2e-9c41-2a7e0b5f8d13")
+
+
+def source_cid(name: str) -> uuid.UUID:
+    """A CID that stays the same for a source name across restarts.
+
+    Receivers tell sources apart by CID (E1.31 section 5.6): an agent that restarts
+    with the same CID is the same source coming back, not a second one.
+    """
+    return uuid.uuid5(_CID_NAMESPACE, name)
 
 
 def check_universe(universe: int) -> int:
@@ -116,7 +127,9 @@ class SacnOutput:
         source_name: str = "Illuminate",
         bind_address: str = "0.0.0.0",
         keepalive_s: float = KEEPALIVE_S,
+        cid: uuid.UUID | None = None,
     ) -> None:
+        """`cid` identifies the source to receivers (default: from `source_name`)."""
         if priority not in PRIORITIES:
             raise ValueError(f"sACN priority runs 0-200, not {priority!r}")
         if sync_universe is not None:
@@ -131,6 +144,7 @@ class SacnOutput:
         self.source_name = source_name.encode("utf-8")[:63].decode("utf-8", "ignore")
         self.bind_address = bind_address
         self.keepalive_s = keepalive_s
+        self.cid = cid if cid is not None else source_cid(source_name)
         self._lock = threading.Lock()
         self._sender: sACNsender | None = None
         self._socket: _Socket | None = None
@@ -147,6 +161,7 @@ class SacnOutput:
             sock = _Socket(self.bind_address, self.port, self.destination)
             sender = sACNsender(
                 source_name=self.source_name,
+                cid=tuple(self.cid.bytes),
                 fps=FPS,
                 universeDiscovery=self.destination is None,
                 sync_universe=self.sync_universe or 63999,

@@ -89,6 +89,7 @@ class SacnPacket:
     sync_address: int
     terminated: bool
     sequence: int
+    cid: bytes
 
 
 _ROOT_DATA = bytes((0, 0, 0, 4))
@@ -146,12 +147,13 @@ class RawSacn(_UdpListener):
                     packet.syncAddr,
                     packet.option_StreamTerminated,
                     packet.sequence,
+                    bytes(packet.cid),
                 )
             )
         elif raw[18:22] == _ROOT_EXTENDED and raw[40:44] == _EXTENDED_SYNC:
             # E1.31 6.3: framing layer vector, sequence (44), sync address (45-46)
             sync = int.from_bytes(raw[45:47], "big")
-            self.packets.append(SacnPacket(at, None, b"", sync, False, raw[44]))
+            self.packets.append(SacnPacket(at, None, b"", sync, False, raw[44], raw[22:38]))
 
     def of(self, universe: int | None) -> list[SacnPacket]:
         with self._cond:

@@ -85,6 +85,9 @@ def test_sacn_keeps_sending_and_terminates_its_streams_on_stop(raw_sacn: RawSacn
     sequences = [p.sequence for p in packets]
     assert all((b - a) % 256 == 1 for a, b in pairwise(sequences))
     assert all(p.sync_address == 0 for p in packets)
+    # the source keeps one CID, the same after a restart
+    assert {p.cid for p in packets} == {output.cid.bytes}
+    assert SacnOutput(source_name="Illuminate", port=raw_sacn.port).cid == output.cid
 
 
 def test_sacn_synchronises_universes_on_the_sync_universe(raw_sacn: RawSacn) -> None:
