@@ -50,7 +50,7 @@ class DmxFixture:
             self._frames = frames
             # DMX jumps to the new values: no fade is run, so none is reported
             self._current = state.model_copy(update={"transition_s": 0})
-            log.info("DMX %s: %s", self.output.protocol, self._describe(frames))
+            log.info("%s: %s", self.output.protocol, self._describe(frames))
             return self._current
 
     @property

@@ -25,7 +25,7 @@ class DmxOutput(Protocol):
 
     @property
     def protocol(self) -> str:
-        """The protocol's name for messages ("sACN", "Art-Net", "memory")."""
+        """The protocol's name for messages ("sACN", "Art-Net", "simulated DMX")."""
         ...
 
     @property
@@ -68,7 +68,7 @@ def check_frames(frames: Mapping[int, bytes], universes: range, protocol: str) -
 class MemoryDmxOutput:
     """An output that keeps what it was sent. Thread-safe."""
 
-    protocol = "memory"
+    protocol = "simulated DMX"
 
     def __init__(self, universes: range = range(0, 64000)) -> None:
         self.universes = universes

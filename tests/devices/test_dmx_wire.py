@@ -114,7 +114,7 @@ def test_sacn_synchronises_universes_on_the_sync_universe(raw_sacn: RawSacn) -> 
 
 
 def test_artnet_node_sees_calibrated_values_and_artsync(artnet: ArtNetListener) -> None:
-    # universe 257 is net 0, sub-net 1, universe 1: its two bytes go low first
+    # universe 257 is net 1, sub-net 0, universe 1: its two bytes go low byte first
     fixture = DmxFixture(
         [Head(257, 1, Layout.RGB, TAME_GREEN), Head(3, 508, Layout.RGBWA)],
         ArtNetOutput("127.0.0.1", port=artnet.port, sync=True),
