@@ -20,13 +20,21 @@ A file looks like::
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from devices.colour import Correction
 from devices.dmx import Head, Layout, check_address, check_overlaps
@@ -45,6 +53,7 @@ PROTOCOL_NAMES = {"sacn": "sACN", "artnet": "Art-Net", "sim": "the simulated out
 DEFAULT_UNIVERSE = {"sacn": 1, "artnet": 0, "sim": 1}
 
 Triple = tuple[float, float, float]
+_HOSTNAME = re.compile(r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.?)+")
 
 
 class _Settings(BaseModel):
@@ -103,6 +112,18 @@ class LightOutputSettings(_Settings):
     artsync: bool = False
     source_name: str | None = Field(default=None, min_length=1, max_length=63)
     fixtures: list[FixtureSettings] = Field(default_factory=list, max_length=512)
+
+    @field_validator("target")
+    @classmethod
+    def _host(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            if not _HOSTNAME.fullmatch(value):
+                raise ValueError(f"{value!r} is not an IP address or a host name") from None
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> LightOutputSettings:

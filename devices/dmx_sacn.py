@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import uuid
 from collections.abc import Mapping
@@ -59,6 +60,14 @@ def check_universe(universe: int) -> int:
     if isinstance(universe, bool) or not isinstance(universe, int) or universe not in UNIVERSES:
         raise ValueError(f"sACN universes run 1-63999, not {universe!r}")
     return universe
+
+
+def _resolve(host: str, port: int) -> None:
+    """OSError saying so when `host` is not an IPv4 address or a name that resolves to one."""
+    try:
+        socket.getaddrinfo(host, port, socket.AF_INET, socket.SOCK_DGRAM)
+    except (OSError, UnicodeError) as exc:
+        raise OSError(f"cannot resolve the sACN target {host!r}: {exc}") from None
 
 
 class _Unattached(SenderSocketListener):  # type: ignore[misc]
@@ -158,6 +167,8 @@ class SacnOutput:
                 raise OutputStopped("the sACN output was stopped; make a new one")
             if self._sender is not None:
                 return
+            if self.destination is not None:
+                _resolve(self.destination, self.port)
             sock = _Socket(self.bind_address, self.port, self.destination)
             sender = sACNsender(
                 source_name=self.source_name,

@@ -125,6 +125,7 @@ def test_sim_with_fixtures_keeps_the_dmx_values_in_memory() -> None:
         (["--output", "sacn", "--artsync"], "for Art-Net only"),
         (["--output", "sacn", "--dmx-port", "0"], "--dmx-port"),
         (["--universe", "3"], "give --output sacn or artnet too"),
+        (["--output", "sacn", "--dmx-target", "node 3"], "'node 3' is not an IP address"),
     ],
 )
 def test_bad_flags_say_what_is_wrong(flags: list[str], message: str) -> None:

@@ -131,3 +131,11 @@ def test_artnet_node_sees_calibrated_values_and_artsync(artnet: ArtNetListener) 
         assert artnet.dmx(257)[-1].data == artnet.dmx(257)[0].data
     finally:
         fixture.close()
+
+
+def test_an_sacn_target_that_does_not_resolve_fails_the_step() -> None:
+    # the package's sockets are IPv4: an IPv6 target is refused at once, with no lookup
+    fixture = DmxFixture([Head(1, 1)], SacnOutput(destination="::1"))
+    with pytest.raises(OSError, match="cannot resolve the sACN target '::1'"):
+        fixture.apply(UN_BLUE)
+    fixture.close()
