@@ -53,8 +53,11 @@ faketime:
 	$(call ensure,libfaketime,$(FAKETIME_LIB),libfaketime,the skewed-clock and clock fault tests)
 
 # The whole suite, the fault-injection scenarios (tests/faults) at CI counts among it.
+# Most tests wait on brokers, devices and windows rather than compute, so TEST_WORKERS
+# processes share the cores; each test module stays in one worker (its fixtures run once).
+TEST_WORKERS ?= 4
 test: $(DEV_STAMP) mosquitto browser faketime lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope
 
 # The fault-injection scenarios at full counts: 200 devices each, 1,000 for the mass
 # reconnect, the database locked for 45 s (README, "Guarantees").

@@ -129,6 +129,18 @@ class AppliedHealth(_Out):
     state: dict[str, Any] | None
     applied_at: Instant | None
     """By the device's clock."""
+    confirmed_by: str | None = None
+    """How it was confirmed: `echo`, `readback` or `sensor` (None: stored before this
+    was kept)."""
+
+
+class MismatchHealth(_Out):
+    """The step the device's light sensor last refuted, with what it saw."""
+
+    version: int
+    step_at: Instant
+    detail: dict[str, Any]
+    """The reason, the step's target and the sensor's reading (colour, level, counts)."""
 
 
 class ReportedHealth(_Out):
@@ -169,6 +181,8 @@ class DeviceHealth(_Out):
     """The newest step the device reported applying."""
     reported: ReportedHealth | None
     """Its last state report: the output it shows."""
+    mismatch: MismatchHealth | None = None
+    """The last step its light sensor refuted (None: none, or no sensor)."""
 
 
 def device_health(
@@ -198,6 +212,14 @@ def device_health(
             step_at=view.applied_step_at,
             state=view.applied_state,
             applied_at=view.applied_at,
+            confirmed_by=view.confirmed_by,
+        )
+    mismatch = None
+    if view.mismatch_version is not None and view.mismatch_step_at is not None:
+        mismatch = MismatchHealth(
+            version=view.mismatch_version,
+            step_at=view.mismatch_step_at,
+            detail=view.mismatch or {},
         )
     reported = None
     if view.reported_state is not None and view.reported_at is not None:
@@ -223,4 +245,5 @@ def device_health(
         plan=plan,
         applied=applied,
         reported=reported,
+        mismatch=mismatch,
     )

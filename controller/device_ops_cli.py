@@ -142,6 +142,16 @@ def cmd_devices_health(args: argparse.Namespace) -> int:
             else "-"
         ),
     ]
+    applied = answer.get("applied")
+    if applied and applied.get("confirmed_by"):
+        lines.append(
+            f"confirmed  v{applied['version']} step {applied['step_at']} "
+            f"by {applied['confirmed_by']}"
+        )
+    mismatch = answer.get("mismatch")
+    if mismatch:
+        reason = mismatch["detail"].get("reason") or "-"
+        lines.append(f"mismatch   v{mismatch['version']} step {mismatch['step_at']}: {reason}")
     reported = answer.get("reported")
     if reported:
         lines.append(f"shows      {json.dumps(reported['state'])} at {reported['reported_at']}")

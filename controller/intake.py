@@ -24,7 +24,14 @@ from datetime import datetime
 
 from controller.broker.base import Incoming
 from controller.clockwatch import ClockWatch
-from controller.confirmation import confirmed_at
+from controller.confirmation import (
+    ConfirmedBy,
+    compare_reading,
+    confirmed_at,
+    mismatch_record,
+    record_applied,
+    refuted,
+)
 from controller.inbox import Inbox
 from controller.lifecycle import FINAL, CommandState, can_move
 from controller.metrics import Metrics
@@ -32,6 +39,7 @@ from controller.store.base import Command, DeviceView, Move, Stores
 from controller.store.history import DeviceEvent, EventKind, HistoryStore
 from devices.clock import TimeSource
 from devices.protocol import (
+    MAX_REASON_CHARS,
     Ack,
     DeviceState,
     DeviceStatus,
@@ -413,10 +421,12 @@ class Intake:
         now: datetime,
         source: str,
         test: bool = False,
+        by: ConfirmedBy = ConfirmedBy.ECHO,
+        reading: dict[str, object] | None = None,
     ) -> bool:
         """Keep the newest step the device reports applied: newest version, then latest
-        step. A repeated report of the same step keeps the first (true) applied time.
-        True when the record changed.
+        step, with how it was confirmed (`by`). A repeated report of the same step keeps
+        the first (true) applied time. True when the record changed.
 
         Every step reported applied is also an event of the record (`batch.events`),
         older ones too (an ack overtaken by the next step's); a report of the step
@@ -435,6 +445,8 @@ class Intake:
                     applied_at=applied_at,
                     state=dict(state),
                     source=source,
+                    confirmed_by=by.value,
+                    reading=reading,
                 )
             )
         newer = (
@@ -446,13 +458,25 @@ class Intake:
             )
         )
         if newer:
-            batch.views[device_id] = replace(
-                view,
-                applied_version=version,
-                applied_step_at=step.at,
-                applied_state=dict(state),
-                applied_at=applied_at,
+            batch.views[device_id] = record_applied(
+                view, version, step.at, dict(state), applied_at, by
             )
+        elif (
+            (view.applied_version, view.applied_step_at) == (version, step.at)
+            and by is ConfirmedBy.SENSOR
+            and view.confirmed_by != by.value
+        ):
+            # the same step, now measured (its state report came first): keep the
+            # first applied time, take the stronger confirmation
+            batch.views[device_id] = record_applied(
+                view,
+                version,
+                step.at,
+                view.applied_state or dict(state),
+                view.applied_at or applied_at,
+                by,
+            )
+            return True
         return newer
 
     def _ack(self, batch: _Batch, device_id: str, ack: Ack, now: datetime) -> None:
@@ -473,6 +497,13 @@ class Intake:
             self._reject(device_id, "state_mismatch", f"applied {ack.state}, not {step.state}")
             batch.move(command, CommandState.FAILED, now, "applied state differs")
             return
+        by = ConfirmedBy.ECHO
+        if ack.reading is not None:
+            reason = compare_reading(step.state, ack.reading)
+            if reason is not None:
+                self._mismatch(batch, device_id, command, step, ack, reason, now)
+                return
+            by = ConfirmedBy.SENSOR
         changed = self._record_applied(
             batch,
             device_id,
@@ -483,6 +514,8 @@ class Intake:
             now,
             "ack",
             test=command.plan.test,
+            by=by,
+            reading=ack.reading.model_dump(mode="json", exclude_none=True) if ack.reading else None,
         )
         if changed or batch.state.get(command.id, command.state) is not CommandState.APPLIED:
             batch.move(
@@ -491,6 +524,54 @@ class Intake:
                 now,
                 f"step {ack.step_at.isoformat()} applied at {ack.applied_at.isoformat()}",
             )
+
+    def _mismatch(
+        self,
+        batch: _Batch,
+        device_id: str,
+        command: Command,
+        step: PlanStep,
+        ack: Ack,
+        reason: str,
+        now: datetime,
+    ) -> None:
+        """The device applied the step but its light sensor saw something else: the step
+        is not confirmed. The device view keeps the mismatch (so neither the echo in its
+        state report nor the public view takes it for confirmed), the record gets a
+        `mismatch` event with the figures, and the command turns UNCONFIRMED with the
+        reason (the reconciler sends the plan again later, as for any unconfirmed step)."""
+        assert ack.reading is not None and ack.applied_at is not None
+        view = batch.views[device_id]
+        log.warning("device %s: v%d %s", device_id, ack.version, reason)
+        if refuted(view, ack.version, step.at):
+            return  # told already (a repeated ack)
+        reading = ack.reading.model_dump(mode="json", exclude_none=True)
+        record = mismatch_record(step.state, ack.reading, reason, step.at)
+        batch.views[device_id] = replace(
+            view,
+            mismatch_version=ack.version,
+            mismatch_step_at=step.at,
+            mismatch={**record, "received_at": now.isoformat()},
+        )
+        batch.events.append(
+            DeviceEvent(
+                device_id,
+                EventKind.MISMATCH,
+                now,
+                version=ack.version,
+                step_at=step.at,
+                applied_at=ack.applied_at,
+                state=ack.state.model_dump(mode="json") if ack.state else None,
+                source="ack",
+                reading=reading,
+                reason=reason[:MAX_REASON_CHARS],
+            )
+        )
+        moved_on = view.applied_version == ack.version and (
+            view.applied_step_at is not None and view.applied_step_at > step.at
+        )
+        if not moved_on:  # a later step of the version already speaks for the command
+            batch.move(command, CommandState.UNCONFIRMED, now, reason[:MAX_REASON_CHARS])
 
     def _state(self, batch: _Batch, device_id: str, report: DeviceState, now: datetime) -> None:
         """A state report is evidence too: of a step applied (its ack may have been lost,
@@ -521,7 +602,11 @@ class Intake:
             return
         if report.step_at is not None:
             step = next((s for s in latest.plan.steps if s.at == report.step_at), None)
-            if step is not None and step.state.matches(report.state):
+            if (
+                step is not None
+                and step.state.matches(report.state)
+                and not refuted(view, latest.version, step.at)
+            ):
                 changed = self._record_applied(
                     batch,
                     device_id,

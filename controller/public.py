@@ -25,6 +25,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict
 
 from controller import confirmation
+from controller.confirmation import ConfirmedBy
 from controller.store.base import Command, DeviceView, Snapshot
 from devices.protocol import Instant, Plan, format_instant
 from schedules.model import Campaign, City, Site, display_name
@@ -61,6 +62,10 @@ class PublicSite(_Out):
     state: PublicState
     color: str | None = None
     confirmed_at: Instant | None = None
+    confirmed_by: ConfirmedBy | None = None
+    """For a lit site: how its devices confirmed it (the weakest of them): `echo` (the
+    device repeats what it set), `readback` (it re-read its output) or `sensor` (a light
+    sensor at the monument measured it). Absent (null) otherwise."""
     window: PublicWindow | None = None
 
 
@@ -96,6 +101,7 @@ class SiteState:
     window: Segment | None = None
     color: str | None = None
     confirmed_at: datetime | None = None
+    confirmed_by: ConfirmedBy | None = None
 
 
 PlanOf = Callable[[Command], Plan | None]
@@ -136,10 +142,10 @@ def runs_range(now: datetime, upcoming: timedelta) -> tuple[datetime, datetime]:
     return now - LOOKAROUND, now + upcoming + LOOKAROUND
 
 
-def device_confirmed_at(
+def device_confirmation(
     device: DeviceView, command: Command | None, plan: Plan | None, run: Segment, now: datetime
-) -> datetime | None:
-    """When the device confirmed the window `run`, or None.
+) -> tuple[datetime, ConfirmedBy] | None:
+    """When and how the device confirmed the window `run`, or None.
 
     The step of its newest plan in force at `now` must be lit, start at the window's
     start and show the window's output, and the device must have confirmed that step
@@ -153,7 +159,23 @@ def device_confirmed_at(
     shows = step.state
     if not (shows.on and (shows.color, shows.level) == (run.light.color, run.light.level)):
         return None  # the plan is not the window's (both colours are upper case)
-    return confirmation.device_confirmed_at(device, command.version, step)
+    return confirmation.device_confirmation(device, command.version, step)
+
+
+def device_confirmed_at(
+    device: DeviceView, command: Command | None, plan: Plan | None, run: Segment, now: datetime
+) -> datetime | None:
+    """When the device confirmed the window `run`, or None (`device_confirmation`)."""
+    found = device_confirmation(device, command, plan, run, now)
+    return found[0] if found is not None else None
+
+
+def _refuted(device: DeviceView, command: Command | None, plan: Plan | None, now: datetime) -> bool:
+    """Did the device's light sensor refute the step of its newest plan in force now?"""
+    if command is None or plan is None:
+        return False
+    step = plan.step_at(now)
+    return step is not None and confirmation.refuted(device, command.version, step.at)
 
 
 def _graced(run: Segment, plan: Plan | None, grace: timedelta) -> datetime:
@@ -192,15 +214,19 @@ def _open_state(
     unconfirmed = False
     waiting_for = False
     times: list[datetime] = []
+    strengths: list[ConfirmedBy] = []
     for device in devices:
         if device.online is not True:
             offline = True
             continue
         command = latest.get(device.id)
         plan = plans(command) if command is not None else None
-        at = device_confirmed_at(device, command, plan, run, now)
-        if at is not None:
-            times.append(at)
+        found = device_confirmation(device, command, plan, run, now)
+        if found is not None:
+            times.append(found[0])
+            strengths.append(found[1])
+        elif _refuted(device, command, plan, now):
+            unconfirmed = True  # its light sensor saw something else: no grace to wait
         elif plan is not None and plan.test:
             waiting_for = True  # a test: back on its real plan in a few seconds
         elif now < _graced(run, plan, grace):
@@ -209,7 +235,11 @@ def _open_state(
             unconfirmed = True
     if not offline and not unconfirmed and not waiting_for:
         return SiteState(
-            PublicState.LIT, window=run, color=run.light.color, confirmed_at=max(times)
+            PublicState.LIT,
+            window=run,
+            color=run.light.color,
+            confirmed_at=max(times),
+            confirmed_by=confirmation.weakest(strengths),
         )
     if unconfirmed:
         return SiteState(PublicState.UNCONFIRMED, window=run)
@@ -420,6 +450,8 @@ def state_json(
         out["color"] = state.color
     if state.confirmed_at is not None:
         out["confirmed_at"] = instant(state.confirmed_at)
+    if state.confirmed_by is not None:
+        out["confirmed_by"] = state.confirmed_by.value
     if state.window is not None:
         out["window"] = {"start": instant(state.window.start), "end": instant(state.window.end)}
     return out

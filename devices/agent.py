@@ -27,6 +27,7 @@ from devices.host import DeviceHost
 from devices.native import FIRMWARE, AckMode, Behaviour, describe
 from devices.planstore import PlanStore
 from devices.protocol import Topics, check_device_id
+from devices.sensor import Sensor
 from devices.session import DeviceSession
 
 __all__ = ["FIRMWARE", "AckMode", "Agent", "Behaviour", "describe"]
@@ -56,9 +57,12 @@ class Agent(DeviceSession):
         keepalive_s: int = 30,
         store: PlanStore | None = None,
         clock_synced: Callable[[], bool | None] | None = None,
+        sensor: Sensor | None = None,
     ) -> None:
         """`store` keeps the plan across restarts (default: in memory, lost on exit);
-        `clock_synced` says whether the clock is synchronised, for the state report."""
+        `clock_synced` says whether the clock is synchronised, for the state report;
+        `sensor` is a light sensor facing the lit surface (`devices/sensor.py`): its
+        reading of each applied step goes in the step's ack."""
         check_device_id(device_id)
         host = DeviceHost(clock=clock, name=f"agent-{device_id}")
         super().__init__(
@@ -74,6 +78,7 @@ class Agent(DeviceSession):
             keepalive_s=keepalive_s,
             store=store,
             clock_synced=clock_synced,
+            sensor=sensor,
         )
         host.add(self)
 

@@ -22,13 +22,16 @@ from typing import TYPE_CHECKING
 from devices.agent import Agent
 from devices.clocksync import MIN_SPAN_S
 from devices.connection import BrokerAddress
-from devices.fixture import SimulatedFixture
 from devices.kernelclock import kernel_clock_synced
+from devices.light_output import add_arguments as add_light_output_arguments
+from devices.light_output import from_args as light_output_settings
+from devices.light_output import open_output
 from devices.limits import DescriptorLimitError, descriptors_needed, raise_descriptor_limit
 from devices.pacing import Pacing
 from devices.planstore import DIR_MODE, FilePlanStore, default_state_file
 from devices.progress import Progress
 from devices.protocol import DEFAULT_ROOT, Topics, check_device_id
+from devices.sensor import SENSOR_KINDS, Sensor, open_sensor
 from devices.simulator import DEFAULT_PREFIX, Fleet, FleetSpec
 
 PASSWORD_ENV = "ILLUMINATE_DEVICE_PASSWORD"
@@ -126,12 +129,13 @@ def add_agent_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
     """Register `illuminate agent`."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "agent",
-        help="run one native device agent with a simulated fixture",
+        help="run one native device agent (a simulated fixture, or DMX floodlights)",
         description=(
             "Run the native device agent for one device until Ctrl-C (a clean stop).\n"
             "It connects with its device id as MQTT username and client id, receives its\n"
             "retained plan, applies each step at its instant by this machine's clock and\n"
-            "acknowledges every stage. The fixture is simulated: its output is logged.\n"
+            "acknowledges every stage. The fixture is simulated unless --output names\n"
+            'a DMX output (sACN or Art-Net floodlights, see "light output").\n'
             "It measures this machine's clock against the controller's clock beacons and\n"
             "reports the offset; while it is beyond the controller's tolerance, it applies\n"
             "by the controller's time instead (this clock corrected by the offset).\n"
@@ -175,9 +179,59 @@ def add_agent_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
             "agent-ID.json)"
         ),
     )
+    _add_sensor_arguments(parser)
+    add_light_output_arguments(parser)
     _add_connection_arguments(parser)
     parser.set_defaults(func=run_agent)
     return parser
+
+
+def _add_sensor_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "light sensor",
+        "a sensor facing the lit surface: after each step the agent reads it and puts the "
+        'reading in its applied ack (docs/devices.md, "Light sensor")',
+    )
+    group.add_argument(
+        "--sensor",
+        choices=SENSOR_KINDS,
+        default="none",
+        help="none (default), sim (sees what the fixture shows), or tcs34725 (I2C)",
+    )
+    group.add_argument(
+        "--sensor-wrong-colour",
+        metavar="HEX",
+        help="sim only: the sensor sees this colour (#RRGGBB) instead of the fixture's",
+    )
+    group.add_argument(
+        "--sensor-bus", metavar="N", type=int, default=1, help="tcs34725: I2C bus (default 1)"
+    )
+    group.add_argument(
+        "--sensor-full-scale",
+        metavar="COUNT",
+        type=float,
+        help="tcs34725 (required): its brightest channel's count at full output",
+    )
+    group.add_argument(
+        "--sensor-gain", metavar="X", type=int, choices=(1, 4, 16, 60), help="tcs34725 gain"
+    )
+    group.add_argument(
+        "--sensor-integration-ms", metavar="MS", type=float, help="tcs34725 integration time"
+    )
+
+
+def _sensor(args: argparse.Namespace) -> Sensor | None:
+    try:
+        return open_sensor(
+            args.sensor,
+            wrong_colour=args.sensor_wrong_colour,
+            bus=args.sensor_bus,
+            full_scale=args.sensor_full_scale,
+            gain=args.sensor_gain,
+            integration_ms=args.sensor_integration_ms,
+        )
+    except (ValueError, OSError) as exc:
+        raise CommandError(f"light sensor: {exc}") from None
 
 
 def add_simulate_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
@@ -397,6 +451,11 @@ def run_agent(args: argparse.Namespace) -> int:
         password = _password(args, required=broker.password is None)
         topics = _topics(args)
         state_file = _state_file(args.state_file, device_id)
+        sensor = _sensor(args)
+        try:  # light output: the simulated fixture, or DMX floodlights
+            light = open_output(light_output_settings(args), device_id)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
     except CommandError as exc:
         return _fail("agent", exc)
     _setup_logging(args.verbose, logging.INFO)
@@ -405,13 +464,15 @@ def run_agent(args: argparse.Namespace) -> int:
         broker,
         password=password,
         topics=topics,
-        fixture=SimulatedFixture(),
+        fixture=light.fixture,
         ca_file=args.ca_file,
         store=FilePlanStore(state_file, device_id),
         clock_synced=kernel_clock_synced,
+        sensor=sensor,
     )
     agent.device.controller_time.min_span_s = args.clock_settle_s
     print(f"agent {device_id}: state in {state_file}")
+    print(f"agent {device_id}: light output {light.describe()}")
     print(f"agent {device_id}: connecting to {agent.address.redacted()} (Ctrl-C to stop)")
     sys.stdout.flush()
     agent.start()
@@ -420,6 +481,10 @@ def run_agent(args: argparse.Namespace) -> int:
     finally:
         print(f"agent {device_id}: stopping")
         agent.stop()
+        stop_sensor = getattr(sensor, "stop", None)
+        if callable(stop_sensor):
+            stop_sensor()
+        light.close()
     return 0
 
 

@@ -29,6 +29,11 @@ Rules worth knowing:
   older past steps are skipped. When several steps fall due together (a clock jump),
   only the latest is applied.
 - A fixture that raises makes the device ack `failed` with the error as the reason.
+- Light sensor (`devices/sensor.py`): a device with one acks each applied step once its
+  output has settled (the step's fade, then the sensor's `settle_s`), with the sensor's
+  `reading` in the ack. The step's state report waits with it, so the controller hears
+  the measurement before the echo. A sensor that fails gives an ack without a reading,
+  and so does a step replaced by the next one before its reading was taken.
 - Clock discipline: the controller's clock beacons (`devices/clocksync.py`) tell the
   device its offset, reported as `clock_offset_ms` in every state report and ack (a
   state report is sent when it first is known and whenever it moves by more than the
@@ -64,6 +69,7 @@ from devices.protocol import (
     Plan,
     PlanStep,
     ProtocolError,
+    Reading,
     Stage,
     Topics,
     check_device_id,
@@ -71,6 +77,7 @@ from devices.protocol import (
     encode,
     format_instant,
 )
+from devices.sensor import Sensor
 from devices.timers import Timer, TimerHeap
 
 log = logging.getLogger(__name__)
@@ -131,10 +138,13 @@ class NativeDevice:
         store: PlanStore | None = None,
         clock_synced: Callable[[], bool | None] | None = None,
         on_applied: OnApplied | None = None,
+        sensor: Sensor | None = None,
     ) -> None:
         """`clock_synced`, when given, says whether the device's clock is synchronised
-        (`devices.kernelclock.kernel_clock_synced`); its answer goes in each state report."""
+        (`devices.kernelclock.kernel_clock_synced`); its answer goes in each state report.
+        `sensor`: a light sensor whose reading goes in each applied ack."""
         self.device_id = check_device_id(device_id)
+        self.sensor = sensor
         self._clock_synced = clock_synced
         self._on_applied = on_applied
         self.store: PlanStore = store if store is not None else MemoryPlanStore()
@@ -459,12 +469,30 @@ class NativeDevice:
             self._cond.notify_all()
         # the output is set and stamped now; storing and reporting it wait until every
         # step due at this instant is applied (a host runs thousands of devices on one
-        # loop: their outputs change together, their reports follow at once)
-        self._timers.call_later(0, lambda: self._report_applied(version, step, output, applied_at))
+        # loop: their outputs change together, their reports follow at once), and, with
+        # a light sensor, until the output has settled and the sensor has seen it
+        delay = 0.0
+        if self.sensor is not None:
+            delay = output.transition_s + max(0.0, self.sensor.settle_s)
+        self._timers.call_later(
+            delay, lambda: self._report_applied(version, step, output, applied_at)
+        )
+
+    def _reading(self, version: int, step: PlanStep, output: LightState) -> Reading | None:
+        """The sensor's reading of the step's output, if it has one and the step still
+        holds (a later step already shows: this reading would be of that one)."""
+        if self.sensor is None or self._last_applied != (version, step.at):
+            return None
+        try:
+            return self.sensor.read(output)
+        except Exception:
+            log.exception("device %s: the light sensor could not be read", self.device_id)
+            return None
 
     def _report_applied(
         self, version: int, step: PlanStep, output: LightState, applied_at: datetime
     ) -> None:
+        reading = self._reading(version, step, output)
         self._save()
         log.info(
             "device %s: plan %d step %s applied: %s",
@@ -473,6 +501,16 @@ class NativeDevice:
             format_instant(step.at),
             describe(output),
         )
+        if reading is not None:
+            counts = reading.counts
+            log.info(
+                "device %s: the light sensor (%s) saw %s at %g%%%s",
+                self.device_id,
+                reading.sensor,
+                reading.color,
+                reading.level,
+                f" (counts C {counts.c} R {counts.r} G {counts.g} B {counts.b})" if counts else "",
+            )
         self._ack(
             Ack(
                 version=version,
@@ -480,6 +518,7 @@ class NativeDevice:
                 step_at=step.at,
                 applied_at=applied_at,
                 state=output,
+                reading=reading,
             )
         )
         self._publish_state()

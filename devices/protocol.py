@@ -161,6 +161,41 @@ class Stage(StrEnum):
     EXPIRED = "expired"
 
 
+SENSOR_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
+MAX_SENSOR_COUNT = 65535
+MAX_LUX = 10**6
+
+
+class SensorCounts(_Wire):
+    """A colour sensor's raw channel counts (clear, red, green, blue), as it read them."""
+
+    c: int = Field(ge=0, le=MAX_SENSOR_COUNT)
+    r: int = Field(ge=0, le=MAX_SENSOR_COUNT)
+    g: int = Field(ge=0, le=MAX_SENSOR_COUNT)
+    b: int = Field(ge=0, le=MAX_SENSOR_COUNT)
+
+
+class Reading(_Wire):
+    """What a light sensor at the monument saw after a step was applied (optional in an
+    `applied` ack). `color` is the chroma it saw (#RRGGBB, brightest channel FF, or
+    #000000 when it saw no light), `level` the output it saw in percent of the fixture's
+    full output, `sensor` the sensor's model; `lux` and `counts` are the raw figures,
+    when it has them."""
+
+    color: str
+    level: float = Field(ge=0, le=100)
+    sensor: str = Field(pattern=SENSOR_NAME_PATTERN)
+    lux: float | None = Field(default=None, ge=0, le=MAX_LUX)
+    counts: SensorCounts | None = None
+
+    @field_validator("color")
+    @classmethod
+    def _color(cls, value: str) -> str:
+        if not _COLOR_RE.fullmatch(value):
+            raise ValueError("color must be #RRGGBB")
+        return value.upper()
+
+
 class Ack(_Wire):
     v: Literal[1] = 1
     version: int = Field(ge=1, le=MAX_VERSION)
@@ -173,6 +208,8 @@ class Ack(_Wire):
     clock_offset_ms: int | None = Field(
         default=None, ge=-MAX_CLOCK_OFFSET_MS, le=MAX_CLOCK_OFFSET_MS
     )
+    reading: Reading | None = None
+    """Applied acks of a device with a light sensor: what the sensor saw (optional)."""
 
     @model_validator(mode="after")
     def _applied_has_evidence(self) -> Ack:
@@ -180,6 +217,8 @@ class Ack(_Wire):
             self.step_at is None or self.applied_at is None or self.state is None
         ):
             raise ValueError("an applied ack needs step_at, applied_at and state")
+        if self.reading is not None and self.stage is not Stage.APPLIED:
+            raise ValueError("only an applied ack carries a reading")
         return self
 
 

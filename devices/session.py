@@ -23,6 +23,7 @@ from devices.fixture import Fixture, SimulatedFixture
 from devices.native import FIRMWARE, HISTORY, Behaviour, NativeDevice, OnApplied
 from devices.planstore import PlanStore
 from devices.protocol import Ack, Topics, check_device_id
+from devices.sensor import Sensor
 from devices.timers import Timer
 
 if TYPE_CHECKING:
@@ -72,6 +73,7 @@ class DeviceSession:
         store: PlanStore | None = None,
         clock_synced: Callable[[], bool | None] | None = None,
         on_applied: OnApplied | None = None,
+        sensor: Sensor | None = None,
     ) -> None:
         check_device_id(device_id)
         if address.username is not None and address.username != device_id:
@@ -96,6 +98,7 @@ class DeviceSession:
             store=store,
             clock_synced=clock_synced,
             on_applied=on_applied,
+            sensor=sensor,
         )
         self._client: mqtt.Client | None = None
 

@@ -37,6 +37,7 @@ from devices.native import FIRMWARE, Behaviour
 from devices.pacing import Pacing
 from devices.planstore import FilePlanStore, MemoryPlanStore, PlanStore
 from devices.protocol import DeviceId, Topics, check_device_id
+from devices.sensor import SimulatedSensor
 from devices.session import DeviceSession
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,15 @@ log = logging.getLogger(__name__)
 DEFAULT_PREFIX = "sim-"
 FLEET_HISTORY = 32
 """Acks and applied steps each simulated device remembers (bounded: fleets are large)."""
+
+
+class SimSensor(BaseModel):
+    """A simulated device's light sensor: it sees what the fixture shows, or, with
+    `wrong_colour` (#RRGGBB), that colour."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    wrong_colour: str | None = Field(default=None, pattern=r"^#[0-9A-Fa-f]{6}$")
 
 
 class SimDevice(BaseModel):
@@ -55,6 +65,8 @@ class SimDevice(BaseModel):
     password: str = Field(min_length=1, max_length=1000)
     behaviour: Behaviour = Behaviour()
     start_offline_s: float | None = Field(default=None, ge=0, le=86400)
+    sensor: SimSensor | None = None
+    """A simulated light sensor (its readings go in the applied acks)."""
 
 
 class FleetSpec(BaseModel):
@@ -221,6 +233,11 @@ class Fleet:
                 problem_level=logging.INFO,
                 store=store,
                 on_applied=on_applied,
+                sensor=(
+                    SimulatedSensor(wrong_colour=device.sensor.wrong_colour)
+                    if device.sensor is not None
+                    else None
+                ),
             )
             # Simulated devices share this host's clock. A beacon's arrival on a loop
             # that carries thousands of them measures that loop's lag, not a clock

@@ -112,6 +112,15 @@ class DeviceView:
     reported_state: dict[str, Any] | None = None
     reported_at: datetime | None = None
     version_floor: int = 0
+    confirmed_by: str | None = None
+    """How the applied step was confirmed: `echo`, `readback` or `sensor`
+    (`controller.confirmation.ConfirmedBy`; None: stored before this was kept, an echo)."""
+    mismatch_version: int | None = None
+    mismatch_step_at: datetime | None = None
+    """The step (plan version, instant) the device's light sensor last refuted."""
+    mismatch: dict[str, Any] | None = None
+    """That refutation for staff: the reason, the target and the reading's raw figures
+    (`controller.confirmation.mismatch_record`)."""
 
 
 @dataclass(frozen=True)

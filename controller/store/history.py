@@ -32,6 +32,9 @@ class EventKind(StrEnum):
     """The device reported applying a step."""
     ONLINE = "online"
     OFFLINE = "offline"
+    MISMATCH = "mismatch"
+    """The device's light sensor saw something else than the step it applied: the step
+    is not confirmed (`reason` and `reading` say what it saw). Once per step."""
 
 
 class Verdict(StrEnum):
@@ -66,6 +69,12 @@ class DeviceEvent:
     state: dict[str, Any] | None = None
     source: str | None = None
     """`ack` or `state`: which message told of the step."""
+    confirmed_by: str | None = None
+    """A step: how it was confirmed (`echo`, `readback`, `sensor`)."""
+    reading: dict[str, Any] | None = None
+    """What the device's light sensor saw, when it has one."""
+    reason: str | None = None
+    """A mismatch: why the reading does not confirm the step, with its figures."""
 
     @property
     def step_key(self) -> tuple[str, int, datetime] | None:
@@ -73,6 +82,16 @@ class DeviceEvent:
         if self.kind is not EventKind.STEP or self.version is None or self.step_at is None:
             return None
         return (self.device_id, self.version, self.step_at)
+
+    @property
+    def unique_key(self) -> tuple[str, str, int, datetime] | None:
+        """Step and mismatch events are kept once per device, kind, version and step."""
+        if self.kind not in _ONCE_PER_STEP or self.version is None or self.step_at is None:
+            return None
+        return (self.device_id, self.kind.value, self.version, self.step_at)
+
+
+_ONCE_PER_STEP = frozenset({EventKind.STEP, EventKind.MISMATCH})
 
 
 @dataclass(frozen=True)
@@ -162,7 +181,7 @@ class MemoryHistory:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._events: list[DeviceEvent] = []
-        self._steps: set[tuple[str, int, datetime]] = set()
+        self._steps: set[tuple[str, str, int, datetime]] = set()
         self._runs: dict[int, ControllerRun] = {}
         self._outcomes: dict[tuple[str, str, datetime], WindowRecord] = {}
 
@@ -170,7 +189,7 @@ class MemoryHistory:
         added = 0
         with self._lock:
             for event in events:
-                key = event.step_key
+                key = event.unique_key
                 if key is not None:
                     if key in self._steps:
                         continue

@@ -52,6 +52,9 @@ def _event(row: Any) -> DeviceEvent:
         applied_at=row.applied_at,
         state=row.state,
         source=row.source,
+        confirmed_by=row.confirmed_by,
+        reading=row.reading,
+        reason=row.reason,
     )
 
 
@@ -92,6 +95,9 @@ class SqlHistory:
                 "applied_at": e.applied_at,
                 "state": e.state,
                 "source": text_value(e.source),
+                "confirmed_by": text_value(e.confirmed_by),
+                "reading": e.reading,
+                "reason": text_value(e.reason),
             }
             for e in _first_of_each(events)
         ]
@@ -271,10 +277,10 @@ def _aware(value: datetime) -> datetime:
 
 def _first_of_each(events: Sequence[DeviceEvent]) -> list[DeviceEvent]:
     """The events in order, a step told twice in the same batch kept once (its first)."""
-    seen: set[tuple[str, int, datetime]] = set()
+    seen: set[tuple[str, str, int, datetime]] = set()
     out = []
     for e in events:
-        key = e.step_key
+        key = e.unique_key
         if key is not None:
             if key in seen:
                 continue

@@ -801,6 +801,10 @@ _REPORT_FIELDS = (
     "reported_state",
     "reported_at",
     "version_floor",
+    "confirmed_by",
+    "mismatch_version",
+    "mismatch_step_at",
+    "mismatch",
 )
 
 

@@ -97,6 +97,12 @@ class DeviceRow(Base):
     version_floor: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     """The highest plan version the device says it has: the next version must exceed it
     (after a database restore the device may hold versions this database never issued)."""
+    confirmed_by: Mapped[str | None] = mapped_column(String(8), default=None)
+    """How the applied step was confirmed: echo, readback or sensor."""
+    mismatch_version: Mapped[int | None] = mapped_column(Integer, default=None)
+    mismatch_step_at: Mapped[datetime | None] = mapped_column(default=None)
+    mismatch: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    """The step the device's light sensor last refuted, with the reason and figures."""
 
 
 class CampaignRow(Base):
@@ -244,6 +250,12 @@ class DeviceEventRow(Base):
     applied_at: Mapped[datetime | None] = mapped_column(default=None)
     state: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     source: Mapped[str | None] = mapped_column(String(8), default=None)
+    confirmed_by: Mapped[str | None] = mapped_column(String(8), default=None)
+    """A step: how it was confirmed (echo, readback or sensor)."""
+    reading: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    """What the device's light sensor saw (a step it confirmed, or a mismatch)."""
+    reason: Mapped[str | None] = mapped_column(String(500), default=None)
+    """A mismatch: why the reading does not confirm the step."""
 
 
 class ControllerRunRow(Base):

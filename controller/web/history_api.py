@@ -76,6 +76,12 @@ class EventOut(BaseModel):
     applied_at: datetime | None = None
     state: dict[str, Any] | None = None
     source: str | None = None
+    confirmed_by: str | None = None
+    """A step: how it was confirmed (`echo`, `readback` or `sensor`)."""
+    reading: dict[str, Any] | None = None
+    """What the device's light sensor saw (colour, level, raw counts), when it has one."""
+    reason: str | None = None
+    """A `mismatch`: why the sensor's reading does not confirm the step."""
 
 
 class DownPeriod(BaseModel):
@@ -132,6 +138,9 @@ def _event(e: DeviceEvent) -> EventOut:
         applied_at=e.applied_at,
         state=e.state,
         source=e.source,
+        confirmed_by=e.confirmed_by,
+        reading=e.reading,
+        reason=e.reason,
     )
 
 

@@ -337,11 +337,25 @@ def test_json_carries_only_allow_listed_fields_and_no_device_id() -> None:
     for did in ("dev-1", "dev-2", "dev-3", "dev-4", "dev-5", "dev-6"):
         assert did not in text
     assert set(out) == {"generated_at", "summary", "sites"}
-    allowed = {"id", "name", "city", "lat", "lon", "state", "color", "confirmed_at", "window"}
+    allowed = {
+        "id",
+        "name",
+        "city",
+        "lat",
+        "lon",
+        "state",
+        "color",
+        "confirmed_at",
+        "confirmed_by",
+        "window",
+    }
     for site in out["sites"]:
         assert set(site) <= allowed
+        if site["state"] != "lit":
+            assert site["confirmed_by"] is None
     lit = out["sites"][0]
     assert lit["confirmed_at"] == "2025-06-10T19:00:00Z"
+    assert lit["confirmed_by"] == "echo"  # a native agent without a sensor
     assert lit["window"] == {"start": "2025-06-10T19:00:00Z", "end": "2025-06-10T21:00:00Z"}
     assert lit["color"] == "#009EDB"
     assert out["generated_at"] == "2025-06-10T19:30:10Z"

@@ -534,8 +534,18 @@ class Rig:
         )
 
     def metric(self, name: str) -> float:
-        code, body = self._get("/metrics")
-        assert code == 200, code
+        """One metric's value, summed over its labels. A reply that does not come within
+        the HTTP timeout (a busy machine) is asked again, up to the deadline."""
+        answer: list[bytes] = []
+
+        def answered() -> bool:
+            code, body = self._get("/metrics")
+            if code == 200:
+                answer.append(body)
+            return bool(answer)
+
+        wait_until("the controller answers /metrics", answered, step=0.5)
+        body = answer[0]
         total = 0.0
         for line in body.decode().splitlines():
             if "{" in name:  # one labelled sample, named in full

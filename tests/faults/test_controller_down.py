@@ -69,7 +69,7 @@ def test_controller_down_across_a_whole_window_a_start_and_an_end(
             continue  # retried (new versions of the same plan): the promises cover them
         assert ons == [(2, a.opens), (2, b.opens)], (device, steps)
         assert offs == [(2, a.closes), (2, b.closes)], (device, steps)
-    assert r.readyz() == 200
+    wait_until("/readyz green", lambda: r.readyz() == 200)
 
 
 def test_a_window_the_controller_slept_through_is_recorded(

@@ -69,10 +69,12 @@ def test_public_status_contract_etag_and_privacy(served):
             "lon",
             "state",
             "confirmed_at",
+            "confirmed_by",
             "window",
             "color",
         }
         assert site["state"] == "lit"
+        assert site["confirmed_by"] == "echo"  # agents without a light sensor
         assert set(site["window"]) == {"start", "end"}
     text = response.text
     for secret in ("dev-0", "illuminate/v1", "pw-0", CONTROLLER_PASSWORD, "127.0.0.1", "ctl"):

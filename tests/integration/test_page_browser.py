@@ -329,6 +329,12 @@ def test_lit_sites_render_in_a_browser(serve: Callable[[float, float], Served], 
         assert swatches[0].attrs["role"] == "img"
         assert "background-color" in swatches[0].attrs.get("style", "")
         assert len(li.find_class("confirmed")) == 1
+        # how it was confirmed, in words: these agents have no light sensor
+        (how,) = li.find_class("confirmed-by")
+        assert (how.attrs["data-confirmed-by"], how.text()) == (
+            "echo",
+            "by the device's own report",
+        )
         assert [b.text() for b in li.find_class("state-label")] == ["Lit"]
     assert_times(dom)
     assert_private(dom)

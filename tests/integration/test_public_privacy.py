@@ -37,7 +37,18 @@ TECHNICIAN = "tamsin.quillfeather"
 STATUS = "/api/v1/public/status"
 TOP = {"generated_at", "summary", "sites"}
 SUMMARY = {"total", "lit", "pending", "unconfirmed", "offline", "scheduled", "off"}
-SITE = {"id", "name", "city", "lat", "lon", "state", "confirmed_at", "window", "color"}
+SITE = {
+    "id",
+    "name",
+    "city",
+    "lat",
+    "lon",
+    "state",
+    "confirmed_at",
+    "confirmed_by",
+    "window",
+    "color",
+}
 
 
 @pytest.fixture

@@ -57,6 +57,12 @@
       timesNote: "Times are shown in your device's local time.",
       window: "Lighting window: ",
       confirmed: "confirmed {time}",
+      // How the device confirmed it (confirmed_by), read after the time.
+      confirmedBy: {
+        echo: "by the device's own report",
+        readback: "by the device reading back its output",
+        sensor: "by a light sensor"
+      },
       colour: "Campaign colour {color}",
       state: {
         scheduled: "Scheduled",
@@ -99,6 +105,11 @@
       timesNote: "Les heures sont indiquées dans l'heure locale de votre appareil.",
       window: "Plage d'éclairage\u00a0: ",
       confirmed: "confirmé à {time}",
+      confirmedBy: {
+        echo: "par le rapport du dispositif",
+        readback: "par une relecture de la sortie du dispositif",
+        sensor: "par un capteur de lumière"
+      },
       colour: "Couleur de la campagne {color}",
       state: {
         scheduled: "Programmé",
@@ -141,6 +152,11 @@
       timesNote: "Tijden staan in de lokale tijd van uw toestel.",
       window: "Verlichtingsperiode: ",
       confirmed: "bevestigd om {time}",
+      confirmedBy: {
+        echo: "door de melding van het toestel",
+        readback: "doordat het toestel zijn uitgang terugleest",
+        sensor: "door een lichtsensor"
+      },
       colour: "Campagnekleur {color}",
       state: {
         scheduled: "Gepland",
@@ -183,6 +199,11 @@
       timesNote: "Zeiten werden in der Ortszeit Ihres Geräts angezeigt.",
       window: "Beleuchtungszeitraum: ",
       confirmed: "bestätigt um {time}",
+      confirmedBy: {
+        echo: "durch die Meldung des Geräts",
+        readback: "durch Rücklesen des Geräteausgangs",
+        sensor: "durch einen Lichtsensor"
+      },
       colour: "Kampagnenfarbe {color}",
       state: {
         scheduled: "Geplant",
@@ -577,6 +598,14 @@
         fillTemplate(c, cat.confirmed, { time: timeEl(confirmed, hhmm(confirmed)) });
         if (details.firstChild) details.appendChild(document.createTextNode(" "));
         details.appendChild(c);
+        // Only the known words are shown: an unknown code is left out, never invented.
+        var by = site.confirmed_by;
+        if (typeof by === "string" && Object.prototype.hasOwnProperty.call(cat.confirmedBy, by)) {
+          var how = el("span", "confirmed-by", cat.confirmedBy[by]);
+          how.setAttribute("data-confirmed-by", by);
+          details.appendChild(document.createTextNode(" "));
+          details.appendChild(how);
+        }
       }
       // Only lit sites are drawn in the campaign colour.
       if (typeof site.color === "string" && COLOR_RE.test(site.color)) {
