@@ -319,3 +319,17 @@ def test_shelly_gen2_a_white_dimmer_confirms_by_level_alone(broker: Mosquitto) -
         assert dev.events("received")[-1].payload.count(b"Light.Set") == 1
         assert adapter.confirms(LightState(on=True, color="#FFFFFF", level=60), driver.reported)
         assert not adapter.confirms(LightState(on=True, color="#FFFFFF", level=30), driver.reported)
+
+
+def test_tasmota_tele_period_and_a_chosen_wrong_colour(broker: Mosquitto) -> None:
+    config = {"topic": "fountain-tele"}
+    with TasmotaEmulator(
+        HOST, broker.port, config=config, tele_period_s=0.1, wrong_colour="#FF0000"
+    ) as dev:
+        mark = dev.mark()
+        dev.publish_raw("cmnd/fountain-tele/HSBColor", b"240,100,80")
+        light = dev.wait_applied(after=mark)
+        assert (light.hue, light.sat, light.dimmer) == (0, 100, 80)  # red, not blue
+        state = dev.wait_published("tele/fountain-tele/STATE", after=dev.mark())
+        assert json.loads(state.payload)["HSBColor"] == "0,100,80"
+        dev.wait_idle()  # a telemetry period does not keep it busy
