@@ -7,7 +7,10 @@ conversions in one place:
 - HSV (hue in degrees 0-360, saturation and value in percent), which Tasmota calls HSB;
 - CIE 1931 xy chromaticity, which Zigbee lights (and Zigbee2MQTT) use;
 - brightness scales: 0-255 (WLED, Home Assistant), 0-254 (Zigbee), 0-100 (Tasmota's
-  Dimmer, Shelly's gain) and 1-100 (Shelly Gen2 brightness).
+  Dimmer, Shelly's gain) and 1-100 (Shelly Gen2 brightness);
+- drive levels (each emitter 0.0-1.0) for fixtures driven channel by channel (DMX): a
+  fixture's colour `Correction` (a 3x3 matrix, or gains per channel), the level applied,
+  and the white taken out of red, green and blue for RGBW fixtures.
 
 A colour and a brightness are two things. `chroma` is what hue a light shows, the
 brightest channel scaled to 255; `value_percent` is how bright the colour itself is.
@@ -299,3 +302,95 @@ def intensity_percent(colour: Colour, brightness_percent: float) -> float:
     if isinstance(colour, HSV):
         return brightness_percent * colour.v / 100
     return brightness_percent * value_percent(colour) / 100
+
+
+# ---- drive levels: what each emitter of a fixture is driven at -----------------------------
+# A fixture driven channel by channel (DMX) takes one value per emitter. The colour's
+# channels as fractions 0.0-1.0 are its drive levels; a `Correction` maps the requested
+# colour onto what this fixture must be driven at to show it (many LEDs show UN blue
+# #009EDB as cyan: their green is strong, so a gain below 1 on green brings the hue back).
+
+Drive = tuple[float, ...]
+"""Drive levels, one per emitter, each 0.0-1.0."""
+
+Matrix = tuple[tuple[float, float, float], tuple[float, float, float], tuple[float, float, float]]
+
+IDENTITY: Matrix = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+CORRECTION_LIMIT = 4.0
+"""The largest magnitude a correction coefficient may have."""
+
+
+@dataclass(frozen=True)
+class Correction:
+    """A fixture's colour calibration: out = matrix x (r, g, b), each result clipped to 0-1.
+
+    Row i gives output channel i (red, green, blue) as a mix of the requested red, green
+    and blue. Gains per channel are the diagonal matrix (`Correction.from_gains`).
+    """
+
+    matrix: Matrix = IDENTITY
+
+    def __post_init__(self) -> None:
+        rows = self.matrix
+        if len(rows) != 3 or any(len(row) != 3 for row in rows):
+            raise ValueError("a colour correction matrix has 3 rows of 3 numbers")
+        for row in rows:
+            for value in row:
+                if not math.isfinite(value) or abs(value) > CORRECTION_LIMIT:
+                    raise ValueError(
+                        f"correction coefficient {value!r} is outside "
+                        f"-{CORRECTION_LIMIT:g} to {CORRECTION_LIMIT:g}"
+                    )
+
+    @classmethod
+    def from_gains(cls, red: float, green: float, blue: float) -> Correction:
+        """Each channel scaled by its own gain (0 to 4), no mixing between channels."""
+        for gain in (red, green, blue):
+            if not math.isfinite(gain) or not 0 <= gain <= CORRECTION_LIMIT:
+                raise ValueError(f"gain {gain!r} is outside 0 to {CORRECTION_LIMIT:g}")
+        return cls(((red, 0.0, 0.0), (0.0, green, 0.0), (0.0, 0.0, blue)))
+
+    @property
+    def is_identity(self) -> bool:
+        return self.matrix == IDENTITY
+
+    def apply(self, drive: Drive) -> Drive:
+        """The corrected red, green and blue drive levels of a requested (r, g, b)."""
+        if len(drive) != 3:
+            raise ValueError("a correction applies to red, green and blue")
+        return tuple(
+            min(1.0, max(0.0, sum(m * c for m, c in zip(row, drive, strict=True))))
+            for row in self.matrix
+        )
+
+
+NO_CORRECTION = Correction()
+
+
+def drive_levels(colour: RGB) -> Drive:
+    """An 8-bit colour as drive levels 0.0-1.0."""
+    return tuple(_check_channel(c) / 255 for c in colour)
+
+
+def dimmed(drive: Drive, percent: float) -> Drive:
+    """Drive levels times a brightness in percent (clamped to 0-100)."""
+    if not math.isfinite(percent):
+        raise ValueError(f"brightness {percent!r} is not a number")
+    factor = min(100.0, max(0.0, percent)) / 100
+    return tuple(level * factor for level in drive)
+
+
+def with_white(drive: Drive) -> Drive:
+    """(r, g, b) to (r, g, b, w) for an RGBW emitter: the grey part of the colour moves to
+    white (w = min(r, g, b)), which is brighter and whiter than mixing it from R, G and B."""
+    if len(drive) != 3:
+        raise ValueError("white is taken out of red, green and blue")
+    white = min(drive)
+    return (*(level - white for level in drive), white)
+
+
+def to_byte(level: float) -> int:
+    """A drive level 0.0-1.0 as a DMX value 0-255, rounding half up."""
+    if not math.isfinite(level):
+        raise ValueError(f"drive level {level!r} is not a number")
+    return _round(level * 255)

@@ -22,8 +22,10 @@ from typing import TYPE_CHECKING
 from devices.agent import Agent
 from devices.clocksync import MIN_SPAN_S
 from devices.connection import BrokerAddress
-from devices.fixture import SimulatedFixture
 from devices.kernelclock import kernel_clock_synced
+from devices.light_output import add_arguments as add_light_output_arguments
+from devices.light_output import from_args as light_output_settings
+from devices.light_output import open_output
 from devices.limits import DescriptorLimitError, descriptors_needed, raise_descriptor_limit
 from devices.pacing import Pacing
 from devices.planstore import DIR_MODE, FilePlanStore, default_state_file
@@ -127,12 +129,13 @@ def add_agent_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
     """Register `illuminate agent`."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "agent",
-        help="run one native device agent with a simulated fixture",
+        help="run one native device agent (a simulated fixture, or DMX floodlights)",
         description=(
             "Run the native device agent for one device until Ctrl-C (a clean stop).\n"
             "It connects with its device id as MQTT username and client id, receives its\n"
             "retained plan, applies each step at its instant by this machine's clock and\n"
-            "acknowledges every stage. The fixture is simulated: its output is logged.\n"
+            "acknowledges every stage. The fixture is simulated unless --output names\n"
+            'a DMX output (sACN or Art-Net floodlights, see "light output").\n'
             "It measures this machine's clock against the controller's clock beacons and\n"
             "reports the offset; while it is beyond the controller's tolerance, it applies\n"
             "by the controller's time instead (this clock corrected by the offset).\n"
@@ -177,6 +180,7 @@ def add_agent_parser(subparsers: Subparsers) -> argparse.ArgumentParser:
         ),
     )
     _add_sensor_arguments(parser)
+    add_light_output_arguments(parser)
     _add_connection_arguments(parser)
     parser.set_defaults(func=run_agent)
     return parser
@@ -448,6 +452,10 @@ def run_agent(args: argparse.Namespace) -> int:
         topics = _topics(args)
         state_file = _state_file(args.state_file, device_id)
         sensor = _sensor(args)
+        try:  # light output: the simulated fixture, or DMX floodlights
+            light = open_output(light_output_settings(args), device_id)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
     except CommandError as exc:
         return _fail("agent", exc)
     _setup_logging(args.verbose, logging.INFO)
@@ -456,7 +464,7 @@ def run_agent(args: argparse.Namespace) -> int:
         broker,
         password=password,
         topics=topics,
-        fixture=SimulatedFixture(),
+        fixture=light.fixture,
         ca_file=args.ca_file,
         store=FilePlanStore(state_file, device_id),
         clock_synced=kernel_clock_synced,
@@ -464,6 +472,7 @@ def run_agent(args: argparse.Namespace) -> int:
     )
     agent.device.controller_time.min_span_s = args.clock_settle_s
     print(f"agent {device_id}: state in {state_file}")
+    print(f"agent {device_id}: light output {light.describe()}")
     print(f"agent {device_id}: connecting to {agent.address.redacted()} (Ctrl-C to stop)")
     sys.stdout.flush()
     agent.start()
@@ -475,6 +484,7 @@ def run_agent(args: argparse.Namespace) -> int:
         stop_sensor = getattr(sensor, "stop", None)
         if callable(stop_sensor):
             stop_sensor()
+        light.close()
     return 0
 
 

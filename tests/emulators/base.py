@@ -7,7 +7,10 @@ small in-memory light. One thread runs its network loop and its timers (WLED's
 throttled reports, Tasmota's Backlog delay), so a device handles one message at a time
 as firmware does. Tests read its state from any thread.
 
-Use from a test (accounts: `EMULATOR_ACCOUNTS`, allowed by tests/support/test-rig.acl):
+Use from a test (accounts: `EMULATOR_ACCOUNTS`; tests/support/test-rig.acl lets
+`emulator-<adapter name>` and the controller's account use the vendor's topic roots:
+`wled/`, `cmnd/` `stat/` `tele/` `tasmota/`, `zigbee2mqtt/`, `esphome/` `homeassistant/`,
+a one-level Shelly Gen2 prefix, `shellies/`; name test devices under them):
 
     mosquitto.add_users(EMULATOR_ACCOUNTS)       # or a broker started with them
     with WledEmulator("127.0.0.1", mosquitto.port, config={"topic": "wled/porch"}) as dev:
@@ -24,13 +27,18 @@ both. Knobs (constructor keywords; attributes too, read at each message):
   emulator off without a DISCONNECT, so the broker publishes its last will.
 - `wrong_colour=True` (or `"#RRGGBB"`): applies another colour than the one asked
   (the hue turned a third of the way round; grey becomes red), and reports what it
-  applied, as a faulty or mis-wired controller would.
+  applied, as a faulty or mis-wired controller would (Zigbee2MQTT's echo after a
+  `/set` is optimistic, as the bridge's is: only a `/get` shows the truth).
 - `silent=True`: applies commands but publishes no state reports (availability and
   RPC replies still go out).
 - `publish_malformed(i)` publishes the i-th of `malformed_messages()`, broken messages
   on the vendor's report topics; `publish_raw` anything else.
 
-`stop()` (and leaving the `with`) publishes the offline payload and disconnects.
+`stop()` (and leaving the `with`) publishes the offline payload and disconnects;
+`start()` again after `drop()` or `stop()` is a reboot that kept its light. Waits
+(`wait_applied`, `wait_received`, `wait_published`, `wait_for`) take `after=mark()` and
+a `timeout`, and raise TimeoutError naming what did happen. `tests/emulators/driver.py`
+is the controller's side for adapter tests.
 """
 
 from __future__ import annotations
@@ -45,7 +53,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, Literal, TypeVar
+from typing import Any, ClassVar, Generic, Literal, Self, TypeVar
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -216,13 +224,13 @@ class Emulator(ABC, Generic[LightT]):
 
     # ---- lifecycle -------------------------------------------------------------------
 
-    def __enter__(self) -> Emulator[LightT]:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def start(self, timeout: float = DEFAULT_TIMEOUT) -> Emulator[LightT]:
+    def start(self, timeout: float = DEFAULT_TIMEOUT) -> Self:
         """Connect, subscribe and publish the birth message; return once subscribed.
 
         Raises EmulatorError if the broker refuses the login or a subscription."""
@@ -318,6 +326,7 @@ class Emulator(ABC, Generic[LightT]):
         with self._lock:
             self._timers.clear()
             self._lock.notify_all()
+        client.on_connect = client.on_subscribe = client.on_message = None
         self._client = None
 
     def _run(self) -> None:

@@ -75,6 +75,8 @@ class AdapterDriver:
     def __exit__(self, *exc: object) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+        # break the cycle (client -> callbacks -> self): paho's sockets close on del
+        self.client.on_connect = self.client.on_subscribe = self.client.on_message = None
 
     def _on_connect(self, client: mqtt.Client, *_: Any) -> None:
         client.subscribe([(topic, 1) for topic in self.adapter.topics.reports])

@@ -21,23 +21,27 @@ UN_BLUE_80 = LightState(on=True, color="#009EDB", level=80)
 OFF = LightState(on=False)
 
 
-def _configs(tag: str) -> dict[str, dict[str, Any]]:
-    """A registration config per vendor, its topics unique to `tag`."""
+def _cases(tag: str) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Per case: the adapter name and a registration config, its topics unique to `tag`."""
     return {
-        "wled": {"topic": f"wled/{tag}"},
-        "tasmota": {"topic": f"fountain-{tag}"},
-        "zigbee2mqtt": {"friendly_name": f"belfry/flood-{tag}"},
-        "ha-json": {
-            "command_topic": f"esphome/gate-{tag}/light/rgb/command",
-            "state_topic": f"esphome/gate-{tag}/light/rgb/state",
-            "availability_topic": f"esphome/gate-{tag}/status",
-        },
-        "shelly-gen2": {"prefix": f"shellyplusrgbwpm-{tag}"},
-        "shelly-gen1": {"id": f"shellyrgbw2-{tag}"},
+        "wled": ("wled", {"topic": f"wled/{tag}"}),
+        "tasmota": ("tasmota", {"topic": f"fountain-{tag}"}),
+        "zigbee2mqtt": ("zigbee2mqtt", {"friendly_name": f"belfry/flood-{tag}"}),
+        "ha-json": (
+            "ha-json",
+            {
+                "command_topic": f"esphome/gate-{tag}/light/rgb/command",
+                "state_topic": f"esphome/gate-{tag}/light/rgb/state",
+                "availability_topic": f"esphome/gate-{tag}/status",
+            },
+        ),
+        "shelly-gen2": ("shelly-gen2", {"prefix": f"shellyplusrgbwpm-{tag}"}),
+        "shelly-gen2-rgb": ("shelly-gen2", {"prefix": f"shellyplusrgb-{tag}", "profile": "rgb"}),
+        "shelly-gen1": ("shelly-gen1", {"id": f"shellyrgbw2-{tag}"}),
     }
 
 
-VENDORS = tuple(_configs("x"))
+VENDORS = tuple(_cases("x"))
 
 
 def _tag(request: pytest.FixtureRequest) -> str:
@@ -49,16 +53,16 @@ Rig = Callable[..., Any]
 
 @pytest.fixture
 def rig(broker: Mosquitto, request: pytest.FixtureRequest) -> Iterator[Rig]:
-    """`rig(vendor, **knobs)`: a context of (adapter, driver, emulator), the driver
+    """`rig(case, **knobs)`: a context of (adapter, driver, emulator), the driver
     subscribed before the emulator connects."""
 
     @contextmanager
     def make(vendor: str, **knobs: Any) -> Iterator[tuple[Adapter, AdapterDriver, Emulator[Any]]]:
-        config = _configs(_tag(request))[vendor]
-        adapter = adapter_for(vendor, config)
+        name, config = _cases(_tag(request))[vendor]
+        adapter = adapter_for(name, config)
         with (
             AdapterDriver(adapter, "127.0.0.1", broker.port) as driver,
-            EMULATORS[vendor]("127.0.0.1", broker.port, config=config, **knobs) as device,
+            EMULATORS[name]("127.0.0.1", broker.port, config=config, **knobs) as device,
         ):
             yield adapter, driver, device
 
@@ -125,3 +129,5 @@ def test_the_last_will_reads_as_offline(rig: Rig, vendor: str) -> None:
         driver.wait(lambda: driver.availability is Availability.ONLINE)
         device.drop()
         driver.wait(lambda: driver.availability is Availability.OFFLINE)
+        device.start()  # a reboot
+        driver.wait(lambda: driver.availability is Availability.ONLINE)

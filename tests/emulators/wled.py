@@ -4,6 +4,7 @@
   (`#RRGGBB`, `#WWRRGGBB`, `hRRGGBB` or a 32-bit decimal) and `<topic>/api` (the JSON
   API when the payload starts with `{`, else the HTTP API: `A=`, `R=`, `G=`, `B=`,
   `W=`, `T=`, `FX=`).
+- A segment's `col` entry is `[r, g, b(, w)]`, `"[WW]RRGGBB"` or `{"r","g","b","w"}`.
 - Reports as `publishMqtt()` does: `<topic>/g` (`bri`, 0 when off), `<topic>/c`
   (`#%06X` of `W<<24|R<<16|G<<8|B`), `<topic>/status` `online` and `<topic>/v` (XML), at
   QoS 0, retained only with `retain=True` (WLED's "retain" setting). Once on connect;
@@ -246,11 +247,17 @@ def _colour_text(text: str) -> tuple[int, int, int, int]:
 
 
 def _json_colour(value: Any) -> tuple[int, int, int, int] | None:
-    """One entry of a segment's `col`: [r, g, b(, w)] or "RRGGBB(WW)" hex text."""
-    if isinstance(value, list) and 3 <= len(value) <= 4 and all(_is_int(c) for c in value):
-        r, g, b, *rest = (int(c) & 0xFF for c in value)
-        return (rest[0] if rest else 0), r, g, b
-    if isinstance(value, str) and re.fullmatch(r"[0-9A-Fa-f]{6}([0-9A-Fa-f]{2})?", value):
-        r, g, b = (int(value[i : i + 2], 16) for i in (0, 2, 4))
-        return (int(value[6:8], 16) if len(value) == 8 else 0), r, g, b
+    """One entry of a segment's `col`: [r, g, b(, w)], "[WW]RRGGBB" hex text, or
+    {"r","g","b","w"} (each optional; missing channels are 0 here)."""
+    if isinstance(value, list) and 1 <= len(value) <= 4 and all(_is_int(c) for c in value):
+        r, g, b, w = ([int(c) & 0xFF for c in value] + [0, 0, 0, 0])[:4]
+        return w, r, g, b
+    if isinstance(value, dict):
+        r, g, b, w = (
+            int(value.get(k, 0)) & 0xFF if _is_int(value.get(k, 0)) else 0 for k in "rgbw"
+        )
+        return w, r, g, b
+    if isinstance(value, str) and re.fullmatch(r"([0-9A-Fa-f]{2})?[0-9A-Fa-f]{6}", value):
+        number = int(value, 16)
+        return (number >> 24) & 0xFF, (number >> 16) & 0xFF, (number >> 8) & 0xFF, number & 0xFF
     return None
