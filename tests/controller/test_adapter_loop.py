@@ -304,3 +304,18 @@ def test_a_device_registered_later_is_followed_and_routed(w: World) -> None:
     assert "wled/atomium/g" in followed[-1]
     assert w.stores.reports.views(["t-1"])["t-1"].online is True
     assert w.adapters.refresh() is False  # nothing moved since: no second look
+
+
+def test_a_moved_end_is_a_new_live_command_with_the_new_not_after(w: World) -> None:
+    w.at(START)
+    w.reconcile()
+    first = w.latest("wled-1")
+    body = BLUE.model_dump(mode="json")
+    body["windows"][0]["end"] = {"at": "22:30"}
+    w.stores.campaigns.put(Campaign.model_validate(body), w.clock())
+    w.at(START + timedelta(minutes=1))
+    w.reconcile()
+    moved = w.latest("wled-1")
+    assert moved.version > first.version
+    assert moved.plan.steps[0].at == START  # the lit step keeps its true start
+    assert moved.plan.not_after == END - timedelta(minutes=30)

@@ -6,7 +6,8 @@ with the credentials it was issued.
 One run for the module, so the whole set stays cheap: a device of every adapter, each
 at a site of its own, plus a WLED that shows the wrong colour and a WLED that is offline
 when the window opens. A window opens: each device gets its vendor's command, and its
-site turns `lit` in /api/v1/public/status; the window's end turns it `off` again. The
+site turns `lit` in /api/v1/public/status; the window's end (moved close once all are
+lit) turns it `off` again. The
 wrong colour stays `unconfirmed`; the offline WLED gets the command when it comes
 online, and is lit then. The tests below read what the run saw, per adapter.
 """
@@ -188,8 +189,10 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
                 ) and not p.publish(tasmota["topics"]["commands"][0], b"OFF")
             for device in devices.values():
                 device.start()
+            # a long window, so every device has all the time it needs to light up;
+            # once all are lit, its end is moved close (a coordinator's edit)
             start = whole_second(3)
-            end = start + timedelta(seconds=6)
+            end = start + timedelta(minutes=10)
             controller.stores.campaigns.put(window_campaign(start, end), controller.clock())
             controller.changed()
 
@@ -246,6 +249,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
                     site in result.shown_off for site in EMULATORS
                 )
 
+            end = whole_second(2)
+            controller.stores.campaigns.put(window_campaign(start, end), controller.clock())
+            controller.changed()
             _watch(http, result, off)
             for site in EMULATORS:  # the light itself went dark (its report may lag)
                 if not result.shown_off.get(site):
