@@ -176,6 +176,8 @@ class AdapterIntake:
         self.history = history
         self.max_queued = max_queued
         self.on_outcome: Callable[[Outcome], None] = lambda _outcome: None
+        self.on_seen: Callable[[str, datetime], None] = lambda _device, _now: None
+        """Told of every live (not retained) message of a device taken in (health)."""
         self._queue: deque[Incoming] = deque()
         self._ready = threading.Condition()
         self._reported: dict[str, Reported] = {}
@@ -266,6 +268,11 @@ class AdapterIntake:
         for device_id, adapter, report, retain in items:
             if device_id not in batch.views:
                 continue
+            if not retain:
+                try:
+                    self.on_seen(device_id, now)
+                except Exception:  # health is an observer: it never stops the decision
+                    log.exception("device %s: could not note a message for health", device_id)
             try:
                 self._decide(batch, device_id, adapter, report, retain, now)
             except Exception:  # one message's trouble never stops the batch

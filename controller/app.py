@@ -238,6 +238,7 @@ class Controller:
             self.web.include_router(build_broker_hook(self.gate, hook.get_secret_value()))
         self.device_health = HealthTracker()
         self.intake.on_message = self.device_health.observe
+        self.adapter_intake.on_seen = self.device_health.seen
         self.flash = FlashTester(self.stores, self.clock, self.clock.monotonic, wake=self._wake)
         self.web.state.device_ops = DeviceOps(self.flash, self.device_health, self.clock_watch)
         self.started = False

@@ -319,3 +319,12 @@ def test_a_moved_end_is_a_new_live_command_with_the_new_not_after(w: World) -> N
     assert moved.version > first.version
     assert moved.plan.steps[0].at == START  # the lit step keeps its true start
     assert moved.plan.not_after == END - timedelta(minutes=30)
+
+
+def test_health_hears_of_live_messages_only(w: World) -> None:
+    seen: list[str] = []
+    w.intake.on_seen = lambda device_id, _now: seen.append(device_id)
+    w.report("wled/atomium/c", "#009EDB", retain=True)  # said some time ago
+    assert seen == []
+    w.report("wled/atomium/g", "204")
+    assert seen == ["wled-1"]

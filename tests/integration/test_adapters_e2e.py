@@ -103,6 +103,8 @@ class Run:
     late_sent_away: bool = False
     confirmed_by: dict[str, str] = field(default_factory=dict)
     lit_by: dict[str, str] = field(default_factory=dict)
+    health: dict[str, Any] = field(default_factory=dict)
+    """The WLED's device health while lit."""
     """Site -> the public `confirmed_by` of the lit site, at the end of the window."""
 
 
@@ -232,6 +234,10 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
                 ),
                 5,
             )
+            health = http.get(
+                "/api/v1/devices/wled-ctl/health", headers={"Authorization": f"Bearer {token}"}
+            )
+            result.health = health.json() if health.status_code == 200 else {}
             result.lit_by = {
                 s["id"]: s.get("confirmed_by", "") for s in _public(http) if s["state"] == "lit"
             }
@@ -289,6 +295,11 @@ def test_the_strength_of_each_confirmation_is_recorded(run: Run) -> None:
     assert run.lit_by["wled"] == "echo"
     assert run.lit_by["shelly-gen2"] == "readback"
     assert run.lit_by["zigbee2mqtt"] == "readback"  # its /get, asked after the echo
+
+
+def test_device_health_shows_a_third_party_device(run: Run) -> None:
+    assert run.health["online"] is True
+    assert run.health["last_seen"] is not None
 
 
 def test_a_wrong_colour_stays_unconfirmed(run: Run) -> None:
