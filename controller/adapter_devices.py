@@ -31,31 +31,26 @@ SHARED_SUFFIX = "/bridge/state"
 """A Zigbee2MQTT bridge's state topic: every light behind the bridge reports on it."""
 
 
-def _frozen(config: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
-    return tuple(sorted((str(k), repr(v)) for k, v in config.items()))
+MAX_CACHED = 65_536
+_cache: dict[tuple[str, tuple[tuple[str, str], ...]], Adapter] = {}
+_cache_lock = threading.Lock()
 
 
 def adapter_of(name: str, config: Mapping[str, Any]) -> Adapter:
-    """The adapter `name` for a device with this config (AdapterConfigError if refused)."""
+    """The adapter `name` for a device with this config (AdapterConfigError if refused).
+    Adapters are pure, so one instance serves every caller with the same config."""
     if not isinstance(config, Mapping):
         raise AdapterConfigError(f"{name} config must be an object")
-    return _cached_by_key(name, _frozen(config), dict(config))
-
-
-_by_key: dict[tuple[str, tuple[tuple[str, Any], ...]], Adapter] = {}
-_by_key_lock = threading.Lock()
-
-
-def _cached_by_key(name: str, key: tuple[tuple[str, Any], ...], config: dict[str, Any]) -> Adapter:
-    with _by_key_lock:
-        found = _by_key.get((name, key))
+    key = (name, tuple(sorted((str(k), repr(v)) for k, v in config.items())))
+    with _cache_lock:
+        found = _cache.get(key)
     if found is not None:
         return found
-    adapter = adapter_for(name, config)
-    with _by_key_lock:
-        if len(_by_key) > 65_536:
-            _by_key.clear()
-        _by_key[(name, key)] = adapter
+    adapter = adapter_for(name, dict(config))
+    with _cache_lock:
+        if len(_cache) >= MAX_CACHED:
+            _cache.clear()
+        _cache[key] = adapter
     return adapter
 
 
