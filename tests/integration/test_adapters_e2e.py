@@ -104,6 +104,7 @@ class Run:
     confirmed_by: dict[str, str] = field(default_factory=dict)
     lit_by: dict[str, str] = field(default_factory=dict)
     health: dict[str, Any] = field(default_factory=dict)
+    malformed_counted: bool = False
     """The WLED's device health while lit."""
     """Site -> the public `confirmed_by` of the lit site, at the end of the window."""
 
@@ -191,6 +192,24 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
                 ) and not p.publish(tasmota["topics"]["commands"][0], b"OFF")
             for device in devices.values():
                 device.start()
+            # every vendor's broken messages first: counted, skipped, nothing stops.
+            # (once the controller hears each device: it subscribed to their topics)
+            reports = controller.stores.reports
+            assert wait_until(
+                lambda: all(
+                    v.online is True
+                    for v in reports.views([f"{site}-ctl" for site in EMULATORS]).values()
+                ),
+                DEADLINE,
+            )
+            for site in EMULATORS:
+                for i in range(len(devices[site].malformed_messages())):
+                    devices[site].publish_malformed(i)
+            metric = controller.metrics.adapter_malformed
+            result.malformed_counted = wait_until(
+                lambda: all(metric.labels(adapter=site)._value.get() > 0 for site in EMULATORS),
+                DEADLINE,
+            )
             # a long window, so every device has all the time it needs to light up;
             # once all are lit, its end is moved close (a coordinator's edit)
             start = whole_second(3)
@@ -312,6 +331,10 @@ def test_a_device_offline_at_the_start_gets_the_command_when_it_comes_online(run
     states = run.states[LATE]
     assert "offline" in states and "lit" in states, states
     assert states.index("offline") < states.index("lit"), states
+
+
+def test_malformed_vendor_messages_are_counted_and_the_run_goes_on(run: Run) -> None:
+    assert run.malformed_counted  # and every site was lit after them (above)
 
 
 def test_a_device_account_keeps_to_its_topics(run: Run) -> None:
