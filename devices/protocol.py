@@ -313,6 +313,12 @@ class Topics:
     def controller_status(self) -> str:
         return f"{self.root}/controller/status"
 
+    @property
+    def controller_barrier(self) -> str:
+        """The controller's own catch-up barrier (controller/barrier.py): it alone
+        writes and reads it."""
+        return f"{self.root}/controller/barrier"
+
     def device_filter(self, kind: Kind) -> str:
         """Subscription filter for one kind of device topic, all devices."""
         return f"{self.root}/devices/+/{kind.value}"
