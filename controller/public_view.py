@@ -273,6 +273,7 @@ class PublicView:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._listeners: list[Callable[[], None]] = []
 
     # ---- requests ---------------------------------------------------------------
 
@@ -306,6 +307,18 @@ class PublicView:
             return False
 
     # ---- changes --------------------------------------------------------------------
+
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        """Call `listener()` after every build that gave a new rendering (on the
+        builder's thread: it must return at once and never raise)."""
+        self._listeners.append(listener)
+
+    def _changed(self) -> None:
+        for listener in self._listeners:
+            try:
+                listener()
+            except Exception:
+                log.exception("public status: a listener failed")
 
     def invalidate(self) -> None:
         """Something the status reads changed: rebuild soon (within `min_interval_s`)."""
@@ -373,6 +386,7 @@ class PublicView:
             self.builds += 1
             if changed:
                 self._save(self.clock())
+                self._changed()
             return True
         finally:
             self._building.release()

@@ -1,0 +1,212 @@
+"""A city's confirmed state changes as an Atom feed (RFC 4287), from the record.
+
+Entries (`changes`), newest first:
+
+- `lit`: every device of a monument reported applying the same lit step (the record's
+  step events, `docs/record.md`); the entry's time is the last device's own time of
+  applying it. Its colour is the step's.
+- `off`: likewise, for a step that turns the lights off.
+- `unconfirmed`: a window ended and its outcome at the monument (the worst of its
+  devices') is `unconfirmed`, `offline` or `missed`: no confirmation of it reached the
+  controller. The entry's time is the window's end, when that became known.
+
+A device must report a step only if it was heard from before the step (a device
+registered later is not held to it); a monument whose devices had all not been heard
+from yet gets no entry. Decommissioned devices are not asked for.
+
+Only public fields go in: the monument's id, name, city and place, the state, the
+colour and times. Never a device id, topic, address, firmware, error or person.
+Ids are stable (`urn:uuid:` from the monument, the kind and the instant), and the
+document depends only on the record (no clock reading), so the same record gives the
+same bytes.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+import uuid
+import xml.etree.ElementTree as ET
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from controller.store.history import DeviceEvent, Verdict, WindowRecord
+from controller.windows import worst
+from schedules.model import City, Site, display_name
+
+ATOM = "http://www.w3.org/2005/Atom"
+MAX_ENTRIES = 100
+NOTHING_YET = datetime(2000, 1, 1, tzinfo=UTC)
+"""The feed's `updated` while it has no entry (a fixed time, so its ETag holds)."""
+NOT_CONFIRMED = frozenset({Verdict.UNCONFIRMED, Verdict.OFFLINE, Verdict.MISSED})
+_IDS = uuid.UUID("0b0f5b8e-61a7-4a40-8a8f-5c6b2f1d9e47")
+
+
+class Change(StrEnum):
+    LIT = "lit"
+    OFF = "off"
+    UNCONFIRMED = "unconfirmed"
+
+
+@dataclass(frozen=True)
+class Entry:
+    site: str
+    kind: Change
+    at: datetime
+    """When it happened (the device's time of applying; a window's end)."""
+    key: datetime
+    """What makes it unique with site and kind: the step's instant, the window's start."""
+    color: str | None = None
+
+    @property
+    def id(self) -> str:
+        stamp = self.key.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+        return f"urn:uuid:{uuid.uuid5(_IDS, f'{self.site}/{self.kind.value}/{stamp}')}"
+
+
+def _look(state: Mapping[str, object] | None) -> tuple[bool, str | None] | None:
+    if not state or not isinstance(state.get("on"), bool):
+        return None
+    on = bool(state["on"])
+    color = state.get("color")
+    return on, (str(color).upper() if on and isinstance(color, str) else None)
+
+
+def step_changes(
+    steps: Iterable[DeviceEvent],
+    devices_of: Mapping[str, Collection[str]],
+    first_heard: Mapping[str, datetime],
+) -> list[Entry]:
+    """`lit` and `off` entries: the steps every device of a site that was heard from
+    before the step reported applying, in the same look."""
+    site_of = {d: site for site, ds in devices_of.items() for d in ds}
+    # (site, step) -> device -> its first report of that step
+    reports: dict[tuple[str, datetime], dict[str, DeviceEvent]] = defaultdict(dict)
+    for event in steps:
+        site = site_of.get(event.device_id)
+        if site is None or event.step_at is None:
+            continue
+        reports[(site, event.step_at)].setdefault(event.device_id, event)
+    out: list[Entry] = []
+    for (site, step_at), by_device in reports.items():
+        needed = [d for d in devices_of[site] if d in first_heard and first_heard[d] <= step_at]
+        if not needed or any(d not in by_device for d in needed):
+            continue
+        looks = {_look(by_device[d].state) for d in needed}
+        if len(looks) != 1:
+            continue
+        look = looks.pop()
+        if look is None:
+            continue
+        on, color = look
+        applied = [by_device[d].applied_at or by_device[d].received_at for d in needed]
+        out.append(Entry(site, Change.LIT if on else Change.OFF, max(applied), step_at, color))
+    return out
+
+
+def window_changes(outcomes: Iterable[WindowRecord], sites: Collection[str]) -> list[Entry]:
+    """`unconfirmed` entries: windows whose outcome at the site was not confirmed."""
+    by_window: dict[tuple[str, datetime], list[WindowRecord]] = defaultdict(list)
+    for record in outcomes:
+        if record.site_id in sites:
+            by_window[(record.site_id, record.starts_at)].append(record)
+    out: list[Entry] = []
+    for (site, starts_at), records in by_window.items():
+        verdict = worst([r.verdict for r in records])
+        if verdict in NOT_CONFIRMED:
+            ends_at = max(r.ends_at for r in records)
+            out.append(Entry(site, Change.UNCONFIRMED, ends_at, starts_at))
+    return out
+
+
+def changes(
+    steps: Iterable[DeviceEvent],
+    outcomes: Iterable[WindowRecord],
+    devices_of: Mapping[str, Collection[str]],
+    first_heard: Mapping[str, datetime],
+    limit: int = MAX_ENTRIES,
+) -> list[Entry]:
+    """The newest `limit` entries, newest first (ties by site, then kind)."""
+    found = step_changes(steps, devices_of, first_heard)
+    found += window_changes(outcomes, set(devices_of))
+    found.sort(key=lambda e: (e.at, e.site, e.kind.value), reverse=True)
+    return found[:limit]
+
+
+# ---- the document -------------------------------------------------------------------
+
+
+def _clean(text: str) -> str:
+    """Text XML 1.0 can carry: control characters other than tab and newline dropped."""
+    return "".join(
+        ch for ch in text if ch in "\t\n" or unicodedata.category(ch) not in ("Cc", "Cs")
+    )
+
+
+def _instant(t: datetime) -> str:
+    return t.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
+    node = ET.SubElement(parent, f"{{{ATOM}}}{tag}", attrs)
+    if text is not None:
+        node.text = _clean(text)
+    return node
+
+
+def entry_title(kind: Change, site_name: str, color: str | None) -> str:
+    if kind is Change.LIT:
+        return f"{site_name} is lit in {color}" if color else f"{site_name} is lit"
+    if kind is Change.OFF:
+        return f"{site_name} is off"
+    return f"{site_name}: the lighting was not confirmed"
+
+
+def entry_summary(entry: Entry, site_name: str) -> str:
+    when = _instant(entry.at)
+    if entry.kind is Change.UNCONFIRMED:
+        return (
+            f"No confirmation from {site_name} reached the controller for the window "
+            f"that began at {_instant(entry.key)}."
+        )
+    state = f"lit in {entry.color}" if entry.kind is Change.LIT else "off"
+    return f"{site_name} was {state} at {when}, as its lighting controller confirmed."
+
+
+def render_feed(
+    entries: Sequence[Entry],
+    city: City,
+    sites: Mapping[str, Site],
+    self_path: str,
+    page_path: str = "/",
+    lang: str = "en",
+) -> bytes:
+    """The Atom document. Links are paths (no host): the same bytes whatever the host
+    a request named, so a shared cache can keep one copy."""
+    ET.register_namespace("", ATOM)
+    city_name = display_name(city.name, lang)
+    feed = ET.Element(f"{{{ATOM}}}feed", {"{http://www.w3.org/XML/1998/namespace}lang": lang})
+    _sub(feed, "id", f"urn:uuid:{uuid.uuid5(_IDS, f'city/{city.id}')}")
+    _sub(feed, "title", f"Illuminate: {city_name}")
+    _sub(feed, "subtitle", f"Monuments in {city_name} lit, off or unconfirmed, as confirmed")
+    _sub(feed, "updated", _instant(max((e.at for e in entries), default=NOTHING_YET)))
+    _sub(feed, "link", rel="self", type="application/atom+xml", href=self_path)
+    _sub(feed, "link", rel="alternate", type="text/html", href=page_path)
+    author = _sub(feed, "author")
+    _sub(author, "name", "Illuminate")
+    _sub(feed, "generator", "Illuminate")
+    for entry in entries:
+        site = sites.get(entry.site)
+        name = display_name(site.name, lang) if site is not None else entry.site
+        node = _sub(feed, "entry")
+        _sub(node, "id", entry.id)
+        _sub(node, "title", entry_title(entry.kind, name, entry.color))
+        _sub(node, "updated", _instant(entry.at))
+        _sub(node, "published", _instant(entry.at))
+        _sub(node, "category", term=entry.kind.value, label=entry.kind.value)
+        _sub(node, "summary", entry_summary(entry, name))
+        _sub(node, "link", rel="alternate", type="text/html", href=page_path)
+    body: bytes = ET.tostring(feed, encoding="utf-8", xml_declaration=True)
+    return body
