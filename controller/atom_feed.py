@@ -10,9 +10,9 @@ Entries (`changes`), newest first:
   devices') is `unconfirmed`, `offline` or `missed`: no confirmation of it reached the
   controller. The entry's time is the window's end, when that became known.
 
-A device must report a step only if it was heard from before the step (a device
-registered later is not held to it); a monument whose devices had all not been heard
-from yet gets no entry. Decommissioned devices are not asked for.
+A device must report a step only if it was registered before the step (a device
+registered later is not held to it); a monument with no such device gets no entry.
+Decommissioned devices are not asked for.
 
 Only public fields go in: the monument's id, name, city and place, the state, the
 colour and times. Never a device id, topic, address, firmware, error or person.
@@ -77,9 +77,9 @@ def _look(state: Mapping[str, object] | None) -> tuple[bool, str | None] | None:
 def step_changes(
     steps: Iterable[DeviceEvent],
     devices_of: Mapping[str, Collection[str]],
-    first_heard: Mapping[str, datetime],
+    registered: Mapping[str, datetime],
 ) -> list[Entry]:
-    """`lit` and `off` entries: the steps every device of a site that was heard from
+    """`lit` and `off` entries: the steps every device of a site that was registered
     before the step reported applying, in the same look."""
     site_of = {d: site for site, ds in devices_of.items() for d in ds}
     # (site, step) -> device -> its first report of that step
@@ -91,7 +91,7 @@ def step_changes(
         reports[(site, event.step_at)].setdefault(event.device_id, event)
     out: list[Entry] = []
     for (site, step_at), by_device in reports.items():
-        needed = [d for d in devices_of[site] if d in first_heard and first_heard[d] <= step_at]
+        needed = [d for d in devices_of[site] if d in registered and registered[d] <= step_at]
         if not needed or any(d not in by_device for d in needed):
             continue
         looks = {_look(by_device[d].state) for d in needed}
@@ -125,11 +125,11 @@ def changes(
     steps: Iterable[DeviceEvent],
     outcomes: Iterable[WindowRecord],
     devices_of: Mapping[str, Collection[str]],
-    first_heard: Mapping[str, datetime],
+    registered: Mapping[str, datetime],
     limit: int = MAX_ENTRIES,
 ) -> list[Entry]:
     """The newest `limit` entries, newest first (ties by site, then kind)."""
-    found = step_changes(steps, devices_of, first_heard)
+    found = step_changes(steps, devices_of, registered)
     found += window_changes(outcomes, set(devices_of))
     found.sort(key=lambda e: (e.at, e.site, e.kind.value), reverse=True)
     return found[:limit]

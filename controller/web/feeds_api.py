@@ -180,16 +180,17 @@ class Feeds:
             since = self.clock() - FEED_SPAN
             sites: dict[str, Site] = {s.id: s for s in world.catalog.sites if s.city == city.id}
             devices_of: dict[str, list[str]] = {s: [] for s in sites}
+            registered: dict[str, datetime] = {}
             for record in self.stores.registry.devices().values():
                 if record.active and record.site_id in devices_of:
                     devices_of[record.site_id].append(record.id)
+                    registered[record.id] = record.created_at
             ids = [d for ds in devices_of.values() for d in ds]
             steps = self.history.step_events(ids, since) if ids else []
-            heard = self.history.first_heard(ids) if ids else {}
             outcomes = [
                 r for d in ids for r in self.history.outcomes(device_id=d, ends_since=since)
             ]
-            entries = changes(steps, outcomes, devices_of, heard)
+            entries = changes(steps, outcomes, devices_of, registered)
             body = render_feed(entries, city, sites, path, lang=lang)
             return Document(body, etag_of(body))
 
