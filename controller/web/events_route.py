@@ -149,6 +149,7 @@ class EventStream(Response):
             },
             media_type="text/event-stream; charset=utf-8",
         )
+        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
         self.hub = hub
         self.client = client
         self.lang = lang
