@@ -159,12 +159,13 @@ class EventStream(Response):
         client = self.client
 
         async def listen() -> None:
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    client.gone = True
-                    client.wake.set()
-                    return
+            try:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+            except Exception:  # the server could not read from the client: it is gone
+                pass
+            client.gone = True
+            client.wake.set()
 
         listener = asyncio.create_task(listen())
         try:
