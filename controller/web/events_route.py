@@ -213,8 +213,9 @@ def build_events_route(hub: PublicEvents) -> APIRouter:
         """The public status, pushed whenever it changes (server-sent events)."""
         client = hub.join()
         if client is None:
+            busy = "the server is stopping" if hub.closed else "too many open event streams"
             return JSONResponse(
-                {"detail": "too many open event streams; try again later"},
+                {"detail": f"{busy}; try again later"},
                 status_code=503,
                 headers={"Retry-After": str(BUSY_RETRY_S), "Cache-Control": "no-store"},
             )
