@@ -177,20 +177,28 @@ def entry_summary(entry: Entry, site_name: str) -> str:
 
 def render_feed(
     entries: Sequence[Entry],
-    city: City,
+    city: City | None,
     sites: Mapping[str, Site],
     self_path: str,
     page_path: str = "/",
     lang: str = "en",
+    cities: Mapping[str, City] | None = None,
 ) -> bytes:
-    """The Atom document. Links are paths (no host): the same bytes whatever the host
-    a request named, so a shared cache can keep one copy."""
+    """The Atom document of one city's entries, or of every city's (`city` None: each
+    monument is named with its city, from `cities`). Links are paths (no host): the
+    same bytes whatever the host a request named, so a shared cache keeps one copy."""
     ET.register_namespace("", ATOM)
-    city_name = display_name(city.name, lang)
+    if city is not None:
+        where = display_name(city.name, lang)
+        feed_key, title = f"city/{city.id}", f"Illuminate: {where}"
+        subtitle = f"Monuments in {where} lit, off or unconfirmed, as confirmed"
+    else:
+        feed_key, title = "every-city", "Illuminate: every city"
+        subtitle = "Monuments lit, off or unconfirmed, as confirmed"
     feed = ET.Element(f"{{{ATOM}}}feed", {"{http://www.w3.org/XML/1998/namespace}lang": lang})
-    _sub(feed, "id", f"urn:uuid:{uuid.uuid5(_IDS, f'city/{city.id}')}")
-    _sub(feed, "title", f"Illuminate: {city_name}")
-    _sub(feed, "subtitle", f"Monuments in {city_name} lit, off or unconfirmed, as confirmed")
+    _sub(feed, "id", f"urn:uuid:{uuid.uuid5(_IDS, feed_key)}")
+    _sub(feed, "title", title)
+    _sub(feed, "subtitle", subtitle)
     _sub(feed, "updated", _instant(max((e.at for e in entries), default=NOTHING_YET)))
     _sub(feed, "link", rel="self", type="application/atom+xml", href=self_path)
     _sub(feed, "link", rel="alternate", type="text/html", href=page_path)
@@ -200,6 +208,9 @@ def render_feed(
     for entry in entries:
         site = sites.get(entry.site)
         name = display_name(site.name, lang) if site is not None else entry.site
+        town = cities.get(site.city) if city is None and cities and site else None
+        if town is not None:
+            name = f"{name}, {display_name(town.name, lang)}"
         node = _sub(feed, "entry")
         _sub(node, "id", entry.id)
         _sub(node, "title", entry_title(entry.kind, name, entry.color))

@@ -4,7 +4,8 @@
   windows at every monument (`?city=` for one city's), as iCalendar
   (`controller/calendar_feed.py`);
 - `GET /api/v1/public/cities/{city_id}/feed.atom`: the city's confirmed state changes
-  (lit, off, unconfirmed) from the record, as Atom (`controller/atom_feed.py`).
+  (lit, off, unconfirmed) from the record, as Atom (`controller/atom_feed.py`);
+  `GET /api/v1/public/feed.atom` the same for every city, over a shorter span.
 
 Both are public: no token, only allow-listed fields. They are made for shared caches:
 a document is built from the stores at most once per `ttl_s` (per feed and language),
@@ -40,6 +41,7 @@ from schedules.model import Campaign, City, Site, SiteCatalog, is_id
 PREFIX = "/api/v1/public"
 CALENDAR_PATH = PREFIX + "/campaigns/{campaign_id}.ics"
 CITY_FEED_PATH = PREFIX + "/cities/{city_id}/feed.atom"
+ALL_FEED_PATH = PREFIX + "/feed.atom"
 CALENDAR_CACHE = (
     "public, max-age=300, s-maxage=300, stale-while-revalidate=3600, stale-if-error=86400"
 )
@@ -49,7 +51,9 @@ CALENDAR_TYPE = "text/calendar; charset=utf-8"
 ATOM_TYPE = "application/atom+xml; charset=utf-8"
 TTL_S = 30.0
 FEED_SPAN = timedelta(days=14)
-"""How far back the Atom feed looks (by the steps' and windows' times)."""
+"""How far back a city's Atom feed looks (by the steps' and windows' times)."""
+ALL_SPAN = timedelta(days=3)
+"""How far back the feed of every city looks."""
 MAX_DOCUMENTS = 512
 
 
@@ -175,10 +179,14 @@ class Feeds:
         assert isinstance(found, Document)
         return found
 
-    def city_feed(self, city: City, world: World, lang: str, path: str) -> Document:
+    def city_feed(self, city: City | None, world: World, lang: str, path: str) -> Document:
+        """One city's feed, or every city's (`city` None, over a shorter span)."""
+
         def build() -> Document:
-            since = self.clock() - FEED_SPAN
-            sites: dict[str, Site] = {s.id: s for s in world.catalog.sites if s.city == city.id}
+            since = self.clock() - (FEED_SPAN if city is not None else ALL_SPAN)
+            sites: dict[str, Site] = {
+                s.id: s for s in world.catalog.sites if city is None or s.city == city.id
+            }
             devices_of: dict[str, list[str]] = {s: [] for s in sites}
             registered: dict[str, datetime] = {}
             for record in self.stores.registry.devices().values():
@@ -186,15 +194,23 @@ class Feeds:
                     devices_of[record.site_id].append(record.id)
                     registered[record.id] = record.created_at
             ids = [d for ds in devices_of.values() for d in ds]
-            steps = self.history.step_events(ids, since) if ids else []
-            outcomes = [
-                r for d in ids for r in self.history.outcomes(device_id=d, ends_since=since)
-            ]
+            if city is None:  # every device: one read each, not one per device
+                steps = self.history.step_events(None, since)
+                outcomes = [
+                    r for r in self.history.outcomes(ends_since=since) if r.device_id in registered
+                ]
+            else:
+                steps = self.history.step_events(ids, since) if ids else []
+                outcomes = [
+                    r for d in ids for r in self.history.outcomes(device_id=d, ends_since=since)
+                ]
             entries = changes(steps, outcomes, devices_of, registered)
-            body = render_feed(entries, city, sites, path, lang=lang)
+            cities = {c.id: c for c in world.catalog.cities}
+            body = render_feed(entries, city, sites, path, lang=lang, cities=cities)
             return Document(body, etag_of(body))
 
-        found = self.documents.get(("atom", city.id, lang), build, None)
+        key = ("atom", city.id if city is not None else None, lang)
+        found = self.documents.get(key, build, None)
         assert isinstance(found, Document)
         return found
 
@@ -284,6 +300,21 @@ def build_feeds_api() -> APIRouter:
         language = _language(lang)
         path = CITY_FEED_PATH.format(city_id=city.id)
         doc = feeds.city_feed(city, world, language, path)
+        return _answer(request, doc, ATOM_TYPE, FEED_CACHE)
+
+    @router.get(
+        ALL_FEED_PATH,
+        response_class=Response,
+        responses={
+            200: {"content": {"application/atom+xml": {}}, "description": "an Atom feed"},
+            304: NOT_MODIFIED,
+        },
+    )
+    def every_city_feed(request: Request, lang: Lang = None) -> Response:
+        """Every city's monuments turning lit or off, as their devices confirmed, and
+        the windows no confirmation reached (the last three days, newest first)."""
+        feeds = feeds_of(request)
+        doc = feeds.city_feed(None, feeds.world(), _language(lang), ALL_FEED_PATH)
         return _answer(request, doc, ATOM_TYPE, FEED_CACHE)
 
     return router

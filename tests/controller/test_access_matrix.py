@@ -74,6 +74,7 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/api/v1/public/status"): everyone(200),
     ("GET", "/api/v1/public/campaigns/{campaign_id}.ics"): everyone(200),
     ("GET", "/api/v1/public/cities/{city_id}/feed.atom"): everyone(200),
+    ("GET", "/api/v1/public/feed.atom"): everyone(200),
     ("GET", "/api/v1/public/events"): everyone(503),  # closed here: a stream never ends
     ("GET", "/healthz"): everyone(200),
     ("GET", "/readyz"): everyone(200),

@@ -356,3 +356,20 @@ def test_the_city_feed_is_served_with_cache_headers_an_etag_and_304(site: Site) 
         f"Menin Gate is lit in {BLUE}"
     ]
     assert site.http.get("/api/v1/public/cities/atlantis/feed.atom").status_code == 404
+
+
+def test_the_feed_of_every_city_names_each_monuments_city(site: Site) -> None:
+    got = site.http.get("/api/v1/public/feed.atom")
+    assert got.status_code == 200 and got.headers["cache-control"] == FEED_CACHE
+    root = ET.fromstring(got.content)
+    assert root.findtext(A + "title") == "Illuminate: every city"
+    assert [e.findtext(A + "title") for e in root.iter(A + "entry")] == [
+        "Atomium, Brussels is off",
+        f"Atomium, Brussels is lit in {BLUE}",
+        f"Menin Gate, Ypres is lit in {BLUE}",
+    ]
+    etag = got.headers["etag"]
+    assert (
+        site.http.get("/api/v1/public/feed.atom", headers={"If-None-Match": etag}).status_code
+        == 304
+    )

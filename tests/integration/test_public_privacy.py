@@ -52,6 +52,7 @@ SITE = {
 }
 CALENDAR = "/api/v1/public/campaigns/blue-heart.ics"
 FEED = "/api/v1/public/cities/brussels/feed.atom"
+ALL_FEED = "/api/v1/public/feed.atom"
 EVENTS = "/api/v1/public/events"
 
 
@@ -127,6 +128,7 @@ def test_public_outputs_hold_no_device_id_username_topic_hash_ip_firmware_or_nam
     for lang in ("en", "fr", "nl", "de", "xx"):
         outputs[f"{STATUS}?lang={lang}"] = http.get(STATUS, params={"lang": lang})
         outputs[f"{FEED}?lang={lang}"] = http.get(FEED, params={"lang": lang})
+    outputs[ALL_FEED] = http.get(ALL_FEED)
     outputs[CALENDAR] = http.get(CALENDAR)
     outputs[f"{CALENDAR}?city=brussels"] = http.get(CALENDAR, params={"city": "brussels"})
     texts = {path: response.text for path, response in outputs.items()}
