@@ -22,7 +22,7 @@ from datetime import UTC, datetime, time, timedelta
 
 from icalendar import Calendar, Event, vGeo
 
-from schedules.model import Campaign, SiteCatalog, display_name
+from schedules.model import Campaign, City, Site, SiteCatalog, display_name
 from schedules.resolve import Segment, timeline
 
 RECENT = timedelta(days=7)
@@ -36,10 +36,8 @@ _UIDS = uuid.UUID("6f1f4a52-5d1c-4b5e-9a53-0a1b7f3c2e10")
 @dataclass(frozen=True)
 class CalendarWindow:
     segment: Segment
-    site_name: str
-    city_name: str
-    lat: float
-    lon: float
+    site: Site
+    city: City
 
 
 def feed_range(now: datetime) -> tuple[datetime, datetime]:
@@ -56,7 +54,6 @@ def campaign_windows(
     end: datetime,
     *,
     city: str | None = None,
-    lang: str = "en",
     max_events: int = MAX_EVENTS,
 ) -> list[CalendarWindow]:
     """The windows of `campaign_id` that overlap [start, end) at every site (of `city`),
@@ -70,15 +67,7 @@ def campaign_windows(
         for seg in timeline(campaigns, site, town.zone, start, end):
             if seg.campaign != campaign_id:
                 continue
-            found.append(
-                CalendarWindow(
-                    seg,
-                    display_name(site.name, lang),
-                    display_name(town.name, lang),
-                    site.lat,
-                    site.lon,
-                )
-            )
+            found.append(CalendarWindow(seg, site, town))
     found.sort(key=lambda w: (w.segment.start, w.segment.site))
     return found[:max_events]
 
@@ -112,15 +101,16 @@ def render_calendar(
     cal.add("x-wr-calname", f"Illuminate: {title}")
     for window in windows:
         seg = window.segment
+        site_name = display_name(window.site.name, lang)
         event = Event()
         event.add("uid", window_uid(campaign.id, seg.site, seg.start))
         event.add("dtstamp", stamp)
         event.add("last-modified", stamp)
         event.add("dtstart", seg.start.astimezone(UTC))
         event.add("dtend", seg.end.astimezone(UTC))
-        event.add("summary", f"{title}: {window.site_name}")
-        event.add("location", f"{window.site_name}, {window.city_name}")
-        event.add("geo", vGeo((window.lat, window.lon)))
+        event.add("summary", f"{title}: {site_name}")
+        event.add("location", f"{site_name}, {display_name(window.city.name, lang)}")
+        event.add("geo", vGeo((window.site.lat, window.site.lon)))
         event.add("description", describe(campaign, seg, lang))
         event.add("categories", [title])
         event.add("transp", "TRANSPARENT")

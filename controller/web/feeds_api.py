@@ -27,7 +27,12 @@ from typing import Annotated
 from fastapi import APIRouter, FastAPI, HTTPException, Path, Query, Request, Response, status
 
 from controller.atom_feed import changes, render_feed
-from controller.calendar_feed import campaign_windows, feed_range, render_calendar
+from controller.calendar_feed import (
+    CalendarWindow,
+    campaign_windows,
+    feed_range,
+    render_calendar,
+)
 from controller.public import DEFAULT_LANGUAGE, LANGUAGES
 from controller.public_view import PublicView
 from controller.store.base import Stores
@@ -138,10 +143,12 @@ class Feeds:
     ttl_s: float = TTL_S
     monotonic: Callable[[], float] = time.monotonic
     world_memo: Memo = field(init=False)
+    expansions: Memo = field(init=False)
     documents: Memo = field(init=False)
 
     def __post_init__(self) -> None:
         self.world_memo = Memo(self.ttl_s, self.monotonic, max_entries=1)
+        self.expansions = Memo(self.ttl_s, self.monotonic, max_entries=64)
         self.documents = Memo(self.ttl_s, self.monotonic)
 
     def _revisions(self) -> Hashable:
@@ -163,19 +170,25 @@ class Feeds:
         return found
 
     def calendar(self, campaign: Campaign, world: World, city: str | None, lang: str) -> Document:
-        now = self.clock()
-        start, end = feed_range(now)
+        start, end = feed_range(self.clock())
+
+        def expand() -> tuple[CalendarWindow, ...]:  # the costly part: once for every language
+            found = campaign_windows(
+                campaign.id, world.campaigns, world.catalog, start, end, city=city
+            )
+            return tuple(found)
 
         def build() -> Document:
-            windows = campaign_windows(
-                campaign.id, world.campaigns, world.catalog, start, end, city=city, lang=lang
-            )
+            windows = self.expansions.get((campaign.id, city, start), expand, stamp)
+            assert isinstance(windows, tuple)
             changed = world.changed_at.get(campaign.id, start)
             body = render_calendar(campaign, windows, changed, lang)
             return Document(body, etag_of(body))
 
-        key = ("ics", campaign.id, city, lang, start)
-        found = self.documents.get(key, build, lambda: world.stamp)
+        def stamp() -> Hashable:
+            return world.stamp
+
+        found = self.documents.get(("ics", campaign.id, city, lang, start), build, stamp)
         assert isinstance(found, Document)
         return found
 

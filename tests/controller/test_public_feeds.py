@@ -32,7 +32,7 @@ from controller.store.history import (
 from controller.store.sql import database
 from controller.store.users import Users
 from controller.web.app import build_web
-from controller.web.feeds_api import CALENDAR_CACHE, FEED_CACHE, Memo
+from controller.web.feeds_api import CALENDAR_CACHE, FEED_CACHE, Feeds, Memo
 from schedules.model import Campaign, SiteCatalog
 from tests.controller.test_staff_api import CATALOG, public_view, serve
 
@@ -281,6 +281,7 @@ class Site:
     http: httpx.Client
     stores: Stores
     history: MemoryHistory
+    feeds: Feeds
 
 
 @pytest.fixture
@@ -306,7 +307,7 @@ def site(tmp_path: Path) -> Iterator[Site]:
             history=history,
         )
         with serve(app) as http:
-            yield Site(http, stores, history)
+            yield Site(http, stores, history, app.state.feeds)
 
 
 CAL = "/api/v1/public/campaigns/blue-heart.ics"
@@ -373,3 +374,15 @@ def test_the_feed_of_every_city_names_each_monuments_city(site: Site) -> None:
         site.http.get("/api/v1/public/feed.atom", headers={"If-None-Match": etag}).status_code
         == 304
     )
+
+
+def test_the_calendar_in_each_language_is_expanded_once_and_kept_for_the_ttl(site: Site) -> None:
+    english = site.http.get(CAL)
+    french = site.http.get(CAL, params={"lang": "fr"})
+    summaries = {str(e["summary"]) for e in Calendar.from_ical(french.content).walk("VEVENT")}
+    assert summaries == {"Coeur bleu: Atomium", "Coeur bleu: Menin Gate"}
+    assert english.headers["etag"] != french.headers["etag"]
+    assert site.feeds.expansions.builds == 1, "one expansion serves every language"
+    for _ in range(5):
+        assert site.http.get(CAL).headers["etag"] == english.headers["etag"]
+    assert site.feeds.documents.builds == 2, "within the ttl: no build again"
