@@ -119,7 +119,7 @@ def build_web(
     app.include_router(build_rollouts_api())
     app.state.history = history if history is not None else sql_history(users.sessions)
     app.include_router(build_history_api())
-    install_public_feeds(app, public, stores, app.state.history, clock)
+    install_public_feeds(app, public, stores, app.state.history, clock, metrics)
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:

@@ -28,6 +28,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry, Gauge
 from starlette.types import Receive, Scope, Send
 
 from controller.public_view import PublicView, Rendering
@@ -73,6 +74,8 @@ class PublicEvents:
         self.keepalive_s = keepalive_s
         self.retry_ms = retry_ms
         self.closed = False
+        self.refused = 0
+        """Clients turned away (the streams were full or closed)."""
         self.sent = 0
         """Status events sent, to every client (a measure for tests and metrics)."""
         self._clients: set[_Client] = set()
@@ -104,6 +107,7 @@ class PublicEvents:
         """A place for one more client, or None when the streams are full or closed."""
         with self._lock:
             if self.closed or len(self._clients) >= self.max_clients:
+                self.refused += 1
                 return None
             client = _Client(asyncio.get_running_loop())
             self._clients.add(client)
@@ -179,6 +183,19 @@ class EventStream(Response):
         finally:
             listener.cancel()
             self.hub.leave(client)
+
+
+def instrument(hub: PublicEvents, registry: CollectorRegistry) -> None:
+    """`illuminate_public_streams` (open now) and `illuminate_public_streams_refused`
+    (turned away so far) on `registry`, read from `hub` when scraped."""
+    open_now = Gauge("illuminate_public_streams", "Open public event streams", registry=registry)
+    open_now.set_function(lambda: hub.open)
+    refused = Gauge(
+        "illuminate_public_streams_refused",
+        "Public event streams refused (too many open, or stopping) since the start",
+        registry=registry,
+    )
+    refused.set_function(lambda: hub.refused)
 
 
 def close_streams(app: FastAPI) -> None:

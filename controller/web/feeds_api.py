@@ -33,12 +33,13 @@ from controller.calendar_feed import (
     feed_range,
     render_calendar,
 )
+from controller.metrics import Metrics
 from controller.public import DEFAULT_LANGUAGE, LANGUAGES
 from controller.public_view import PublicView
 from controller.store.base import Stores
 from controller.store.history import HistoryStore
 from controller.web.api import Problem
-from controller.web.events_route import PublicEvents, build_events_route
+from controller.web.events_route import PublicEvents, build_events_route, instrument
 from controller.web.status_route import etag_matches
 from devices.clock import Clock
 from schedules.model import Campaign, City, Site, SiteCatalog, is_id
@@ -334,11 +335,18 @@ def build_feeds_api() -> APIRouter:
 
 
 def install_public_feeds(
-    app: FastAPI, public: PublicView, stores: Stores, history: HistoryStore, clock: Clock
+    app: FastAPI,
+    public: PublicView,
+    stores: Stores,
+    history: HistoryStore,
+    clock: Clock,
+    metrics: Metrics | None = None,
 ) -> None:
     """The feed routes and the event stream, on `app` (`app.state.feeds`,
-    `app.state.public_events`)."""
+    `app.state.public_events`; the streams' gauges on `metrics`)."""
     app.state.feeds = Feeds(stores, history, clock)
     app.include_router(build_feeds_api())
-    app.state.public_events = PublicEvents(public)
-    app.include_router(build_events_route(app.state.public_events))
+    hub = app.state.public_events = PublicEvents(public)
+    app.include_router(build_events_route(hub))
+    if metrics is not None:
+        instrument(hub, metrics.registry)

@@ -173,6 +173,9 @@ def test_past_the_cap_a_client_gets_a_503(served: Served) -> None:
         assert refused.status_code == 503
         assert refused.headers["retry-after"]
         assert "too many" in refused.json()["detail"]
+        metrics = http.get("/metrics").text
+        assert "illuminate_public_streams 1.0" in metrics
+        assert "illuminate_public_streams_refused 1.0" in metrics
     assert wait_until(lambda: served.hub.open == 0)
     with client(served) as http, http.stream("GET", EVENTS_PATH) as response:
         assert response.status_code == 200, "a place is free again"
