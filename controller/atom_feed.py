@@ -171,8 +171,8 @@ def entry_summary(entry: Entry, site_name: str) -> str:
             f"No confirmation from {site_name} reached the controller for the window "
             f"that began at {_instant(entry.key)}."
         )
-    state = f"lit in {entry.color}" if entry.kind is Change.LIT else "off"
-    return f"{site_name} was {state} at {when}, as its lighting controller confirmed."
+    state = f"was lit in {entry.color}" if entry.kind is Change.LIT else "turned off"
+    return f"{site_name} {state} at {when}, as confirmed by the monument's own lighting."
 
 
 def render_feed(
@@ -191,10 +191,10 @@ def render_feed(
     if city is not None:
         where = display_name(city.name, lang)
         feed_key, title = f"city/{city.id}", f"Illuminate: {where}"
-        subtitle = f"Monuments in {where} lit, off or unconfirmed, as confirmed"
+        subtitle = f"When the monuments of {where} were lit or turned off, as they confirmed"
     else:
         feed_key, title = "every-city", "Illuminate: every city"
-        subtitle = "Monuments lit, off or unconfirmed, as confirmed"
+        subtitle = "When the monuments were lit or turned off, as they confirmed"
     feed = ET.Element(f"{{{ATOM}}}feed", {"{http://www.w3.org/XML/1998/namespace}lang": lang})
     _sub(feed, "id", f"urn:uuid:{uuid.uuid5(_IDS, feed_key)}")
     _sub(feed, "title", title)
