@@ -17,9 +17,11 @@ host, so one cached copy serves every client.
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Annotated
@@ -43,6 +45,8 @@ from controller.web.events_route import PublicEvents, build_events_route, instru
 from controller.web.status_route import etag_matches
 from devices.clock import Clock
 from schedules.model import Campaign, City, Site, SiteCatalog, is_id
+
+log = logging.getLogger(__name__)
 
 PREFIX = "/api/v1/public"
 CALENDAR_PATH = PREFIX + "/campaigns/{campaign_id}.ics"
@@ -95,7 +99,9 @@ class _Kept:
 class Memo:
     """Values built at most once per `ttl_s` each: after that, `stamp()` is asked (a
     cheap read of what the value rests on) and the value is built again only when the
-    stamp moved. One build at a time; a bounded number of values kept."""
+    stamp moved. One build at a time; a bounded number of values kept. When reading
+    or building fails, the value kept is served for another `ttl_s` (logged); with none
+    kept, the error goes up."""
 
     ttl_s: float = TTL_S
     monotonic: Callable[[], float] = time.monotonic
@@ -116,11 +122,18 @@ class Memo:
             now = self.monotonic()
             if kept is not None and now - kept.checked < self.ttl_s:
                 return kept.value  # built by another request meanwhile
-            current = stamp() if stamp is not None else object()
-            if kept is not None and kept.stamp == current:
+            try:
+                current = stamp() if stamp is not None else object()
+                if kept is not None and kept.stamp == current:
+                    kept.checked = now
+                    return kept.value
+                value = build()
+            except Exception:
+                if kept is None:
+                    raise
+                log.warning("public feed %r: could not build it again; serving the last", key)
                 kept.checked = now
                 return kept.value
-            value = build()
             self.builds += 1
             if len(self._kept) >= self.max_entries:
                 self._kept.clear()
@@ -254,10 +267,27 @@ def _not_found(detail: str) -> HTTPException:
     )
 
 
+@contextmanager
+def _or_unavailable() -> Iterator[None]:
+    """A feed that cannot be read or built (the database is down), with no copy kept to
+    serve: a 503 that caches keep for a moment (their stale copy, if any, is served)."""
+    try:
+        yield
+    except Exception:
+        log.exception("a public feed could not be built")
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail="the feed cannot be built now; try again later",
+            headers={"Retry-After": str(UNAVAILABLE_RETRY_S), "Cache-Control": "no-store"},
+        ) from None
+
+
 Lang = Annotated[
     str | None, Query(description="language of the names (en, fr, nl, de); default en")
 ]
 NOT_MODIFIED = {"description": "Not modified (If-None-Match names the current ETag)"}
+UNAVAILABLE = {"model": Problem, "description": "the feed cannot be built now (Retry-After)"}
+UNAVAILABLE_RETRY_S = 10
 
 
 def build_feeds_api() -> APIRouter:
@@ -269,6 +299,7 @@ def build_feeds_api() -> APIRouter:
         responses={
             200: {"content": {"text/calendar": {}}, "description": "an iCalendar document"},
             304: NOT_MODIFIED,
+            503: UNAVAILABLE,
             404: {"model": Problem, "description": "no such campaign (or city)"},
         },
     )
@@ -281,13 +312,15 @@ def build_feeds_api() -> APIRouter:
         """The campaign's windows at each monument, from a week ago to two months ahead,
         as iCalendar events in UTC (stable UIDs; the colour and cause described)."""
         feeds = feeds_of(request)
-        world = feeds.world()
+        with _or_unavailable():
+            world = feeds.world()
         campaign = world.by_id.get(campaign_id) if is_id(campaign_id) else None
         if campaign is None:
             raise _not_found(f"no campaign {campaign_id!r}")
         if city is not None and world.city(city) is None:
             raise _not_found(f"no city {city!r}")
-        doc = feeds.calendar(campaign, world, city, _language(lang))
+        with _or_unavailable():
+            doc = feeds.calendar(campaign, world, city, _language(lang))
         return _answer(request, doc, CALENDAR_TYPE, CALENDAR_CACHE)
 
     @router.get(
@@ -296,6 +329,7 @@ def build_feeds_api() -> APIRouter:
         responses={
             200: {"content": {"application/atom+xml": {}}, "description": "an Atom feed"},
             304: NOT_MODIFIED,
+            503: UNAVAILABLE,
             404: {"model": Problem, "description": "no such city"},
         },
     )
@@ -307,13 +341,15 @@ def build_feeds_api() -> APIRouter:
         """The city's monuments turning lit or off, as their devices confirmed, and the
         windows no confirmation reached (the last two weeks, newest first)."""
         feeds = feeds_of(request)
-        world = feeds.world()
+        with _or_unavailable():
+            world = feeds.world()
         city = world.city(city_id) if is_id(city_id) else None
         if city is None:
             raise _not_found(f"no city {city_id!r}")
         language = _language(lang)
         path = CITY_FEED_PATH.format(city_id=city.id)
-        doc = feeds.city_feed(city, world, language, path)
+        with _or_unavailable():
+            doc = feeds.city_feed(city, world, language, path)
         return _answer(request, doc, ATOM_TYPE, FEED_CACHE)
 
     @router.get(
@@ -322,13 +358,15 @@ def build_feeds_api() -> APIRouter:
         responses={
             200: {"content": {"application/atom+xml": {}}, "description": "an Atom feed"},
             304: NOT_MODIFIED,
+            503: UNAVAILABLE,
         },
     )
     def every_city_feed(request: Request, lang: Lang = None) -> Response:
         """Every city's monuments turning lit or off, as their devices confirmed, and
         the windows no confirmation reached (the last three days, newest first)."""
         feeds = feeds_of(request)
-        doc = feeds.city_feed(None, feeds.world(), _language(lang), ALL_FEED_PATH)
+        with _or_unavailable():
+            doc = feeds.city_feed(None, feeds.world(), _language(lang), ALL_FEED_PATH)
         return _answer(request, doc, ATOM_TYPE, FEED_CACHE)
 
     return router

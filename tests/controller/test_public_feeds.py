@@ -386,3 +386,32 @@ def test_the_calendar_in_each_language_is_expanded_once_and_kept_for_the_ttl(sit
     for _ in range(5):
         assert site.http.get(CAL).headers["etag"] == english.headers["etag"]
     assert site.feeds.documents.builds == 2, "within the ttl: no build again"
+
+
+def test_the_memo_serves_what_it_has_when_building_again_fails() -> None:
+    now = [0.0]
+    memo = Memo(ttl_s=10, monotonic=lambda: now[0])
+    failing = [False]
+
+    def build() -> object:
+        if failing[0]:
+            raise OSError("the database is away")
+        return "built"
+
+    assert memo.get("k", build, None) == "built"
+    failing[0] = True
+    now[0] = 11.0
+    assert memo.get("k", build, None) == "built", "the last one, while it cannot build"
+    with pytest.raises(OSError):
+        memo.get("other", build, None)
+
+
+def test_a_feed_that_cannot_be_built_is_a_503(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    def away(*_args: object, **_kwargs: object) -> list[DeviceEvent]:
+        raise OSError("the database is away")
+
+    monkeypatch.setattr(site.history, "step_events", away)
+    got = site.http.get("/api/v1/public/feed.atom")
+    assert got.status_code == 503
+    assert got.headers["retry-after"] and got.headers["cache-control"] == "no-store"
+    assert "device" not in got.text and "database" not in got.text
