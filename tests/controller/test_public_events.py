@@ -187,9 +187,8 @@ def test_sigterm_ends_open_streams_and_stops_the_server_promptly(served: Served)
         next_status(stream)
         started = time.monotonic()
         served.server.handle_exit(signal.SIGTERM, None)  # what the signal handler calls
-        for event in stream:  # until the stream ends
+        for event in stream:  # until the stream ends (whole: a cut one would raise)
             assert "comment" in event, event
-            assert time.monotonic() - started < 3.0, "the stream did not end"
+            assert time.monotonic() - started < DEADLINE_S, "the stream did not end"
         served.thread.join(timeout=DEADLINE_S)
         assert not served.thread.is_alive(), "the server stopped"
-        assert time.monotonic() - started < 3.0, "well before the graceful timeout"

@@ -11,7 +11,6 @@ import time
 
 import httpx
 
-from controller.serve import GRACEFUL_S
 from controller.web.events_route import EVENTS_PATH
 from tests.integration.test_serve_limits import GENEROUS_S, Served, served
 
@@ -30,9 +29,9 @@ def test_sigterm_ends_an_open_event_stream_at_once_and_stops_the_server(
         assert next(lines).startswith("retry: ")
         started = time.monotonic()
         served.proc.send_signal(signal.SIGTERM)
-        for _ in lines:  # until the server ends the stream
+        # the stream ends whole (its last chunk sent); cut by the server's graceful
+        # timeout instead, it would end mid-body, and httpx would raise
+        for _ in lines:
             assert time.monotonic() - started < GENEROUS_S, "the stream did not end"
-        ended = time.monotonic() - started
-    assert ended < GRACEFUL_S, f"the stream ended after {ended:.1f} s: it was cut, not closed"
     # uvicorn raises the signal again once it has shut down: the exit says SIGTERM
     assert served.proc.wait(timeout=GENEROUS_S) in (0, -signal.SIGTERM)
