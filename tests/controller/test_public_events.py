@@ -9,7 +9,7 @@ import json
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -29,17 +29,13 @@ from controller.web.app import build_web
 from controller.web.events_route import EVENTS_PATH, PublicEvents, close_streams
 from schedules.model import Campaign
 from tests.controller.test_staff_api import CATALOG, FakeClock, campaign_body, free_port
+from tests.integration.conftest import wait_until as settled
 
 DEADLINE_S = 10.0
 
 
-def wait_until(predicate: object, timeout: float = DEADLINE_S) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        time.sleep(0.01)
-    return False
+def wait_until(predicate: Callable[[], bool], timeout: float = DEADLINE_S) -> bool:
+    return settled(predicate, timeout, step=0.01)
 
 
 @dataclass
