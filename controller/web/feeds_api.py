@@ -28,7 +28,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, HTTPException, Path, Query, Request, Response, status
 
-from controller.atom_feed import changes, render_feed
+from controller.atom_feed import Entry, changes, render_feed
 from controller.calendar_feed import (
     CalendarWindow,
     campaign_windows,
@@ -162,7 +162,7 @@ class Feeds:
 
     def __post_init__(self) -> None:
         self.world_memo = Memo(self.ttl_s, self.monotonic, max_entries=1)
-        self.expansions = Memo(self.ttl_s, self.monotonic, max_entries=64)
+        self.expansions = Memo(self.ttl_s, self.monotonic, max_entries=MAX_DOCUMENTS)
         self.documents = Memo(self.ttl_s, self.monotonic)
 
     def _revisions(self) -> Hashable:
@@ -208,12 +208,13 @@ class Feeds:
 
     def city_feed(self, city: City | None, world: World, lang: str, path: str) -> Document:
         """One city's feed, or every city's (`city` None, over a shorter span)."""
+        city_id = city.id if city is not None else None
+        sites: dict[str, Site] = {
+            s.id: s for s in world.catalog.sites if city is None or s.city == city.id
+        }
 
-        def build() -> Document:
+        def collect() -> tuple[Entry, ...]:  # the reads: once for every language
             since = self.clock() - (FEED_SPAN if city is not None else ALL_SPAN)
-            sites: dict[str, Site] = {
-                s.id: s for s in world.catalog.sites if city is None or s.city == city.id
-            }
             devices_of: dict[str, list[str]] = {s: [] for s in sites}
             registered: dict[str, datetime] = {}
             for record in self.stores.registry.devices().values():
@@ -231,12 +232,16 @@ class Feeds:
                 outcomes = [
                     r for d in ids for r in self.history.outcomes(device_id=d, ends_since=since)
                 ]
-            entries = changes(steps, outcomes, devices_of, registered)
+            return tuple(changes(steps, outcomes, devices_of, registered))
+
+        def build() -> Document:
+            entries = self.expansions.get(("atom", city_id), collect, None)
+            assert isinstance(entries, tuple)
             cities = {c.id: c for c in world.catalog.cities}
             body = render_feed(entries, city, sites, path, lang=lang, cities=cities)
             return Document(body, etag_of(body))
 
-        key = ("atom", city.id if city is not None else None, lang)
+        key = ("atom", city_id, lang)
         found = self.documents.get(key, build, None)
         assert isinstance(found, Document)
         return found
