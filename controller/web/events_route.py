@@ -1,15 +1,23 @@
 """`GET /api/v1/public/events`: the public status as a stream of server-sent events.
 
-Each event is the whole public status document (`event: status`, `data:` the same JSON
-as `GET /api/v1/public/status`, in `?lang=`), with `id:` its ETag. It is sent when the
-stream opens, unless `Last-Event-ID` already names the current ETag (a client that
-reconnects after missing nothing gets nothing twice), and then whenever the public view
-is rendered again with a different ETag. Nothing is computed or read per client: the
-public view calls `PublicEvents.changed` after each build that changed a rendering
-(`PublicView.subscribe`), which wakes every open stream, and each sends the rendering
-already made. A comment line (`: keep-alive`) goes out every `keepalive_s` so that
-proxies keep the connection and a dead client is noticed; `retry:` tells the browser
-how long to wait before it reconnects.
+Two kinds of event, each with `id:` the ETag of the public status it brings the
+client to (`?lang=` as for `GET /api/v1/public/status`):
+
+- `status`: the whole document, the same JSON as `GET /api/v1/public/status`. Sent
+  when the stream opens, unless `Last-Event-ID` already names the current ETag (a
+  client that reconnects after missing nothing gets nothing twice).
+- `change`: what changed since the client's last event, when that is smaller than the
+  document: `generated_at`, `summary`, the sites added or changed (each whole) and the
+  ids of the sites `removed` (`status_change`). Sent whenever the public view is
+  rendered again with a different ETag, and on a reconnect whose `Last-Event-ID` is one
+  of the last few documents; otherwise the `status` event is sent instead.
+
+Nothing is computed or read per client: the public view calls `PublicEvents.changed`
+after each build that changed a rendering (`PublicView.subscribe`), which wakes every
+open stream, and each sends the events already made (a `change` is made once, by the
+first client that needs it, and kept for the others). A comment line (`: keep-alive`)
+goes out every `keepalive_s` so that proxies keep the connection and a dead client is
+noticed; `retry:` tells the browser how long to wait before it reconnects.
 
 Each stream is a coroutine on the server's event loop (no thread per client). At most
 `max_clients` are open at once; one more gets a 503 with Retry-After. `close()` ends
@@ -26,6 +34,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Annotated
 
+import orjson
 from fastapi import APIRouter, FastAPI, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, Gauge
@@ -40,6 +49,8 @@ KEEPALIVE_S = 15.0
 RETRY_MS = 5000
 BUSY_RETRY_S = 30
 EVENTS_CACHE = "no-store"
+KEEP_RENDERINGS = 4
+"""Per language, the renderings a `change` event may start from."""
 
 
 @dataclass(eq=False)
@@ -49,11 +60,71 @@ class _Client:
     gone: bool = False
 
 
-def status_event(rendering: Rendering) -> bytes:
-    """One `status` event: the document's lines as `data:` lines, its ETag as `id:`."""
-    lines = rendering.body.decode("utf-8").splitlines() or [""]
+def sse_event(kind: str, event_id: str, body: bytes) -> bytes:
+    """One event: `body`'s lines as `data:` lines, `event_id` as `id:`."""
+    lines = body.decode("utf-8").splitlines() or [""]
     data = "".join(f"data: {line}\n" for line in lines)
-    return f"id: {rendering.etag}\nevent: status\n{data}\n".encode()
+    return f"id: {event_id}\nevent: {kind}\n{data}\n".encode()
+
+
+def status_event(rendering: Rendering) -> bytes:
+    """The `status` event: the whole document."""
+    return sse_event("status", rendering.etag, rendering.body)
+
+
+def status_change(before: bytes, after: bytes) -> bytes | None:
+    """What changed from one public status document to the next: `generated_at`,
+    `summary`, the sites added or changed (whole) and the ids of the sites `removed`.
+    None when that is not smaller than the document itself."""
+    old, new = orjson.loads(before), orjson.loads(after)
+    old_sites = {site["id"]: site for site in old["sites"]}
+    new_ids = {site["id"] for site in new["sites"]}
+    body = orjson.dumps(
+        {
+            "generated_at": new["generated_at"],
+            "summary": new["summary"],
+            "sites": [site for site in new["sites"] if old_sites.get(site["id"]) != site],
+            "removed": [site_id for site_id in old_sites if site_id not in new_ids],
+        }
+    )
+    return body if len(body) < len(after) else None
+
+
+@dataclass
+class _Events:
+    """The events made for one language: the last few renderings' `status` events, and
+    the `change` events between them (made once, sent to every client)."""
+
+    full: dict[str, bytes] = field(default_factory=dict)
+    """ETag -> the `status` event, for the last `KEEP_RENDERINGS` renderings."""
+    bodies: dict[str, bytes] = field(default_factory=dict)
+    changes: dict[tuple[str, str], bytes] = field(default_factory=dict)
+
+    def status(self, rendering: Rendering) -> bytes:
+        found = self.full.get(rendering.etag)
+        if found is None:
+            if len(self.full) >= KEEP_RENDERINGS:
+                oldest = next(iter(self.full))
+                del self.full[oldest], self.bodies[oldest]
+                self.changes = {k: v for k, v in self.changes.items() if oldest not in k}
+            found = self.full[rendering.etag] = status_event(rendering)
+            self.bodies[rendering.etag] = rendering.body
+        return found
+
+    def change(self, since: str, rendering: Rendering) -> bytes | None:
+        """The `change` event from the document `since` to `rendering`, when `since` is
+        one of the last few (else None: send the whole document)."""
+        key = (since, rendering.etag)
+        found = self.changes.get(key)
+        if found is None:
+            before = self.bodies.get(since)
+            if before is None:
+                return None
+            body = status_change(before, rendering.body)
+            found = self.changes[key] = (
+                b"" if body is None else sse_event("change", rendering.etag, body)
+            )
+        return found or None
 
 
 class PublicEvents:
@@ -77,9 +148,10 @@ class PublicEvents:
         self.refused = 0
         """Clients turned away (the streams were full or closed)."""
         self.sent = 0
-        """Status events sent, to every client (a measure for tests and metrics)."""
+        """Events sent (`status` or `change`), to every client."""
         self._clients: set[_Client] = set()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # `close` may run in a signal handler meanwhile
+        self._events: dict[str, _Events] = {}  # by language; used on the event loop only
         public.subscribe(self.changed)
 
     @property
@@ -122,14 +194,18 @@ class PublicEvents:
     ) -> AsyncIterator[bytes]:
         """What one client is sent, until it leaves or the streams close."""
         yield f"retry: {self.retry_ms}\n\n".encode()
+        language = self.public.language(lang)
+        made = self._events.setdefault(language, _Events())
         sent = last_id
         while not self.closed and not client.gone:
             client.wake.clear()
-            rendering = self.public.get(lang)
+            rendering = self.public.get(language)
             if rendering is not None and rendering.etag != sent:
+                whole = made.status(rendering)
+                event = made.change(sent, rendering) if sent is not None else None
                 sent = rendering.etag
                 self.sent += 1
-                yield status_event(rendering)
+                yield whole if event is None else event
                 continue
             try:
                 await asyncio.wait_for(client.wake.wait(), self.keepalive_s)

@@ -26,7 +26,7 @@ from controller.store.base import Stores
 from controller.store.sql import database
 from controller.store.users import Users
 from controller.web.app import build_web
-from controller.web.events_route import EVENTS_PATH, PublicEvents, close_streams
+from controller.web.events_route import EVENTS_PATH, PublicEvents, close_streams, status_change
 from schedules.model import Campaign
 from tests.controller.test_staff_api import CATALOG, FakeClock, campaign_body, free_port
 from tests.integration.conftest import wait_until as settled
@@ -96,15 +96,25 @@ def events(response: httpx.Response) -> Iterator[dict[str, str]]:
 
 
 def next_status(stream: Iterator[dict[str, str]]) -> dict[str, str]:
+    """The next `status` or `change` event."""
     for event in stream:
-        if event.get("event") == "status":
+        if event.get("event") in ("status", "change"):
             return event
     raise AssertionError("the stream ended")
 
 
-def change(served: Served) -> str:
-    """Put a campaign (the sites become scheduled), rebuild: the new ETag."""
-    served.stores.campaigns.put(Campaign.model_validate(campaign_body()), FakeClock()())
+BRUSSELS_ONLY = {
+    "targets": {"cities": ["brussels"]},
+    "dates": ["2026-07-30"],
+    "start": {"at": "21:30"},
+    "end": {"at": "23:59"},
+}
+
+
+def change(served: Served, **campaign: object) -> str:
+    """Put a campaign (the Atomium becomes scheduled), rebuild: the new ETag."""
+    body = campaign_body(windows=[BRUSSELS_ONLY], **campaign)
+    served.stores.campaigns.put(Campaign.model_validate(body), FakeClock()())
     before = served.public.get()
     assert served.public.rebuild()
     after = served.public.get()
@@ -127,11 +137,29 @@ def test_the_stream_sends_the_status_at_once_then_each_change(served: Served) ->
         current = served.public.get()
         assert current is not None and first["id"] == current.etag
         assert json.loads(first["data"])["summary"]["scheduled"] == 0
+        assert first["event"] == "status", "the whole document first"
         etag = change(served)
         second = next_status(stream)
-        assert second["id"] == etag
-        assert json.loads(second["data"])["summary"]["scheduled"] == 2
+        assert (second["event"], second["id"]) == ("change", etag), "then what changed"
+        changed = json.loads(second["data"])
+        assert changed["summary"]["scheduled"] == 1
+        assert [site["id"] for site in changed["sites"]] == ["atomium"], "only the Atomium"
+        assert changed["sites"][0]["state"] == "scheduled"
+        assert changed["removed"] == []
     assert wait_until(lambda: served.hub.open == 0), "a client that left is forgotten"
+
+
+def test_a_client_back_from_a_known_status_gets_the_change_an_unknown_one_all(
+    served: Served,
+) -> None:
+    with client(served) as http, http.stream("GET", EVENTS_PATH) as response:
+        before = next_status(events(response))["id"]
+    etag = change(served)
+    for last, kind in ((before, "change"), ('"never-sent"', "status")):
+        headers = {"Last-Event-ID": last}
+        with client(served) as http, http.stream("GET", EVENTS_PATH, headers=headers) as response:
+            event = next_status(events(response))
+            assert (event["event"], event["id"]) == (kind, etag), last
 
 
 def test_a_client_that_has_the_current_status_gets_keep_alives_until_it_changes(
@@ -146,6 +174,29 @@ def test_a_client_that_has_the_current_status_gets_keep_alives_until_it_changes(
         assert next(stream) == {"comment": "keep-alive"}, "nothing new: no status sent"
         etag = change(served)
         assert next_status(stream)["id"] == etag
+
+
+def test_a_change_is_the_sites_changed_added_and_removed_or_none_when_not_smaller() -> None:
+    def doc(*sites: tuple[str, str]) -> bytes:
+        return json.dumps(
+            {
+                "generated_at": "2026-07-30T12:00:00Z",
+                "summary": {"total": len(sites)},
+                "sites": [{"id": i, "state": state, "name": "x" * 200} for i, state in sites],
+            },
+            separators=(",", ":"),  # compact, as the public view's documents
+        ).encode()
+
+    before = doc(("a", "off"), ("b", "off"), ("c", "off"), ("d", "off"))
+    after = doc(("a", "off"), ("b", "lit"), ("d", "off"), ("e", "off"))
+    found = status_change(before, after)
+    assert found is not None
+    change_doc = json.loads(found)
+    assert [(s["id"], s["state"]) for s in change_doc["sites"]] == [("b", "lit"), ("e", "off")]
+    assert change_doc["removed"] == ["c"]
+    assert change_doc["summary"] == {"total": 4}
+    everything = doc(*((i, "lit") for i in "abcd"))
+    assert status_change(before, everything) is None, "all changed: send the document"
 
 
 def test_a_rebuild_that_changes_nothing_public_sends_nothing(served: Served) -> None:
