@@ -13,6 +13,9 @@ rebuilt off the request path, by one builder at a time (the refresher thread tha
 - at least every `max_age_s` when given, for changes made where no `invalidate()` is
   called (another process).
 
+After each build that gave a new rendering, the listeners (`subscribe`) are called:
+the public event stream (`controller/web/events_route.py`) wakes its clients so.
+
 A rebuild re-expands a site's timeline only when its campaigns, the site or the date
 range changed: timelines are cached per (site, campaigns fingerprint, range), and the
 cache keeps only what the last build used.
