@@ -195,6 +195,13 @@ def test_a_change_is_the_sites_changed_added_and_removed_or_none_when_not_smalle
     assert [(s["id"], s["state"]) for s in change_doc["sites"]] == [("b", "lit"), ("e", "off")]
     assert change_doc["removed"] == ["c"]
     assert change_doc["summary"] == {"total": 4}
+    # applied as docs/public-feeds.md says, it gives the new document
+    sites = {site["id"]: site for site in json.loads(before)["sites"]}
+    sites.update((site["id"], site) for site in change_doc["sites"])
+    for gone in change_doc["removed"]:
+        del sites[gone]
+    new = json.loads(after)
+    assert sorted(sites.values(), key=lambda site: site["id"]) == new["sites"]
     everything = doc(*((i, "lit") for i in "abcd"))
     assert status_change(before, everything) is None, "all changed: send the document"
 
