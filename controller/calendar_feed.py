@@ -23,7 +23,7 @@ from datetime import UTC, datetime, time, timedelta
 from icalendar import Calendar, Event, vGeo
 
 from schedules.model import Campaign, City, Site, SiteCatalog, display_name
-from schedules.resolve import Segment, timeline
+from schedules.resolve import LOOKAROUND, Segment, timeline
 
 RECENT = timedelta(days=7)
 AHEAD = timedelta(days=60)
@@ -57,15 +57,17 @@ def campaign_windows(
     max_events: int = MAX_EVENTS,
 ) -> list[CalendarWindow]:
     """The windows of `campaign_id` that overlap [start, end) at every site (of `city`),
-    by start then site."""
+    whole, by start then site."""
     cities = {c.id: c for c in catalog.cities}
     found: list[CalendarWindow] = []
     for site in catalog.sites:
         if city is not None and site.city != city:
             continue
         town = cities[site.city]
-        for seg in timeline(campaigns, site, town.zone, start, end):
-            if seg.campaign != campaign_id:
+        # expanded beyond the range, so a window across its edges is seen whole (its
+        # true start and end, and so its UID)
+        for seg in timeline(campaigns, site, town.zone, start - LOOKAROUND, end + LOOKAROUND):
+            if seg.campaign != campaign_id or seg.end <= start or seg.start >= end:
                 continue
             found.append(CalendarWindow(seg, site, town))
     found.sort(key=lambda w: (w.segment.start, w.segment.site))

@@ -415,3 +415,14 @@ def test_a_feed_that_cannot_be_built_is_a_503(site: Site, monkeypatch: pytest.Mo
     assert got.status_code == 503
     assert got.headers["retry-after"] and got.headers["cache-control"] == "no-store"
     assert "device" not in got.text and "database" not in got.text
+
+
+def test_a_window_across_the_edge_of_the_range_is_whole() -> None:
+    late = nightly(windows=[{"targets": {"all": True}, "rrule": "FREQ=DAILY",
+                             "start": {"at": "23:30"}, "end": {"at": "03:00"}}])  # fmt: skip
+    start, end = utc(2026, 7, 30), utc(2026, 7, 31)  # nightly 21:30Z to 01:00Z (CEST)
+    windows = campaign_windows(late.id, [late], CATALOG, start, end, city="ypres")
+    assert [(w.segment.start, w.segment.end) for w in windows] == [
+        (utc(2026, 7, 29, 21, 30), utc(2026, 7, 30, 1)),
+        (utc(2026, 7, 30, 21, 30), utc(2026, 7, 31, 1)),
+    ]
