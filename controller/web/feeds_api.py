@@ -7,11 +7,13 @@
   (lit, off, unconfirmed) from the record, as Atom (`controller/atom_feed.py`);
   `GET /api/v1/public/feed.atom` the same for every city, over a shorter span.
 
-Both are public: no token, only allow-listed fields. They are made for shared caches:
-a document is built from the stores at most once per `ttl_s` (per feed and language),
-whatever the number of requests, and sent with an ETag (a 304 for If-None-Match), a
-`Cache-Control` with `s-maxage` and `stale-while-revalidate`, and links that name no
-host, so one cached copy serves every client.
+All are public: no token, only allow-listed fields. They are made for shared caches:
+the stores are read for a feed at most once per `ttl_s` (one read or expansion serves
+every language), whatever the number of requests, and a document is sent with an ETag
+(a 304 for If-None-Match), a `Cache-Control` with `s-maxage` and
+`stale-while-revalidate`, and links that name no host, so one cached copy serves every
+client. The event stream is in `controller/web/events_route.py`; `install_public_feeds`
+puts both on the app.
 """
 
 from __future__ import annotations
