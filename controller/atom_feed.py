@@ -4,7 +4,8 @@ Entries (`changes`), newest first:
 
 - `lit`: every device of a monument reported applying the same lit step (the record's
   step events, `docs/record.md`); the entry's time is the last device's own time of
-  applying it. Its colour is the step's.
+  applying it. Its colour is the step's, and how it was confirmed is the weakest of
+  the devices' (`confirmed_by`: echo, readback, sensor), as in the public status.
 - `off`: likewise, for a step that turns the lights off.
 - `unconfirmed`: a window ended and its outcome at the monument (the worst of its
   devices') is `unconfirmed`, `offline` or `missed`: no confirmation of it reached the
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from controller.confirmation import ConfirmedBy, weakest
 from controller.store.history import DeviceEvent, Verdict, WindowRecord
 from controller.windows import worst
 from schedules.model import City, Site, display_name
@@ -41,6 +43,12 @@ MAX_ENTRIES = 100
 NOTHING_YET = datetime(2000, 1, 1, tzinfo=UTC)
 """The feed's `updated` while it has no entry (a fixed time, so its ETag holds)."""
 NOT_CONFIRMED = frozenset({Verdict.UNCONFIRMED, Verdict.OFFLINE, Verdict.MISSED})
+HOW = {
+    ConfirmedBy.ECHO: "its lighting controller",
+    ConfirmedBy.READBACK: "its lighting controller, reading its output back,",
+    ConfirmedBy.SENSOR: "a light sensor at the monument",
+}
+"""Who confirmed a step, by how (the public status's `confirmed_by`)."""
 _IDS = uuid.UUID("0b0f5b8e-61a7-4a40-8a8f-5c6b2f1d9e47")
 
 
@@ -59,6 +67,8 @@ class Entry:
     key: datetime
     """What makes it unique with site and kind: the step's instant, the window's start."""
     color: str | None = None
+    confirmed_by: ConfirmedBy | None = None
+    """How the step was confirmed: the weakest of the devices' (as in the status)."""
 
     @property
     def id(self) -> str:
@@ -72,6 +82,17 @@ def _look(state: Mapping[str, object] | None) -> tuple[bool, str | None] | None:
     on = bool(state["on"])
     color = state.get("color")
     return on, (str(color).upper() if on and isinstance(color, str) else None)
+
+
+def _how(events: Mapping[str, DeviceEvent], devices: Sequence[str]) -> ConfirmedBy | None:
+    """The weakest confirmation of these devices' reports (None if one does not say)."""
+    found: list[ConfirmedBy] = []
+    for device in devices:
+        said = events[device].confirmed_by
+        if said not in set(ConfirmedBy):
+            return None
+        found.append(ConfirmedBy(said))
+    return weakest(found)
 
 
 def step_changes(
@@ -102,7 +123,8 @@ def step_changes(
             continue
         on, color = look
         applied = [by_device[d].applied_at or by_device[d].received_at for d in needed]
-        out.append(Entry(site, Change.LIT if on else Change.OFF, max(applied), step_at, color))
+        kind = Change.LIT if on else Change.OFF
+        out.append(Entry(site, kind, max(applied), step_at, color, _how(by_device, needed)))
     return out
 
 
@@ -172,7 +194,8 @@ def entry_summary(entry: Entry, site_name: str) -> str:
             f"that began at {_instant(entry.key)}."
         )
     state = f"was lit in {entry.color}" if entry.kind is Change.LIT else "turned off"
-    return f"{site_name} {state} at {when}, as confirmed by the monument's own lighting."
+    how = HOW[entry.confirmed_by] if entry.confirmed_by else "its lighting controller"
+    return f"{site_name} {state} at {when}, as {how} confirmed."
 
 
 def render_feed(
@@ -217,6 +240,8 @@ def render_feed(
         _sub(node, "updated", _instant(entry.at))
         _sub(node, "published", _instant(entry.at))
         _sub(node, "category", term=entry.kind.value, label=entry.kind.value)
+        if entry.confirmed_by is not None:
+            _sub(node, "category", term=f"confirmed-by-{entry.confirmed_by.value}")
         _sub(node, "summary", entry_summary(entry, name))
         _sub(node, "link", rel="alternate", type="text/html", href=page_path)
     body: bytes = ET.tostring(feed, encoding="utf-8", xml_declaration=True)

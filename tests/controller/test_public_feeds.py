@@ -138,11 +138,11 @@ OPENS = utc(2026, 7, 29, 19, 30)
 CLOSES = utc(2026, 7, 29, 21, 59)
 
 
-def step(device: str, at: datetime, on: bool, applied: datetime) -> DeviceEvent:
+def step(device: str, at: datetime, on: bool, applied: datetime, by: str = "echo") -> DeviceEvent:
     state = {"on": on, "color": BLUE if on else "#000000", "level": 80 if on else 0}
     return DeviceEvent(
         device, EventKind.STEP, applied + timedelta(seconds=1), version=3, step_at=at,
-        applied_at=applied, state=state, source="ack",
+        applied_at=applied, state=state, source="ack", confirmed_by=by,
     )  # fmt: skip
 
 
@@ -189,6 +189,22 @@ def test_a_step_one_device_did_not_report_is_no_entry_and_an_unconfirmed_window_
     assert ("atomium", Change.LIT) not in kinds
     unconfirmed = [e for e in entries if e.kind is Change.UNCONFIRMED]
     assert [(e.site, e.at, e.key) for e in unconfirmed] == [("atomium", CLOSES, OPENS)]
+
+
+def test_an_entry_is_as_sure_as_the_least_sure_device() -> None:
+    opens = [
+        step("atom-a", OPENS, True, OPENS, by="sensor"),
+        step("atom-b", OPENS, True, OPENS, by="echo"),
+        step("gate-1", OPENS, True, OPENS, by="sensor"),
+    ]
+    entries = {e.site: e for e in changes(opens, [], DEVICES, HEARD)}
+    assert entries["atomium"].confirmed_by == "echo"
+    assert entries["menin-gate"].confirmed_by == "sensor"
+    body = render_feed(
+        list(entries.values()), CATALOG.cities[1], {"menin-gate": CATALOG.sites[1]}, "/f"
+    )
+    assert b"as a light sensor at the monument confirmed" in body
+    assert b'term="confirmed-by-sensor"' in body
 
 
 def test_a_device_registered_after_the_step_is_not_asked_for_it() -> None:
