@@ -27,6 +27,7 @@ from controller.web.body_schemas import with_body_schemas
 from controller.web.campaigns_api import build_campaigns_api
 from controller.web.device_ops_api import build_device_ops_api
 from controller.web.devices_api import IMPORT_PATH, MAX_IMPORT_BYTES, build_devices_api
+from controller.web.feeds_api import install_public_feeds
 from controller.web.headers import DOCS_POLICY, SecurityHeaders
 from controller.web.history_api import build_history_api
 from controller.web.limits import MAX_BODY_BYTES, BodySizeLimit
@@ -118,6 +119,7 @@ def build_web(
     app.include_router(build_rollouts_api())
     app.state.history = history if history is not None else sql_history(users.sessions)
     app.include_router(build_history_api())
+    install_public_feeds(app, public, stores, app.state.history, clock, metrics)
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:

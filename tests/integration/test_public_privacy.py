@@ -1,7 +1,8 @@
 """What the public sees holds only allow-listed fields: a real controller (embedded broker),
 real agents with distinctive ids and firmware, a technician with a distinctive name; then
 every public output (the page, its script and style, the status JSON in every language,
-with their headers) is searched for each of them, and for topics, hashes and addresses.
+the campaign's calendar, the city's Atom feed and the event stream, with their headers)
+is searched for each of them, and for topics, hashes and addresses.
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ SITE = {
     "window",
     "color",
 }
+CALENDAR = "/api/v1/public/campaigns/blue-heart.ics"
+FEED = "/api/v1/public/cities/brussels/feed.atom"
+ALL_FEED = "/api/v1/public/feed.atom"
+EVENTS = "/api/v1/public/events"
 
 
 @pytest.fixture
@@ -122,9 +127,23 @@ def test_public_outputs_hold_no_device_id_username_topic_hash_ip_firmware_or_nam
         outputs[path] = http.get(path)
     for lang in ("en", "fr", "nl", "de", "xx"):
         outputs[f"{STATUS}?lang={lang}"] = http.get(STATUS, params={"lang": lang})
+        outputs[f"{FEED}?lang={lang}"] = http.get(FEED, params={"lang": lang})
+    outputs[ALL_FEED] = http.get(ALL_FEED)
+    outputs[CALENDAR] = http.get(CALENDAR)
+    outputs[f"{CALENDAR}?city=brussels"] = http.get(CALENDAR, params={"city": "brussels"})
+    texts = {path: response.text for path, response in outputs.items()}
+    with http.stream("GET", EVENTS) as stream:
+        lines = stream.iter_lines()
+        first = [next(lines) for _ in range(5)]  # retry, blank, id, event, data
+        texts[EVENTS] = "\n".join(first)
+        outputs[EVENTS] = stream
+    assert "event: status" in texts[EVENTS] and '"lit":3' in texts[EVENTS]
+    assert "is lit in #009EDB" in texts[FEED + "?lang=en"], "the feed searched has entries"
+    assert "BEGIN:VEVENT" in texts[CALENDAR]
     for path, response in outputs.items():
         assert response.status_code == 200, path
-        seen = response.text + "\n" + "\n".join(f"{k}: {v}" for k, v in response.headers.items())
+        headers = "\n".join(f"{k}: {v}" for k, v in response.headers.items())
+        seen = texts[path] + "\n" + headers
         for secret in secrets:
             assert secret not in seen, f"{secret!r} in {path}"
         if path.startswith(STATUS):
