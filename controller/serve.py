@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 from collections.abc import Callable
 from types import FrameType
@@ -59,3 +60,9 @@ class Server(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.on_exit()
         super().handle_exit(sig, frame)
+        # uvicorn raises a captured signal again once it has shut down, which for
+        # SIGTERM would end the process before the controller stops (its offline
+        # status, the run's end, the last-known copy): SIGTERM is handled here, and
+        # `run` returns as it does on Ctrl-C
+        if sig == signal.SIGTERM:
+            self._captured_signals = [s for s in self._captured_signals if s != sig]

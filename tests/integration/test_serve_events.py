@@ -33,5 +33,5 @@ def test_sigterm_ends_an_open_event_stream_at_once_and_stops_the_server(
         # timeout instead, it would end mid-body, and httpx would raise
         for _ in lines:
             assert time.monotonic() - started < GENEROUS_S, "the stream did not end"
-    # uvicorn raises the signal again once it has shut down: the exit says SIGTERM
-    assert served.proc.wait(timeout=GENEROUS_S) in (0, -signal.SIGTERM)
+    # a clean stop: the controller stopped too (not killed by the signal raised again)
+    assert served.proc.wait(timeout=GENEROUS_S) == 0
