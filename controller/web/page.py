@@ -61,6 +61,8 @@ CHECK_S = 1.0
 FINAL_S = 30.0
 """How long a night's final count is kept before it is read again."""
 RETRY_S = 1
+POLL_MS = 10_000
+"""How often the page's script asks for the status (the status is cached 5 s)."""
 LIT_VERDICTS = frozenset({Verdict.CONFIRMED, Verdict.CONFIRMED_LATE})
 
 
@@ -294,6 +296,7 @@ class PublicPage:
         self.source = source
         self.clock = clock
         self.templates = Templates(self.languages)
+        self.poll_ms = POLL_MS
         self._pages: dict[str, RenderedPage] = {}
         self._statuses: dict[str, tuple[str, dict[str, Any]]] = {}
         self.renders = 0
@@ -330,6 +333,7 @@ class PublicPage:
             rendering.as_of if rendering is not None else None,
             inputs.key,
             now.replace(second=0, microsecond=0),
+            self.poll_ms,
         )
         known = self._pages.get(lang)
         if known is not None and known.key == key:
@@ -348,6 +352,7 @@ class PublicPage:
             ready=model.ready,
             generated_at=model.generated_at,
             api=f"{STATUS_PATH}?lang={lang}",
+            poll_ms=self.poll_ms,
             etag=rendering.etag if rendering is not None else None,
         )
         page = RenderedPage(html.encode(), 200 if model.ready else 503, key)

@@ -404,7 +404,7 @@
   function schedule(ms) {
     if (timer !== null) clearTimeout(timer);
     timer = null;
-    if (!document.hidden) timer = setTimeout(poll, ms);
+    if (!document.hidden) timer = setTimeout(poll, ms || page.poll_ms || POLL_MS);
   }
 
   function poll() {
@@ -454,7 +454,7 @@
         if (mine !== seq) return;
         inflight = null;
         renderStale();
-        schedule(POLL_MS);
+        schedule(page.poll_ms || POLL_MS);
       });
   }
 
