@@ -178,9 +178,11 @@ def browse(served: Served, hand: HandDevice, tmp_path: Path) -> None:
     rig = served.rig
     # the window is open: two monuments confirmed, the first one pending
     assert wait_until(
-        lambda: rig.served().get("site-01") == "pending"
-        and rig.served().get("site-02") == "lit"
-        and rig.served().get("site-03") == "lit",
+        lambda: (
+            rig.served().get("site-01") == "pending"
+            and rig.served().get("site-02") == "lit"
+            and rig.served().get("site-03") == "lit"
+        ),
         timeout=DEADLINE,
     ), rig.served()
 
