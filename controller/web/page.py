@@ -18,6 +18,7 @@ change, and minute (the countdown); requests in between get the same bytes.
 
 from __future__ import annotations
 
+import gzip
 import threading
 import time
 from collections.abc import Callable
@@ -50,7 +51,7 @@ from controller.public_view import PublicView, Rendering
 from controller.public_when import countdown
 from controller.store.base import Stores
 from controller.store.history import HistoryStore, Verdict
-from controller.web.status_route import STATUS_PATH
+from controller.web.status_route import STATUS_PATH, accepts_gzip
 from devices.protocol import format_instant
 from schedules.model import Campaign, SiteCatalog
 
@@ -271,6 +272,7 @@ class PageSource:
 @dataclass(frozen=True)
 class RenderedPage:
     body: bytes
+    gzip: bytes
     status: int
     key: tuple[Any, ...]
 
@@ -354,8 +356,12 @@ class PublicPage:
             api=f"{STATUS_PATH}?lang={lang}",
             poll_ms=self.poll_ms,
             etag=rendering.etag if rendering is not None else None,
+            as_of=rendering.as_of if rendering is not None else None,
         )
-        page = RenderedPage(html.encode(), 200 if model.ready else 503, key)
+        body = html.encode()
+        page = RenderedPage(
+            body, gzip.compress(body, compresslevel=6, mtime=0), 200 if model.ready else 503, key
+        )
         self._pages[lang] = page
         self.renders += 1
         return page
@@ -367,15 +373,21 @@ class PublicPage:
         return i18n.negotiate(accept_language, self.languages, self.default_language)
 
 
-def _page_response(page: PublicPage, lang: str, vary: bool) -> Response:
+def _page_response(page: PublicPage, request: Request, lang: str, vary: bool) -> Response:
     rendered = page.render(lang)
-    headers = {"Content-Language": lang, "Cache-Control": PAGE_CACHE}
-    if vary:
-        headers["Vary"] = "Accept-Language"
+    headers = {
+        "Content-Language": lang,
+        "Cache-Control": PAGE_CACHE,
+        "Vary": "Accept-Language, Accept-Encoding" if vary else "Accept-Encoding",
+    }
     if rendered.status != 200:
         headers["Retry-After"] = str(RETRY_S)
         headers["Cache-Control"] = "no-store"
-    return HTMLResponse(rendered.body, status_code=rendered.status, headers=headers)
+    body = rendered.body
+    if accepts_gzip(request.headers.get("accept-encoding", "")):
+        body = rendered.gzip
+        headers["Content-Encoding"] = "gzip"
+    return HTMLResponse(body, status_code=rendered.status, headers=headers)
 
 
 def wants_html(request: Request) -> bool:
@@ -389,10 +401,10 @@ def install_public_page(app: FastAPI, page: PublicPage) -> None:
     """The page's routes, and HTML 404s for browsers (outside /api/)."""
     app.state.public_page = page
 
-    @app.get("/", include_in_schema=False, response_class=HTMLResponse)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     def index(request: Request) -> Response:
         lang = page.negotiate(request.headers.get("accept-language"))
-        return _page_response(page, lang, vary=True)
+        return _page_response(page, request, lang, vary=True)
 
     for lang in page.languages:
 
@@ -401,11 +413,11 @@ def install_public_page(app: FastAPI, page: PublicPage) -> None:
 
         app.add_api_route(f"/{lang}", bare, methods=["GET"], include_in_schema=False)
 
-    @app.get("/{lang}/", include_in_schema=False, response_class=HTMLResponse)
+    @app.api_route("/{lang}/", methods=["GET", "HEAD"], include_in_schema=False)
     def localised(lang: str, request: Request) -> Response:
         if lang not in page.languages:
             return _not_found(page, request)
-        return _page_response(page, lang, vary=False)
+        return _page_response(page, request, lang, vary=False)
 
     @app.exception_handler(StarletteHTTPException)
     async def html_not_found(request: Request, exc: StarletteHTTPException) -> Response:

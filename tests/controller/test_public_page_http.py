@@ -161,3 +161,14 @@ def test_during_and_after_the_banner_follows_the_phase(page: Page) -> None:
     html = page.http.get("/en/").text
     assert 'data-phase="after"' in html
     assert "Last night:" in html and "tonight" not in html.lower()
+
+
+def test_the_page_is_sent_gzipped_to_those_who_take_it(page: Page) -> None:
+    page.view.rebuild()
+    plain = page.http.get("/en/", headers={"Accept-Encoding": "identity"})
+    packed = page.http.get("/en/", headers={"Accept-Encoding": "gzip"})
+    assert "content-encoding" not in plain.headers
+    assert packed.headers["content-encoding"] == "gzip"
+    assert packed.text == plain.text  # httpx unpacks it
+    assert "accept-encoding" in packed.headers["vary"].lower()
+    assert page.http.head("/en/").status_code == 200

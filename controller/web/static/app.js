@@ -475,6 +475,8 @@
     page = readPage();
     if (!page || !page.api || !page.strings) return; // the page stays as the server made it
     etag = page.etag || null;
+    var asOfNode = $("as-of"); // the server showed its last-known copy
+    if (asOfNode) asOf = parseTime(asOfNode.getAttribute("datetime"));
     applyColours(document);
     document.addEventListener("visibilitychange", onVisibility);
     setInterval(tick, TICK_MS);
