@@ -45,6 +45,7 @@ from tests.support.peer import Peer
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 SITES = 3
+OPENS_IN_S = 8  # time to load the page before the window opens
 GRACE_S = 120.0  # the held-back device stays pending, never unconfirmed, during the test
 STATUS = "/api/v1/public/status"
 ARTEFACTS = Path(__file__).resolve().parents[2] / "tmp" / "artefacts" / "public-page"
@@ -160,7 +161,7 @@ def test_the_public_page_in_chromium(served: Served, tmp_path: Path) -> None:
             pytrace=False,
         )
     rig = served.rig
-    rig.register(campaign(opens_in_s=3, length_s=600))
+    rig.register(campaign(opens_in_s=OPENS_IN_S, length_s=600))
     assert rig.controller is not None
     rig.fleet = Fleet(
         FleetSpec(devices=rig.devices[1:]),
@@ -176,13 +177,9 @@ def test_the_public_page_in_chromium(served: Served, tmp_path: Path) -> None:
 
 def browse(served: Served, hand: HandDevice, tmp_path: Path) -> None:
     rig = served.rig
-    # the window is open: two monuments confirmed, the first one pending
+    # before the window: every monument scheduled
     assert wait_until(
-        lambda: (
-            rig.served().get("site-01") == "pending"
-            and rig.served().get("site-02") == "lit"
-            and rig.served().get("site-03") == "lit"
-        ),
+        lambda: set(rig.served().values()) == {"scheduled"} and len(rig.served()) == SITES,
         timeout=DEADLINE,
     ), rig.served()
 
@@ -190,6 +187,27 @@ def browse(served: Served, hand: HandDevice, tmp_path: Path) -> None:
         browser.screen(*DESKTOP)
         browser.navigate(served.url + "/en/")
         browser.evaluate("window.sameDocument = true")
+        assert browser.evaluate("document.querySelector('#campaign').dataset.phase") == "before"
+        # seconds away: "tonight" in the evening or the small hours, else "today"
+        phase_line = text(browser, "#phase-line")
+        assert re.match(r"Lights on (tonight|today) at .+\. In \d+ s\.$", phase_line), phase_line
+        first_count = text(browser, "#countdown")
+        assert re.fullmatch(r"\d+ s", first_count), first_count
+        browser.wait_for(
+            f"document.querySelector('#countdown').textContent !== {first_count!r}", 10
+        )
+        assert set(states(browser).values()) == {"scheduled"}
+        browser.screenshot(ARTEFACTS / "en-before-desktop.png")
+
+        # the window opens: the script fetches the page again (no reload), and follows
+        # the status: two monuments confirmed, the first one pending (its device waits)
+        browser.wait_for("document.querySelector('#campaign').dataset.phase === 'during'", DEADLINE)
+        browser.wait_for(
+            "document.querySelector('#site-site-02').dataset.state === 'lit'"
+            " && document.querySelector('#site-site-03').dataset.state === 'lit'",
+            DEADLINE,
+        )
+        assert browser.evaluate("window.sameDocument") is True
         assert states(browser) == {
             "site-site-01": "pending",
             "site-site-02": "lit",
@@ -233,6 +251,10 @@ def browse(served: Served, hand: HandDevice, tmp_path: Path) -> None:
         desktop = browser.screenshot(ARTEFACTS / "en-desktop.png")
         browser.screen(*PHONE, mobile=True)
         phone = browser.screenshot(ARTEFACTS / "en-phone.png")
+        dark = [{"name": "prefers-color-scheme", "value": "dark"}]
+        browser.call("Emulation.setEmulatedMedia", features=dark)
+        browser.screenshot(ARTEFACTS / "en-phone-dark.png")
+        browser.call("Emulation.setEmulatedMedia", features=[])
         for shot in (desktop, phone):
             data = shot.read_bytes()
             assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, shot
