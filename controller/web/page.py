@@ -19,6 +19,7 @@ change, and minute (the countdown); requests in between get the same bytes.
 from __future__ import annotations
 
 import gzip
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -390,11 +391,16 @@ def _page_response(page: PublicPage, request: Request, lang: str, vary: bool) ->
     return HTMLResponse(body, status_code=rendered.status, headers=headers)
 
 
+LANGUAGE_PATH = re.compile(r"^/[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*/$")
+
+
 def wants_html(request: Request) -> bool:
+    """Is a 404 for this request the HTML page? For a page of a language that has no
+    catalogue (`/xx/`), and for any page a browser asks for outside the API."""
     path = request.url.path
     if path.startswith("/api/") or path == "/api":
         return False
-    return "text/html" in request.headers.get("accept", "")
+    return bool(LANGUAGE_PATH.match(path)) or "text/html" in request.headers.get("accept", "")
 
 
 def install_public_page(app: FastAPI, page: PublicPage) -> None:
@@ -406,18 +412,18 @@ def install_public_page(app: FastAPI, page: PublicPage) -> None:
         lang = page.negotiate(request.headers.get("accept-language"))
         return _page_response(page, request, lang, vary=True)
 
+    # one route per language, not a path parameter: a parameter would make the router
+    # move every unknown /name to /name/ (its trailing-slash redirect)
     for lang in page.languages:
+
+        def localised(request: Request, lang: str = lang) -> Response:
+            return _page_response(page, request, lang, vary=False)
 
         def bare(lang: str = lang) -> Response:
             return RedirectResponse(f"/{lang}/", status_code=308)
 
+        app.add_api_route(f"/{lang}/", localised, methods=["GET", "HEAD"], include_in_schema=False)
         app.add_api_route(f"/{lang}", bare, methods=["GET"], include_in_schema=False)
-
-    @app.api_route("/{lang}/", methods=["GET", "HEAD"], include_in_schema=False)
-    def localised(lang: str, request: Request) -> Response:
-        if lang not in page.languages:
-            return _not_found(page, request)
-        return _page_response(page, request, lang, vary=False)
 
     @app.exception_handler(StarletteHTTPException)
     async def html_not_found(request: Request, exc: StarletteHTTPException) -> Response:

@@ -138,7 +138,7 @@ def test_root_negotiates_the_language_and_varies_on_it(page: Page) -> None:
 
 def test_an_unknown_language_is_an_html_404(page: Page) -> None:
     page.view.rebuild()
-    response = page.http.get("/xx/", headers={"Accept-Language": "de"})
+    response = page.http.get("/xx/", headers={"Accept-Language": "de"})  # no Accept
     assert response.status_code == 404
     assert response.headers["content-type"].startswith("text/html")
     assert "Seite nicht gefunden" in response.text
