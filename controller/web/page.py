@@ -63,6 +63,10 @@ CHECK_S = 1.0
 FINAL_S = 30.0
 """How long a night's final count is kept before it is read again."""
 RETRY_S = 1
+MIN_RENDER_S = 5.0
+"""A language's page is rendered again at most this often while only the status moved
+(a large page takes a while; the script keeps the monuments live meanwhile), unless a
+phase of the night in front begins or ends."""
 POLL_MS = 10_000
 """How often the page's script asks for the status (the status is cached 5 s)."""
 LIT_VERDICTS = frozenset({Verdict.CONFIRMED, Verdict.CONFIRMED_LATE})
@@ -276,6 +280,9 @@ class RenderedPage:
     gzip: bytes
     status: int
     key: tuple[Any, ...]
+    made: datetime
+    valid_until: datetime | None = None
+    """The next edge of the night in front (its start, its end): the wording changes."""
 
 
 class PublicPage:
@@ -301,6 +308,7 @@ class PublicPage:
         self.templates = Templates(self.languages)
         self.poll_ms = POLL_MS
         self._pages: dict[str, RenderedPage] = {}
+        self._locks = {lang: threading.Lock() for lang in self.languages}
         self._statuses: dict[str, tuple[str, dict[str, Any]]] = {}
         self.renders = 0
 
@@ -312,8 +320,9 @@ class PublicPage:
         self._statuses[lang] = (rendering.etag, body)
         return body
 
-    def model(self, lang: str, now: datetime) -> tuple[PageModel, Rendering | None]:
-        rendering = self.public.get(lang)
+    def model(
+        self, lang: str, now: datetime, rendering: Rendering | None
+    ) -> tuple[PageModel, Rendering | None]:
         status = self._status(lang, rendering) if rendering is not None else None
         inputs = self.source.inputs(now)
         model = build_page(
@@ -339,9 +348,29 @@ class PublicPage:
             self.poll_ms,
         )
         known = self._pages.get(lang)
-        if known is not None and known.key == key:
+        if known is not None and self._fresh(known, key, now):
             return known
-        model, rendering = self.model(lang, now)
+        lock = self._locks[lang]
+        if not lock.acquire(blocking=known is None):
+            return known  # type: ignore[return-value]  # another request renders it now
+        try:
+            return self._render(lang, now, rendering, key)
+        finally:
+            lock.release()
+
+    def _fresh(self, known: RenderedPage, key: tuple[Any, ...], now: datetime) -> bool:
+        if known.key == key:
+            return True
+        if known.status != 200 or known.key[1:3] != key[1:3]:
+            return False  # not ready before, a restart's copy, or sites or campaigns moved
+        if known.valid_until is not None and now >= known.valid_until:
+            return False
+        return timedelta(0) <= now - known.made < timedelta(seconds=MIN_RENDER_S)
+
+    def _render(
+        self, lang: str, now: datetime, rendering: Rendering | None, key: tuple[Any, ...]
+    ) -> RenderedPage:
+        model, rendering = self.model(lang, now, rendering)
         html = self.templates.render(
             lang,
             "page.html",
@@ -360,8 +389,17 @@ class PublicPage:
             as_of=rendering.as_of if rendering is not None else None,
         )
         body = html.encode()
+        banner = model.banner
+        edge = None
+        if banner is not None:
+            edge = banner.start if now < banner.start else banner.end if now < banner.end else None
         page = RenderedPage(
-            body, gzip.compress(body, compresslevel=6, mtime=0), 200 if model.ready else 503, key
+            body,
+            gzip.compress(body, compresslevel=6, mtime=0),
+            200 if model.ready else 503,
+            key,
+            made=now,
+            valid_until=edge,
         )
         self._pages[lang] = page
         self.renders += 1

@@ -172,3 +172,20 @@ def test_the_page_is_sent_gzipped_to_those_who_take_it(page: Page) -> None:
     assert packed.text == plain.text  # httpx unpacks it
     assert "accept-encoding" in packed.headers["vary"].lower()
     assert page.http.head("/en/").status_code == 200
+
+
+def test_a_page_is_rendered_again_at_most_every_few_seconds_while_only_states_move(
+    page: Page,
+) -> None:
+    grace_ends = OPENS.astimezone(UTC) + timedelta(seconds=30)  # no device: unconfirmed then
+    page.clock.advance(grace_ends - timedelta(seconds=2) - NOW)
+    page.view.rebuild()
+    assert page.http.get("/en/").text.count('data-state="pending"') == len(CATALOG.sites)
+    page.clock.advance(timedelta(seconds=3))
+    page.view.rebuild()
+    status = page.http.get("/api/v1/public/status").json()
+    assert status["summary"]["unconfirmed"] == len(CATALOG.sites)
+    # the page is 3 s old: kept (the script follows the status meanwhile)
+    assert page.http.get("/en/").text.count('data-state="pending"') == len(CATALOG.sites)
+    page.clock.advance(timedelta(seconds=3))
+    assert page.http.get("/en/").text.count('data-state="unconfirmed"') == len(CATALOG.sites)
