@@ -200,6 +200,9 @@
     if (confirmed) {
       var c = el("span", "confirmed");
       fillTemplate(c, page.strings.confirmed, { time: timeEl(confirmed, zone) });
+      if (typeof site.confirmed_by === "string" && site.confirmed_by) {
+        c.appendChild(document.createTextNode(" (" + site.confirmed_by + ")"));
+      }
       details.appendChild(document.createTextNode(" "));
       details.appendChild(c);
     }
