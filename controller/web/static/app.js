@@ -27,6 +27,7 @@
   var AS_OF_HEADER = "Illuminate-As-Of";
   var STATES = ["scheduled", "pending", "lit", "unconfirmed", "offline", "off"];
   var COLOR_RE = /^#[0-9a-fA-F]{6}$/;
+  var OPEN_STATES = ["pending", "lit", "unconfirmed", "offline"]; // a window is open
 
   var page = null; // the page data of the content shown
   var etag = null;
@@ -263,6 +264,7 @@
       });
       nightLit.textContent = String(n);
     }
+    if (phaseMoved(byId)) refreshPage(); // the campaign changed: the server words it
     var at = parseTime(body.generated_at);
     var updated = $("updated");
     if (at && updated) {
@@ -271,6 +273,18 @@
       fillTemplate(updated, page.strings.data_from, { time: t });
       updated.hidden = false;
     }
+  }
+
+  // Has the night in front begun earlier than the page says (its campaign was edited)?
+  // Before its first window no monument of it can be in an open window.
+  function phaseMoved(byId) {
+    if (page.phase !== "before") return false;
+    var ids = page.night_sites || [];
+    for (var i = 0; i < ids.length; i++) {
+      var site = byId[ids[i]];
+      if (site && OPEN_STATES.indexOf(site.state) !== -1) return true;
+    }
+    return false;
   }
 
   /* ---- Stale data ---- */
