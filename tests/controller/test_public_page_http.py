@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from controller.demo.runner import SITES_FILE, demo_campaign
+from controller.last_known import FileLastKnown
 from controller.metrics import Metrics
 from controller.public_view import PublicView
 from controller.store.sql import database
@@ -189,3 +190,37 @@ def test_a_page_is_rendered_again_at_most_every_few_seconds_while_only_states_mo
     assert page.http.get("/en/").text.count('data-state="pending"') == len(CATALOG.sites)
     page.clock.advance(timedelta(seconds=3))
     assert page.http.get("/en/").text.count('data-state="unconfirmed"') == len(CATALOG.sites)
+
+
+def test_after_a_restart_the_page_says_it_shows_the_last_known_status(tmp_path: Path) -> None:
+    with database(f"sqlite:///{tmp_path / 'illuminate.sqlite'}") as (_, sessions, stores):
+        stores.registry.import_catalog(CATALOG)
+        clock = FakeClock(NOW)
+        stores.campaigns.put(demo_campaign(OPENS, timedelta(hours=3), BRUSSELS), NOW)
+        kept = FileLastKnown(tmp_path / "public-status.json")
+
+        def view() -> PublicView:
+            return PublicView(
+                stores.snapshot,
+                clock,
+                grace=timedelta(seconds=30),
+                upcoming=timedelta(hours=24),
+                last_known=kept,
+            )
+
+        before = view()
+        before.rebuild()
+        before.stop()  # saves the status, current until now
+        restarted = view()  # not built yet: it serves the copy
+        app = build_web(
+            stores, clock, Metrics(), public=restarted, ready=dict, users=Users(sessions)
+        )
+        with serve(app) as http:
+            html = http.get("/en/").text
+    assert html.count('data-state="scheduled"') == len(CATALOG.sites)
+    warning = re.search(
+        r'<p id="stale-warning" class="stale" data-stale="last-known">(.*?)</p>', html
+    )
+    assert warning is not None, "the page shows the warning itself, without the script"
+    assert "The service is restarting" in warning.group(1)
+    assert '<time id="as-of" datetime="2026-07-30T17:00:00Z">' in warning.group(1)
