@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -204,7 +204,6 @@ class PageModel:
     generated_at: datetime | None
     ready: bool = True
     """False before the first status is rendered: no monument list yet."""
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 def page_zone(catalog: SiteCatalog) -> ZoneInfo:
