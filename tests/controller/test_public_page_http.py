@@ -224,3 +224,12 @@ def test_after_a_restart_the_page_says_it_shows_the_last_known_status(tmp_path: 
     assert warning is not None, "the page shows the warning itself, without the script"
     assert "The service is restarting" in warning.group(1)
     assert '<time id="as-of" datetime="2026-07-30T17:00:00Z">' in warning.group(1)
+
+
+def test_at_nine_in_the_morning_nothing_says_tonight(page: Page) -> None:
+    page.clock.jump(datetime(2026, 7, 30, 9, 0, tzinfo=BRUSSELS) - NOW)  # back to 09:00
+    page.view.rebuild()
+    html = page.http.get("/en/").text
+    assert "Lights on this evening at" in html
+    assert "tonight" not in html.lower()
+    assert 'data-to="2026-07-30T19:30:00Z">12 h 30 min</span>' in html
