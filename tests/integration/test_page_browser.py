@@ -235,6 +235,12 @@ def browse(served: Served, hand: HandDevice, tmp_path: Path) -> None:
         lit = "#site-site-02"
         assert text(browser, f"{lit} .state-label") == "Lit"
         assert text(browser, f"{lit} .confirmed").startswith("confirmed at ")
+        # how it was confirmed, in words: the simulated agents have no light sensor
+        assert (
+            browser.evaluate(f"document.querySelector('{lit} .confirmed-by').dataset.confirmedBy")
+            == "echo"
+        )
+        assert text(browser, f"{lit} .confirmed-by") == "by the device's own report"
         border = browser.evaluate(
             f"getComputedStyle(document.querySelector({lit!r})).borderLeftColor"
         )
@@ -272,6 +278,7 @@ def browse(served: Served, hand: HandDevice, tmp_path: Path) -> None:
         assert browser.evaluate("document.documentElement.lang") == "fr"
         assert text(browser, "#page-heading") == "Cœur bleu"
         assert text(browser, "#site-site-01 .state-label") == "Illuminé"
+        assert text(browser, "#site-site-02 .confirmed-by") == "par le rapport du dispositif"
         assert text(browser, "#legend-heading") == "Signification des états"
         assert "Appelez la ligne d'aide" in text(browser, "#call-to-action")
         assert text(browser, "#summary") == "3 sur 3 monuments illuminés"

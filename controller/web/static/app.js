@@ -175,10 +175,11 @@
 
   function updateSite(li, site, zone) {
     var code = typeof site.state === "string" ? site.state : "";
-    if (li.getAttribute("data-state") === code && li.getAttribute("data-confirmed") === String(site.confirmed_at || "")) return;
+    var seen = String(site.confirmed_at || "") + " " + String(site.confirmed_by || "");
+    if (li.getAttribute("data-state") === code && li.getAttribute("data-confirmed") === seen) return;
     var known = STATES.indexOf(code) !== -1;
     li.setAttribute("data-state", code);
-    li.setAttribute("data-confirmed", String(site.confirmed_at || ""));
+    li.setAttribute("data-confirmed", seen);
     var badge = li.querySelector(".badge");
     if (badge) {
       badge.className = "badge state-" + (known ? code : "unknown");
@@ -191,7 +192,7 @@
       details = el("span", "site-details");
       li.appendChild(details);
     }
-    var old = details.querySelectorAll(".confirmed, .swatch");
+    var old = details.querySelectorAll(".confirmed, .confirmed-by, .swatch");
     for (var i = 0; i < old.length; i++) details.removeChild(old[i]);
     li.classList.remove("has-colour");
     li.removeAttribute("data-color");
@@ -201,11 +202,18 @@
     if (confirmed) {
       var c = el("span", "confirmed");
       fillTemplate(c, page.strings.confirmed, { time: timeEl(confirmed, zone) });
-      if (typeof site.confirmed_by === "string" && site.confirmed_by) {
-        c.appendChild(document.createTextNode(" (" + site.confirmed_by + ")"));
-      }
+
       details.appendChild(document.createTextNode(" "));
       details.appendChild(c);
+      // How its devices confirmed it, in words; an unknown code is left out, never invented.
+      var words = page.strings.confirmed_by || {};
+      var by = site.confirmed_by;
+      if (typeof by === "string" && Object.prototype.hasOwnProperty.call(words, by)) {
+        var how = el("span", "confirmed-by", words[by]);
+        how.setAttribute("data-confirmed-by", by);
+        details.appendChild(document.createTextNode(" "));
+        details.appendChild(how);
+      }
     }
     // Only lit monuments are drawn in the campaign colour.
     if (typeof site.color === "string" && COLOR_RE.test(site.color)) {
