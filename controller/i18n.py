@@ -64,12 +64,25 @@ def translations(lang: str, root: Path = LOCALES) -> Translations:
 
 
 @lru_cache(maxsize=64)
-def locale(lang: str) -> Locale:
-    """The Babel locale that formats dates, times and numbers in `lang`."""
+def locale(lang: str, root: Path = LOCALES) -> Locale:
+    """The Babel locale that formats dates, times and numbers in `lang`: the one its
+    catalogue's `Language:` header names (the English catalogue says `en_GB`: 24-hour
+    times, day before month, for a European audience), else `lang` itself."""
+    path = catalogue_path(lang, root)
+    if path.is_file():
+        with path.open("rb") as fp:
+            found = read_po(fp).locale
+        if isinstance(found, Locale):
+            return found
     try:
         return Locale.parse(lang)
     except (UnknownLocaleError, ValueError):
         return Locale.parse(SOURCE_LANGUAGE)
+
+
+def bcp47(value: Locale) -> str:
+    """`en_GB` as a browser writes it: `en-GB`."""
+    return str(value).replace("_", "-")
 
 
 def parse_accept_language(header: str) -> list[tuple[str, float]]:

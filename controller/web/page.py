@@ -30,6 +30,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
+from babel import Locale, UnknownLocaleError
 from babel.dates import format_date, format_datetime, format_time, get_timezone_name
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
@@ -129,7 +130,12 @@ def same_day(a: datetime, b: datetime, zone: ZoneInfo) -> bool:
 
 
 def language_name(lang: str) -> str:
-    name = i18n.locale(lang).get_display_name(i18n.locale(lang)) or lang
+    """The language's own name for itself: `Français`."""
+    try:
+        own = Locale.parse(lang)
+    except (UnknownLocaleError, ValueError):
+        return lang
+    name = own.get_display_name(own) or lang
     return name[:1].upper() + name[1:]
 
 
@@ -384,6 +390,7 @@ class PublicPage:
             ready=model.ready,
             generated_at=model.generated_at,
             api=f"{STATUS_PATH}?lang={lang}",
+            locale=i18n.bcp47(i18n.locale(lang)),
             poll_ms=self.poll_ms,
             etag=rendering.etag if rendering is not None else None,
             as_of=rendering.as_of if rendering is not None else None,

@@ -66,6 +66,13 @@ def test_translations_are_compiled_in_memory() -> None:
     assert i18n.translations("en").gettext("Lit") == "Lit"
 
 
+def test_dates_are_formatted_in_the_locale_each_catalogue_names() -> None:
+    assert str(i18n.locale("en")) == "en_GB"  # 24-hour times for a European audience
+    assert str(i18n.locale("fr")) == "fr"
+    assert i18n.bcp47(i18n.locale("en")) == "en-GB"
+    assert str(i18n.locale("xx")) == "en"  # no catalogue, no such locale
+
+
 def test_adding_a_language_is_adding_its_catalogue(tmp_path: Path) -> None:
     root = tmp_path / "locales"
     shutil.copytree(i18n.LOCALES / "fr", root / "fr")

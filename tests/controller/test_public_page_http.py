@@ -89,7 +89,7 @@ def test_each_language_is_its_own_page_complete_without_javascript(page: Page) -
     assert 'id="legend"' in html and html.count('class="legend-item') == 6
     assert 'id="upcoming"' in html and 'class="lighting"' in html
     # 19:00 on the day: the window is tonight, and the countdown says 2 h 30 min
-    assert "Lights on tonight at" in html
+    assert 'Lights on tonight at <time datetime="2026-07-30T19:30:00Z">21:30</time>.' in html
     assert '<span id="countdown" data-to="2026-07-30T19:30:00Z">2 h 30 min</span>' in html
 
     fr = page.http.get("/fr/")

@@ -234,7 +234,7 @@ def browse(served: Served, hand: HandDevice, tmp_path: Path) -> None:
         # a lit monument is drawn in the campaign colour, and says so in words
         lit = "#site-site-02"
         assert text(browser, f"{lit} .state-label") == "Lit"
-        assert text(browser, f"{lit} .confirmed").startswith("confirmed at ")
+        assert re.fullmatch(r"confirmed at \d\d:\d\d", text(browser, f"{lit} .confirmed"))
         # how it was confirmed, in words: the simulated agents have no light sensor
         assert (
             browser.evaluate(f"document.querySelector('{lit} .confirmed-by').dataset.confirmedBy")

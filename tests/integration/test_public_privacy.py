@@ -56,7 +56,18 @@ FEED = "/api/v1/public/cities/brussels/feed.atom"
 ALL_FEED = "/api/v1/public/feed.atom"
 EVENTS = "/api/v1/public/events"
 PAGES = ("/", "/en/", "/fr/", "/nl/", "/de/")
-PAGE_DATA = {"lang", "api", "poll_ms", "zone", "phase", "start", "end", "night_sites", "total"}
+PAGE_DATA = {
+    "lang",
+    "locale",
+    "api",
+    "poll_ms",
+    "zone",
+    "phase",
+    "start",
+    "end",
+    "night_sites",
+    "total",
+}
 PAGE_DATA |= {"etag", "strings"}
 
 

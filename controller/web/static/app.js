@@ -92,7 +92,7 @@
       var options = { hour: "numeric", minute: "2-digit", timeZone: zone };
       if (seconds) options.second = "2-digit";
       try {
-        formats[key] = new Intl.DateTimeFormat(page.lang, options);
+        formats[key] = new Intl.DateTimeFormat(page.locale || page.lang, options);
       } catch (e) {
         formats[key] = new Intl.DateTimeFormat(page.lang, { hour: "numeric", minute: "2-digit" });
       }
