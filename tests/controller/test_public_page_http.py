@@ -75,6 +75,7 @@ def test_each_language_is_its_own_page_complete_without_javascript(page: Page) -
     for lang in ("en", "fr", "nl", "de"):
         assert f'<link rel="alternate" hreflang="{lang}" href="/{lang}/">' in html
     assert '<link rel="alternate" hreflang="x-default" href="/">' in html
+    assert 'type="application/atom+xml" href="/api/v1/public/feed.atom?lang=en"' in html
     # every monument, in its city, with its state in words (no script has run)
     assert html.count('data-state="scheduled"') == len(CATALOG.sites)
     for site in CATALOG.sites:
