@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -31,6 +31,7 @@ from controller.web.feeds_api import install_public_feeds
 from controller.web.headers import DOCS_POLICY, SecurityHeaders
 from controller.web.history_api import build_history_api
 from controller.web.limits import MAX_BODY_BYTES, BodySizeLimit
+from controller.web.page import PageSource, PublicPage, install_public_page
 from controller.web.rollouts_api import build_rollouts_api
 from controller.web.sites_api import build_sites_api
 from controller.web.status_route import (
@@ -121,10 +122,6 @@ def build_web(
     app.include_router(build_history_api())
     install_public_feeds(app, public, stores, app.state.history, clock, metrics)
 
-    @app.get("/", include_in_schema=False)
-    def index() -> FileResponse:
-        return FileResponse(STATIC / "index.html", media_type="text/html")
-
     @app.get(
         STATUS_PATH,
         response_model=PublicStatus,
@@ -170,6 +167,10 @@ def build_web(
     def metrics_text() -> PlainTextResponse:
         return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    install_public_page(
+        app,
+        PublicPage(public, PageSource(stores, app.state.history, _monotonic_of(clock)), clock),
+    )
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
 

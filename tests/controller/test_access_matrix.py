@@ -23,6 +23,7 @@ from starlette.routing import Mount
 
 from controller.device_health import HealthTracker
 from controller.flash import FlashTester
+from controller.i18n import catalogue_languages
 from controller.metrics import Metrics
 from controller.store.base import NewDevice
 from controller.store.rollouts import NewRollout
@@ -71,6 +72,9 @@ def staff_only(
 MATRIX: dict[tuple[str, str], Row] = {
     # public
     ("GET", "/"): everyone(200),
+    # the page in each language with a catalogue; without its slash, moved there
+    **{("GET", f"/{lang}/"): everyone(200) for lang in catalogue_languages()},
+    **{("GET", f"/{lang}"): everyone(308) for lang in catalogue_languages()},
     ("GET", "/api/v1/public/status"): everyone(200),
     ("GET", "/api/v1/public/campaigns/{campaign_id}.ics"): everyone(200),
     ("GET", "/api/v1/public/cities/{city_id}/feed.atom"): everyone(200),

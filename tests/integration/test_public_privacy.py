@@ -8,6 +8,7 @@ is searched for each of them, and for topics, hashes and addresses.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -54,6 +55,20 @@ CALENDAR = "/api/v1/public/campaigns/blue-heart.ics"
 FEED = "/api/v1/public/cities/brussels/feed.atom"
 ALL_FEED = "/api/v1/public/feed.atom"
 EVENTS = "/api/v1/public/events"
+PAGES = ("/", "/en/", "/fr/", "/nl/", "/de/")
+PAGE_DATA = {
+    "lang",
+    "locale",
+    "api",
+    "poll_ms",
+    "zone",
+    "phase",
+    "start",
+    "end",
+    "night_sites",
+    "total",
+}
+PAGE_DATA |= {"etag", "strings"}
 
 
 @pytest.fixture
@@ -131,6 +146,11 @@ def test_public_outputs_hold_no_device_id_username_topic_hash_ip_firmware_or_nam
     outputs[ALL_FEED] = http.get(ALL_FEED)
     outputs[CALENDAR] = http.get(CALENDAR)
     outputs[f"{CALENDAR}?city=brussels"] = http.get(CALENDAR, params={"city": "brussels"})
+    for path in PAGES:
+        outputs[path] = http.get(path)
+    for lang in ("fr-BE", "nl", "de;q=0.5"):
+        outputs[f"/ ({lang})"] = http.get("/", headers={"Accept-Language": lang})
+    outputs["/xx/"] = http.get("/xx/", headers={"Accept": "text/html"})
     texts = {path: response.text for path, response in outputs.items()}
     with http.stream("GET", EVENTS) as stream:
         lines = stream.iter_lines()
@@ -141,7 +161,7 @@ def test_public_outputs_hold_no_device_id_username_topic_hash_ip_firmware_or_nam
     assert "is lit in #009EDB" in texts[FEED + "?lang=en"], "the feed searched has entries"
     assert "BEGIN:VEVENT" in texts[CALENDAR]
     for path, response in outputs.items():
-        assert response.status_code == 200, path
+        assert response.status_code == (404 if path == "/xx/" else 200), path
         headers = "\n".join(f"{k}: {v}" for k, v in response.headers.items())
         seen = texts[path] + "\n" + headers
         for secret in secrets:
@@ -153,5 +173,17 @@ def test_public_outputs_hold_no_device_id_username_topic_hash_ip_firmware_or_nam
             for site in body["sites"]:
                 assert set(site) <= SITE, (path, site)
                 assert set(site.get("window") or {}) <= {"start", "end"}, path
+        if path in PAGES or path.startswith("/ ("):
+            # the page shows what the status shows: its monuments and no other
+            ids = {s["id"] for s in json.loads(outputs[STATUS].text)["sites"]}
+            shown = set(re.findall(r'<li class="site[^"]*" id="site-([^"]+)"', response.text))
+            assert shown == ids, path
+            data = re.search(
+                r'<script type="application/json" id="page-data">(.*?)</script>', response.text
+            )
+            assert data is not None, path
+            page_data = json.loads(data.group(1))
+            assert set(page_data) == PAGE_DATA, path
+            assert set(page_data["night_sites"]) <= ids, path
     lit = json.loads(outputs[STATUS].text)["sites"]
     assert {s["state"] for s in lit} == {"lit"}, "the outputs searched show lit sites"
