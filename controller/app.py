@@ -27,6 +27,7 @@ from fastapi import FastAPI
 from controller.adapter_devices import AdapterDevices
 from controller.adapter_intake import AdapterIntake
 from controller.adapter_intake import Outcome as AdapterOutcome
+from controller.barrier import encode_barrier
 from controller.beacon import ClockBeacon
 from controller.broker.base import Broker, Incoming
 from controller.broker.embedded import EmbeddedBroker
@@ -133,7 +134,6 @@ class Controller:
         self.inbox = Inbox(
             settings.topics,
             on_drop=lambda r: self.metrics.dropped_messages.labels(reason=r).inc(),
-            clock=self.clock,
             monotonic=self.clock.monotonic,
         )
         self.broker: Broker | None = None
@@ -294,6 +294,10 @@ class Controller:
             self.clock,
             every_s=self.settings.control.clock_beacon_s,
             tolerance_ms=self.settings.control.clock_tolerance_ms,
+        )
+        broker, barrier_topic = self.broker, self.settings.topics.controller_barrier
+        self.intake.send_barrier = lambda at: broker.publish(
+            barrier_topic, encode_barrier(at), retain=False
         )
         self.reconciler.on_outbox = self.dispatcher.wake
         self.broker.add_listener(_Gauge(self.metrics))

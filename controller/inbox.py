@@ -9,8 +9,11 @@
 - Bounded: at most `max_devices` devices waiting. Every message not kept is counted by
   reason through `on_drop`; none is lost silently.
 - `put` never blocks (it runs on the broker's network thread).
-- `last_drained`: when a `take` left nothing behind, the time it did (by the clock given),
-  so whoever stores what it took knows it then holds everything received before that.
+- Barriers (controller/barrier.py) come in on the controller's own topic, in order with
+  the devices' messages. `passed`, set by each `take`: the time of the newest barrier
+  every message put before which has now been taken, so whoever stores what it took
+  then holds every message that reached the broker before that time (None: no barrier
+  passed by this take).
 - `backlog`: what was received and is not stored yet: the messages waiting here plus
   the last `take`'s until its taker calls `settle` (it stored them), with the arrival
   time (on `monotonic`) of the oldest of them, for /readyz and /metrics.
@@ -25,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from controller.barrier import decode_barrier
 from controller.broker.base import Incoming
 from devices.protocol import Kind, Topics
 
@@ -50,8 +54,10 @@ class _Slot:
     __slots__ = ("items",)
 
     def __init__(self) -> None:
-        # kind, message, arrival (monotonic); arrivals rise along the deque
-        self.items: deque[tuple[Kind, Incoming, float]] = deque()
+        # kind, message, arrival (monotonic), sequence number of the put it stands for;
+        # arrivals rise along the deque (a replacement keeps the number of the message
+        # it replaced: what came before a barrier is not all taken until it is)
+        self.items: deque[tuple[Kind, Incoming, float, int]] = deque()
 
 
 class Inbox:
@@ -62,14 +68,15 @@ class Inbox:
         per_device: int = PER_DEVICE,
         max_devices: int = MAX_DEVICES,
         on_drop: Drop = lambda _reason: None,
-        clock: Callable[[], datetime] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.topics = topics
-        self.clock = clock
         self.monotonic = monotonic
-        self.last_drained: datetime | None = None
-        """Set by each `take`: its time when it left the inbox empty, else None."""
+        self.passed: datetime | None = None
+        """Set by each `take`: the newest barrier it passed, else None."""
+        self.barrier_topic = topics.controller_barrier
+        self._seq = 0
+        self._barriers: deque[tuple[int, datetime]] = deque()  # put number, barrier time
         self.per_device = per_device
         self.max_devices = max_devices
         self.on_drop = on_drop
@@ -99,6 +106,9 @@ class Inbox:
             self._taken = Backlog(0, None)
 
     def put(self, message: Incoming) -> None:
+        if message.topic == self.barrier_topic:
+            self._put_barrier(message)
+            return
         where = self.topics.parse(message.topic)
         if where is None or where.kind is Kind.PLAN:
             self.on_drop("not_a_device_topic")
@@ -118,23 +128,46 @@ class Inbox:
         if dropped is not None:
             self.on_drop(dropped)
 
+    def _put_barrier(self, message: Incoming) -> None:
+        at = decode_barrier(message.payload)
+        if at is None or message.retain:
+            self.on_drop("malformed_barrier")
+            return
+        with self._ready:
+            self._barriers.append((self._seq, at))
+            self._ready.notify()
+
     def _add(self, slot: _Slot, kind: Kind, message: Incoming, arrived: float) -> str | None:
         items = slot.items
+        self._seq += 1
         if kind is Kind.ACK:
-            acks = sum(1 for k, _, _ in items if k is Kind.ACK)
+            acks = sum(1 for k, _, _, _ in items if k is Kind.ACK)
             if acks >= self.per_device:
                 return "device_queue_full"
-            items.append((kind, message, arrived))
+            items.append((kind, message, arrived, self._seq))
             self._count += 1
             return None
-        for i, (k, _, _) in enumerate(items):
+        for i, (k, _, _, seq) in enumerate(items):
             if k is kind:
                 del items[i]
-                items.append((kind, message, arrived))
+                items.append((kind, message, arrived, seq))
                 return "coalesced"
-        items.append((kind, message, arrived))
+        items.append((kind, message, arrived, self._seq))
         self._count += 1
         return None
+
+    def _pass_barriers(self) -> datetime | None:
+        """Drop the barriers every message put before which is taken; the newest's time."""
+        if not self._barriers:
+            return None
+        waiting = min(
+            (seq for slot in self._slots.values() for _, _, _, seq in slot.items),
+            default=self._seq + 1,
+        )
+        passed: datetime | None = None
+        while self._barriers and self._barriers[0][0] < waiting:
+            passed = self._barriers.popleft()[1]
+        return passed
 
     def take(self, max_items: int, timeout: float) -> list[Incoming]:
         """Up to `max_items` messages, fairly across devices; waits up to `timeout`
@@ -142,7 +175,7 @@ class Inbox:
         (or the next `take`: a taker takes again only once it is done with the last)."""
         with self._ready:
             self._taken = Backlog(0, None)
-            if not self._slots:
+            if not self._slots and not self._barriers:
                 self._ready.wait(timeout)
             out: list[Incoming] = []
             oldest: float | None = None
@@ -159,7 +192,7 @@ class Inbox:
                     self._slots[device_id] = slot  # the rest waits for its next turn
             self._count -= len(out)
             self._taken = Backlog(len(out), oldest)
-            self.last_drained = self.clock() if self.clock is not None and not self._slots else None
+            self.passed = self._pass_barriers()
             return out
 
     def wake(self) -> None:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from controller.barrier import BARRIER_EVERY_S
 from controller.broker.base import Incoming
 from controller.clockwatch import ClockWatch
 from controller.confirmation import (
@@ -166,11 +167,31 @@ class Intake:
         self._registry_moved = False
         self._reread = False
         self._caught_up: datetime | None = None
+        self.send_barrier: Callable[[datetime], object] | None = None
+        """Sends a catch-up barrier stamped with the time given (controller/barrier.py);
+        the intake calls it every BARRIER_EVERY_S. None: no barriers, never caught up."""
+        self._barrier_sent = -1e18
 
     def caught_up_to(self) -> datetime | None:
-        """Every message the broker handed over before this time is stored (None: not
-        known yet). Decisions that rest on a report not having come wait for it."""
+        """Every message that reached the broker before this time is stored (None: not
+        known yet): the newest barrier passed (controller/barrier.py). Decisions that
+        rest on a report not having come wait for it."""
         return self._caught_up
+
+    def _barrier_due(self) -> None:
+        send = self.send_barrier
+        now = self.clock.monotonic()
+        if send is None or now - self._barrier_sent < BARRIER_EVERY_S:
+            return
+        self._barrier_sent = now
+        try:
+            send(self.clock())
+        except Exception:  # the link's problem, never the intake's
+            log.exception("intake: could not send a catch-up barrier")
+
+    def _passed(self, barrier: datetime | None) -> None:
+        if barrier is not None and (self._caught_up is None or barrier > self._caught_up):
+            self._caught_up = barrier
 
     def start(self) -> None:
         self._thread.start()
@@ -188,6 +209,7 @@ class Intake:
         drained: datetime | None = None
         ended = -1e18
         while not self._stop.is_set():
+            self._barrier_due()
             if not batch:
                 # at most one batch per GATHER_S: a stream of messages (one device's
                 # flood, say) is taken in batches, not one transaction per message
@@ -195,10 +217,9 @@ class Intake:
                 if pause > 0:
                     self._stop.wait(pause)
                 batch = self.inbox.take(self.batch_size, timeout=0.2)
-                drained = self.inbox.last_drained
+                drained = self.inbox.passed
                 if not batch and not (self._reread and self._parked):
-                    if drained is not None:
-                        self._caught_up = drained
+                    self._passed(drained)
                     continue
             try:
                 if failures >= ISOLATE_AFTER:
@@ -214,8 +235,8 @@ class Intake:
             if not batch:
                 self.inbox.settle()  # what it took is stored: no longer backlog
                 failures, backoff = 0, RETRY_FIRST_S
-                if drained is not None:
-                    self._caught_up = drained
+                self._passed(drained)
+                drained = None
                 continue
             failures += 1
             self._stop.wait(backoff)

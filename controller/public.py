@@ -26,12 +26,14 @@ from pydantic import BaseModel, ConfigDict
 
 from controller import confirmation
 from controller.confirmation import ConfirmedBy
+from controller.i18n import catalogue_languages
 from controller.store.base import Command, DeviceView, Snapshot
 from devices.protocol import Instant, Plan, format_instant
 from schedules.model import Campaign, City, Site, display_name
 from schedules.resolve import LOOKAROUND, Segment, timeline
 
-LANGUAGES = frozenset({"en", "fr", "nl", "de"})
+LANGUAGES = frozenset(catalogue_languages()) or frozenset({"en"})
+"""Every language with a catalogue of the public page (`controller.i18n`)."""
 DEFAULT_LANGUAGE = "en"
 
 

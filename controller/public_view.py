@@ -13,6 +13,9 @@ rebuilt off the request path, by one builder at a time (the refresher thread tha
 - at least every `max_age_s` when given, for changes made where no `invalidate()` is
   called (another process).
 
+After each build that gave a new rendering, the listeners (`subscribe`) are called:
+the public event stream (`controller/web/events_route.py`) wakes its clients so.
+
 A rebuild re-expands a site's timeline only when its campaigns, the site or the date
 range changed: timelines are cached per (site, campaigns fingerprint, range), and the
 cache keeps only what the last build used.
@@ -273,6 +276,7 @@ class PublicView:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._listeners: list[Callable[[], None]] = []
 
     # ---- requests ---------------------------------------------------------------
 
@@ -306,6 +310,18 @@ class PublicView:
             return False
 
     # ---- changes --------------------------------------------------------------------
+
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        """Call `listener()` after every build that gave a new rendering (on the
+        builder's thread: it must return at once and never raise)."""
+        self._listeners.append(listener)
+
+    def _changed(self) -> None:
+        for listener in self._listeners:
+            try:
+                listener()
+            except Exception:
+                log.exception("public status: a listener failed")
 
     def invalidate(self) -> None:
         """Something the status reads changed: rebuild soon (within `min_interval_s`)."""
@@ -373,6 +389,7 @@ class PublicView:
             self.builds += 1
             if changed:
                 self._save(self.clock())
+                self._changed()
             return True
         finally:
             self._building.release()

@@ -23,7 +23,6 @@ from pydantic import (
     Field,
     PlainSerializer,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
@@ -90,6 +89,16 @@ Instant = Annotated[
 DeviceId = Annotated[str, AfterValidator(check_device_id)]
 
 
+def _check_color(value: str) -> str:
+    if not _COLOR_RE.fullmatch(value):
+        raise ValueError("color must be #RRGGBB")
+    return value.upper()
+
+
+Color = Annotated[str, AfterValidator(_check_color)]
+"""#RRGGBB, kept in upper case."""
+
+
 class _Wire(BaseModel):
     # strict: no coercion ("7" is not a version, 1 is not true, a number is not a time);
     # RFC 3339 strings still parse as instants because decode() validates JSON text.
@@ -100,16 +109,9 @@ class LightState(_Wire):
     """What a fixture shows. `color` is #RRGGBB, `level` a percentage."""
 
     on: bool
-    color: str = "#000000"
+    color: Color = "#000000"
     level: int = Field(default=0, ge=0, le=100)
     transition_s: float = Field(default=0, ge=0, le=3600)
-
-    @field_validator("color")
-    @classmethod
-    def _color(cls, value: str) -> str:
-        if not _COLOR_RE.fullmatch(value):
-            raise ValueError("color must be #RRGGBB")
-        return value.upper()
 
     def matches(self, other: LightState) -> bool:
         """Same visible output: off equals off whatever the colour."""
@@ -182,18 +184,11 @@ class Reading(_Wire):
     full output, `sensor` the sensor's model; `lux` and `counts` are the raw figures,
     when it has them."""
 
-    color: str
+    color: Color
     level: float = Field(ge=0, le=100)
     sensor: str = Field(pattern=SENSOR_NAME_PATTERN)
     lux: float | None = Field(default=None, ge=0, le=MAX_LUX)
     counts: SensorCounts | None = None
-
-    @field_validator("color")
-    @classmethod
-    def _color(cls, value: str) -> str:
-        if not _COLOR_RE.fullmatch(value):
-            raise ValueError("color must be #RRGGBB")
-        return value.upper()
 
 
 class Ack(_Wire):
@@ -312,6 +307,12 @@ class Topics:
     @property
     def controller_status(self) -> str:
         return f"{self.root}/controller/status"
+
+    @property
+    def controller_barrier(self) -> str:
+        """The controller's own catch-up barrier (controller/barrier.py): it alone
+        writes and reads it."""
+        return f"{self.root}/controller/barrier"
 
     def device_filter(self, kind: Kind) -> str:
         """Subscription filter for one kind of device topic, all devices."""

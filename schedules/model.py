@@ -111,6 +111,60 @@ class City(_Frozen):
         return ZoneInfo(self.timezone)
 
 
+_PHOTO_RE = re.compile(r"^/[A-Za-z0-9._~/-]{1,300}\.(?:jpe?g|png|webp|avif)$")
+_PHONE_RE = re.compile(r"^\+?[0-9][0-9 ./()-]{1,30}[0-9]$")
+_COUNTRY_RE = re.compile(r"^[A-Z]{2}$")
+_URL_RE = re.compile(r"^https://[A-Za-z0-9.-]+\.[A-Za-z]{2,}(?:[/?#][^\s<>\"']*)?$")
+
+
+def _check_photo(value: str) -> str:
+    if ".." in value or "//" in value or not _PHOTO_RE.fullmatch(value):
+        raise ValueError(
+            f"photo must be a path on this site ending in .jpg, .png, .webp or .avif "
+            f"(e.g. /static/photos/atomium.jpg), not {value!r}"
+        )
+    return value
+
+
+def _check_phone(value: str) -> str:
+    if not _PHONE_RE.fullmatch(value):
+        raise ValueError(
+            f"number must be digits, with spaces, '.', '/', '-' or '()' between, not {value!r}"
+        )
+    return value
+
+
+def _check_country(value: str) -> str:
+    if not _COUNTRY_RE.fullmatch(value):
+        raise ValueError(f"country must be an ISO 3166 code of two capitals (BE), not {value!r}")
+    return value
+
+
+def _check_url_opt(value: str | None) -> str | None:
+    return None if value is None else _check_url(value)
+
+
+def _check_url(value: str) -> str:
+    if not _URL_RE.fullmatch(value):
+        raise ValueError(f"url must be https://host/..., not {value!r}")
+    return value
+
+
+def _bare_url(value: object) -> object:
+    """`www.example.org` is written as people say it: read as https://www.example.org."""
+    if isinstance(value, str) and ":" not in value and not value.startswith("/"):
+        return f"https://{value}"
+    return value
+
+
+class Photo(_Frozen):
+    """A picture of a site, served by the product itself (the page loads nothing from
+    elsewhere), and its text for those who cannot see it, per language."""
+
+    src: Annotated[str, AfterValidator(_check_photo)]
+    alt: Names = Field(min_length=1)
+
+
 class Site(_Frozen):
     id: Id
     city: Id
@@ -118,6 +172,7 @@ class Site(_Frozen):
     lat: float = Field(ge=-90, le=90)
     lon: float = Field(ge=-180, le=180)
     tags: tuple[Id, ...] = ()
+    photo: Photo | None = None
 
 
 class SiteCatalog(_Frozen):
@@ -301,6 +356,23 @@ class Window(_Frozen):
         return sorted(found - set(self.exdates))
 
 
+class Helpline(_Frozen):
+    """A telephone line the public can call, in one country."""
+
+    country: Annotated[str, AfterValidator(_check_country)]
+    number: Annotated[str, AfterValidator(_check_phone)]
+    hours: Names | None = None
+    """When it answers, per language (e.g. {en: 24/7}); None: not said."""
+
+
+class CallToAction(_Frozen):
+    """What the campaign asks of the public: a sentence per language, and where to turn."""
+
+    text: Names = Field(min_length=1)
+    helplines: tuple[Helpline, ...] = Field(default=(), max_length=20)
+    url: Annotated[str | None, BeforeValidator(_bare_url), AfterValidator(_check_url_opt)] = None
+
+
 class Campaign(_Frozen):
     """A campaign: a look (colour and level, or off) and the windows it holds.
 
@@ -320,6 +392,10 @@ class Campaign(_Frozen):
     windows: tuple[Window, ...] = Field(min_length=1, max_length=MAX_WINDOWS)
     rollout: RolloutConfig | None = None
     """How a change made while one of its windows is open goes out (`schedules.rollout`)."""
+    cause: Names | None = None
+    """What the campaign is for, per language, as the public page shows it."""
+    call_to_action: CallToAction | None = None
+    """What the public page asks of its readers (a sentence, helplines, a link)."""
 
     @model_validator(mode="after")
     def _override_rules(self) -> Campaign:

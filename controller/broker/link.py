@@ -329,6 +329,10 @@ class PahoBroker:
                 )
                 for kind in _SUBSCRIBED_KINDS
             ]
+            # the controller's own catch-up barrier comes back in order with the rest
+            filters.append(
+                (self.topics.controller_barrier, SubscribeOptions(qos=1) if self.mqtt5 else 1)
+            )
             rc, mid = client.subscribe(filters)
             self.subscribes += 1
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:

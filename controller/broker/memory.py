@@ -24,9 +24,12 @@ class MemoryBroker:
     """A broker double. Nothing happens by itself: call `ack`, `deliver`, `connect`,
     `disconnect`. `auto_ack=True` acknowledges every publish at once."""
 
-    def __init__(self, sink: Sink, *, auto_ack: bool = False) -> None:
+    def __init__(self, sink: Sink, *, auto_ack: bool = False, echo: Collection[str] = ()) -> None:
         self.sink = sink
         self.auto_ack = auto_ack
+        self.echo = frozenset(echo)
+        """Topics the controller subscribes to itself (its catch-up barrier): a publish
+        there, once acknowledged, comes back to the sink, as a broker would send it."""
         self.published: list[Published] = []
         self.retained: dict[str, bytes] = {}
         self._listeners: list[ConnectionListener] = []
@@ -121,3 +124,5 @@ class MemoryBroker:
             self.retained[item.topic] = item.payload
         if item.done is not None:
             item.done(ok)
+        if ok and item.topic in self.echo and self.is_connected:
+            self.sink(Incoming(item.topic, item.payload, False))

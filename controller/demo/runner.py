@@ -30,6 +30,24 @@ SITES_FILE = Path(__file__).parent / "belgium.yaml"
 CAMPAIGN_ID = "demo-blue-heart"
 BLUE_HEART = "#009EDB"
 
+BLUE_HEART_CALL = {
+    "text": {
+        "en": "Do you suspect human trafficking? Call the helpline, or report it online.",
+        "fr": "Vous soupçonnez un cas de traite des êtres humains\u00a0? "
+        "Appelez la ligne d'aide, ou signalez-le en ligne.",
+        "nl": "Vermoedt u mensenhandel? Bel de hulplijn, of meld het online.",
+        "de": "Sie vermuten Menschenhandel? Rufen Sie die Hotline an oder melden Sie es online.",
+    },
+    "helplines": [
+        {
+            "country": "BE",
+            "number": "078/055.800",
+            "hours": {"en": "24/7", "fr": "24 h/24, 7 j/7", "nl": "24/7", "de": "rund um die Uhr"},
+        }
+    ],
+    "url": "www.stophumantrafficking.be",
+}
+
 log = logging.getLogger(__name__)
 
 
@@ -48,7 +66,15 @@ def demo_campaign(start: datetime, duration: timedelta, zone: ZoneInfo) -> Campa
                 "en": "Blue Heart: World Day Against Trafficking in Persons",
                 "fr": "Cœur bleu : Journée mondiale contre la traite d'êtres humains",
                 "nl": "Blauw Hart: Werelddag tegen mensenhandel",
+                "de": "Blaues Herz: Welttag gegen Menschenhandel",
             },
+            "cause": {
+                "en": "Against trafficking in human beings",
+                "fr": "Contre la traite des êtres humains",
+                "nl": "Tegen mensenhandel",
+                "de": "Gegen Menschenhandel",
+            },
+            "call_to_action": BLUE_HEART_CALL,
             "color": BLUE_HEART,
             "level": 100,
             "priority": 50,

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -27,9 +27,11 @@ from controller.web.body_schemas import with_body_schemas
 from controller.web.campaigns_api import build_campaigns_api
 from controller.web.device_ops_api import build_device_ops_api
 from controller.web.devices_api import IMPORT_PATH, MAX_IMPORT_BYTES, build_devices_api
+from controller.web.feeds_api import install_public_feeds
 from controller.web.headers import DOCS_POLICY, SecurityHeaders
 from controller.web.history_api import build_history_api
 from controller.web.limits import MAX_BODY_BYTES, BodySizeLimit
+from controller.web.page import PageSource, PublicPage, install_public_page
 from controller.web.rollouts_api import build_rollouts_api
 from controller.web.sites_api import build_sites_api
 from controller.web.status_route import (
@@ -118,10 +120,7 @@ def build_web(
     app.include_router(build_rollouts_api())
     app.state.history = history if history is not None else sql_history(users.sessions)
     app.include_router(build_history_api())
-
-    @app.get("/", include_in_schema=False)
-    def index() -> FileResponse:
-        return FileResponse(STATIC / "index.html", media_type="text/html")
+    install_public_feeds(app, public, stores, app.state.history, clock, metrics)
 
     @app.get(
         STATUS_PATH,
@@ -168,6 +167,10 @@ def build_web(
     def metrics_text() -> PlainTextResponse:
         return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    install_public_page(
+        app,
+        PublicPage(public, PageSource(stores, app.state.history, _monotonic_of(clock)), clock),
+    )
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
 

@@ -23,6 +23,7 @@ from starlette.routing import Mount
 
 from controller.device_health import HealthTracker
 from controller.flash import FlashTester
+from controller.i18n import catalogue_languages
 from controller.metrics import Metrics
 from controller.store.base import NewDevice
 from controller.store.rollouts import NewRollout
@@ -71,7 +72,14 @@ def staff_only(
 MATRIX: dict[tuple[str, str], Row] = {
     # public
     ("GET", "/"): everyone(200),
+    # the page in each language with a catalogue; without its slash, moved there
+    **{("GET", f"/{lang}/"): everyone(200) for lang in catalogue_languages()},
+    **{("GET", f"/{lang}"): everyone(308) for lang in catalogue_languages()},
     ("GET", "/api/v1/public/status"): everyone(200),
+    ("GET", "/api/v1/public/campaigns/{campaign_id}.ics"): everyone(200),
+    ("GET", "/api/v1/public/cities/{city_id}/feed.atom"): everyone(200),
+    ("GET", "/api/v1/public/feed.atom"): everyone(200),
+    ("GET", "/api/v1/public/events"): everyone(503),  # closed here: a stream never ends
     ("GET", "/healthz"): everyone(200),
     ("GET", "/readyz"): everyone(200),
     ("GET", "/metrics"): everyone(200),
@@ -143,6 +151,7 @@ PATH_VALUES = {
     "site_id": "atomium",
     "device_id": "atomium-ctl",
     "rollout_id": "1",
+    "city_id": "brussels",
 }
 """The objects in paths: the campaign exists, the site and the device are in Brussels,
 the rollout exists (resume and abort are asked of one that does not: they would change
@@ -259,6 +268,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             ready=lambda: {"database": True},
             users=users,
         )
+        # the event stream answers at once when closed (its own tests stream it)
+        app.state.public_events.close()
         # tests time out on the real monotonic clock (this fake one does not move)
         app.state.device_ops = DeviceOps(
             FlashTester(stores, clock, time.monotonic), HealthTracker()

@@ -49,7 +49,7 @@ class Harness(Protocol):
 class MemoryHarness:
     def __init__(self) -> None:
         self.sink = Sink()
-        self.memory = MemoryBroker(self.sink)
+        self.memory = MemoryBroker(self.sink, echo={TOPICS.controller_barrier})
         self.broker: Broker = self.memory
 
     def settle(self) -> None:
@@ -183,3 +183,19 @@ def test_announce_is_sent_only_while_connected(harness: Harness) -> None:
     harness.drop()
     listener.wait("disconnected")
     assert not harness.broker.announce(TOPICS.controller_status, b"{}")
+
+
+def test_a_barrier_comes_back_after_what_reached_the_broker_before_it(harness: Harness) -> None:
+    """The catch-up barrier (controller/barrier.py): published by the controller to its
+    own topic, it reaches the sink after every message the broker had before it."""
+    started(harness)
+    topic = TOPICS.ack(DEVICE)
+    payloads = [f'{{"n":{n}}}'.encode() for n in range(200)]
+    harness.device_sends([(topic, p) for p in payloads])
+    assert harness.broker.publish(TOPICS.controller_barrier, b"barrier", retain=False)
+    harness.settle()
+    got = harness.sink.wait_count(1, lambda m: m.topic == TOPICS.controller_barrier)
+    assert [m.payload for m in got] == [b"barrier"]
+    order = [m.topic for m in harness.sink.items]
+    assert order.index(TOPICS.controller_barrier) == len(payloads), order[-3:]
+    assert [m.payload for m in harness.sink.on(topic)] == payloads

@@ -53,7 +53,7 @@ def _ack(device: str) -> Incoming:
 
 def test_backlog_counts_waiting_and_taken_until_settled_with_the_oldest_arrival() -> None:
     clock = FakeClock(T0)
-    inbox = Inbox(TOPICS, clock=clock, monotonic=clock.monotonic)
+    inbox = Inbox(TOPICS, monotonic=clock.monotonic)
     assert inbox.backlog() == Backlog(0, None)
     start = clock.monotonic()
     inbox.put(_ack("dev-a"))

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from controller.barrier import encode_barrier
 from controller.broker.base import Incoming
 from controller.inbox import Inbox
 from controller.intake import Intake
@@ -326,21 +327,66 @@ def test_when_nothing_can_be_stored_the_database_is_at_fault_and_all_is_kept(w: 
     assert w.metrics.dropped("unstorable") == 0
 
 
-def test_a_take_that_empties_the_inbox_says_when() -> None:
-    clock = FakeClock(T0)
-    inbox = Inbox(TOPICS, clock=clock)
+def _barrier(at: datetime) -> Incoming:
+    return Incoming(TOPICS.controller_barrier, encode_barrier(at), False)
+
+
+def test_a_barrier_passes_once_every_message_put_before_it_is_taken() -> None:
+    dropped: list[str] = []
+    inbox = Inbox(TOPICS, on_drop=dropped.append)
     for device in ("d0", "d1"):
         inbox.put(Incoming(TOPICS.ack(device), b"{}", False))
+    inbox.put(_barrier(T0))
+    inbox.put(Incoming(TOPICS.ack("d2"), b"{}", False))
+    inbox.put(_barrier(T0 + timedelta(seconds=5)))
     assert len(inbox.take(1, timeout=0)) == 1
-    assert inbox.last_drained is None  # d1's message is still waiting
-    clock.advance(timedelta(seconds=5))
+    assert inbox.passed is None  # d1's message came before the first barrier
+    assert len(inbox.take(1, timeout=0)) == 1
+    assert inbox.passed == T0  # d2's came after it, before the second
     assert len(inbox.take(10, timeout=0)) == 1
-    assert inbox.last_drained == T0 + timedelta(seconds=5)
+    assert inbox.passed == T0 + timedelta(seconds=5)
+    assert inbox.take(10, timeout=0) == [] and inbox.passed is None
+    assert dropped == []
+
+
+def test_an_empty_inbox_alone_is_no_catch_up() -> None:
+    """The messages may still be in the socket or at the broker: only a barrier says."""
+    inbox = Inbox(TOPICS)
+    inbox.put(Incoming(TOPICS.ack("d0"), b"{}", False))
+    assert len(inbox.take(10, timeout=0)) == 1
+    assert inbox.passed is None
+    inbox.put(_barrier(T0))
+    assert inbox.take(10, timeout=0) == []  # nothing waits before it: passed at once
+    assert inbox.passed == T0
+
+
+def test_a_replaced_state_report_holds_the_barrier_that_came_after_the_first() -> None:
+    """A newer state report replaces the waiting one, and keeps its place before the
+    barrier: what the first said is not stored until the second is."""
+    inbox = Inbox(TOPICS)
+    inbox.put(Incoming(TOPICS.state("d0"), b'{"n":1}', True))
+    inbox.put(Incoming(TOPICS.ack("d1"), b"{}", False))
+    inbox.put(_barrier(T0))
+    inbox.put(Incoming(TOPICS.state("d0"), b'{"n":2}', True))
+    assert [m.payload for m in inbox.take(1, timeout=0)] == [b'{"n":2}']
+    assert inbox.passed is None  # d1's ack still waits
+    assert len(inbox.take(1, timeout=0)) == 1
+    assert inbox.passed == T0
+
+
+def test_a_malformed_or_retained_barrier_is_dropped_and_counted() -> None:
+    dropped: list[str] = []
+    inbox = Inbox(TOPICS, on_drop=dropped.append)
+    inbox.put(Incoming(TOPICS.controller_barrier, b"not json", False))
+    inbox.put(Incoming(TOPICS.controller_barrier, encode_barrier(T0), True))
+    assert inbox.take(10, timeout=0) == [] and inbox.passed is None
+    assert dropped == ["malformed_barrier"] * 2
 
 
 def test_the_intake_is_caught_up_only_once_what_it_took_is_stored(w: World) -> None:
-    w.inbox = Inbox(TOPICS, clock=w.clock)
+    w.inbox = Inbox(TOPICS)
     w.intake = Intake(w.stores, TOPICS, w.inbox, w.clock, w.metrics)
+    w.intake.send_barrier = lambda at: w.inbox.put(_barrier(at))  # the broker's echo
     stored: list[datetime | None] = []
     w.intake.on_outcome = lambda _o: stored.append(w.intake.caught_up_to())
     w.inbox.put(w.applied("d0"))
@@ -355,6 +401,22 @@ def test_the_intake_is_caught_up_only_once_what_it_took_is_stored(w: World) -> N
     assert stored == [None]  # while the batch was being stored it was not caught up yet
     assert w.intake.caught_up_to() == w.clock()
     assert w.stores.outbox.latest()["d0"].state is S.APPLIED
+
+
+def test_without_barriers_the_intake_never_says_it_is_caught_up(w: World) -> None:
+    w.inbox = Inbox(TOPICS)
+    w.intake = Intake(w.stores, TOPICS, w.inbox, w.clock, w.metrics)
+    w.inbox.put(w.applied("d0"))
+    w.intake.start()
+    try:
+        deadline = time.monotonic() + 60
+        while w.stores.outbox.latest()["d0"].state is not S.APPLIED:
+            assert time.monotonic() < deadline, "the ack was never stored"
+            time.sleep(0.01)
+        time.sleep(0.3)  # more turns of the loop, with the inbox empty
+    finally:
+        w.intake.stop()
+    assert w.intake.caught_up_to() is None
 
 
 def test_numbers_no_database_can_store_are_refused_at_the_edge_and_counted(w: World) -> None:

@@ -23,6 +23,7 @@ from controller.metrics import Metrics
 from controller.store.sql import database
 from controller.store.users import Users
 from controller.web.app import build_web
+from controller.web.events_route import EVENTS_PATH
 from schedules.model import Campaign
 from tests.controller.test_staff_api import CATALOG, NOW, FakeClock, campaign_body, public_view
 
@@ -61,8 +62,14 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
         yield Api(schemathesis.openapi.from_asgi("/api/openapi.json", app), token)
 
 
+UNFUZZED = {EVENTS_PATH}
+"""Left out: the event stream never ends by design (an answer is read whole here); its
+own tests are in tests/controller/test_public_events.py."""
+
+
 def operations(api: Api) -> list[APIOperation]:
-    return [result.ok() for result in api.schema.get_all_operations()]
+    found = [result.ok() for result in api.schema.get_all_operations()]
+    return [operation for operation in found if operation.path not in UNFUZZED]
 
 
 def test_the_document_declares_every_request_body_as_a_model(api: Api) -> None:

@@ -593,3 +593,20 @@ def test_http_the_lookup_and_the_documented_route_answer_alike(tmp_path: Path) -
                 answers.append(got)
         assert answers[0] == answers[1]
         assert {status for status, _, _ in answers[0]} == {200, 304}
+
+
+def test_listeners_hear_of_each_build_that_gave_a_new_rendering_only() -> None:
+    view, _, clock = make(mixed())
+    heard: list[str] = []
+
+    def broken() -> None:
+        raise RuntimeError("a listener's bug")
+
+    view.subscribe(broken)  # logged; the build and the other listeners go on
+    view.subscribe(lambda: heard.append(view.get().etag))  # type: ignore[union-attr]
+    assert view.refresh()
+    assert len(heard) == 1
+    clock.advance(KEEP_SAME.total_seconds() - 1)
+    view.invalidate()
+    assert view.refresh()
+    assert len(heard) == 1, "the same document kept: nothing to tell"

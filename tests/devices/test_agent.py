@@ -71,10 +71,16 @@ def test_plan_is_received_armed_and_applied_at_its_instant(
     assert stages(controller, "dev-a") == ["received", "armed", "applied"]
     assert agent.applied_versions == [1]
 
-    # the retained state tells a newcomer what the device shows, and why
-    raw = retained(mosquitto, controller.topics.state("dev-a"))
-    assert raw is not None
-    reported = decode(DeviceState, raw)
+    # the retained state tells a newcomer what the device shows, and why (the state
+    # report follows the applied ack: wait for it)
+    deadline = time.monotonic() + 30
+    while True:
+        raw = retained(mosquitto, controller.topics.state("dev-a"))
+        assert raw is not None
+        reported = decode(DeviceState, raw)
+        if reported.plan_version is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert (reported.state, reported.plan_version, reported.step_at) == (BLUE, 1, step_at)
     assert reported.device == "dev-a" and reported.firmware == "test-fw/1"
 

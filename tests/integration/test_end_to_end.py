@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -62,6 +62,12 @@ def _all_confirmed(rig_factory, embedded: bool) -> None:
     )
     # the window opening and closing needed no new plan version
     assert {d: row.version for d, row in store.outbox.latest().items()} == versions
+    # the catch-up barrier comes back through the broker (controller/barrier.py): the
+    # intake says it holds everything that reached the broker up to a moment ago
+    off_at = datetime.now(UTC)
+    assert wait_until(
+        lambda: (rig.controller.intake.caught_up_to() or off_at) > off_at, timeout=DEADLINE
+    )
 
 
 def test_all_confirmed_on_mosquitto(rig_factory):

@@ -1,12 +1,14 @@
 """What the public sees holds only allow-listed fields: a real controller (embedded broker),
 real agents with distinctive ids and firmware, a technician with a distinctive name; then
 every public output (the page, its script and style, the status JSON in every language,
-with their headers) is searched for each of them, and for topics, hashes and addresses.
+the campaign's calendar, the city's Atom feed and the event stream, with their headers)
+is searched for each of them, and for topics, hashes and addresses.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -49,6 +51,24 @@ SITE = {
     "window",
     "color",
 }
+CALENDAR = "/api/v1/public/campaigns/blue-heart.ics"
+FEED = "/api/v1/public/cities/brussels/feed.atom"
+ALL_FEED = "/api/v1/public/feed.atom"
+EVENTS = "/api/v1/public/events"
+PAGES = ("/", "/en/", "/fr/", "/nl/", "/de/")
+PAGE_DATA = {
+    "lang",
+    "locale",
+    "api",
+    "poll_ms",
+    "zone",
+    "phase",
+    "start",
+    "end",
+    "night_sites",
+    "total",
+}
+PAGE_DATA |= {"etag", "strings"}
 
 
 @pytest.fixture
@@ -122,9 +142,28 @@ def test_public_outputs_hold_no_device_id_username_topic_hash_ip_firmware_or_nam
         outputs[path] = http.get(path)
     for lang in ("en", "fr", "nl", "de", "xx"):
         outputs[f"{STATUS}?lang={lang}"] = http.get(STATUS, params={"lang": lang})
+        outputs[f"{FEED}?lang={lang}"] = http.get(FEED, params={"lang": lang})
+    outputs[ALL_FEED] = http.get(ALL_FEED)
+    outputs[CALENDAR] = http.get(CALENDAR)
+    outputs[f"{CALENDAR}?city=brussels"] = http.get(CALENDAR, params={"city": "brussels"})
+    for path in PAGES:
+        outputs[path] = http.get(path)
+    for lang in ("fr-BE", "nl", "de;q=0.5"):
+        outputs[f"/ ({lang})"] = http.get("/", headers={"Accept-Language": lang})
+    outputs["/xx/"] = http.get("/xx/", headers={"Accept": "text/html"})
+    texts = {path: response.text for path, response in outputs.items()}
+    with http.stream("GET", EVENTS) as stream:
+        lines = stream.iter_lines()
+        first = [next(lines) for _ in range(5)]  # retry, blank, id, event, data
+        texts[EVENTS] = "\n".join(first)
+        outputs[EVENTS] = stream
+    assert "event: status" in texts[EVENTS] and '"lit":3' in texts[EVENTS]
+    assert "is lit in #009EDB" in texts[FEED + "?lang=en"], "the feed searched has entries"
+    assert "BEGIN:VEVENT" in texts[CALENDAR]
     for path, response in outputs.items():
-        assert response.status_code == 200, path
-        seen = response.text + "\n" + "\n".join(f"{k}: {v}" for k, v in response.headers.items())
+        assert response.status_code == (404 if path == "/xx/" else 200), path
+        headers = "\n".join(f"{k}: {v}" for k, v in response.headers.items())
+        seen = texts[path] + "\n" + headers
         for secret in secrets:
             assert secret not in seen, f"{secret!r} in {path}"
         if path.startswith(STATUS):
@@ -134,5 +173,17 @@ def test_public_outputs_hold_no_device_id_username_topic_hash_ip_firmware_or_nam
             for site in body["sites"]:
                 assert set(site) <= SITE, (path, site)
                 assert set(site.get("window") or {}) <= {"start", "end"}, path
+        if path in PAGES or path.startswith("/ ("):
+            # the page shows what the status shows: its monuments and no other
+            ids = {s["id"] for s in json.loads(outputs[STATUS].text)["sites"]}
+            shown = set(re.findall(r'<li class="site[^"]*" id="site-([^"]+)"', response.text))
+            assert shown == ids, path
+            data = re.search(
+                r'<script type="application/json" id="page-data">(.*?)</script>', response.text
+            )
+            assert data is not None, path
+            page_data = json.loads(data.group(1))
+            assert set(page_data) == PAGE_DATA, path
+            assert set(page_data["night_sites"]) <= ids, path
     lit = json.loads(outputs[STATUS].text)["sites"]
     assert {s["state"] for s in lit} == {"lit"}, "the outputs searched show lit sites"

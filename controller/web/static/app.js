@@ -1,288 +1,44 @@
 /*
- * Illuminate — public status page.
+ * Illuminate — public status page: live updates over a page the server rendered.
  *
- * Plain script, no framework, no build step. Polls the public status JSON and renders
- * it. Every field from the server is written with textContent (never as HTML), and
- * nothing is shown that is not in the JSON (apart from the page's own UI strings and
- * times converted to the visitor's local time).
+ * The page is complete without this script. The script polls the public status JSON
+ * (If-None-Match / 304, paused while the tab is hidden) and updates each monument's
+ * state, the counts and the night's count in place. Its strings, the language, the
+ * zone and the campaign's times come from the page itself
+ * (<script type="application/json" id="page-data">): there is no translation table
+ * here. When something the server words changes (a phase begins or ends, monuments
+ * come or go), it fetches the page again and swaps its content.
  *
- * Stable hooks for tests:
- *   #summary (role=status, the only live region), #count-lit, #count-total,
- *   #count-pending, #count-unconfirmed, #count-offline, #count-scheduled, #count-off,
- *   #last-checked (<time>: the client clock at the last successful poll, 200 or 304),
- *   #last-updated (<time>: generated_at of the data shown),
- *   #stale-warning (data-stale="old"|"failed"|"last-known" when shown; "last-known":
- *     the server restarted and serves its last-known copy, or a cache serves an old
- *     one, and #as-of (<time>) says as of when),
- *   #cities > section.city[data-city] > ul > li#site-<id>[data-state=<code>].
- *   Only site elements carry a data-state attribute.
+ * Every field from the server is written with textContent (never as HTML); the
+ * swapped content is the server's own rendering of this page.
+ *
+ * Stable hooks: #summary (role=status, the only live region), #count-<state>,
+ * #count-lit, #count-total, #night-lit, #countdown[data-to], #last-updated,
+ * #last-checked, #stale-warning[data-stale="old"|"failed"|"last-known"], #as-of,
+ * #cities > section.city[data-city][data-zone] > ul > li#site-<id>[data-state].
  */
 (function () {
   "use strict";
 
-  var API = "/api/v1/public/status";
   var POLL_MS = 10000;
   var STALE_MS = 60000;
-  var AS_OF_HEADER = "Illuminate-As-Of"; // set on the last-known copy after a restart
   var TIMEOUT_MS = 8000;
-  var LANGS = ["en", "fr", "nl", "de"];
+  var TICK_MS = 1000;
+  var AS_OF_HEADER = "Illuminate-As-Of";
   var STATES = ["scheduled", "pending", "lit", "unconfirmed", "offline", "off"];
-  var COLOR_RE = /^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$/;
-  var SVG_NS = "http://www.w3.org/2000/svg";
+  var COLOR_RE = /^#[0-9a-fA-F]{6}$/;
+  var OPEN_STATES = ["pending", "lit", "unconfirmed", "offline"]; // a window is open
 
-  /* ---- UI strings. Machine codes (data-state etc.) are never translated. ---- */
-
-  var CATALOGUE = {
-    en: {
-      title: "Illuminate — monuments lit tonight",
-      heading: "Monuments lit tonight",
-      intro: "Each monument's own lighting device confirms when it is lit in the campaign colour.",
-      skip: "Skip to the monuments",
-      language: "Language",
-      overview: "Overview",
-      countsLabel: "Count per state",
-      headline: function (total) {
-        return total === 1 ? "{lit} of {total} monument lit" : "{lit} of {total} monuments lit";
-      },
-      checked: "Checked {time}",
-      dataFrom: "data from {time}",
-      staleOld: "This information may be out of date: the last successful update was more than a minute ago.",
-      staleFailed: "Could not reach the server. Showing the last information received; it may be out of date.",
-      lastKnown: "The service is restarting. Showing the status as of {time}; live updates resume shortly.",
-      loading: "Loading the status…",
-      noData: "Could not load the status. Trying again…",
-      empty: "No monuments to show.",
-      monuments: "Monuments by city",
-      legend: "What the states mean",
-      timesNote: "Times are shown in your device's local time.",
-      window: "Lighting window: ",
-      confirmed: "confirmed {time}",
-      // How the device confirmed it (confirmed_by), read after the time.
-      confirmedBy: {
-        echo: "by the device's own report",
-        readback: "by the device reading back its output",
-        sensor: "by a light sensor"
-      },
-      colour: "Campaign colour {color}",
-      state: {
-        scheduled: "Scheduled",
-        pending: "Pending",
-        lit: "Lit",
-        unconfirmed: "Unconfirmed",
-        offline: "Offline",
-        off: "Off"
-      },
-      help: {
-        scheduled: "A lighting window is coming.",
-        pending: "The window is open; waiting for the device's confirmation.",
-        lit: "Confirmed by the device. The swatch shows the campaign colour.",
-        unconfirmed: "The device did not confirm in time.",
-        offline: "The device is offline.",
-        off: "No lighting window now."
-      }
-    },
-    fr: {
-      title: "Illuminate — monuments illuminés ce soir",
-      heading: "Monuments illuminés ce soir",
-      intro: "Le dispositif d'éclairage de chaque monument confirme lui-même qu'il est illuminé aux couleurs de la campagne.",
-      skip: "Aller aux monuments",
-      language: "Langue",
-      overview: "Vue d'ensemble",
-      countsLabel: "Nombre par état",
-      headline: function (total) {
-        return total === 1 ? "{lit} sur {total} monument illuminé" : "{lit} sur {total} monuments illuminés";
-      },
-      checked: "Vérifié à {time}",
-      dataFrom: "données de {time}",
-      staleOld: "Ces informations sont peut-être périmées\u00a0: la dernière mise à jour réussie date de plus d'une minute.",
-      staleFailed: "Impossible de joindre le serveur. Les dernières informations reçues sont affichées\u00a0; elles sont peut-être périmées.",
-      lastKnown: "Le service redémarre. État affiché tel qu'il était à {time}\u00a0; les mises à jour en direct reprennent sous peu.",
-      loading: "Chargement de l'état…",
-      noData: "Impossible de charger l'état. Nouvel essai…",
-      empty: "Aucun monument à afficher.",
-      monuments: "Monuments par ville",
-      legend: "Signification des états",
-      timesNote: "Les heures sont indiquées dans l'heure locale de votre appareil.",
-      window: "Plage d'éclairage\u00a0: ",
-      confirmed: "confirmé à {time}",
-      confirmedBy: {
-        echo: "par le rapport du dispositif",
-        readback: "par une relecture de la sortie du dispositif",
-        sensor: "par un capteur de lumière"
-      },
-      colour: "Couleur de la campagne {color}",
-      state: {
-        scheduled: "Programmé",
-        pending: "En attente",
-        lit: "Illuminé",
-        unconfirmed: "Non confirmé",
-        offline: "Hors ligne",
-        off: "Éteint"
-      },
-      help: {
-        scheduled: "Une plage d'éclairage est prévue.",
-        pending: "La plage est ouverte\u00a0; en attente de la confirmation du dispositif.",
-        lit: "Confirmé par le dispositif. La pastille montre la couleur de la campagne.",
-        unconfirmed: "Le dispositif n'a pas confirmé à temps.",
-        offline: "Le dispositif est hors ligne.",
-        off: "Aucune plage d'éclairage en ce moment."
-      }
-    },
-    nl: {
-      title: "Illuminate — monumenten vanavond verlicht",
-      heading: "Monumenten vanavond verlicht",
-      intro: "Het verlichtingstoestel van elk monument bevestigt zelf wanneer het in de campagnekleur verlicht is.",
-      skip: "Naar de monumenten",
-      language: "Taal",
-      overview: "Overzicht",
-      countsLabel: "Aantal per status",
-      headline: function (total) {
-        return total === 1 ? "{lit} van {total} monument verlicht" : "{lit} van {total} monumenten verlicht";
-      },
-      checked: "Gecontroleerd om {time}",
-      dataFrom: "gegevens van {time}",
-      staleOld: "Deze informatie is mogelijk verouderd: de laatste geslaagde update is meer dan een minuut geleden.",
-      staleFailed: "De server is niet bereikbaar. De laatst ontvangen informatie wordt getoond; die is mogelijk verouderd.",
-      lastKnown: "De dienst herstart. De toestand van {time} wordt getoond; live updates volgen zo.",
-      loading: "Status laden…",
-      noData: "De status kon niet worden geladen. Opnieuw proberen…",
-      empty: "Geen monumenten om te tonen.",
-      monuments: "Monumenten per stad",
-      legend: "Wat de statussen betekenen",
-      timesNote: "Tijden staan in de lokale tijd van uw toestel.",
-      window: "Verlichtingsperiode: ",
-      confirmed: "bevestigd om {time}",
-      confirmedBy: {
-        echo: "door de melding van het toestel",
-        readback: "doordat het toestel zijn uitgang terugleest",
-        sensor: "door een lichtsensor"
-      },
-      colour: "Campagnekleur {color}",
-      state: {
-        scheduled: "Gepland",
-        pending: "In afwachting",
-        lit: "Verlicht",
-        unconfirmed: "Niet bevestigd",
-        offline: "Offline",
-        off: "Uit"
-      },
-      help: {
-        scheduled: "Er komt een verlichtingsperiode aan.",
-        pending: "De periode is begonnen; wacht op de bevestiging van het toestel.",
-        lit: "Bevestigd door het toestel. Het staaltje toont de campagnekleur.",
-        unconfirmed: "Het toestel heeft niet op tijd bevestigd.",
-        offline: "Het toestel is offline.",
-        off: "Nu geen verlichtingsperiode."
-      }
-    },
-    de: {
-      title: "Illuminate — heute Abend beleuchtete Denkmäler",
-      heading: "Heute Abend beleuchtete Denkmäler",
-      intro: "Das Beleuchtungsgerät jedes Denkmals bestätigt selbst, wann es in der Kampagnenfarbe leuchtet.",
-      skip: "Zu den Denkmälern springen",
-      language: "Sprache",
-      overview: "Überblick",
-      countsLabel: "Anzahl je Zustand",
-      headline: function (total) {
-        return total === 1 ? "{lit} von {total} Denkmal beleuchtet" : "{lit} von {total} Denkmälern beleuchtet";
-      },
-      checked: "Geprüft um {time}",
-      dataFrom: "Datenstand {time}",
-      staleOld: "Diese Angaben sind möglicherweise veraltet: Die letzte erfolgreiche Aktualisierung liegt über eine Minute zurück.",
-      staleFailed: "Der Server ist nicht erreichbar. Angezeigt werden die zuletzt empfangenen Angaben; sie sind möglicherweise veraltet.",
-      lastKnown: "Der Dienst startet neu. Angezeigt wird der Stand von {time}; Live-Aktualisierungen folgen in Kürze.",
-      loading: "Status wird geladen…",
-      noData: "Der Status konnte nicht geladen werden. Neuer Versuch…",
-      empty: "Keine Denkmäler vorhanden.",
-      monuments: "Denkmäler nach Stadt",
-      legend: "Bedeutung der Zustände",
-      timesNote: "Zeiten werden in der Ortszeit Ihres Geräts angezeigt.",
-      window: "Beleuchtungszeitraum: ",
-      confirmed: "bestätigt um {time}",
-      confirmedBy: {
-        echo: "durch die Meldung des Geräts",
-        readback: "durch Rücklesen des Geräteausgangs",
-        sensor: "durch einen Lichtsensor"
-      },
-      colour: "Kampagnenfarbe {color}",
-      state: {
-        scheduled: "Geplant",
-        pending: "Ausstehend",
-        lit: "Beleuchtet",
-        unconfirmed: "Unbestätigt",
-        offline: "Offline",
-        off: "Aus"
-      },
-      help: {
-        scheduled: "Ein Beleuchtungszeitraum steht bevor.",
-        pending: "Der Zeitraum läuft; die Bestätigung des Geräts steht aus.",
-        lit: "Vom Gerät bestätigt. Das Farbfeld zeigt die Kampagnenfarbe.",
-        unconfirmed: "Das Gerät hat nicht rechtzeitig bestätigt.",
-        offline: "Das Gerät ist offline.",
-        off: "Derzeit kein Beleuchtungszeitraum."
-      }
-    }
-  };
-
-  /* ---- Icons: simple shapes, distinct per state, drawn in currentColor. ---- */
-
-  var ICONS = {
-    // A sun: filled disc with rays.
-    lit: [
-      ["circle", { cx: 12, cy: 12, r: 4.5, fill: "currentColor" }],
-      ["path", { d: "M12 2v3M12 19v3M2 12h3M19 12h3M4.9 4.9l2.1 2.1M17 17l2.1 2.1M4.9 19.1 7 17M17 7l2.1-2.1" }]
-    ],
-    // An hourglass.
-    pending: [["path", { d: "M6 3h12M6 21h12M7 3c0 5 10 6 10 9s-10 4-10 9M17 3c0 5-10 6-10 9s10 4 10 9" }]],
-    // A clock.
-    scheduled: [
-      ["circle", { cx: 12, cy: 12, r: 9 }],
-      ["path", { d: "M12 7v5l3.5 2" }]
-    ],
-    // A warning triangle with an exclamation mark.
-    unconfirmed: [
-      ["path", { d: "M12 3 2 20.5h20z" }],
-      ["path", { d: "M12 9.5v5" }],
-      ["circle", { cx: 12, cy: 17.5, r: 0.6, fill: "currentColor" }]
-    ],
-    // A crossed-out circle.
-    offline: [
-      ["circle", { cx: 12, cy: 12, r: 9 }],
-      ["path", { d: "M5.6 5.6l12.8 12.8" }]
-    ],
-    // An empty circle.
-    off: [["circle", { cx: 12, cy: 12, r: 7 }]],
-    unknown: [
-      ["circle", { cx: 12, cy: 12, r: 9 }],
-      ["path", { d: "M9.5 9.5a2.5 2.5 0 1 1 3.5 2.3c-.6.3-1 .9-1 1.6v.6" }],
-      ["circle", { cx: 12, cy: 17, r: 0.6, fill: "currentColor" }]
-    ]
-  };
-
-  function icon(code) {
-    var svg = document.createElementNS(SVG_NS, "svg");
-    svg.setAttribute("viewBox", "0 0 24 24");
-    svg.setAttribute("width", "20");
-    svg.setAttribute("height", "20");
-    svg.setAttribute("fill", "none");
-    svg.setAttribute("stroke", "currentColor");
-    svg.setAttribute("stroke-width", "2");
-    svg.setAttribute("stroke-linecap", "round");
-    svg.setAttribute("stroke-linejoin", "round");
-    svg.setAttribute("aria-hidden", "true");
-    svg.setAttribute("focusable", "false");
-    svg.setAttribute("class", "state-icon");
-    var parts = ICONS[code] || ICONS.unknown;
-    for (var i = 0; i < parts.length; i++) {
-      var node = document.createElementNS(SVG_NS, parts[i][0]);
-      var attrs = parts[i][1];
-      for (var name in attrs) {
-        if (Object.prototype.hasOwnProperty.call(attrs, name)) node.setAttribute(name, String(attrs[name]));
-      }
-      svg.appendChild(node);
-    }
-    return svg;
-  }
+  var page = null; // the page data of the content shown
+  var etag = null;
+  var lastSuccess = Date.now(); // the page itself is as fresh as the moment it loaded
+  var lastFailed = false;
+  var asOf = null;
+  var timer = null;
+  var inflight = null;
+  var seq = 0;
+  var refreshing = false;
+  var announced = null;
 
   /* ---- Small helpers ---- */
 
@@ -301,28 +57,24 @@
     while (node.firstChild) node.removeChild(node.firstChild);
   }
 
-  function isKnownState(code) {
-    return STATES.indexOf(code) !== -1;
-  }
-
-  // Fill `node` from a template such as "confirmed {time}": text stays text, and each
+  // Fill `node` from a pattern such as "confirmed at {time}": text stays text, and each
   // {key} is replaced by parts[key] (a Node, or a string written as text).
-  function fillTemplate(node, template, parts) {
+  function fillTemplate(node, pattern, parts) {
     clear(node);
     var re = /\{(\w+)\}/g;
     var last = 0;
     var m;
-    while ((m = re.exec(template)) !== null) {
-      if (m.index > last) node.appendChild(document.createTextNode(template.slice(last, m.index)));
+    while ((m = re.exec(pattern)) !== null) {
+      if (m.index > last) node.appendChild(document.createTextNode(pattern.slice(last, m.index)));
       var part = parts[m[1]];
       node.appendChild(typeof part === "object" && part !== null ? part : document.createTextNode(String(part)));
       last = re.lastIndex;
     }
-    if (last < template.length) node.appendChild(document.createTextNode(template.slice(last)));
+    if (last < pattern.length) node.appendChild(document.createTextNode(pattern.slice(last)));
   }
 
-  function plainTemplate(template, parts) {
-    return template.replace(/\{(\w+)\}/g, function (_, key) {
+  function plain(pattern, parts) {
+    return pattern.replace(/\{(\w+)\}/g, function (_, key) {
       return String(parts[key]);
     });
   }
@@ -333,367 +85,335 @@
     return isNaN(d.getTime()) ? null : d;
   }
 
-  function pad(n) {
-    return n < 10 ? "0" + n : String(n);
-  }
-
-  // 24-hour local time, the same in every language: "21:30" or "21:30:05".
-  function hhmm(d) {
-    return pad(d.getHours()) + ":" + pad(d.getMinutes());
-  }
-
-  function hhmmss(d) {
-    return hhmm(d) + ":" + pad(d.getSeconds());
-  }
-
-  function sameLocalDay(a, b) {
-    return a.getFullYear() === b.getFullYear() && a.getMonth() === b.getMonth() && a.getDate() === b.getDate();
-  }
-
-  function weekday(d, lang) {
-    try {
-      return new Intl.DateTimeFormat(lang, { weekday: "short" }).format(d);
-    } catch (e) {
-      return "";
+  var formats = {};
+  function timeText(d, zone, seconds) {
+    var key = zone + (seconds ? ":s" : "");
+    if (!formats[key]) {
+      var options = { hour: "numeric", minute: "2-digit", timeZone: zone };
+      if (seconds) options.second = "2-digit";
+      try {
+        formats[key] = new Intl.DateTimeFormat(page.locale || page.lang, options);
+      } catch (e) {
+        formats[key] = new Intl.DateTimeFormat(page.lang, { hour: "numeric", minute: "2-digit" });
+      }
     }
+    return formats[key].format(d);
   }
 
-  function timeEl(d, text) {
-    var t = el("time", null, text);
+  function timeEl(d, zone, seconds) {
+    var t = el("time", null, timeText(d, zone, seconds));
     t.setAttribute("datetime", d.toISOString());
     return t;
+  }
+
+  function icon(code) {
+    var holder = $("icons");
+    var source = holder && holder.content ? holder.content.querySelector('[data-icon="' + code + '"]') : null;
+    if (!source && holder && holder.content) source = holder.content.querySelector('[data-icon="unknown"]');
+    if (!source) return document.createTextNode("");
+    var copy = source.cloneNode(true);
+    copy.removeAttribute("data-icon");
+    return copy;
+  }
+
+  var SVG_NS = "http://www.w3.org/2000/svg";
+
+  // The same swatch as the server draws: SVG paint, never colour alone (it has a label).
+  function swatchEl(color) {
+    var svg = document.createElementNS(SVG_NS, "svg");
+    svg.setAttribute("class", "swatch");
+    svg.setAttribute("role", "img");
+    svg.setAttribute("aria-label", plain(page.strings.colour, { color: color }));
+    svg.setAttribute("viewBox", "0 0 24 24");
+    svg.setAttribute("width", "24");
+    svg.setAttribute("height", "24");
+    svg.setAttribute("focusable", "false");
+    var title = document.createElementNS(SVG_NS, "title");
+    title.textContent = color;
+    svg.appendChild(title);
+    var rect = document.createElementNS(SVG_NS, "rect");
+    var attrs = { x: 1, y: 1, width: 22, height: 22, rx: 4, fill: color, stroke: "currentColor", "stroke-width": 1.5 };
+    for (var name in attrs) rect.setAttribute(name, String(attrs[name]));
+    svg.appendChild(rect);
+    return svg;
+  }
+
+  // The page's policy allows no inline style: colours travel as data-color and are set
+  // here, through the CSSOM (the swatches carry them without the script).
+  function applyColours(root) {
+    var nodes = root.querySelectorAll("[data-color]");
+    for (var i = 0; i < nodes.length; i++) {
+      var color = nodes[i].getAttribute("data-color");
+      if (COLOR_RE.test(color)) nodes[i].style.setProperty("--campaign", color);
+    }
   }
 
   function countText(n) {
     return typeof n === "number" && isFinite(n) ? String(n) : "–";
   }
 
-  var collators = {};
-  function collator(lang) {
-    if (!collators[lang]) {
-      try {
-        collators[lang] = new Intl.Collator(lang, { sensitivity: "base", numeric: true });
-      } catch (e) {
-        collators[lang] = { compare: function (a, b) { return a < b ? -1 : a > b ? 1 : 0; } };
+  /* ---- The page's data ---- */
+
+  function readPage() {
+    var node = $("page-data");
+    if (!node) return null;
+    try {
+      return JSON.parse(node.textContent);
+    } catch (e) {
+      return null;
+    }
+  }
+
+  function siteIdsShown() {
+    var ids = [];
+    var nodes = document.querySelectorAll("#cities li.site[data-state]");
+    for (var i = 0; i < nodes.length; i++) ids.push(nodes[i].id.slice(5));
+    return ids.sort();
+  }
+
+  /* ---- Updating in place ---- */
+
+  function updateSite(li, site, zone) {
+    var code = typeof site.state === "string" ? site.state : "";
+    var seen = String(site.confirmed_at || "") + " " + String(site.confirmed_by || "");
+    if (li.getAttribute("data-state") === code && li.getAttribute("data-confirmed") === seen) return;
+    var known = STATES.indexOf(code) !== -1;
+    li.setAttribute("data-state", code);
+    li.setAttribute("data-confirmed", seen);
+    var badge = li.querySelector(".badge");
+    if (badge) {
+      badge.className = "badge state-" + (known ? code : "unknown");
+      clear(badge);
+      badge.appendChild(icon(known ? code : "unknown"));
+      badge.appendChild(el("span", "state-label", known ? page.strings.states[code] : code));
+    }
+    var details = li.querySelector(".site-details");
+    if (!details) {
+      details = el("span", "site-details");
+      li.appendChild(details);
+    }
+    var old = details.querySelectorAll(".confirmed, .confirmed-by, .swatch");
+    for (var i = 0; i < old.length; i++) details.removeChild(old[i]);
+    li.classList.remove("has-colour");
+    li.removeAttribute("data-color");
+    li.style.removeProperty("--campaign");
+    if (code !== "lit") return;
+    var confirmed = parseTime(site.confirmed_at);
+    if (confirmed) {
+      var c = el("span", "confirmed");
+      fillTemplate(c, page.strings.confirmed, { time: timeEl(confirmed, zone) });
+
+      details.appendChild(document.createTextNode(" "));
+      details.appendChild(c);
+      // How its devices confirmed it, in words; an unknown code is left out, never invented.
+      var words = page.strings.confirmed_by || {};
+      var by = site.confirmed_by;
+      if (typeof by === "string" && Object.prototype.hasOwnProperty.call(words, by)) {
+        var how = el("span", "confirmed-by", words[by]);
+        how.setAttribute("data-confirmed-by", by);
+        details.appendChild(document.createTextNode(" "));
+        details.appendChild(how);
       }
     }
-    return collators[lang];
-  }
-
-  /* ---- State ---- */
-
-  var lang = "en";
-  var data = null; // last good JSON body
-  var etag = null; // ETag of `data`
-  var lastSuccess = 0; // Date.now() of the last successful poll (200 or 304)
-  var lastFailed = false; // did the most recent poll fail?
-  var asOf = null; // Date: the data is a last-known or cached copy, current as of then
-  var timer = null;
-  var inflight = null; // AbortController of the request in flight
-  var seq = 0; // guards against out-of-order responses
-  var announced = null; // text last written to the live region
-
-  function t() {
-    return CATALOGUE[lang] || CATALOGUE.en;
-  }
-
-  function langFromUrl() {
-    var value = null;
-    try {
-      value = new URLSearchParams(window.location.search).get("lang");
-    } catch (e) {
-      value = null;
-    }
-    value = value ? value.toLowerCase() : "";
-    return LANGS.indexOf(value) !== -1 ? value : "en";
-  }
-
-  /* ---- Static UI strings ---- */
-
-  function lookup(cat, key) {
-    var path = key.split(".");
-    var value = cat;
-    for (var i = 0; i < path.length && value !== undefined && value !== null; i++) value = value[path[i]];
-    return typeof value === "string" ? value : null;
-  }
-
-  function applyStrings() {
-    var cat = t();
-    document.documentElement.setAttribute("lang", lang);
-    document.title = cat.title;
-    var nodes = document.querySelectorAll("[data-i18n]");
-    for (var i = 0; i < nodes.length; i++) {
-      var text = lookup(cat, nodes[i].getAttribute("data-i18n"));
-      if (text !== null) nodes[i].textContent = text;
-    }
-    var labelled = document.querySelectorAll("[data-i18n-label]");
-    for (var j = 0; j < labelled.length; j++) {
-      var label = lookup(cat, labelled[j].getAttribute("data-i18n-label"));
-      if (label !== null) labelled[j].setAttribute("aria-label", label);
-    }
-    var links = document.querySelectorAll("[data-lang]");
-    for (var k = 0; k < links.length; k++) {
-      if (links[k].getAttribute("data-lang") === lang) links[k].setAttribute("aria-current", "true");
-      else links[k].removeAttribute("aria-current");
+    // Only lit monuments are drawn in the campaign colour.
+    if (typeof site.color === "string" && COLOR_RE.test(site.color)) {
+      var swatch = swatchEl(site.color);
+      li.setAttribute("data-color", site.color);
+      li.style.setProperty("--campaign", site.color);
+      li.classList.add("has-colour");
+      details.appendChild(document.createTextNode(" "));
+      details.appendChild(swatch);
     }
   }
 
-  function fillIcons() {
-    var slots = document.querySelectorAll("[data-icon]");
-    for (var i = 0; i < slots.length; i++) {
-      if (!slots[i].firstChild) slots[i].appendChild(icon(slots[i].getAttribute("data-icon")));
-    }
-  }
-
-  /* ---- Rendering ---- */
-
-  function renderSummary() {
-    var summary = data.summary || {};
-    var cat = t();
+  function updateSummary(summary) {
     var lit = countText(summary.lit);
     var total = countText(summary.total);
-    var template = cat.headline(summary.total);
-    var text = plainTemplate(template, { lit: lit, total: total });
-    // Write the live region only when its text changes, so nothing is re-announced.
-    if (text !== announced) {
+    var text = plain(page.strings.summary, { lit: lit, total: total });
+    var region = $("summary");
+    if (region && text !== announced && text !== region.textContent) {
       var litEl = el("span", "count-value", lit);
       litEl.id = "count-lit";
       var totalEl = el("span", "count-value", total);
       totalEl.id = "count-total";
-      fillTemplate($("summary"), template, { lit: litEl, total: totalEl });
-      announced = text;
+      fillTemplate(region, page.strings.summary, { lit: litEl, total: totalEl });
     }
+    announced = text;
     for (var i = 0; i < STATES.length; i++) {
-      var code = STATES[i];
-      if (code === "lit") continue;
-      var node = $("count-" + code);
-      if (node) node.textContent = countText(summary[code]);
+      var node = $("count-" + STATES[i]);
+      if (node && STATES[i] !== "lit") node.textContent = countText(summary[STATES[i]]);
     }
-    $("counts").hidden = false;
   }
 
-  // "Checked 21:31:05 · data from 21:30:01". The ETag ignores generated_at, so while
-  // nothing changes every poll is a 304 and the data time stands still; the check time
-  // (client clock at the last 200 or 304) shows that polling is still healthy.
-  function renderUpdated() {
-    var node = $("updated");
-    var cat = t();
-    var parts = [];
-    if (lastSuccess) {
-      var checked = new Date(lastSuccess);
-      var checkedEl = timeEl(checked, hhmmss(checked));
-      checkedEl.id = "last-checked";
-      var c = el("span", "checked");
-      fillTemplate(c, cat.checked, { time: checkedEl });
-      parts.push(c);
+  function apply(body) {
+    var ids = body.sites.map(function (s) { return String(s.id); }).sort();
+    var shown = siteIdsShown();
+    if (ids.join("\n") !== shown.join("\n")) {
+      refreshPage(); // monuments came or went: the server words the list again
+      return;
     }
-    var at = data ? parseTime(data.generated_at) : null;
-    if (at) {
-      var atEl = timeEl(at, hhmmss(at));
-      atEl.id = "last-updated";
-      var d = el("span", "data-time");
-      fillTemplate(d, cat.dataFrom, { time: atEl });
-      parts.push(d);
+    var byId = {};
+    body.sites.forEach(function (s) { byId[String(s.id)] = s; });
+    var sections = document.querySelectorAll("#cities section.city");
+    for (var i = 0; i < sections.length; i++) {
+      var zone = sections[i].getAttribute("data-zone") || page.zone;
+      var items = sections[i].querySelectorAll("li.site[data-state]");
+      for (var j = 0; j < items.length; j++) {
+        var site = byId[items[j].id.slice(5)];
+        if (site) updateSite(items[j], site, zone);
+      }
     }
-    clear(node);
-    for (var i = 0; i < parts.length; i++) {
-      if (i) node.appendChild(document.createTextNode(" \u00b7 "));
-      node.appendChild(parts[i]);
+    updateSummary(body.summary || {});
+    var nightLit = $("night-lit");
+    if (nightLit) {
+      var n = 0;
+      (page.night_sites || []).forEach(function (id) {
+        if (byId[id] && byId[id].state === "lit") n++;
+      });
+      nightLit.textContent = String(n);
     }
-    node.hidden = parts.length === 0;
+    if (phaseMoved(byId)) refreshPage(); // the campaign changed: the server words it
+    var at = parseTime(body.generated_at);
+    var updated = $("updated");
+    if (at && updated) {
+      var t = timeEl(at, page.zone, true);
+      t.id = "last-updated";
+      fillTemplate(updated, page.strings.data_from, { time: t });
+      updated.hidden = false;
+    }
   }
+
+  // Has the night in front begun earlier than the page says (its campaign was edited)?
+  // Before its first window no monument of it can be in an open window.
+  function phaseMoved(byId) {
+    if (page.phase !== "before") return false;
+    var ids = page.night_sites || [];
+    for (var i = 0; i < ids.length; i++) {
+      var site = byId[ids[i]];
+      if (site && OPEN_STATES.indexOf(site.state) !== -1) return true;
+    }
+    return false;
+  }
+
+  /* ---- Stale data ---- */
 
   function renderStale() {
     var node = $("stale-warning");
+    if (!node) return;
     var kind = "";
     if (lastFailed) kind = "failed";
     else if (asOf) kind = "last-known";
-    else if (lastSuccess && Date.now() - lastSuccess > STALE_MS) kind = "old";
+    else if (Date.now() - lastSuccess > STALE_MS) kind = "old";
     if (!kind) {
       node.hidden = true;
       node.removeAttribute("data-stale");
       clear(node);
       return;
     }
+    if (node.getAttribute("data-stale") === kind && !node.hidden) return;
+    clear(node);
+    node.appendChild(icon("unconfirmed"));
+    var span = el("span");
     if (kind === "last-known") {
-      var stamp = sameLocalDay(asOf, new Date()) ? hhmm(asOf) : asOf.toLocaleString(lang);
-      var line = plainTemplate(t().lastKnown, { time: stamp });
-      if (node.getAttribute("data-stale") !== kind || node.textContent !== line) {
-        clear(node);
-        node.appendChild(icon("unconfirmed"));
-        var timeNode = timeEl(asOf, stamp);
-        timeNode.id = "as-of";
-        var span = el("span");
-        fillTemplate(span, t().lastKnown, { time: timeNode });
-        node.appendChild(span);
-        node.setAttribute("data-stale", kind);
-      }
-      node.hidden = false;
-      return;
+      var stamp = timeEl(asOf, page.zone);
+      stamp.id = "as-of";
+      fillTemplate(span, page.strings.last_known, { time: stamp });
+    } else {
+      span.textContent = kind === "failed" ? page.strings.stale_failed : page.strings.stale_old;
     }
-    var text = kind === "failed" ? t().staleFailed : t().staleOld;
-    if (node.getAttribute("data-stale") !== kind || node.textContent !== text) {
-      clear(node);
-      node.appendChild(icon("unconfirmed"));
-      node.appendChild(el("span", null, text));
-      node.setAttribute("data-stale", kind);
-    }
+    node.appendChild(span);
+    node.setAttribute("data-stale", kind);
     node.hidden = false;
   }
 
-  function renderMessage(text) {
-    var node = $("list-message");
-    if (text) {
-      node.textContent = text;
-      node.hidden = false;
-    } else {
-      node.textContent = "";
-      node.hidden = true;
+  function renderChecked() {
+    var updated = $("updated");
+    if (!updated) return;
+    var checked = $("last-checked");
+    if (!checked) {
+      checked = el("time");
+      checked.id = "last-checked";
+      checked.className = "sr-only";
+      updated.appendChild(checked);
     }
+    var d = new Date(lastSuccess);
+    checked.setAttribute("datetime", d.toISOString());
+    checked.textContent = timeText(d, page.zone, true);
   }
 
-  function windowText(site, ref) {
-    var w = site.window;
-    if (!w || typeof w !== "object") return null;
-    var start = parseTime(w.start);
-    var end = parseTime(w.end);
-    if (!start || !end) return null;
-    var span = el("span", "window");
-    span.appendChild(el("span", "sr-only", t().window));
-    if (ref && !sameLocalDay(start, ref)) {
-      var day = weekday(start, lang);
-      if (day) span.appendChild(document.createTextNode(day + " "));
-    }
-    span.appendChild(timeEl(start, hhmm(start)));
-    span.appendChild(document.createTextNode("\u2013"));
-    span.appendChild(timeEl(end, hhmm(end)));
-    return span;
+  /* ---- Countdown and phases ---- */
+
+  function duration(ms) {
+    var units = page.strings.units;
+    var left = Math.max(0, Math.ceil(ms / 1000));
+    if (left < 60) return plain(units.s, { n: left });
+    var minutesUp = Math.ceil(left / 60);
+    var days = Math.floor(minutesUp / 1440);
+    var hours = Math.floor((minutesUp % 1440) / 60);
+    var minutes = minutesUp % 60;
+    var parts = [];
+    if (days) parts.push(plain(units.d, { n: days }));
+    if (hours) parts.push(plain(units.h, { n: hours }));
+    if (minutes && !days) parts.push(plain(units.m, { n: minutes }));
+    return parts.join(" ");
   }
 
-  function renderSite(site, ref) {
-    var cat = t();
-    var code = typeof site.state === "string" ? site.state : "";
-    var li = el("li", "site");
-    li.id = "site-" + String(site.id);
-    li.setAttribute("data-state", code);
-
-    // Text spaces between the parts, so assistive technology reads them as words.
-    li.appendChild(el("span", "site-name", site.name));
-    li.appendChild(document.createTextNode(" "));
-
-    var badge = el("span", "badge state-" + (isKnownState(code) ? code : "unknown"));
-    badge.appendChild(icon(isKnownState(code) ? code : "unknown"));
-    // Unknown codes are shown as they came, never invented.
-    badge.appendChild(el("span", "state-label", isKnownState(code) ? cat.state[code] : code));
-    li.appendChild(badge);
-
-    var details = el("span", "site-details");
-    var win = windowText(site, ref);
-    if (win) details.appendChild(win);
-
-    if (code === "lit") {
-      var confirmed = parseTime(site.confirmed_at);
-      if (confirmed) {
-        var c = el("span", "confirmed");
-        fillTemplate(c, cat.confirmed, { time: timeEl(confirmed, hhmm(confirmed)) });
-        if (details.firstChild) details.appendChild(document.createTextNode(" "));
-        details.appendChild(c);
-        // Only the known words are shown: an unknown code is left out, never invented.
-        var by = site.confirmed_by;
-        if (typeof by === "string" && Object.prototype.hasOwnProperty.call(cat.confirmedBy, by)) {
-          var how = el("span", "confirmed-by", cat.confirmedBy[by]);
-          how.setAttribute("data-confirmed-by", by);
-          details.appendChild(document.createTextNode(" "));
-          details.appendChild(how);
-        }
+  function tick() {
+    var now = Date.now();
+    var start = parseTime(page.start);
+    var end = parseTime(page.end);
+    if (page.phase === "before" && start && now >= start.getTime()) refreshPage();
+    else if (page.phase === "during" && end && now >= end.getTime()) refreshPage();
+    var countdown = $("countdown");
+    if (countdown) {
+      var to = parseTime(countdown.getAttribute("data-to"));
+      if (to) {
+        var text = duration(to.getTime() - now);
+        if (countdown.textContent !== text) countdown.textContent = text;
       }
-      // Only lit sites are drawn in the campaign colour.
-      if (typeof site.color === "string" && COLOR_RE.test(site.color)) {
-        var swatch = el("span", "swatch");
-        swatch.setAttribute("role", "img");
-        swatch.setAttribute("aria-label", plainTemplate(cat.colour, { color: site.color }));
-        swatch.setAttribute("title", site.color);
-        swatch.style.backgroundColor = site.color;
-        li.style.setProperty("--campaign", site.color);
-        li.classList.add("has-colour");
-        if (details.firstChild) details.appendChild(document.createTextNode(" "));
-        details.appendChild(swatch);
-      }
-    }
-    if (details.firstChild) {
-      li.appendChild(document.createTextNode(" "));
-      li.appendChild(details);
-    }
-    return li;
-  }
-
-  function renderSites() {
-    var container = $("cities");
-    clear(container);
-    var sites = Array.isArray(data.sites) ? data.sites.filter(function (s) {
-      return s && typeof s === "object";
-    }) : [];
-    if (!sites.length) {
-      renderMessage(t().empty);
-      return;
-    }
-    renderMessage("");
-    var coll = collator(lang);
-    var byCity = {};
-    var cities = [];
-    sites.forEach(function (s) {
-      var city = s.city === undefined || s.city === null ? "" : String(s.city);
-      if (!Object.prototype.hasOwnProperty.call(byCity, city)) {
-        byCity[city] = [];
-        cities.push(city);
-      }
-      byCity[city].push(s);
-    });
-    cities.sort(function (a, b) {
-      return coll.compare(a, b) || (a < b ? -1 : a > b ? 1 : 0);
-    });
-    var ref = parseTime(data.generated_at) || new Date();
-    cities.forEach(function (city, index) {
-      var section = el("section", "city");
-      section.setAttribute("data-city", city);
-      var headingId = "city-" + index;
-      var h = el("h3", "city-name", city || "—");
-      h.id = headingId;
-      section.setAttribute("aria-labelledby", headingId);
-      section.appendChild(h);
-      var list = el("ul", "sites");
-      byCity[city]
-        .slice()
-        .sort(function (a, b) {
-          var an = String(a.name === undefined || a.name === null ? "" : a.name);
-          var bn = String(b.name === undefined || b.name === null ? "" : b.name);
-          return coll.compare(an, bn) || (String(a.id) < String(b.id) ? -1 : String(a.id) > String(b.id) ? 1 : 0);
-        })
-        .forEach(function (s) {
-          list.appendChild(renderSite(s, ref));
-        });
-      section.appendChild(list);
-      container.appendChild(section);
-    });
-  }
-
-  function renderAll() {
-    applyStrings();
-    if (data) {
-      renderSummary();
-      renderUpdated();
-      renderSites();
-    } else {
-      clear($("cities"));
-      renderMessage(lastFailed ? t().noData : t().loading);
     }
     renderStale();
   }
 
+  // Fetch this page again and show its content: the server words what changed.
+  function refreshPage() {
+    if (refreshing) return;
+    refreshing = true;
+    fetch(window.location.pathname, { cache: "no-store", credentials: "same-origin", headers: { Accept: "text/html" } })
+      .then(function (res) {
+        if (!res.ok) throw new Error("HTTP " + res.status);
+        return res.text();
+      })
+      .then(function (html) {
+        var doc = new DOMParser().parseFromString(html, "text/html");
+        var fresh = doc.getElementById("main");
+        var data = doc.getElementById("page-data");
+        var main = $("main");
+        if (!fresh || !data || !main) throw new Error("unexpected page");
+        var next = JSON.parse(data.textContent);
+        announced = null;
+        clear(main);
+        var kids = Array.prototype.slice.call(fresh.childNodes);
+        for (var i = 0; i < kids.length; i++) main.appendChild(document.importNode(kids[i], true));
+        $("page-data").textContent = data.textContent;
+        page = next;
+        etag = page.etag || null;
+        applyColours(main);
+        lastSuccess = Date.now();
+        lastFailed = false;
+        renderChecked();
+      })
+      .catch(function () {
+        lastFailed = true;
+      })
+      .then(function () {
+        refreshing = false;
+        renderStale();
+      });
+  }
+
   /* ---- Polling ---- */
 
-  // When the server (after a restart) or a cache in front of it serves an old copy,
-  // as of when it was current: Illuminate-As-Of, or the cache's Age once over a minute.
   function servedAsOf(res) {
     var header = parseTime(res.headers.get(AS_OF_HEADER));
     if (header) return header;
@@ -709,7 +429,7 @@
   function schedule(ms) {
     if (timer !== null) clearTimeout(timer);
     timer = null;
-    if (!document.hidden) timer = setTimeout(poll, ms);
+    if (!document.hidden) timer = setTimeout(poll, ms || page.poll_ms || POLL_MS);
   }
 
   function poll() {
@@ -721,62 +441,51 @@
     inflight = controller;
     var timeout = controller ? setTimeout(function () { controller.abort(); }, TIMEOUT_MS) : null;
     var headers = { Accept: "application/json" };
-    if (etag && data) headers["If-None-Match"] = etag;
-    // "no-store" keeps the browser's HTTP cache out of the way (the response carries
-    // max-age=5), so every poll reaches the server, our own If-None-Match is sent as
-    // is, and a 304 reaches this code unchanged: no-cache semantics, done by hand.
+    if (etag) headers["If-None-Match"] = etag;
+    // "no-store" keeps the browser's HTTP cache out of the way, so our own
+    // If-None-Match is sent as is and a 304 reaches this code unchanged.
     var options = { cache: "no-store", credentials: "same-origin", headers: headers };
     if (controller) options.signal = controller.signal;
 
-    fetch(API + "?lang=" + encodeURIComponent(lang), options)
+    fetch(page.api, options)
       .then(function (res) {
         if (mine !== seq) return null;
         if (res.status === 304) {
-          if (!data) throw new Error("304 without data");
           asOf = servedAsOf(res);
-          return null; // unchanged: keep what we have
+          return null;
         }
         if (!res.ok) throw new Error("HTTP " + res.status);
         var tag = res.headers.get("ETag");
         return res.json().then(function (body) {
-          if (mine !== seq) return null;
+          if (mine !== seq) return;
           if (!valid(body)) throw new Error("unexpected body");
-          data = body;
           etag = tag;
           asOf = servedAsOf(res);
-          lastSuccess = Date.now();
-          lastFailed = false;
-          renderAll();
-          return null;
+          apply(body);
         });
       })
       .then(function () {
         if (mine !== seq) return;
         lastSuccess = Date.now();
         lastFailed = false;
+        renderChecked();
       })
       .catch(function () {
         if (mine !== seq) return;
         lastFailed = true;
-        if (!data) etag = null;
       })
       .then(function () {
         if (timeout !== null) clearTimeout(timeout);
         if (mine !== seq) return;
         inflight = null;
-        if (data) {
-          renderUpdated(); // the check time moves on every 200 or 304
-          renderStale();
-        } else {
-          renderAll();
-        }
-        schedule(POLL_MS);
+        renderStale();
+        schedule(page.poll_ms || POLL_MS);
       });
   }
 
   function onVisibility() {
     if (document.hidden) {
-      // Pause: no new timer; a request already in flight may finish.
+      // Paused: no new poll while nobody looks; a request in flight may finish.
       if (timer !== null) clearTimeout(timer);
       timer = null;
     } else {
@@ -785,55 +494,18 @@
     }
   }
 
-  /* ---- Language switch ---- */
-
-  function setLang(next) {
-    if (LANGS.indexOf(next) === -1 || next === lang) return;
-    lang = next;
-    try {
-      var url = new URL(window.location.href);
-      url.searchParams.set("lang", lang);
-      window.history.replaceState(null, "", url.pathname + url.search + url.hash);
-    } catch (e) {
-      /* the URL is a convenience; keep going */
-    }
-    // Names come in the chosen language: fetch afresh, without the old ETag.
-    etag = null;
-    announced = null;
-    renderAll();
-    poll();
-  }
-
-  function onLangClick(event) {
-    var link = event.target && event.target.closest ? event.target.closest("a[data-lang]") : null;
-    if (!link) return;
-    if (event.defaultPrevented || event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return;
-    event.preventDefault();
-    setLang(link.getAttribute("data-lang"));
-  }
-
   /* ---- Start ---- */
 
   function start() {
-    lang = langFromUrl();
-    fillIcons();
-    renderAll();
-    var nav = document.querySelector(".lang-switch");
-    if (nav) nav.addEventListener("click", onLangClick);
+    page = readPage();
+    if (!page || !page.api || !page.strings) return; // the page stays as the server made it
+    etag = page.etag || null;
+    var asOfNode = $("as-of"); // the server showed its last-known copy
+    if (asOfNode) asOf = parseTime(asOfNode.getAttribute("datetime"));
+    applyColours(document);
     document.addEventListener("visibilitychange", onVisibility);
-    window.addEventListener("popstate", function () {
-      var next = langFromUrl();
-      if (next !== lang) {
-        lang = next;
-        etag = null;
-        announced = null;
-        renderAll();
-        poll();
-      }
-    });
-    setInterval(function () {
-      if (data) renderStale();
-    }, 5000);
+    setInterval(tick, TICK_MS);
+    tick();
     if (!document.hidden) poll();
   }
 
