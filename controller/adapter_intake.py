@@ -36,6 +36,7 @@ from typing import Any
 from controller.adapter_devices import AdapterDevices
 from controller.broker.base import Incoming
 from controller.confirmation import confirmed_by, record_applied
+from controller.inbox import Backlog
 from controller.lifecycle import FINAL, CommandState, can_move
 from controller.metrics import Metrics
 from controller.store.base import Command, DeviceView, Move, Stores
@@ -56,8 +57,9 @@ log = logging.getLogger(__name__)
 
 MAX_QUEUED = 50_000
 BATCH = 2000
-RETRIES = 3
-RETRY_S = 0.5
+RETRY_S = 0.1
+RETRY_MAX_S = 5.0
+ISOLATE_AFTER = 3
 STRENGTHS = tuple(Strength)
 """Weakest first."""
 
@@ -178,7 +180,10 @@ class AdapterIntake:
         self.on_outcome: Callable[[Outcome], None] = lambda _outcome: None
         self.on_seen: Callable[[str, datetime], None] = lambda _device, _now: None
         """Told of every live (not retained) message of a device taken in (health)."""
-        self._queue: deque[Incoming] = deque()
+        self.monotonic = clock.monotonic
+        self._queue: deque[tuple[Incoming, float]] = deque()
+        """Messages with their arrival (monotonic), oldest first."""
+        self._taken = Backlog(0, None)
         self._ready = threading.Condition()
         self._reported: dict[str, Reported] = {}
         self._readback: dict[str, int] = {}
@@ -189,12 +194,22 @@ class AdapterIntake:
     # the broker's thread ------------------------------------------------------------
 
     def put(self, message: Incoming) -> None:
+        arrived = self.monotonic()
         with self._ready:
             if len(self._queue) >= self.max_queued:
                 self._queue.popleft()
                 self.metrics.dropped_messages.labels(reason="adapter_queue_full").inc()
-            self._queue.append(message)
+            self._queue.append((message, arrived))
             self._ready.notify()
+
+    def backlog(self) -> Backlog:
+        """Received and not stored yet: waiting here, and the batch being stored."""
+        with self._ready:
+            oldest = self._queue[0][1] if self._queue else None
+            taken = self._taken
+            if taken.oldest_at is not None and (oldest is None or taken.oldest_at < oldest):
+                oldest = taken.oldest_at
+            return Backlog(len(self._queue) + taken.count, oldest)
 
     # the thread ----------------------------------------------------------------------
 
@@ -212,27 +227,45 @@ class AdapterIntake:
         with self._ready:
             if not self._queue:
                 self._ready.wait(timeout)
-            out: list[Incoming] = []
+            out: list[tuple[Incoming, float]] = []
             while self._queue and len(out) < BATCH:
                 out.append(self._queue.popleft())
-            return out
+            self._taken = Backlog(len(out), out[0][1] if out else None)
+            return [message for message, _ in out]
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             batch = self._take(0.5)
-            if not batch:
-                continue
-            for attempt in range(RETRIES):
+            failures = 0
+            while batch and not self._stop.is_set():
                 try:
-                    self.process(batch)
-                    break
+                    if failures >= ISOLATE_AFTER:
+                        batch = self._isolate(batch)
+                    else:
+                        self.process(batch)
+                        batch = []
                 except Exception:
-                    log.exception("adapter intake: could not store %d messages", len(batch))
+                    # the database is busy or down: keep the batch, decide it again later
+                    failures += 1
                     self.metrics.intake_retries.inc()
-                    if attempt + 1 < RETRIES:
-                        self._stop.wait(RETRY_S * (attempt + 1))
-            else:
-                self.metrics.dropped_messages.labels(reason="unstorable").inc(len(batch))
+                    log.exception("adapter intake: could not store %d messages", len(batch))
+                    self._stop.wait(min(RETRY_S * 2**failures, RETRY_MAX_S))
+            with self._ready:
+                self._taken = Backlog(0, None)
+
+    def _isolate(self, batch: list[Incoming]) -> list[Incoming]:
+        """A batch that keeps failing, message by message: if none can be stored the
+        database is at fault (keep them all); else let go of the ones that fail."""
+        failed = []
+        for message in batch:
+            try:
+                self.process([message])
+            except Exception:
+                failed.append(message)
+        if len(failed) == len(batch):
+            raise RuntimeError(f"none of {len(batch)} third-party messages could be stored")
+        self.metrics.dropped_messages.labels(reason="unstorable").inc(len(failed))
+        return []
 
     # a batch (the unit tests call it directly) -------------------------------------
 

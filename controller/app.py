@@ -39,7 +39,7 @@ from controller.device_health import HealthTracker
 from controller.dispatch import Dispatcher
 from controller.flash import FlashTester
 from controller.health import BacklogBound, DatabaseProbe, Readiness
-from controller.inbox import Inbox
+from controller.inbox import Backlog, Inbox
 from controller.intake import Intake, Outcome
 from controller.last_known import FILE_NAME, FileLastKnown
 from controller.live_dispatch import request_state
@@ -202,13 +202,13 @@ class Controller:
         self.health = Readiness(
             database=self.database_probe,
             broker=lambda: self.broker is not None and self.broker.is_connected,
-            backlog=self.inbox.backlog,
+            backlog=self._backlog,
             bound=BacklogBound(health.backlog_max, health.backlog_age_s),
             monotonic=self.clock.monotonic,
         )
-        self.metrics.intake_backlog.set_function(lambda: self.inbox.backlog().count)
+        self.metrics.intake_backlog.set_function(lambda: self._backlog().count)
         self.metrics.intake_oldest_age.set_function(
-            lambda: self.inbox.backlog().age_s(self.clock.monotonic())
+            lambda: self._backlog().age_s(self.clock.monotonic())
         )
         self.registrar = build_registrar(
             settings,
@@ -342,6 +342,12 @@ class Controller:
             return True
         caught_up = self.intake.caught_up_to()
         return caught_up is None or caught_up < connected_at + RETAINED_SETTLE
+
+    def _backlog(self) -> Backlog:
+        """Device messages received and not stored yet: native and third-party."""
+        native, vendor = self.inbox.backlog(), self.adapter_intake.backlog()
+        ats = [at for at in (native.oldest_at, vendor.oldest_at) if at is not None]
+        return Backlog(native.count + vendor.count, min(ats) if ats else None)
 
     def _sink(self, message: Incoming) -> None:
         """The broker's messages: the native devices' topics to the inbox, the rest

@@ -6,6 +6,8 @@ from vendor payloads. A fake clock: no sleeps."""
 from __future__ import annotations
 
 import json
+import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -328,3 +330,38 @@ def test_health_hears_of_live_messages_only(w: World) -> None:
     assert seen == []
     w.report("wled/atomium/g", "204")
     assert seen == ["wled-1"]
+
+
+class FlakyReports:
+    """The report store, down for its first `down` reads (a database outage)."""
+
+    def __init__(self, inner: object, down: int) -> None:
+        self.inner = inner
+        self.down = down
+
+    def views(self, *args: object, **kwargs: object) -> object:
+        if self.down > 0:
+            self.down -= 1
+            raise RuntimeError("database is locked")
+        return self.inner.views(*args, **kwargs)  # type: ignore[attr-defined]
+
+    def save(self, *args: object, **kwargs: object) -> object:
+        return self.inner.save(*args, **kwargs)  # type: ignore[attr-defined]
+
+
+def test_a_database_outage_keeps_the_messages_until_they_are_stored(w: World) -> None:
+    flaky = FlakyReports(w.stores.reports, down=2)
+    stores = replace(w.stores, reports=flaky)  # type: ignore[arg-type]
+    intake = AdapterIntake(stores, w.adapters, w.clock, w.metrics)
+    intake.put(Incoming("wled/atomium/status", b"offline", True))
+    backlog = intake.backlog()
+    assert backlog.count == 1 and backlog.oldest_at is not None
+    intake.start()
+    try:
+        deadline = time.monotonic() + 30
+        while w.stores.reports.views(["wled-1"])["wled-1"].online is not False:
+            assert time.monotonic() < deadline, "the message was lost"
+            time.sleep(0.02)
+    finally:
+        intake.stop()
+    assert flaky.down == 0 and intake.backlog().count == 0
