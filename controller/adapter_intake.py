@@ -18,6 +18,10 @@ The broker hands over every message on a registered third-party device's report 
 - a report that no longer matches an APPLIED command's target turns it DRIFTED: the
   reconciler sends the desired state again.
 
+If the database fails, the batch is kept and decided again later (message by message
+after a few failures, letting go only of those that fail alone), as the native intake
+does; what waits here counts in the intake backlog (/readyz, /metrics).
+
 The device's report fields are written as the native intake writes them (applied
 version and step, applied state, reported state), so the public page, the reconciler
 and the record judge third-party devices by the same rule (`controller/confirmation.py`).
