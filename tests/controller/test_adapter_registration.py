@@ -169,3 +169,16 @@ def test_the_controllers_own_accounts_keep_the_scope_and_the_gate_lets_the_contr
     assert gate.may_receive("ctl", "wled/a/status")
     assert not gate.may_subscribe("ctl", "wled/#")
     assert not gate.may_publish("ctl", "wled/b/api")
+
+
+def test_a_rotation_keeps_the_scope(api: Api) -> None:
+    first = api.register({"id": "w-1", "site": "atomium", "adapter": "wled", "config": WLED})
+    assert first.status_code == 201
+    rotated = api.http.post(
+        "/api/v1/devices/w-1/credentials", headers={"Authorization": f"Bearer {api.token}"}
+    )
+    assert rotated.status_code == 200, rotated.text
+    mqtt = rotated.json()["mqtt"]
+    assert mqtt["topics"] == first.json()["mqtt"]["topics"]
+    assert api.accounts.login("w-1", mqtt["password"], "w-1")
+    assert api.accounts.may_publish("w-1", "wled/atomium/g")
