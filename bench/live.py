@@ -13,6 +13,7 @@ fleet answers, and a bare observer waits for every `/c` reply.
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 import time
@@ -121,6 +122,11 @@ def online_in_db(rig: Rig) -> int:
     return int(count)
 
 
+def _ready(ready: set[int], index: int, line: str) -> None:
+    if line == "ready":
+        ready.add(index)
+
+
 def start_wled_fleet(rig: Rig) -> None:
     assert rig.broker is not None
     ready: set[int] = set()
@@ -137,7 +143,7 @@ def start_wled_fleet(rig: Rig) -> None:
                 *("--name", f"bench-wled-fleet-{shard.index:02d}"),
             ],
             log=rig.workdir / f"wled-fleet-{shard.index}.log",
-            on_line=lambda line, i=shard.index: ready.add(i) if line == "ready" else None,
+            on_line=functools.partial(_ready, ready, shard.index),
         )
     if not rig.wait(lambda: len(ready), len(rig.shards), "WLED fleets ready", rig.deadline()):
         raise RuntimeError("the WLED fleet did not start")

@@ -78,7 +78,8 @@ def main() -> int:
     def on_connect(cl: mqtt.Client, *_a: Any) -> None:
         _, mid = cl.subscribe(f"{ROOT}/+/api", 0)
         with lock:
-            pending.add(mid)
+            if mid is not None:
+                pending.add(mid)
         for device in ids:
             info = cl.publish(f"{ROOT}/{device}/status", b"online", qos=1, retain=True)
             with lock:
