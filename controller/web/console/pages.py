@@ -95,7 +95,14 @@ def page(
         **values,
     )
     # every console page is personal (and some show a password once): never stored
-    headers = {"Content-Security-Policy": CONSOLE_POLICY, "Cache-Control": "no-store"}
+    # `same-origin` rather than `no-referrer`: a browser then sends the console's own
+    # origin with its form posts (under `no-referrer` it sends `Origin: null`, which
+    # the CSRF check refuses, as it refuses every other origin)
+    headers = {
+        "Content-Security-Policy": CONSOLE_POLICY,
+        "Cache-Control": "no-store",
+        "Referrer-Policy": "same-origin",
+    }
     return HTMLResponse(html, status_code=status_code, headers=headers)
 
 
