@@ -60,6 +60,8 @@ CONSOLE_POLICY = (
 PREVIEW_DAYS = 7
 MAX_PREVIEW_DAYS = 31
 AUDIT_PAGE = 100
+MAX_TRANSITIONS = 500
+"""A device page lists its newest lifecycle transitions, this many at most."""
 CONFIRM = "confirm"
 
 _env = Environment(
@@ -336,7 +338,7 @@ def build_console() -> APIRouter:
         record_span = device_history_of(
             staff, _history(request), allowed, device_id, now - DEFAULT_SPAN, now
         )
-        transitions = list(reversed(staff.stores.outbox.events(device_id)))
+        transitions = list(reversed(staff.stores.outbox.events(device_id)))[:MAX_TRANSITIONS]
         return page(
             request,
             "device.html",
@@ -559,7 +561,7 @@ def build_console() -> APIRouter:
         request: Request,
         city: str | None = None,
         start: str | None = None,
-        days: int = PREVIEW_DAYS,
+        days: str | None = None,
         at: str | None = None,
     ) -> Response:
         staff = _staff(request)
@@ -577,7 +579,12 @@ def build_console() -> APIRouter:
                 first = date.fromisoformat(start)
             except ValueError:
                 problems.append(f"start: not a date (YYYY-MM-DD): {start!r}")
-        days = max(1, min(MAX_PREVIEW_DAYS, days))
+        span = PREVIEW_DAYS
+        if days:
+            try:
+                span = max(1, min(MAX_PREVIEW_DAYS, int(days)))
+            except ValueError:
+                problems.append(f"days: not a whole number: {days!r}")
         instant = now
         if at:
             try:
@@ -595,9 +602,9 @@ def build_console() -> APIRouter:
             cities=catalog.cities,
             names=display_name,
             first=first,
-            days=days,
-            day_rows=city_days(campaigns, catalog, chosen, first, days),
-            conflicts=city_conflicts(campaigns, catalog, chosen, first, days),
+            days=span,
+            day_rows=city_days(campaigns, catalog, chosen, first, span),
+            conflicts=city_conflicts(campaigns, catalog, chosen, first, span),
             at=instant,
             at_value=instant.astimezone(chosen.zone).strftime("%Y-%m-%dT%H:%M"),
             public=public_at(campaigns, catalog, chosen, instant, grace, upcoming),
@@ -670,14 +677,15 @@ def build_console() -> APIRouter:
     # ---- the audit log ---------------------------------------------------------------
 
     @router.get("/audit")
-    def audit_log(request: Request, before: int | None = None, kind: str | None = None) -> Response:
+    def audit_log(request: Request, before: str | None = None, kind: str | None = None) -> Response:
         staff = _staff(request)
         found = sessions.require(request, staff)
         allowed = sessions.permit(found, Action.READ_AUDIT)
+        older = int(before) if before and before.isdigit() and len(before) < 19 else None
         kinds = allowed.audit_kinds
         if kind:
             kinds = kinds & {k for k in AuditKind if k.value == kind}
-        entries = staff.audit.entries(kinds, before, AUDIT_PAGE) if kinds else []
+        entries = staff.audit.entries(kinds, older, AUDIT_PAGE) if kinds else []
         more = len(entries) == AUDIT_PAGE and entries[-1].id > 1
         return page(
             request,

@@ -11,6 +11,9 @@ names it: `windows[0].start.at`) and the 1-based line of the YAML it is about:
 - a missing field: the line of the mapping that lacks it;
 - a fault of the whole campaign (`(top)`): line 1.
 
+Anchors and aliases are refused (a campaign needs none, and nested aliases would make
+the validation walk an exponential tree), and so is YAML nested too deeply to read.
+
 Pure: no I/O.
 """
 
@@ -73,6 +76,24 @@ def line_of(root: yaml.Node | None, path: str) -> int:
     return int(node.start_mark.line) + 1
 
 
+def _first_alias(root: yaml.Node | None) -> int | None:
+    """The line of the first node met twice (an alias), or None. A campaign needs no
+    aliases, and a few nested ones would make validation walk an exponential tree."""
+    seen: set[int] = set()
+    stack = [root] if root is not None else []
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            return int(node.start_mark.line) + 1
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                stack.extend((key, value))
+    return None
+
+
 def _items(text: str) -> list[tuple[str, str]]:
     """`yaml: windows[0].start.at: message` lines as (path, message)."""
     items = []
@@ -90,7 +111,12 @@ def check_yaml(text: str) -> Campaign | list[Fault]:
     """The campaign the text describes, or its faults (each with its line)."""
     try:
         root = yaml.compose(text, Loader=Yaml12Loader)
+        alias = _first_alias(root)
+        if alias is not None:
+            return [Fault(TOP, "anchors and aliases (& and *) are not taken here", alias)]
         data: Any = yaml.load(text, Loader=Yaml12Loader)
+    except RecursionError:
+        return [Fault(TOP, "the YAML is nested too deeply", 1)]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = int(mark.line) + 1 if mark is not None else 1
