@@ -214,6 +214,16 @@ def test_posts_without_the_csrf_token_or_from_another_site_are_refused(console: 
         headers={"Origin": console.base.rstrip("/"), "Sec-Fetch-Site": "same-origin"},
     )
     assert done.status_code == 201, done.text
+    # behind a proxy that rewrites Host, its X-Forwarded-Host names the origin's host
+    proxied = http.post(
+        "/console/devices",
+        data={"id": "via-proxy", "site": "atomium", "csrf": csrf},
+        headers={
+            "Origin": "https://illuminate.example.org",
+            "X-Forwarded-Host": "illuminate.example.org",
+        },
+    )
+    assert proxied.status_code == 201, proxied.text
 
 
 def test_the_sign_in_form_needs_its_own_token(console: Console) -> None:

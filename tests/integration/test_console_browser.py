@@ -325,5 +325,16 @@ def test_a_technician_registers_and_flashes_a_device_and_a_coordinator_sees_a_fa
         )
         assert before.split() == ["8", "start:", "{at:", '"25:00"}']
         assert controller.stores.campaigns.record("blue-heart") is None
-    for name in ("1-registered.png", "2-test-flash.png", "3-campaign-fault.png"):
+
+        # fixed, it is stored; the timeline shows it lit on the public page at 22:00
+        page.fill("yaml", BAD_YAML.replace("25:00", "21:30"))
+        page.submit_by("save-campaign")
+        assert "Campaign blue-heart created." in page.text("#notice")
+        page.goto(f"{base}/console/timeline?city=brussels&start=2026-07-30&at=2026-07-30T22:00")
+        page.screenshot(artefacts / "4-timeline.png")
+        state = page.evaluate(
+            "document.querySelector('tr.public-site[data-site=\"atomium\"]').dataset.state"
+        )
+        assert state == "lit"
+    for name in ("1-registered.png", "2-test-flash.png", "3-campaign-fault.png", "4-timeline.png"):
         assert (artefacts / name).stat().st_size > 1000

@@ -13,7 +13,10 @@
   keyed by the session's token, so a page of another origin, which can read neither
   the cookie nor our pages, cannot forge it. A POST whose field is missing or wrong is
   refused (403), and so is one that a browser marks as cross-site
-  (`Sec-Fetch-Site: cross-site` or `same-site`) or whose `Origin` is not this host.
+  (`Sec-Fetch-Site: cross-site` or `same-site`) or whose `Origin` is not this host
+  (the `Host` header, or the `X-Forwarded-Host` of a proxy that rewrites it: a
+  browser's form cannot set that header, and a script of another origin cannot send it
+  without a CORS preflight, which the console does not answer).
   The sign-in form, before any session, uses a double-submit token: a random value in
   the cookie `PRESESSION_COOKIE` that the form must repeat.
 """
@@ -126,8 +129,11 @@ def check_origin(request: Request) -> None:
         raise CrossSiteRefused("a form of another site may not post here")
     origin = request.headers.get("origin")
     if origin is not None:
-        host = request.headers.get("host", "")
-        if origin == "null" or urlsplit(origin).netloc.lower() != host.lower():
+        hosts = {request.headers.get("host", "").lower()}
+        forwarded = request.headers.get("x-forwarded-host")
+        if forwarded:  # a proxy that rewrites Host (a browser's form cannot set this)
+            hosts.add(forwarded.split(",", 1)[0].strip().lower())
+        if origin == "null" or urlsplit(origin).netloc.lower() not in hosts:
             raise CrossSiteRefused("a form of another origin may not post here")
 
 
