@@ -4,7 +4,9 @@ The test walks `app.routes`; a route that is not declared in `MATRIX` (or a row 
 route that no longer exists) fails it, so a new route must say who may call it. Each
 route is called over real HTTP (uvicorn) on a real SQLite database by: nobody, a
 technician of the city of the object in the path (Brussels), a technician of another
-city (Ypres), a coordinator and an admin, and must answer exactly its row.
+city (Ypres), a coordinator and an admin, and must answer exactly its row. The staff
+console's routes (/console) are called with the caller's token in the session cookie,
+and their POSTs with the session's CSRF token (`call_console`).
 """
 
 from __future__ import annotations
