@@ -276,6 +276,10 @@ def test_a_technician_registers_and_flashes_a_device_and_a_coordinator_sees_a_fa
         page.screenshot(artefacts / "1-registered.png")
         assert f"--id {DEVICE} --password-file {DEVICE}.pw" in snippet
         assert f"--broker {dynsec_mosquitto.url}" in snippet
+        page.evaluate("document.getElementById('copy-snippet').click()")
+        assert wait_until(
+            lambda: page.evaluate("!document.querySelector('.copied').hidden"), timeout=DEADLINE
+        ), "the copy button did nothing"
 
         # the device starts with that password and connects
         agent = Agent(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,9 @@ import yaml
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from controller.access import Action, AuditKind, Grant
 from controller.campaigns import TOP, CampaignRejected
@@ -171,8 +173,35 @@ def _agent_snippet(issued: Issued) -> str:
     return "\n".join([write, shlex.join(agent_command(mqtt, device_id, password_file))])
 
 
+class ConsoleRoute(APIRoute):
+    """A console route answers its own refusals: a redirect as it is, an error (403,
+    404, ...) as an HTML page. Whatever handlers the app installs for the API's errors,
+    the console's stay pages."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        original = super().get_route_handler()
+
+        async def handler(request: Request) -> Response:
+            try:
+                return await original(request)
+            except StarletteHTTPException as exc:
+                if exc.status_code < 400:
+                    return Response(status_code=exc.status_code, headers=exc.headers)
+                found = await run_in_threadpool(sessions.current, request, _staff(request))
+                return page(
+                    request,
+                    "error.html",
+                    found,
+                    status_code=exc.status_code,
+                    code=exc.status_code,
+                    detail=exc.detail,
+                )
+
+        return handler
+
+
 def build_console() -> APIRouter:
-    router = APIRouter(prefix=PREFIX, include_in_schema=False)
+    router = APIRouter(prefix=PREFIX, include_in_schema=False, route_class=ConsoleRoute)
 
     # ---- signing in and out ----------------------------------------------------------
 
