@@ -335,6 +335,13 @@ def test_a_yaml_fault_is_shown_next_to_its_line(console: Console) -> None:
     stored = console.http.post("/console/campaigns", data={"csrf": csrf, "yaml": fixed})
     assert stored.status_code == 200 and "Campaign blue-heart created." in stored.text
     assert console.stores.campaigns.record("blue-heart") is not None
+    # edit: the stored campaign comes back as YAML, and saves as it is
+    editing = console.http.get("/console/campaigns", params={"edit": "blue-heart"})
+    text = unescape(re.search(r"<textarea[^>]*>(.*?)</textarea>", editing.text, re.S).group(1))
+    assert "21:30" in text
+    again = console.http.post("/console/campaigns", data={"csrf": csrf, "yaml": text})
+    assert again.status_code == 200 and "Campaign blue-heart replaced." in again.text
+    assert console.http.get("/console/campaigns", params={"edit": "nothing"}).status_code == 404
 
 
 def test_the_timeline_shows_dst_days_conflicts_and_the_public_at_t(console: Console) -> None:
@@ -399,3 +406,18 @@ def test_admins_read_the_audit_log(console: Console) -> None:
         entries = re.findall(r'<tr class="entry">(.*?)</tr>', page.text, re.S)
         assert len(entries) == 1
         assert "cora" in entries[0] and "created" in entries[0] and "blue-heart" in entries[0]
+
+
+def test_rotation_asks_first_then_shows_the_new_password_once(console: Console) -> None:
+    csrf = console.sign_in("technician")
+    before = console.stores.registry.devices(["atomium-ctl"])["atomium-ctl"].credentials_at
+    asked = console.http.post("/console/devices/atomium-ctl/rotate", data={"csrf": csrf})
+    assert asked.status_code == 200 and "Yes, rotate atomium-ctl" in asked.text
+    assert console.stores.registry.devices(["atomium-ctl"])["atomium-ctl"].credentials_at == before
+    done = console.http.post(
+        "/console/devices/atomium-ctl/rotate", data={"csrf": csrf, "confirm": "yes"}
+    )
+    assert done.status_code == 200 and "given a new password" in done.text
+    assert re.search(r'<code id="password">[^<]{20,}</code>', done.text)
+    assert done.headers["cache-control"] == "no-store"
+    assert console.stores.registry.devices(["atomium-ctl"])["atomium-ctl"].credentials_at == NOW
