@@ -385,8 +385,12 @@ def call_console(
 ) -> httpx.Response:
     """A console route, signed in as the caller: the token in the session cookie, and
     on a POST the session's CSRF token (and the confirmation its forms ask for)."""
-    method, _path = key
+    method, path = key
     arguments.update(CONSOLE_CALLS.get(key, lambda _caller: {})(caller))
+    if path == "/console/sign-out" and token:  # it revokes the session's token: one of its own
+        principal = world.users.authenticate(token, NOW)
+        assert principal is not None
+        token = world.users.issue_token(principal.name, NOW)
     headers = {"Cookie": f"{SESSION_COOKIE}={token}"} if token else {}
     if method == "POST":
         form = {"confirm": "yes", **arguments.pop("data", {})}

@@ -23,7 +23,7 @@ from controller.lifecycle import CommandState
 from controller.metrics import Metrics
 from controller.store.base import Move, NewDevice, NewVersion, Stores
 from controller.store.sql import database
-from controller.store.users import Users
+from controller.store.users import HINT_CHARS, Users
 from controller.web.app import build_web
 from controller.web.console.session import PRESESSION_COOKIE, SESSION_COOKIE
 from devices.protocol import OFF, Plan, PlanStep, encode
@@ -132,6 +132,8 @@ def test_sign_in_sets_a_strict_http_only_cookie_and_sign_out_clears_it(console: 
     flags = [part.strip().lower() for part in cookie.split(";")]
     assert "httponly" in flags and "samesite=strict" in flags and "path=/console" in flags
     assert "secure" not in flags  # plain HTTP, no proxy saying https
+    session_token = http.cookies[SESSION_COOKIE]
+    assert session_token.startswith("ilm_") and session_token != console.tokens["technician"]
 
     home = http.get("/console")
     assert home.status_code == 200
@@ -143,6 +145,12 @@ def test_sign_in_sets_a_strict_http_only_cookie_and_sign_out_clears_it(console: 
     assert out.status_code == 303 and out.headers["location"] == "/console/sign-in"
     assert 'illuminate_console=""' in set_cookie_header(out, SESSION_COOKIE)
     assert http.get("/console").status_code == 303
+    # the session's token is revoked, not only forgotten by the browser
+    with console.client() as replay:
+        answer = replay.get("/console", headers={"Cookie": f"{SESSION_COOKIE}={session_token}"})
+        assert answer.status_code == 303
+    assert console.users.authenticate(session_token, NOW) is None
+    assert console.users.authenticate(console.tokens["technician"], NOW) is not None
 
 
 def test_behind_a_proxy_saying_https_the_cookie_is_secure(console: Console) -> None:
@@ -156,6 +164,22 @@ def test_behind_a_proxy_saying_https_the_cookie_is_secure(console: Console) -> N
         assert answer.status_code == 303
         flags = [p.strip().lower() for p in set_cookie_header(answer, SESSION_COOKIE).split(";")]
         assert "secure" in flags
+
+
+def test_a_session_lasts_12_hours_or_less_than_the_token_it_came_from(console: Console) -> None:
+    short = console.users.issue_token("ada", NOW, NOW + timedelta(hours=1))
+    console.tokens["short"] = short
+    console.sign_in("short")
+    (session,) = [
+        t
+        for t in console.users.tokens("ada", NOW)
+        if t.hint == console.http.cookies[SESSION_COOKIE][:HINT_CHARS]
+    ]
+    assert session.expires_at == NOW + timedelta(hours=1)
+    with console.client() as other:
+        console.sign_in("admin", other)
+        newest = console.users.tokens("ada", NOW)[-1]
+        assert newest.expires_at == NOW + timedelta(hours=12)
 
 
 def test_a_wrong_token_is_refused_and_sets_no_session(console: Console) -> None:
@@ -172,10 +196,10 @@ def test_a_wrong_token_is_refused_and_sets_no_session(console: Console) -> None:
     assert http.get("/console").status_code == 303
 
 
-def test_a_revoked_token_signs_the_session_out(console: Console) -> None:
+def test_revoking_the_users_tokens_signs_the_session_out(console: Console) -> None:
     console.sign_in("coordinator")
     assert console.http.get("/console/campaigns").status_code == 200
-    console.users.revoke("cora", None, NOW)
+    console.users.revoke("cora", None, NOW)  # `illuminate users revoke cora --all`
     answer = console.http.get("/console/campaigns")
     assert answer.status_code == 303 and answer.headers["location"] == "/console/sign-in"
 

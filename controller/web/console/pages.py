@@ -221,12 +221,8 @@ def build_console() -> APIRouter:
         form = await _form(request)
         sessions.check_presession(request, form)
         token = form.get("token", "").strip()
-        principal = (
-            await run_in_threadpool(staff.users.authenticate, token, staff.clock())
-            if token
-            else None
-        )
-        if principal is None:
+        opened = await run_in_threadpool(sessions.open_session, staff, token) if token else None
+        if opened is None:
             fresh = sessions.new_presession()
             refused = page(
                 request,
@@ -238,9 +234,10 @@ def build_console() -> APIRouter:
             )
             sessions.set_cookie(request, refused, sessions.PRESESSION_COOKIE, fresh)
             return refused
+        principal, session_token = opened
         log.info("console: %s signed in", principal.name)
         answer: Response = _see(PREFIX)
-        sessions.set_cookie(request, answer, sessions.SESSION_COOKIE, token)
+        sessions.set_cookie(request, answer, sessions.SESSION_COOKIE, session_token)
         sessions.clear_cookie(request, answer, sessions.PRESESSION_COOKIE)
         return answer
 
@@ -249,6 +246,9 @@ def build_console() -> APIRouter:
         staff = _staff(request)
         found = sessions.require(request, staff)
         sessions.check_csrf(request, found, await _form(request))
+        token = request.cookies.get(sessions.SESSION_COOKIE, "")
+        await run_in_threadpool(sessions.close_session, staff, found, token)
+        log.info("console: %s signed out", found.principal.name)
         answer = _see(sessions.SIGN_IN_PATH)
         sessions.clear_cookie(request, answer, sessions.SESSION_COOKIE)
         return answer

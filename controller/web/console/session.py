@@ -1,14 +1,16 @@
 """The staff console's session: a staff token kept in a cookie, and CSRF protection.
 
 - Signing in takes a staff token (`illuminate users add` or `users token`), checked by
-  `Users.authenticate` exactly as the staff API checks a bearer token. The token is kept
-  in the cookie `SESSION_COOKIE`: `HttpOnly` (no script reads it), `SameSite=Strict`
+  `Users.authenticate` exactly as the staff API checks a bearer token. The console then
+  issues the user a session token of its own (`Users.issue_token`), which expires after
+  `SESSION_HOURS` (or with the token signed in with, if that expires sooner), and keeps
+  it in the cookie `SESSION_COOKIE`: `HttpOnly` (no script reads it), `SameSite=Strict`
   (no other site's page sends it), `Path=/console`, and `Secure` when the request came
   over TLS: its own scheme is `https`, or a proxy in front said so with
   `X-Forwarded-Proto: https` (the header only ever adds the flag, never removes it).
-  Each request authenticates the token again, so a revoked or expired token, or a
-  disabled user, is signed out at once. Signing out clears the cookie; the token
-  itself stays valid until it is revoked (`illuminate users revoke`).
+  The token signed in with never sits in the browser. Each request authenticates the
+  session token again, so an expired or revoked one, or a disabled user, is signed out
+  at once. Signing out revokes the session token and clears the cookie.
 - Every POST carries a CSRF token in the form field `csrf`: an HMAC of a fixed label
   keyed by the session's token, so a page of another origin, which can read neither
   the cookie nor our pages, cannot forge it. A POST whose field is missing or wrong is
@@ -27,12 +29,14 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 from fastapi import HTTPException, Request, Response, status
 
 from controller.access import Action, Grant, grant
 from controller.auth import Principal
+from controller.store.users import HINT_CHARS
 from controller.web.api import StaffContext
 
 PREFIX = "/console"
@@ -41,6 +45,8 @@ PRESESSION_COOKIE = "illuminate_console_pre"
 CSRF_FIELD = "csrf"
 _CSRF_LABEL = b"illuminate console csrf v1"
 SIGN_IN_PATH = f"{PREFIX}/sign-in"
+SESSION_HOURS = 12
+"""How long a console session lasts (its own token's lifetime)."""
 
 
 class CrossSiteRefused(HTTPException):
@@ -57,6 +63,31 @@ class Session:
 
     def grant(self, action: Action) -> Grant | None:
         return grant(self.principal, action)
+
+
+def open_session(staff: StaffContext, token: str) -> tuple[Principal, str] | None:
+    """Sign in with `token`: its principal and a new session token, or None when the
+    token does not work."""
+    now = staff.clock()
+    principal = staff.users.authenticate(token, now)
+    if principal is None:
+        return None
+    expires = now + timedelta(hours=SESSION_HOURS)
+    hint = token[:HINT_CHARS]
+    for known in staff.users.tokens(principal.name, now):
+        if known.hint == hint and known.expires_at is not None:
+            expires = min(expires, known.expires_at)
+    return principal, staff.users.issue_token(principal.name, now, expires)
+
+
+def close_session(staff: StaffContext, found: Session, token: str) -> None:
+    """Sign out: revoke the session token (by its id; its hint names it)."""
+    now = staff.clock()
+    hint = token[:HINT_CHARS]
+    name = found.principal.name
+    for known in staff.users.tokens(name, now):
+        if known.hint == hint and known.revoked_at is None:
+            staff.users.revoke(name, str(known.id), now)
 
 
 def csrf_for(token: str) -> str:
