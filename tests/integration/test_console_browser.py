@@ -3,7 +3,7 @@ DevTools protocol, against a real controller, a private Mosquitto with the
 dynamic-security plugin (the controller makes each device's broker account) and a real
 device agent (simulated fixture).
 
-One browser session: a technician signs in, registers a device (the password is read
+One browser session (`tests/support/cdp.py`): a technician signs in, registers a device (the password is read
 from the page, as a technician would copy it), the agent is started with that
 password, and the technician test-flashes it and sees the round trip; then signs out,
 and a coordinator signs in, uploads a campaign with a bad time and sees the fault next
@@ -14,22 +14,12 @@ Chromium must be installed (`make browser`); the test fails, never skips, withou
 
 from __future__ import annotations
 
-import base64
-import itertools
 import json
-import os
-import shutil
-import signal
-import subprocess
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from websockets.sync.client import ClientConnection, connect
 
 from controller.app import Controller
 from controller.settings import load_settings
@@ -40,6 +30,7 @@ from schedules.model import SiteCatalog
 from tests.controller.test_console import BAD_YAML
 from tests.controller.test_staff_api import serve
 from tests.integration.conftest import DEADLINE, wait_until
+from tests.support.cdp import Browser, chromium, chromium_binary
 from tests.support.mosquitto import (
     CONTROLLER_PASSWORD,
     CONTROLLER_USER,
@@ -67,80 +58,26 @@ SITES = SiteCatalog.model_validate(
 )
 
 
-# ---- a small DevTools-protocol driver ----
-
-
-class CdpError(RuntimeError):
-    pass
-
-
-def chromium_binary() -> str:
-    found = shutil.which("chromium")
-    if found:
-        return found
-    if os.access("/usr/bin/chromium", os.X_OK):
-        return "/usr/bin/chromium"
-    pytest.fail(
-        "The browser test needs Chromium (Debian package 'chromium'). "
-        "Run `make browser` (as root it installs it), or: sudo apt-get install chromium",
-        pytrace=False,
-    )
+# ---- the page, through the shared DevTools-protocol driver ----
 
 
 class Page:
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-        self._ids = itertools.count(1)
-        self.events: list[dict[str, Any]] = []
+    """A console page in the browser: navigate, fill fields, click a form's button."""
 
-    def _receive(self, deadline: float) -> dict[str, Any]:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise CdpError("no answer from Chromium in time")
-        message: dict[str, Any] = json.loads(self.ws.recv(timeout=left))
-        return message
-
-    def call(self, method: str, **params: Any) -> dict[str, Any]:
-        ident = next(self._ids)
-        self.ws.send(json.dumps({"id": ident, "method": method, "params": params}))
-        deadline = time.monotonic() + DEADLINE
-        while True:
-            message = self._receive(deadline)
-            if message.get("id") == ident:
-                if "error" in message:
-                    raise CdpError(f"{method}: {message['error']}")
-                result: dict[str, Any] = message.get("result", {})
-                return result
-            if "method" in message:
-                self.events.append(message)
-
-    def wait_event(self, method: str) -> None:
-        deadline = time.monotonic() + DEADLINE
-        while True:
-            for i, event in enumerate(self.events):
-                if event["method"] == method:
-                    del self.events[: i + 1]
-                    return
-            message = self._receive(deadline)
-            if "method" in message:
-                self.events.append(message)
-
-    def evaluate(self, expression: str) -> Any:
-        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
-        if "exceptionDetails" in result:
-            raise CdpError(f"{expression}: {result['exceptionDetails']}")
-        return result["result"].get("value")
+    def __init__(self, browser: Browser) -> None:
+        self.browser = browser
 
     def goto(self, url: str) -> None:
-        self.events.clear()
-        self.call("Page.navigate", url=url)
-        self.wait_event("Page.loadEventFired")
+        self.browser.navigate(url)
+
+    def evaluate(self, expression: str) -> Any:
+        return self.browser.evaluate(expression)
 
     def submit_by(self, button_id: str) -> None:
         """Click a form's button and wait for the page the form leads to."""
-        self.events.clear()
+        self.browser.events.clear()
         self.evaluate(f"document.getElementById({json.dumps(button_id)}).click()")
-        self.wait_event("Page.loadEventFired")
+        self.browser.wait_event("Page.loadEventFired", timeout_s=DEADLINE)
 
     def fill(self, element_id: str, value: str) -> None:
         self.evaluate(
@@ -158,68 +95,7 @@ class Page:
         return str(found)
 
     def screenshot(self, path: Path) -> None:
-        data = self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(base64.b64decode(data["data"]))
-
-
-@contextmanager
-def chromium(work: Path) -> Iterator[Page]:
-    profile = work / "profile"
-    profile.mkdir(parents=True, exist_ok=True)
-    log = (work / "chromium.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            chromium_binary(),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--no-default-browser-check",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-            "--window-size=1200,900",
-            "--remote-debugging-address=127.0.0.1",
-            "--remote-debugging-port=0",
-            "--remote-allow-origins=*",
-            f"--user-data-dir={profile}",
-            "about:blank",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "HOME": str(work)},
-        start_new_session=True,  # so the whole browser ends with it
-    )
-    try:
-        port_file = profile / "DevToolsActivePort"
-        assert wait_until(
-            lambda: (
-                proc.poll() is not None
-                or (port_file.is_file() and port_file.read_text().count("\n") >= 1)
-            ),
-            timeout=DEADLINE,
-            step=0.05,
-        ), "Chromium did not start"
-        assert proc.poll() is None, (work / "chromium.log").read_text()
-        port = int(port_file.read_text().splitlines()[0])
-        targets = httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=10).json()
-        target = next(t for t in targets if t["type"] == "page")
-        with connect(target["webSocketDebuggerUrl"], max_size=None, open_timeout=10) as ws:
-            page = Page(ws)
-            page.call("Page.enable")
-            page.call("Runtime.enable")
-            yield page
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=10)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        log.close()
+        self.browser.screenshot(path)
 
 
 # ---- the rig ----
@@ -257,7 +133,15 @@ def test_a_technician_registers_and_flashes_a_device_and_a_coordinator_sees_a_fa
     tom = controller.users.add("tom", "technician", ["brussels"], now)
     cora = controller.users.add("cora", "coordinator", [], now)
     agent: Agent | None = None
-    with serve(controller.web) as http, chromium(tmp_path / "chromium") as page:
+    if chromium_binary() is None:
+        pytest.fail(
+            "The browser test needs Chromium (Debian package 'chromium'). "
+            "Run `make browser` (as root it installs it), or: sudo apt-get install chromium",
+            pytrace=False,
+        )
+    with serve(controller.web) as http, chromium(tmp_path / "chromium") as browser:
+        browser.screen(1200, 900)
+        page = Page(browser)
         base = str(http.base_url).rstrip("/")
 
         # a technician signs in
