@@ -3,11 +3,12 @@ DevTools protocol, against a real controller, a private Mosquitto with the
 dynamic-security plugin (the controller makes each device's broker account) and a real
 device agent (simulated fixture).
 
-One browser session (`tests/support/cdp.py`): a technician signs in, registers a device (the password is read
-from the page, as a technician would copy it), the agent is started with that
-password, and the technician test-flashes it and sees the round trip; then signs out,
-and a coordinator signs in, uploads a campaign with a bad time and sees the fault next
-to its line. Screenshots go to the test's tmp folder (`artefacts/`).
+One browser session (`tests/support/cdp.py`): a technician signs in, registers a
+device (the password is read from the page, as a technician would copy it), the agent
+is started with that password, and the technician test-flashes it and sees the round
+trip; then signs out, and a coordinator signs in, uploads a campaign with a bad time,
+sees the fault next to its line, fixes it and reads the timeline's public preview.
+Screenshots go to the test's tmp folder (`artefacts/`).
 
 Chromium must be installed (`make browser`); the test fails, never skips, without it.
 """
