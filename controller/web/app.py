@@ -25,6 +25,7 @@ from controller.web.api import StaffContext, build_api
 from controller.web.audit_api import build_audit_api
 from controller.web.body_schemas import with_body_schemas
 from controller.web.campaigns_api import build_campaigns_api
+from controller.web.console import install_console
 from controller.web.device_ops_api import build_device_ops_api
 from controller.web.devices_api import IMPORT_PATH, MAX_IMPORT_BYTES, build_devices_api
 from controller.web.feeds_api import install_public_feeds
@@ -121,6 +122,7 @@ def build_web(
     app.state.history = history if history is not None else sql_history(users.sessions)
     app.include_router(build_history_api())
     install_public_feeds(app, public, stores, app.state.history, clock, metrics)
+    install_console(app, public)
 
     @app.get(
         STATUS_PATH,
