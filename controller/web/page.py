@@ -68,6 +68,11 @@ MIN_RENDER_S = 5.0
 """A language's page is rendered again at most this often while only the status moved
 (a large page takes a while; the script keeps the monuments live meanwhile), unless a
 phase of the night in front begins or ends."""
+RENDER_SHARE = 20
+"""...and at most once per this many times its last render took: a page of 10,000
+monuments takes over a second to render in the controller's process, which must stay
+free for the devices, so while only states move each language costs at most 1/20 of a
+core, however many visitors ask."""
 POLL_MS = 10_000
 """How often the page's script asks for the status (the status is cached 5 s)."""
 LIT_VERDICTS = frozenset({Verdict.CONFIRMED, Verdict.CONFIRMED_LATE})
@@ -280,6 +285,13 @@ class PageSource:
 # ---- the page ---------------------------------------------------------------------
 
 
+def too_soon_to_render(made: datetime, cost_s: float, now: datetime) -> bool:
+    """Whether a page rendered at `made`, in `cost_s`, is still served as it is while
+    only the monuments' states moved (MIN_RENDER_S, RENDER_SHARE)."""
+    min_age = max(MIN_RENDER_S, RENDER_SHARE * cost_s)
+    return timedelta(0) <= now - made < timedelta(seconds=min_age)
+
+
 @dataclass(frozen=True)
 class RenderedPage:
     body: bytes
@@ -289,6 +301,8 @@ class RenderedPage:
     made: datetime
     valid_until: datetime | None = None
     """The next edge of the night in front (its start, its end): the wording changes."""
+    cost_s: float = 0.0
+    """How long the render took (on the monotonic clock)."""
 
 
 class PublicPage:
@@ -371,11 +385,12 @@ class PublicPage:
             return False  # not ready before, a restart's copy, or sites or campaigns moved
         if known.valid_until is not None and now >= known.valid_until:
             return False
-        return timedelta(0) <= now - known.made < timedelta(seconds=MIN_RENDER_S)
+        return too_soon_to_render(known.made, known.cost_s, now)
 
     def _render(
         self, lang: str, now: datetime, rendering: Rendering | None, key: tuple[Any, ...]
     ) -> RenderedPage:
+        began = time.perf_counter()
         model, rendering = self.model(lang, now, rendering)
         html = self.templates.render(
             lang,
@@ -407,6 +422,7 @@ class PublicPage:
             key,
             made=now,
             valid_until=edge,
+            cost_s=time.perf_counter() - began,
         )
         self._pages[lang] = page
         self.renders += 1
