@@ -3,8 +3,11 @@
 broker --sink--> Inbox --take--> Intake --batch--> stores
                                    | outcome: invalidate the public view,
                                    | republish stale plans, reconcile on drift
+       --vendor topics--> AdapterIntake (third-party devices) --batch--> stores
+                                   | outcome: the same, and resend to a device back online
 ClockBeacon (every control.clock_beacon_s, and on connect) --> broker
 Timer (tick + wake-ups) --> Reconciler --versions--> outbox --> Dispatcher --> broker
+                  (live commands for third-party devices; sent through their adapters)
 Recorder (heartbeat) --> controller runs; ended windows --> outcomes (the record)
 RevisionWatch (changes by other processes) --> reconcile soon, public view stale
 PublicView (rendered once per change, off the request path) --> web app
@@ -21,9 +24,12 @@ from datetime import datetime, timedelta
 
 from fastapi import FastAPI
 
+from controller.adapter_devices import AdapterDevices
+from controller.adapter_intake import AdapterIntake
+from controller.adapter_intake import Outcome as AdapterOutcome
 from controller.barrier import encode_barrier
 from controller.beacon import ClockBeacon
-from controller.broker.base import Broker
+from controller.broker.base import Broker, Incoming
 from controller.broker.embedded import EmbeddedBroker
 from controller.broker.gate import BrokerGate, ControllerAccount
 from controller.broker.link import PahoBroker
@@ -33,9 +39,10 @@ from controller.device_health import HealthTracker
 from controller.dispatch import Dispatcher
 from controller.flash import FlashTester
 from controller.health import BacklogBound, DatabaseProbe, Readiness
-from controller.inbox import Inbox
+from controller.inbox import Backlog, Inbox
 from controller.intake import Intake, Outcome
 from controller.last_known import FILE_NAME, FileLastKnown
+from controller.live_dispatch import request_state
 from controller.metrics import Metrics
 from controller.plans import PlanCache
 from controller.public_view import PublicView
@@ -141,6 +148,12 @@ class Controller:
             history=self.history,
         )
         self.intake.on_outcome = self._outcome
+        self.adapter_devices = AdapterDevices(self.stores.registry, on_change=self._follow)
+        """The registered third-party devices, as adapters (routes their vendor topics)."""
+        self.adapter_intake = AdapterIntake(
+            self.stores, self.adapter_devices, self.clock, self.metrics, history=self.history
+        )
+        self.adapter_intake.on_outcome = self._adapter_outcome
         self.grace = timedelta(seconds=control.grace_s)
         self.timelines = Timelines()
         self.plans = PlanCache()
@@ -152,6 +165,7 @@ class Controller:
             timelines=self.timelines,
             caught_up=self.intake.caught_up_to,
             plans=self.plans,
+            live=self.adapter_devices.is_live,
         )
         self.recorder = Recorder(
             self.history,
@@ -188,13 +202,13 @@ class Controller:
         self.health = Readiness(
             database=self.database_probe,
             broker=lambda: self.broker is not None and self.broker.is_connected,
-            backlog=self.inbox.backlog,
+            backlog=self._backlog,
             bound=BacklogBound(health.backlog_max, health.backlog_age_s),
             monotonic=self.clock.monotonic,
         )
-        self.metrics.intake_backlog.set_function(lambda: self.inbox.backlog().count)
+        self.metrics.intake_backlog.set_function(lambda: self._backlog().count)
         self.metrics.intake_oldest_age.set_function(
-            lambda: self.inbox.backlog().age_s(self.clock.monotonic())
+            lambda: self._backlog().age_s(self.clock.monotonic())
         )
         self.registrar = build_registrar(
             settings,
@@ -224,6 +238,7 @@ class Controller:
             self.web.include_router(build_broker_hook(self.gate, hook.get_secret_value()))
         self.device_health = HealthTracker()
         self.intake.on_message = self.device_health.observe
+        self.adapter_intake.on_seen = self.device_health.seen
         self.flash = FlashTester(self.stores, self.clock, self.clock.monotonic, wake=self._wake)
         self.web.state.device_ops = DeviceOps(self.flash, self.device_health, self.clock_watch)
         self.started = False
@@ -257,7 +272,7 @@ class Controller:
             address,
             self.settings.topics,
             self.settings.broker.client_id,
-            self.inbox.put,
+            self._sink,
             started_at=self.clock(),
             ca_file=str(ca_file) if ca_file else None,
             mqtt5=self.embedded is None,  # the embedded broker speaks MQTT 3.1.1 only
@@ -269,7 +284,10 @@ class Controller:
             self.clock,
             self.metrics,
             self.settings.control.publish_timeout_s,
+            live=self.adapter_devices.adapter,
         )
+        self.adapter_devices.refresh()
+        self._follow()
         self.beacon = ClockBeacon(
             self.broker,
             self.settings.topics,
@@ -286,6 +304,7 @@ class Controller:
         self.recorder.start()
         self.broker.add_listener(_Link(self))
         self.intake.start()
+        self.adapter_intake.start()
         self.dispatcher.start()
         self.beacon.start()
         self.public.start()
@@ -324,8 +343,54 @@ class Controller:
         caught_up = self.intake.caught_up_to()
         return caught_up is None or caught_up < connected_at + RETAINED_SETTLE
 
+    def _backlog(self) -> Backlog:
+        """Device messages received and not stored yet: native and third-party."""
+        native, vendor = self.inbox.backlog(), self.adapter_intake.backlog()
+        ats = [at for at in (native.oldest_at, vendor.oldest_at) if at is not None]
+        return Backlog(native.count + vendor.count, min(ats) if ats else None)
+
+    def _sink(self, message: Incoming) -> None:
+        """The broker's messages: the native devices' topics to the inbox, the rest
+        (third-party devices' vendor topics, never under the root) to the adapters."""
+        if message.topic.startswith(self._root):
+            self.inbox.put(message)
+        else:
+            self.adapter_intake.put(message)
+
+    @property
+    def _root(self) -> str:
+        return f"{self.settings.topics.root}/"
+
+    def _follow(self) -> None:
+        """The broker link follows the registered third-party devices' report topics."""
+        if self.broker is not None:
+            self.broker.follow(self.adapter_devices.report_topics())
+
+    def _adapter_outcome(self, outcome: AdapterOutcome) -> None:
+        if outcome.devices:
+            self.public.invalidate()
+            self.flash.notify(outcome.devices)
+        if outcome.drift:
+            self.timer.soon()
+        broker, dispatcher = self.broker, self.dispatcher
+        if broker is None or dispatcher is None:
+            return
+        for device_id in outcome.resend:
+            dispatcher.republish(device_id)  # the current desired state, again
+        asks = dict(outcome.state_requests)
+        asks.update({d: 0 for d in outcome.resend if d not in asks})
+        for device_id, version in asks.items():
+            adapter = self.adapter_devices.adapter(device_id)
+            if adapter is not None:
+                request_state(broker, adapter, version)
+
     def _reconcile(self) -> Iterable[datetime]:
         self.metrics.reconciles.inc()
+        try:
+            self.adapter_devices.refresh()  # devices registered since: route, plan, send
+            self._follow()  # (and a vendor topic the broker refused is asked for again)
+        except Exception:
+            log.exception("could not read the third-party devices; keeping the ones known")
         result = self.reconciler.run()
         if result.conflicts:
             self.timer.soon()  # decisions that lost a race: take them again on fresh reads
@@ -388,6 +453,7 @@ class Controller:
         if self.beacon is not None:
             self.beacon.stop()
         self.intake.stop()
+        self.adapter_intake.stop()
         self.recorder.stop()
         self.public.stop()
         if self.embedded is not None:

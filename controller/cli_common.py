@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,6 +26,17 @@ def config_arg(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="settings file (TOML); ILLUMINATE_* environment variables override it",
     )
+
+
+def adapter_config_json(value: str) -> dict[str, Any]:
+    """`--adapter-config JSON`: a third-party device's adapter settings, a JSON object."""
+    try:
+        data = json.loads(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise argparse.ArgumentTypeError('must be a JSON object, e.g. \'{"topic": "wled/abc"}\'')
+    return data
 
 
 @contextmanager

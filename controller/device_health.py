@@ -103,6 +103,13 @@ class HealthTracker:
                     )
             self._seen[device_id] = known
 
+    def seen(self, device_id: str, now: datetime) -> None:
+        """A live message of a third-party device was taken in at `now` (its vendor's
+        payloads carry no clock figure: only `last_seen` is kept)."""
+        with self._lock:
+            known = self._seen.get(device_id) or Seen()
+            self._seen[device_id] = replace(known, last_seen=now)
+
     def get(self, device_id: str) -> Seen | None:
         with self._lock:
             return self._seen.get(device_id)

@@ -53,6 +53,10 @@ def agent_command(mqtt: dict[str, Any], device_id: str, password_file: Path) -> 
 def cmd_devices_register(args: argparse.Namespace) -> int:
     password_file = Path(args.password_file)
     body: dict[str, Any] = {"id": args.id, "site": args.site}
+    adapter = getattr(args, "adapter", "native")
+    if adapter != "native":
+        body["adapter"] = adapter
+        body["config"] = args.adapter_config
     descriptor = _create_secret_file(password_file)
     try:
         answer = call(args, "POST", "/api/v1/devices", body)
@@ -63,22 +67,33 @@ def cmd_devices_register(args: argparse.Namespace) -> int:
         password_file.unlink(missing_ok=True)
         raise
     os.close(descriptor)
-    command = shlex.join(agent_command(mqtt, answer["id"], password_file))
     print(
         f"registered {answer['id']} at {args.site}; its password is in {password_file} (mode 600)"
     )
+    if adapter != "native":
+        scheme = "mqtts" if mqtt["tls"] else "mqtt"
+        print(
+            f"on the device: broker {scheme}://{mqtt['host']}:{mqtt['port']}, user {answer['id']}"
+        )
+        topics = mqtt["topics"]
+        print("it publishes: " + ", ".join(topics.get("reports", [])))
+        print("it reads: " + ", ".join(topics.get("commands", [])))
+        return 0
+    command = shlex.join(agent_command(mqtt, answer["id"], password_file))
     print(f"start it with: {command}")
     return 0
 
 
 def add_register_parser(dsub: Any) -> None:
     """`devices register`, under the `devices` command's subparsers."""
-    from controller.cli_common import config_arg
+    from controller.cli_common import adapter_config_json, config_arg
+    from controller.registrar import ADAPTERS
 
     register = dsub.add_parser(
         "register",
         help="register a device through a running controller and save its password",
-        description="Register one native device at a site of your cities through the "
+        description="Register one device (native, or a third-party controller with "
+        "--adapter and --adapter-config) at a site of your cities through the "
         "running controller (the same rules and audit log as POST /api/v1/devices). "
         "Its new password is written to --password-file, created with mode 600 (an "
         "existing file is never overwritten; nothing is written when the controller "
@@ -88,6 +103,20 @@ def add_register_parser(dsub: Any) -> None:
     config_arg(register)
     register.add_argument("id", help="device id, also its MQTT username ([a-z0-9-], up to 48)")
     register.add_argument("--site", required=True, help="the site id it lights")
+    register.add_argument(
+        "--adapter",
+        choices=ADAPTERS,
+        default="native",
+        help="how the controller speaks to it (default native: the Illuminate agent)",
+    )
+    register.add_argument(
+        "--adapter-config",
+        dest="adapter_config",
+        type=adapter_config_json,
+        default={},
+        metavar="JSON",
+        help="the adapter's settings as a JSON object (docs/devices.md)",
+    )
     register.add_argument(
         "--password-file",
         required=True,

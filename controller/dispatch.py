@@ -7,6 +7,10 @@ acknowledged in one batch. A publish not acknowledged within `publish_timeout_s`
 monotonic clock) is published again with the same version, so a lost connection or a
 crash never loses a plan, and devices drop the duplicates.
 
+A third-party device's command (a live command, `controller/live.py`) goes out through
+its adapter as vendor messages, never retained (`controller/live_dispatch.py`); `live`
+tells which devices have an adapter.
+
 A command that carries `not_after` is never published after it, by the controller's
 clock: a PENDING row whose `not_after` has passed turns EXPIRED instead, and a newest
 command asked for again (a reconnect, a device's stale report) is not sent again once
@@ -19,13 +23,16 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 from controller.broker.base import Broker
 from controller.lifecycle import CommandState
+from controller.live_dispatch import publish_live
 from controller.metrics import Metrics
 from controller.store.base import Command, Move, OutboxStore
+from devices.adapters import Adapter
 from devices.clock import TimeSource
 from devices.protocol import ProtocolError, Topics
 
@@ -59,8 +66,11 @@ class Dispatcher:
         publish_timeout_s: float,
         *,
         max_in_flight: int = MAX_IN_FLIGHT,
+        live: Callable[[str], Adapter | None] | None = None,
     ) -> None:
         self.outbox = outbox
+        self.live = live
+        """The adapter of a third-party device (None: a native device, sent its plan)."""
         self.broker = broker
         self.topics = topics
         self.clock = clock
@@ -221,9 +231,20 @@ class Dispatcher:
             self._acked.put((command_id, ok))
             self._wake.set()
 
-        queued = self.broker.publish(
-            self.topics.plan(command.device_id), command.payload.encode(), retain=True, done=done
-        )
+        adapter = self.live(command.device_id) if self.live is not None else None
+        if adapter is not None:
+            try:
+                queued = publish_live(self.broker, adapter, command, self.clock(), done)
+            except Exception as exc:  # a payload that does not decode: not sendable
+                log.error("device %s: cannot send v%d: %s", command.device_id, command.version, exc)
+                queued = False
+        else:
+            queued = self.broker.publish(
+                self.topics.plan(command.device_id),
+                command.payload.encode(),
+                retain=True,
+                done=done,
+            )
         if not queued:
             with self._lock:
                 self._in_flight.pop(command.id, None)

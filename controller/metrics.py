@@ -34,6 +34,18 @@ class Metrics:
             "Applied plans whose device later reported other output",
             registry=self.registry,
         )
+        self.adapter_malformed = Counter(
+            "illuminate_adapter_messages_malformed",
+            "Third-party device messages that could not be read (ignored), by adapter",
+            ["adapter"],
+            registry=self.registry,
+        )
+        self.adapter_messages = Counter(
+            "illuminate_adapter_messages",
+            "Third-party device messages taken in, by adapter",
+            ["adapter"],
+            registry=self.registry,
+        )
         self.dropped_messages = Counter(
             "illuminate_device_messages_dropped",
             "Device messages not kept by the inbox, by reason (coalesced: a newer report "

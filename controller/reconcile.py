@@ -12,6 +12,12 @@ moves in one batch each. Every write is a compare-and-set against what the run r
 device whose command moved meanwhile (an ack just taken in) is left for the next run,
 which is asked for at once.
 
+A third-party device (one with an adapter, `live` says which) is sent no plan: it gets
+a live command (`controller/live.py`), the one step in force valid until the next
+change, and a new one whenever the step in force changes (at each window's start and
+end: the run asks to be woken at the next change), when the old one's `not_after` has
+passed, or when it drifted.
+
 While a staged rollout runs (`controller/rollout_gate.py`), the new versions of the devices
 it covers go through its gate first: a device the gate holds back keeps the version it
 has, and is decided again at the next run.
@@ -29,6 +35,7 @@ from zoneinfo import ZoneInfo
 from controller.confirmation import device_confirmed_at
 from controller.flash import flash_held
 from controller.lifecycle import CommandState
+from controller.live import live_command
 from controller.plans import PlanCache
 from controller.plansteps import SiteSteps, plan_steps, same_from_now, wire_light
 from controller.rollout_gate import Gated, RolloutGate
@@ -64,6 +71,21 @@ AWAITING = frozenset(
 def step_confirmed(device: DeviceView, command: Command, step: PlanStep) -> bool:
     """The one confirmation rule, for a device and its command."""
     return device_confirmed_at(device, command.version, step) is not None
+
+
+def same_live(old: Plan, steps: list[PlanStep], now: datetime) -> bool:
+    """Does the live command `old` still say what `steps` (the step in force, then the
+    changes to come) ask for now? Off is off whenever it started; a lit step must keep
+    its true start and its end (`not_after`); a command past its `not_after` never holds."""
+    if old.not_after is not None and now >= old.not_after:
+        return False
+    current = old.step_at(now)
+    if current is None or not steps or current.state != steps[0].state:
+        return False
+    if not steps[0].state.on:
+        return True
+    following = next((s.at for s in steps[1:]), None)
+    return current.at == steps[0].at and old.not_after == following
 
 
 def _wakes(wakes: set[datetime], plan: Plan, now: datetime, grace: timedelta) -> None:
@@ -140,8 +162,11 @@ class Reconciler:
         timelines: Timelines | None = None,
         caught_up: Callable[[], datetime | None] | None = None,
         plans: PlanCache | None = None,
+        live: Callable[[str], bool] | None = None,
     ) -> None:
         self.stores = stores
+        self.live = live if live is not None else lambda _device_id: False
+        """Whether a device takes live commands (a third-party device) instead of plans."""
         self.reads = DeviceReads(stores, clock.monotonic)
         self.caught_up = caught_up
         """When given, the time up to which every device message is stored (the intake's
@@ -279,6 +304,10 @@ class Reconciler:
             return
         old = self.plans(command)
         _wakes(wakes, old, now, self.grace)
+        live = self.live(device.id)
+        if live:
+            # its command holds one step: the next change comes from the timeline
+            wakes.update(s.at for s in steps[1:2] if s.at > now)
         if old.test:
             # a test flash (controller/flash.py): left alone until it is over, then the
             # real plan goes out again as a new version, above the test's
@@ -291,7 +320,8 @@ class Reconciler:
         if command.state is CommandState.DRIFTED or device.version_floor >= command.version:
             changed.append((device, command, steps))
             return
-        if not same_from_now(old.steps, steps, now):
+        same = same_live(old, steps, now) if live else same_from_now(old.steps, steps, now)
+        if not same:
             changed.append((device, command, steps))
             return
         due = old.step_at(now)
@@ -349,6 +379,8 @@ class Reconciler:
         for device, command, steps in changed:
             version = max(command.version if command else 0, device.version_floor) + 1
             plan = Plan(version=version, issued_at=now, steps=steps)
+            if self.live(device.id):
+                plan = live_command(steps, now, version) or plan
             versions.append(
                 NewVersion(
                     device.id,
@@ -360,7 +392,10 @@ class Reconciler:
             )
         stored = self.stores.outbox.add_versions(versions)
         for c in stored:
-            _wakes(wakes, self.plans(c), now, self.grace)
+            stored_plan = self.plans(c)
+            _wakes(wakes, stored_plan, now, self.grace)
+            if stored_plan.not_after is not None and stored_plan.not_after > now:
+                wakes.add(stored_plan.not_after)  # a live command's next change
             result.new_versions[c.device_id] = c.version
             log.debug("device %s: plan version %d", c.device_id, c.version)
         result.conflicts += len(versions) - len(stored)

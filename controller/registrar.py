@@ -30,7 +30,14 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from controller.access import AuditKind
-from controller.broker.accounts import AccountError, AccountExists, AccountNotFound, DeviceAccounts
+from controller.adapter_devices import adapter_of, check_scope
+from controller.broker.accounts import (
+    AccountError,
+    AccountExists,
+    AccountNotFound,
+    DeviceAccounts,
+    Scope,
+)
 from controller.registration import (
     BatchRejected,
     Credential,
@@ -44,6 +51,7 @@ from controller.registration import (
 )
 from controller.store.audit import AuditRecord
 from controller.store.base import DeviceRecord, NewDevice, Stores, UnknownObject
+from devices.adapters import ADAPTER_NAMES
 from devices.connection import BrokerAddress
 from devices.protocol import Topics
 
@@ -52,8 +60,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ADAPTERS = ("native",)
-"""The adapters a device may be registered with."""
+ADAPTERS = ("native", *ADAPTER_NAMES)
+"""The adapters a device may be registered with: `native` (the Illuminate agent) or a
+third-party controller's (`devices/adapters/`)."""
 
 Revoked = Callable[[str, bool], None]
 """Told (device id, decommissioned?) after a rotation or a decommission committed."""
@@ -73,7 +82,7 @@ class MqttAccess:
     username: str
     password: str
     client_id: str
-    topics: dict[str, str]
+    topics: dict[str, str | list[str]]
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -109,8 +118,18 @@ class Registrar:
         """Does the registrar create the broker's accounts itself?"""
         return self.accounts is not None
 
-    def access(self, device_id: str, password: str) -> MqttAccess:
+    def access(self, device_id: str, password: str, scope: Scope | None = None) -> MqttAccess:
         t = self.topics
+        if scope is not None:  # a third-party controller: its vendor topics only
+            return MqttAccess(
+                host=self.endpoint.host,
+                port=self.endpoint.port,
+                tls=self.endpoint.tls,
+                username=device_id,
+                password=password,
+                client_id=device_id,
+                topics={"reports": list(scope.reports), "commands": list(scope.commands)},
+            )
         return MqttAccess(
             host=self.endpoint.host,
             port=self.endpoint.port,
@@ -143,15 +162,25 @@ class Registrar:
     ) -> Issued:
         """Register one device. `password`: one the operator chose (scrypt-hashed),
         else a new random one. BatchRejected (a RegistryError) names every problem;
-        BrokerUnavailable when the broker refused its account."""
+        BrokerUnavailable when the broker refused its account; AdapterConfigError (a
+        ValueError) for an adapter's config it refuses, or topics another device has."""
         if adapter not in ADAPTERS:
             raise ValueError(f"unknown adapter {adapter!r}: use one of {', '.join(ADAPTERS)}")
+        scope: Scope | None = None
+        stored: dict[str, Any] = dict(config or {})
+        if adapter != "native":
+            vendor = adapter_of(adapter, stored)  # AdapterConfigError names the fault
+            stored = vendor.config.model_dump(mode="json")  # type: ignore[attr-defined]
+            scope = Scope(vendor.topics.reports, vendor.topics.commands)
+            check_scope(scope, self.topics, self.stores.registry.devices().values())
+        elif stored:
+            raise ValueError("native devices take no config")
         secret = password or new_password()
         hashed = hash_chosen_secret(secret) if password else hash_generated_secret(secret)
-        device = NewDevice(device_id, site_id, hashed, adapter, dict(config or {}))
-        self._commit([device], [Credential(device_id, secret)], actor, now, via)
+        device = NewDevice(device_id, site_id, hashed, adapter, stored)
+        self._commit([device], [Credential(device_id, secret, scope)], actor, now, via)
         record = self.stores.registry.devices([device_id])[device_id]
-        return Issued(record, self.access(device_id, secret))
+        return Issued(record, self.access(device_id, secret, scope))
 
     def register_batch(self, prepared: Prepared, actor: str, now: datetime, via: str) -> None:
         """Register a checked import batch (`registration.prepare`), accounts included;
@@ -208,13 +237,13 @@ class Registrar:
         try:
             for c in credentials:
                 try:
-                    self.accounts.create(c.id, c.password)
+                    self._create(c)
                 except AccountExists:
                     # not in the registry (checked above): a leftover of an interrupted
                     # registration. The registry decides: replace it.
                     log.warning("replacing a stray broker account for %s", c.id)
                     self.accounts.delete(c.id)
-                    self.accounts.create(c.id, c.password)
+                    self._create(c)
                 created.append(c.id)
         except AccountError as exc:
             self._delete_accounts(created)
@@ -222,6 +251,13 @@ class Registrar:
                 f"the broker did not create the device account: {exc}; nothing was registered"
             ) from exc
         return created
+
+    def _create(self, c: Credential) -> None:
+        assert self.accounts is not None
+        if c.scope is None:
+            self.accounts.create(c.id, c.password)
+        else:
+            self.accounts.create(c.id, c.password, c.scope)
 
     def _delete_accounts(self, device_ids: Sequence[str]) -> None:
         if self.accounts is None:
@@ -252,7 +288,11 @@ class Registrar:
                     accounts.rotate(device_id, secret)
                 except AccountNotFound:
                     # registered before the broker provisioned accounts: create it now
-                    accounts.create(device_id, secret)
+                    scope = _scope_of(record)
+                    if scope is None:
+                        accounts.create(device_id, secret)
+                    else:
+                        accounts.create(device_id, secret, scope)
             except AccountError as exc:
                 raise BrokerUnavailable(
                     f"the broker did not take the new password: {exc}; nothing was changed"
@@ -269,7 +309,7 @@ class Registrar:
         self.stores.registry.set_secret(device_id, hashed, now, [audit], on_broker)
         self._revoked(device_id, decommissioned=False)
         fresh = self.stores.registry.devices([device_id])[device_id]
-        return Issued(fresh, self.access(device_id, secret))
+        return Issued(fresh, self.access(device_id, secret, _scope_of(fresh)))
 
     def decommission(self, device_id: str, actor: str, now: datetime) -> DeviceRecord:
         """Revoke the device's credentials and take it out of service; its record and
@@ -315,6 +355,14 @@ class Registrar:
             log.exception("device %s: could not mark it offline on the broker", device_id)
 
 
+def _scope_of(record: DeviceRecord) -> Scope | None:
+    """A registered third-party device's vendor topics (None: a native device)."""
+    if record.adapter == "native":
+        return None
+    topics = adapter_of(record.adapter, record.config).topics
+    return Scope(topics.reports, topics.commands)
+
+
 def build_registrar(
     settings: Settings,
     stores: Stores,
@@ -340,7 +388,12 @@ def build_registrar(
     admin = settings.broker.dynsec_admin()
     if accounts is None and admin is not None:
         ca_file = settings.broker.ca_file
-        accounts = DynsecAccounts(admin, settings.topics, ca_file=str(ca_file) if ca_file else None)
+        accounts = DynsecAccounts(
+            admin,
+            settings.topics,
+            ca_file=str(ca_file) if ca_file else None,
+            controller_role=settings.broker.username,
+        )
     return Registrar(
         stores,
         settings.topics,

@@ -47,6 +47,7 @@ from typing import Any, Protocol
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from controller.broker.accounts import Scope
 from controller.store.base import RESERVED_PREFIX, NewDevice, RegistryError
 from devices.protocol import check_device_id
 from schedules.files import Yaml12Loader
@@ -426,6 +427,8 @@ class Registry(Protocol):
 class Credential:
     id: str
     password: str
+    scope: Scope | None = None
+    """A third-party device's vendor topics (None: a native device)."""
 
 
 @dataclass(frozen=True)

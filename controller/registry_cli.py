@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from controller.access import AuditKind
-from controller.cli_common import CliError, config_arg
+from controller.cli_common import CliError, adapter_config_json, config_arg
 from devices.clock import system_clock
 
 if TYPE_CHECKING:
@@ -132,14 +132,16 @@ def _print_issued(issued: Issued, as_json: bool, chosen: bool) -> None:
     print(f"MQTT broker: {scheme}://{mqtt.host}:{mqtt.port}")
     print(f"MQTT client id: {mqtt.client_id}")
     for name, topic in mqtt.topics.items():
-        print(f"topic {name}: {topic}")
+        shown = ", ".join(topic) if isinstance(topic, list) else topic
+        print(f"topic {name}: {shown}")
 
 
 def _errors() -> tuple[type[Exception], ...]:
     from controller.registrar import BrokerUnavailable
     from controller.store.base import RegistryError
+    from devices.adapters import AdapterConfigError
 
-    return (RegistryError, BrokerUnavailable)
+    return (RegistryError, BrokerUnavailable, AdapterConfigError)
 
 
 # devices -------------------------------------------------------------------------
@@ -154,6 +156,7 @@ def cmd_devices_add(args: argparse.Namespace) -> int:
                 actor(),
                 system_clock(),
                 adapter=args.adapter,
+                config=args.adapter_config,
                 password=args.password,
                 via="cli",
             )
@@ -301,7 +304,16 @@ def add_devices_parser(sub: Subparsers) -> None:
         "--adapter",
         choices=ADAPTERS,
         default="native",
-        help="how the controller speaks to it (default native: the Illuminate agent)",
+        help="how the controller speaks to it (default native: the Illuminate agent; "
+        "the others are third-party controllers, see docs/devices.md)",
+    )
+    add.add_argument(
+        "--adapter-config",
+        dest="adapter_config",
+        type=adapter_config_json,
+        default={},
+        metavar="JSON",
+        help='the adapter\'s settings as a JSON object, e.g. \'{"topic": "wled/abc123"}\'',
     )
     add.add_argument(
         "--password", help="set this password instead of generating one (it is not echoed)"

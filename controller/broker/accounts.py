@@ -11,7 +11,9 @@ Every account is bound to its device:
 - the username is the device id, and so is the only client id it may connect with,
   so no device can connect as another, or knock another offline by taking its id;
 - its rights are `device_acls`: it reads only its own `plan` and the controller
-  status, and writes only its own `ack`, `state` and `status`.
+  status, and writes only its own `ack`, `state` and `status`; a third-party
+  controller's are `scoped_acls`: it receives only its own command topics and writes
+  only its own report topics (its adapter's `topics`).
 
 The ACL rules are Mosquitto's dynamic-security rules (`Acl`), so both implementations
 grant exactly the same thing: rules are tried by priority, highest first, the first
@@ -91,6 +93,51 @@ def device_acls(topics: Topics, device_id: str) -> tuple[Acl, ...]:
     )
 
 
+@dataclass(frozen=True)
+class Scope:
+    """The topics of a third-party controller (`devices/adapters/`): it writes its
+    `reports` and reads its `commands`, all exact topics, and nothing else."""
+
+    reports: tuple[str, ...]
+    commands: tuple[str, ...]
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        return (*self.reports, *self.commands)
+
+    def as_json(self) -> dict[str, list[str]]:
+        return {"reports": list(self.reports), "commands": list(self.commands)}
+
+    @classmethod
+    def from_json(cls, data: object) -> Scope | None:
+        if not isinstance(data, dict):
+            return None
+        return cls(
+            tuple(str(t) for t in data.get("reports", ())),
+            tuple(str(t) for t in data.get("commands", ())),
+        )
+
+
+def scoped_acls(scope: Scope) -> tuple[Acl, ...]:
+    """The rights of a third-party device: publish exactly its report topics, and
+    receive exactly its own topics (its commands, and what it reported itself). It may
+    subscribe to any filter (not `$` topics), because firmware subscribes with wildcards
+    of its own (Tasmota `cmnd/<topic>/#` and its group topic, WLED its bare device
+    topic), but the broker delivers it nothing else."""
+    return (
+        Acl(AclType.SUBSCRIBE_PATTERN, "#"),
+        *(Acl(AclType.PUBLISH_RECEIVE, topic, priority=1) for topic in scope.topics),
+        Acl(AclType.PUBLISH_RECEIVE, "#", allow=False, priority=0),
+        *(Acl(AclType.PUBLISH_SEND, topic) for topic in scope.reports),
+    )
+
+
+def account_acls(topics: Topics, device_id: str, scope: Scope | None) -> tuple[Acl, ...]:
+    """A device's rights: `device_acls` for a native device, `scoped_acls` for one
+    with vendor topics."""
+    return device_acls(topics, device_id) if scope is None else scoped_acls(scope)
+
+
 def check_password(password: str) -> str:
     if not isinstance(password, str) or not password:
         raise ValueError("a device password must be a non-empty string")
@@ -103,9 +150,10 @@ class DeviceAccounts(Protocol):
     """The broker accounts of devices. Every method raises `ValueError` for an invalid
     device id or password, and `AccountError` when the broker fails or refuses."""
 
-    def create(self, device_id: str, password: str) -> None:
-        """Create the device's account, bound to its id, with `device_acls` rights.
-        Raises `AccountExists` when it is already there."""
+    def create(self, device_id: str, password: str, scope: Scope | None = None) -> None:
+        """Create the device's account, bound to its id, with `device_acls` rights (or
+        `scoped_acls` for a third-party device's `scope`). Raises `AccountExists` when
+        it is already there."""
 
     def rotate(self, device_id: str, password: str) -> None:
         """Replace the password. The old one stops working at once, and connections
@@ -154,14 +202,14 @@ class MemoryAccounts:
         self._topics = topics
         self._accounts: dict[str, _MemoryAccount] = {}
 
-    def create(self, device_id: str, password: str) -> None:
+    def create(self, device_id: str, password: str, scope: Scope | None = None) -> None:
         check_device_id(device_id)
         check_password(password)
         if device_id in self._accounts:
             raise AccountExists(f"device account {device_id!r} already exists")
         salt = secrets.token_bytes(16)
         self._accounts[device_id] = _MemoryAccount(
-            salt, _digest(password, salt), device_acls(self._topics, device_id)
+            salt, _digest(password, salt), account_acls(self._topics, device_id, scope)
         )
 
     def rotate(self, device_id: str, password: str) -> None:

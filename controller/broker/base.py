@@ -17,7 +17,7 @@ Rules every implementation keeps:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -58,10 +58,15 @@ class Broker(Protocol):
     def add_listener(self, listener: ConnectionListener) -> None: ...
 
     def publish(
-        self, topic: str, payload: bytes, *, retain: bool, done: Done | None = None
+        self, topic: str, payload: bytes, *, retain: bool, done: Done | None = None, qos: int = 1
     ) -> bool:
-        """Queue one QoS 1 publish. False (and `done` never called) when it could not
-        even be queued, for example while disconnected."""
+        """Queue one publish (QoS 1 unless asked: a third-party device's adapter may want
+        another). False (and `done` never called) when it could not even be queued, for
+        example while disconnected. At QoS 0, `done(True)` means it was sent."""
+
+    def follow(self, topics: Collection[str]) -> None:
+        """Subscribe to these exact topics too (the report topics of third-party
+        devices), instead of those given before, now and after every reconnect."""
 
     def announce(self, topic: str, payload: bytes) -> bool:
         """Send one QoS 0 message, not retained, with no completion: for a message whose

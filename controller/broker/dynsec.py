@@ -9,7 +9,14 @@ gets one client and one role (dynsec 2.0 has no `%u` substitution in role ACLs):
   plugin then refuses any CONNECT whose client id differs, so a device logged in with
   its own password still cannot take another device's client id and knock it offline
   (the broker checks credentials before it takes a client id over);
-- the role `illuminate-device-<id>`: the rights of `device_acls`.
+- the role `illuminate-device-<id>`: the rights of `device_acls` (a third-party
+  controller's: `scoped_acls`, its vendor topics only).
+
+A third-party controller speaks on its vendor's topics, outside the topic root, so the
+controller's own role (`controller_role`, by default its username, as
+deploy/mosquitto/README.md makes it) is given those exact topics with the device's
+account: it may subscribe to the device's reports and publish its commands. They are
+kept when the account is deleted (a Zigbee2MQTT bridge's topics serve several lights).
 
 What the plugin does on each command, measured on Mosquitto 2.0.11:
 - `setClientPassword` closes the connections made with that username ("Administrative
@@ -36,8 +43,11 @@ from controller.broker.accounts import (
     AccountError,
     AccountExists,
     AccountNotFound,
+    Acl,
+    AclType,
+    Scope,
+    account_acls,
     check_password,
-    device_acls,
     role_name,
 )
 from devices.connection import BrokerAddress, new_client
@@ -49,6 +59,7 @@ RESPONSE_TOPIC = "$CONTROL/dynamic-security/v1/response"
 _CLIENT_EXISTS = "Client already exists"
 _CLIENT_NOT_FOUND = "Client not found"
 _ROLE_NOT_FOUND = "Role not found"
+_ACL_EXISTS = "ACL with this topic already exists"
 
 
 @dataclass(frozen=True)
@@ -137,19 +148,27 @@ class DynsecAccounts:
         *,
         ca_file: str | None = None,
         timeout: float = 10.0,
+        controller_role: str | None = None,
     ) -> None:
         if not admin.username or not admin.password:
             raise ValueError("the dynsec admin needs a username and a password")
         self._admin = admin
+        self.controller_role = controller_role
+        """The controller's own role: given each third-party device's vendor topics."""
         self._topics = topics
         self._ca_file = ca_file
         self._timeout = timeout
 
     # --- DeviceAccounts
 
-    def create(self, device_id: str, password: str) -> None:
+    def create(self, device_id: str, password: str, scope: Scope | None = None) -> None:
         check_device_id(device_id)
         check_password(password)
+        if scope is not None and self.controller_role is None:
+            raise AccountError(
+                "a third-party device needs the controller's role on the broker: "
+                "set broker.username (the controller's dynsec role)"
+            )
         if self.exists(device_id):
             raise AccountExists(f"device account {device_id!r} already exists on the broker")
         role = role_name(device_id)
@@ -162,7 +181,7 @@ class DynsecAccounts:
                     "command": "createRole",
                     "rolename": role,
                     "textname": f"Illuminate device {device_id}",
-                    "acls": [acl.as_json() for acl in device_acls(self._topics, device_id)],
+                    "acls": [acl.as_json() for acl in account_acls(self._topics, device_id, scope)],
                 },
                 {
                     "command": "createClient",
@@ -179,6 +198,41 @@ class DynsecAccounts:
         _raise_for(deleted, allowed=(_ROLE_NOT_FOUND,))
         _raise_for(created_role)
         _raise_for(created_client)
+        if scope is not None:
+            self._controller_acls("addRoleACL", scope, allow_missing=False)
+
+    def _controller_acls(self, command: str, scope: Scope, *, allow_missing: bool) -> None:
+        """Give the controller's role a device's vendor topics. They stay when the
+        device is decommissioned (a bridge's topics may serve other lights still)."""
+        role = self.controller_role
+        if role is None:
+            return
+        acls = [
+            *(Acl(AclType.SUBSCRIBE_LITERAL, topic) for topic in scope.reports),
+            *(Acl(AclType.PUBLISH_SEND, topic) for topic in scope.commands),
+        ]
+        batch = []
+        for acl in acls:
+            item: dict[str, Any] = {
+                "command": command,
+                "rolename": role,
+                "acltype": acl.kind.value,
+                "topic": acl.topic,
+            }
+            if command == "addRoleACL":
+                item.update(priority=acl.priority, allow=True)
+            batch.append(item)
+        for reply in self.run(batch):
+            if reply.error == _ROLE_NOT_FOUND:
+                if allow_missing:
+                    continue
+                raise AccountError(
+                    f"the controller's role {role!r} is not on the broker "
+                    "(deploy/mosquitto/README.md makes it)"
+                )
+            if reply.error == _ACL_EXISTS:
+                continue  # another light behind the same bridge has it already
+            _raise_for(reply)
 
     def rotate(self, device_id: str, password: str) -> None:
         check_device_id(device_id)

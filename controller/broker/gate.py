@@ -5,7 +5,9 @@ PUBLISH, SUBSCRIBE and delivery; a broker that delegates its decisions over HTTP
 (`controller/web/broker_hook.py`) asks the same one. `BrokerGate` is the product's:
 
 - the controller logs in with its own account (`ControllerAccount`: username, client id
-  and a password drawn at start), and may use every topic under the topic root;
+  and a password drawn at start), and may use every topic under the topic root, and
+  the vendor topics of the third-party devices' accounts (the device gate's
+  `vendor_topics()`, where it has one);
 - a device logs in with its own account from `LocalAccounts`, bound to its id, with the
   rights of `device_acls`;
 - nobody else logs in: there are no anonymous clients.
@@ -112,8 +114,12 @@ class BrokerGate:
     def revision(self) -> Hashable:
         return self.devices.revision()
 
+    def _vendor(self) -> frozenset[str]:
+        vendor = getattr(self.devices, "vendor_topics", None)
+        return vendor() if callable(vendor) else frozenset()
+
     def _under_root(self, topic: str) -> bool:
-        return topic_matches_sub(f"{self._root}/#", topic)
+        return topic_matches_sub(f"{self._root}/#", topic) or topic in self._vendor()
 
     def may_publish(self, username: str, topic: str) -> bool:
         if self.is_controller(username):
@@ -122,8 +128,9 @@ class BrokerGate:
 
     def may_subscribe(self, username: str, topic_filter: str) -> bool:
         if self.is_controller(username):
-            # the root has no wildcards, so a filter that starts with it stays under it
-            return topic_filter.startswith(f"{self._root}/")
+            # the root has no wildcards, so a filter that starts with it stays under it;
+            # a vendor topic is exact (no wildcards: checked at registration)
+            return topic_filter.startswith(f"{self._root}/") or topic_filter in self._vendor()
         return self.devices.may_subscribe(username, topic_filter)
 
     def may_receive(self, username: str, topic: str) -> bool:

@@ -40,7 +40,7 @@ import contextlib
 import logging
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime
 from typing import Any
 
@@ -112,6 +112,11 @@ class PahoBroker:
         self._subscribe_mid: int | None = None
         self.subscribes = 0
         """SUBSCRIBE packets sent: one per session, not one per connection."""
+        self._followed: frozenset[str] = frozenset()
+        """The exact vendor topics asked for (`follow`)."""
+        self._follow_held: set[str] = set()
+        """Those subscribed (or being subscribed) in the broker's current session of ours."""
+        self._follow_mids: dict[int, list[str]] = {}
         self._client = self._new_client(ca_file)
 
     # the Broker protocol ----------------------------------------------------------
@@ -166,7 +171,7 @@ class PahoBroker:
             self._listeners.append(listener)
 
     def publish(
-        self, topic: str, payload: bytes, *, retain: bool, done: Done | None = None
+        self, topic: str, payload: bytes, *, retain: bool, done: Done | None = None, qos: int = 1
     ) -> bool:
         if not self._connected.is_set():
             return False
@@ -175,12 +180,39 @@ class PahoBroker:
             epoch = self._epoch
         info: mqtt.MQTTMessageInfo | None = None
         try:
-            info = self._client.publish(topic, payload, qos=1, retain=retain)
+            info = self._client.publish(topic, payload, qos=qos, retain=retain)
         finally:
             early, queued = self._register(info, epoch, done)
         if early is not None and done is not None:
             _call(done, early)
         return queued
+
+    def follow(self, topics: Collection[str]) -> None:
+        with self._lock:
+            self._followed = frozenset(topics)
+        if self._connected.is_set():
+            self._sync_followed(self._client)
+
+    def _sync_followed(self, client: mqtt.Client) -> None:
+        """Subscribe to the followed topics the session lacks, unsubscribe from those no
+        longer followed; a separate SUBSCRIBE from the devices' one, so a vendor topic the
+        broker refuses (logged) never costs the native subscriptions."""
+        with self._lock:
+            add = sorted(self._followed - self._follow_held)
+            drop = sorted(self._follow_held - self._followed)
+            self._follow_held = set(self._followed)
+        if drop:
+            client.unsubscribe(drop)
+        if add:
+            options: Any = SubscribeOptions(qos=1) if self.mqtt5 else 1
+            rc, mid = client.subscribe([(topic, options) for topic in add])
+            with self._lock:
+                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    self._follow_held.difference_update(add)
+                elif mid is not None:
+                    self._follow_mids[mid] = add
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                log.warning("could not subscribe to %d vendor topics (%s)", len(add), rc)
 
     def announce(self, topic: str, payload: bytes) -> bool:
         if not self._connected.is_set():
@@ -284,6 +316,8 @@ class PahoBroker:
         with self._lock:
             if not flags.session_present:
                 self._subscribed = False
+                self._follow_held = set()
+                self._follow_mids = {}
             resubscribe = not self._subscribed
         if resubscribe:
             # One SUBSCRIBE for all kinds; retained messages are wanted here (the
@@ -305,6 +339,7 @@ class PahoBroker:
                 log.warning("could not subscribe (%s); retrying on the next connection", rc)
             with self._lock:
                 self._subscribe_mid = mid
+        self._sync_followed(client)
         # after the SUBSCRIBE on the same connection, so the broker has our
         # subscriptions before devices react to the birth by sending their state again
         client.publish(
@@ -326,6 +361,17 @@ class PahoBroker:
     ) -> None:
         with self._lock:
             if mid != self._subscribe_mid:
+                asked = self._follow_mids.pop(mid, [])
+                refused_topics = [t for t, r in zip(asked, reasons, strict=False) if r.is_failure]
+                # asked again at the next `follow` (the controller calls it at every tick)
+                self._follow_held.difference_update(refused_topics)
+                if any(r.is_failure for r in reasons):  # a vendor topics' SUBSCRIBE
+                    log.error(
+                        "broker %s refused %d vendor topic subscriptions: give the "
+                        "controller's account the third-party devices' report topics",
+                        self.address.redacted(),
+                        sum(1 for r in reasons if r.is_failure),
+                    )
                 return
             self._subscribe_mid = None
             refused = [r for r in reasons if r.is_failure]

@@ -9,7 +9,9 @@ and a generation that every rotation and every disable increases.
 
 The decisions are the ones `MemoryAccounts` makes, on the same rules (`device_acls`): a
 device logs in only with its own id as username and as client id, reads only its own
-`plan` and the controller status, and writes only its own `ack`, `state` and `status`.
+`plan` and the controller status, and writes only its own `ack`, `state` and `status`
+(a third-party controller: only its adapter's topics, kept with its account as its
+`scope`; `scoped_acls`).
 Its stamp (see `controller/broker/gate.py`) is its generation, so a rotation, a disable
 or a delete closes the connections made before it.
 """
@@ -18,9 +20,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
 import secrets
 import sqlite3
+import time
 from collections.abc import Collection, Hashable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from functools import lru_cache
@@ -31,9 +35,10 @@ from controller.broker.accounts import (
     AccountNotFound,
     Acl,
     AclType,
+    Scope,
+    account_acls,
     check_password,
     decide,
-    device_acls,
 )
 from devices.protocol import Topics, check_device_id, is_device_id
 
@@ -53,6 +58,8 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (id INTEGER PRIMARY KEY CHECK (id = 0), revision INTEGER)",
     "INSERT OR IGNORE INTO meta (id, revision) VALUES (0, 0)",
 )
+VENDOR_RECHECK_S = 1.0
+"""How long the controller's view of the vendor topics may lag another process's change."""
 
 
 def _digest(password: str, salt: bytes, iterations: int) -> bytes:
@@ -72,7 +79,11 @@ class LocalAccounts:
         with self._write() as db:
             for statement in _SCHEMA:
                 db.execute(statement)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(accounts)")}
+            if "scope" not in columns:  # a file made before third-party devices
+                db.execute("ALTER TABLE accounts ADD COLUMN scope TEXT")
         self._acls = lru_cache(maxsize=65536)(self._acls_of)
+        self._vendor: tuple[float, frozenset[str]] = (-1e18, frozenset())
 
     @classmethod
     def in_folder(cls, data_dir: Path, topics: Topics) -> LocalAccounts:
@@ -106,19 +117,23 @@ class LocalAccounts:
 
     # --- DeviceAccounts
 
-    def create(self, device_id: str, password: str) -> None:
+    def create(self, device_id: str, password: str, scope: Scope | None = None) -> None:
         check_device_id(device_id)
         check_password(password)
         salt = secrets.token_bytes(16)
         digest = _digest(password, salt, ITERATIONS)
+        scoped = json.dumps(scope.as_json()) if scope is not None else None
         with self._write() as db:
             try:
                 db.execute(
-                    "INSERT INTO accounts (device_id, salt, digest, iterations) VALUES (?,?,?,?)",
-                    (device_id, salt, digest, ITERATIONS),
+                    "INSERT INTO accounts (device_id, salt, digest, iterations, scope)"
+                    " VALUES (?,?,?,?,?)",
+                    (device_id, salt, digest, ITERATIONS, scoped),
                 )
             except sqlite3.IntegrityError:
                 raise AccountExists(f"device account {device_id!r} already exists") from None
+        self._acls.cache_clear()
+        self._vendor = (-1e18, frozenset())
 
     def create_many(self, credentials: Sequence[tuple[str, str]]) -> None:
         """`create` for many devices (id, password) in one transaction: all or none.
@@ -216,7 +231,38 @@ class LocalAccounts:
         return int(revision)
 
     def _acls_of(self, username: str) -> tuple[Acl, ...]:
-        return device_acls(self._topics, username) if is_device_id(username) else ()
+        if not is_device_id(username):
+            return ()
+        scope = self._scope(username)
+        return account_acls(self._topics, username, scope)
+
+    def _scope(self, device_id: str) -> Scope | None:
+        with self._read() as db:
+            row = db.execute(
+                "SELECT scope FROM accounts WHERE device_id = ?", (device_id,)
+            ).fetchone()
+        if row is None or row[0] is None:
+            return None
+        return Scope.from_json(json.loads(row[0]))
+
+    def vendor_topics(self) -> frozenset[str]:
+        """Every topic of a third-party device's scope: the controller publishes to their
+        command topics and subscribes to their report topics (`BrokerGate`)."""
+        checked, found = self._vendor
+        mono = time.monotonic()
+        if mono - checked < VENDOR_RECHECK_S:
+            return found
+        with self._read() as db:
+            rows = db.execute(
+                "SELECT scope FROM accounts WHERE scope IS NOT NULL AND enabled = 1"
+            ).fetchall()
+        topics: set[str] = set()
+        for (text,) in rows:
+            scope = Scope.from_json(json.loads(text))
+            if scope is not None:
+                topics.update(scope.topics)
+        self._vendor = (mono, frozenset(topics))
+        return self._vendor[1]
 
     def may_publish(self, username: str, topic: str) -> bool:
         return decide(self._acls(username), AclType.PUBLISH_SEND, topic, default=False)

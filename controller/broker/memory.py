@@ -36,6 +36,8 @@ class MemoryBroker:
         self._connected = threading.Event()
         self._lock = threading.Lock()
         self.started = False
+        self.followed: frozenset[str] = frozenset()
+        """The exact topics `follow` asked for."""
 
     # the Broker protocol --------------------------------------------------------
 
@@ -58,16 +60,19 @@ class MemoryBroker:
         self._listeners.append(listener)
 
     def publish(
-        self, topic: str, payload: bytes, *, retain: bool, done: Done | None = None
+        self, topic: str, payload: bytes, *, retain: bool, done: Done | None = None, qos: int = 1
     ) -> bool:
         if not self.is_connected:
             return False
-        item = Published(topic, payload, retain, done)
+        item = Published(topic, payload, retain, done, qos=qos)
         with self._lock:
             self.published.append(item)
         if self.auto_ack:
             self._complete(item, True)
         return True
+
+    def follow(self, topics: Collection[str]) -> None:
+        self.followed = frozenset(topics)
 
     def announce(self, topic: str, payload: bytes) -> bool:
         if not self.is_connected:

@@ -55,6 +55,7 @@ from controller.web.api import (
 )
 from controller.web.api import Problem as ProblemBody
 from controller.web.sites_api import validation_items
+from devices.adapters import AdapterConfigError
 from devices.protocol import check_device_id
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,9 @@ class MqttBody(BaseModel):
     username: str
     password: str
     client_id: str
-    topics: dict[str, str]
+    topics: dict[str, str | list[str]]
+    """A native device's topics by name; a third-party device's `reports` (it
+    publishes) and `commands` (it subscribes), each a list of exact topics."""
 
 
 class IssuedBody(BaseModel):
@@ -239,7 +242,10 @@ DEVICE_BODY = {
         "required": True,
         "description": "One device: `id` (1-48 lower-case letters, digits and '-', not "
         "starting with 'illuminate'; also its MQTT username and client id), `site` (an "
-        "existing site of the caller's cities), `adapter` (`native`) and `config`.",
+        "existing site of the caller's cities), `adapter` (`native`, the default, or a "
+        "third-party controller's: `wled`, `tasmota`, `zigbee2mqtt`, `ha-json`, "
+        "`shelly-gen2`, `shelly-gen1`) and `config` (the adapter's settings, checked by "
+        "it; none for native; see docs/devices.md).",
         "content": {
             "application/json": {
                 "schema": {
@@ -436,6 +442,8 @@ def build_devices_api() -> APIRouter:
             )
         except BatchRejected as exc:
             return _refused(exc, entry.site)
+        except AdapterConfigError as exc:
+            return _invalid([ErrorItem(path="config", message=str(exc))])
         except BrokerUnavailable as exc:
             return _unavailable(exc)
         log.info("device %s registered at %s by %s", entry.id, entry.site, allowed.principal.name)

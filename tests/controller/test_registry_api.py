@@ -188,7 +188,12 @@ def test_an_id_already_registered_is_409_and_its_account_is_untouched(api: Api) 
         ({"id": "Bad_ID", "site": "atomium"}, "id", "invalid device id 'Bad_ID'"),
         ({"id": "illuminate-x", "site": "atomium"}, "id", "reserved"),
         ({"id": "x-ctl", "site": "nowhere"}, "site", "unknown site 'nowhere'"),
-        ({"id": "x-ctl", "site": "atomium", "adapter": "wled"}, "adapter", "use one of: native"),
+        (
+            {"id": "x-ctl", "site": "atomium", "adapter": "hue"},
+            "adapter",
+            "use one of: native, wled",
+        ),
+        ({"id": "x-ctl", "site": "atomium", "adapter": "wled"}, "config", "topic: required"),
         ({"id": "x-ctl", "site": "atomium", "config": {"a": 1}}, "config", "no config"),
         ({"id": "x-ctl", "site": "atomium", "secret": "x"}, "secret", "Extra inputs"),
         ({"site": "atomium"}, "id", "Field required"),

@@ -1,0 +1,184 @@
+"""Registering third-party devices: `POST /api/v1/devices` with an adapter and its config
+over real HTTP on SQLite; the broker accounts scoped to the adapter's vendor topics (in
+memory, in the controller's own accounts, and the gate the embedded broker asks)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from controller.broker.accounts import MemoryAccounts, Scope
+from controller.broker.gate import BrokerGate, ControllerAccount
+from controller.broker.local_accounts import LocalAccounts
+from controller.metrics import Metrics
+from controller.registrar import Registrar
+from controller.store.base import Stores
+from controller.store.users import Users
+from controller.web.app import build_web
+from devices.connection import BrokerAddress
+from devices.protocol import Topics
+from tests.controller.test_staff_api import CATALOG, FakeClock, public_view, serve
+from tests.support.stores import sql_database
+
+TOPICS = Topics()
+ENDPOINT = BrokerAddress("mqtt.example.org", 8883, tls=True)
+WLED = {"topic": "wled/atomium"}
+
+
+@dataclass
+class Api:
+    http: httpx.Client
+    stores: Stores
+    accounts: MemoryAccounts
+    token: str
+
+    def register(self, body: dict[str, Any]) -> httpx.Response:
+        return self.http.post(
+            "/api/v1/devices", json=body, headers={"Authorization": f"Bearer {self.token}"}
+        )
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[Api]:
+    with sql_database("sqlite", tmp_path) as (_, sessions, stores):
+        stores.registry.import_catalog(CATALOG)
+        users = Users(sessions)
+        clock = FakeClock()
+        accounts = MemoryAccounts(TOPICS)
+        app = build_web(
+            stores,
+            clock,
+            Metrics(),
+            public=public_view(stores, clock),
+            ready=lambda: {"database": True},
+            users=users,
+            on_change=lambda: None,
+            registrar=Registrar(stores, TOPICS, ENDPOINT, accounts),
+        )
+        token = users.add("tom", "technician", ["brussels"], clock())
+        with serve(app) as http:
+            yield Api(http, stores, accounts, token)
+
+
+def test_a_wled_registers_with_its_vendor_topics_as_its_whole_scope(api: Api) -> None:
+    answer = api.register(
+        {"id": "atomium-wled", "site": "atomium", "adapter": "wled", "config": WLED}
+    )
+    assert answer.status_code == 201, answer.text
+    mqtt = answer.json()["mqtt"]
+    assert mqtt["topics"] == {
+        "reports": ["wled/atomium/status", "wled/atomium/g", "wled/atomium/c", "wled/atomium/v"],
+        "commands": ["wled/atomium/api"],
+    }
+    record = api.stores.registry.devices(["atomium-wled"])["atomium-wled"]
+    assert (record.adapter, record.config) == ("wled", WLED)
+    accounts = api.accounts
+    assert accounts.login("atomium-wled", mqtt["password"], "atomium-wled")
+    assert accounts.may_publish("atomium-wled", "wled/atomium/c")
+    assert accounts.may_subscribe("atomium-wled", "wled/atomium/api")
+    assert accounts.may_receive("atomium-wled", "wled/atomium/api")
+    assert not accounts.may_publish("atomium-wled", "wled/atomium/api")
+    assert not accounts.may_publish("atomium-wled", "wled/other/c")
+    assert not accounts.may_publish("atomium-wled", "illuminate/v1/devices/atomium-wled/ack")
+    # its firmware's own filters may be wide; what it receives is its commands only
+    assert accounts.may_subscribe("atomium-wled", "wled/atomium")
+    assert not accounts.may_subscribe("atomium-wled", "$CONTROL/dynamic-security/v1/response")
+    assert not accounts.may_receive("atomium-wled", "wled/other/api")
+    assert not accounts.may_receive("atomium-wled", "illuminate/v1/devices/other/plan")
+
+
+def test_the_config_is_stored_as_the_adapter_read_it(api: Api) -> None:
+    body = {"topic": "fountain1", "full_topic": "city/%topic%/%prefix%"}
+    answer = api.register({"id": "t-1", "site": "atomium", "adapter": "tasmota", "config": body})
+    assert answer.status_code == 201, answer.text
+    config = api.stores.registry.devices(["t-1"])["t-1"].config
+    assert config == {"topic": "fountain1", "full_topic": "city/%topic%/%prefix%/"}
+    assert "city/fountain1/cmnd/Backlog" in answer.json()["mqtt"]["topics"]["commands"]
+
+
+@pytest.mark.parametrize(
+    ("adapter", "config", "message"),
+    [
+        ("wled", {}, "topic: required"),
+        ("wled", {"topic": "wled/#"}, "must not contain"),
+        ("wled", {"topic": "w", "colour": 1}, "colour: unknown key"),
+        ("tasmota", {"topic": "t", "full_topic": "%topic%/"}, "%prefix%"),
+        ("shelly-gen2", {"prefix": "s", "profile": "disco"}, "profile"),
+        ("wled", {"topic": "illuminate/v1/devices/x"}, "under the topic root"),
+        ("native", {"topic": "x"}, "native devices take no config"),
+    ],
+)
+def test_a_config_the_adapter_refuses_is_422_naming_the_field(
+    api: Api, adapter: str, config: dict[str, Any], message: str
+) -> None:
+    answer = api.register({"id": "d-1", "site": "atomium", "adapter": adapter, "config": config})
+    assert answer.status_code == 422, answer.text
+    (item,) = answer.json()["detail"]
+    assert item["path"] == "config" and message in item["message"], item
+    assert api.stores.registry.device_ids() == set()
+    assert not api.accounts.exists("d-1")
+
+
+def test_an_unknown_adapter_is_422(api: Api) -> None:
+    answer = api.register({"id": "d-1", "site": "atomium", "adapter": "hue", "config": {}})
+    assert answer.status_code == 422
+    assert answer.json()["detail"][0]["path"] == "adapter"
+
+
+def test_two_devices_cannot_share_a_controller(api: Api) -> None:
+    first = api.register({"id": "w-1", "site": "atomium", "adapter": "wled", "config": WLED})
+    assert first.status_code == 201
+    again = api.register({"id": "w-2", "site": "atomium", "adapter": "wled", "config": WLED})
+    assert again.status_code == 422
+    assert "already used by device 'w-1'" in again.json()["detail"][0]["message"]
+    # lights behind one Zigbee2MQTT bridge share the bridge's state topic, and only that
+    z2m = {"base_topic": "zigbee2mqtt", "friendly_name": "belfry/flood1"}
+    for i, name in enumerate(("belfry/flood1", "belfry/flood2")):
+        ok = api.register(
+            {
+                "id": f"z-{i}",
+                "site": "atomium",
+                "adapter": "zigbee2mqtt",
+                "config": {**z2m, "friendly_name": name},
+            }
+        )
+        assert ok.status_code == 201, ok.text
+
+
+def test_the_controllers_own_accounts_keep_the_scope_and_the_gate_lets_the_controller_in(
+    tmp_path: Path,
+) -> None:
+    accounts = LocalAccounts(tmp_path / "accounts.sqlite", TOPICS)
+    scope = Scope(("wled/a/status", "wled/a/g"), ("wled/a/api",))
+    accounts.create("wled-a", "pw-a", scope)
+    accounts.create("native-b", "pw-b")
+    again = LocalAccounts(tmp_path / "accounts.sqlite", TOPICS)  # another process
+    assert again.may_publish("wled-a", "wled/a/g")
+    assert again.may_subscribe("wled-a", "wled/a/api")
+    assert not again.may_publish("wled-a", "illuminate/v1/devices/wled-a/state")
+    assert again.may_publish("native-b", "illuminate/v1/devices/native-b/state")
+    assert not again.may_publish("native-b", "wled/a/g")
+    gate = BrokerGate(ControllerAccount("ctl", "ctl", "secret"), again, TOPICS)
+    assert gate.may_subscribe("ctl", "wled/a/g")
+    assert gate.may_publish("ctl", "wled/a/api")
+    assert gate.may_receive("ctl", "wled/a/status")
+    assert not gate.may_subscribe("ctl", "wled/#")
+    assert not gate.may_publish("ctl", "wled/b/api")
+
+
+def test_a_rotation_keeps_the_scope(api: Api) -> None:
+    first = api.register({"id": "w-1", "site": "atomium", "adapter": "wled", "config": WLED})
+    assert first.status_code == 201
+    rotated = api.http.post(
+        "/api/v1/devices/w-1/credentials", headers={"Authorization": f"Bearer {api.token}"}
+    )
+    assert rotated.status_code == 200, rotated.text
+    mqtt = rotated.json()["mqtt"]
+    assert mqtt["topics"] == first.json()["mqtt"]["topics"]
+    assert api.accounts.login("w-1", mqtt["password"], "w-1")
+    assert api.accounts.may_publish("w-1", "wled/atomium/g")
