@@ -60,3 +60,30 @@ def test_follow_subscribes_retries_a_refusal_and_drops_what_is_no_longer_followe
             sink.wait_count(1, lambda m: m.payload == b"64" and m.retain, timeout=DEADLINE)
     finally:
         link.stop()
+
+
+def test_thousands_of_vendor_topics_are_followed_in_packets_the_broker_takes(
+    mosquitto: Mosquitto,
+) -> None:
+    """Ten thousand lights' report topics in one SUBSCRIBE would pass the broker's packet
+    size limit (the shipped configs have one), and it would drop the controller's
+    connection: they go in packets of FOLLOW_CHUNK."""
+    topics = {f"wled/light-{n:05d}/g" for n in range(10_000)}
+    sink = Sink()
+    address = BrokerAddress(
+        "127.0.0.1", mosquitto.port, False, CONTROLLER_USER, CONTROLLER_PASSWORD
+    )
+    link = PahoBroker(address, Topics(), CONTROLLER_USER, sink, datetime.now(UTC))
+    link.start()
+    try:
+        assert link.wait_connected(DEADLINE)
+        link.follow(topics)
+        with Probe(mosquitto.port, CONTROLLER_USER, CONTROLLER_PASSWORD, "follow-probe") as peer:
+            assert peer.connect()
+            assert wait_until(lambda: not link._follow_mids, DEADLINE), "SUBACKs missing"
+            assert peer.publish("wled/light-09999/g", b"255")
+            (got,) = sink.wait_count(1, lambda m: m.topic == "wled/light-09999/g", DEADLINE)
+        assert got.payload == b"255"
+        assert link.is_connected and link._follow_held == topics
+    finally:
+        link.stop()
