@@ -109,6 +109,7 @@
       pin.style.setProperty("--campaign", site.color);
     }
     pin.appendChild(icon(site.state));
+    pin.appendChild(document.createTextNode(" "));
     pin.appendChild(el("span", "marker-label", site.label));
     return L.divIcon({ html: pin, className: "map-pin", iconSize: null });
   }
@@ -133,6 +134,7 @@
     box.setAttribute("data-count", String(children.length));
     box.setAttribute("data-lit", String(lit));
     box.appendChild(el("span", "cluster-count", children.length));
+    box.appendChild(document.createTextNode(" "));
     box.appendChild(el("span", "cluster-lit", plain(settings.cluster, { lit: lit, total: children.length })));
     return L.divIcon({ html: box, className: "map-pin", iconSize: null });
   }
@@ -157,7 +159,7 @@
     node.hidden = false;
     var section = $("monuments");
     if (section) section.classList.add("has-map");
-    map = L.map(node, { zoomControl: false, attributionControl: false, worldCopyJump: true });
+    map = L.map(node, { zoomControl: false, attributionControl: false, maxZoom: 19, worldCopyJump: true });
     L.control
       .zoom({ zoomInTitle: settings.zoom_in || "+", zoomOutTitle: settings.zoom_out || "-" })
       .addTo(map);
@@ -183,7 +185,7 @@
     map.addLayer(cluster);
     sync(sites);
     var bounds = L.latLngBounds(sites.map(function (s) { return [s.lat, s.lon]; }));
-    map.fitBounds(bounds.pad(0.1), { maxZoom: 15, animate: false });
+    map.fitBounds(bounds.pad(0.1), { maxZoom: 14, animate: false });
   }
 
   function sync(sites) {
