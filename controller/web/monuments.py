@@ -29,7 +29,7 @@ from controller import i18n
 from controller.public_page import CampaignView, CityView, SiteView, campaign_view
 from controller.share_card import Card, render_card
 from controller.web.feeds_api import etag_of
-from controller.web.page import PAGE_CACHE, Current, Formats, PublicPage
+from controller.web.page import PAGE_CACHE, RETRY_S, Current, Formats, PublicPage
 from controller.web.status_route import etag_matches
 from schedules.model import display_name
 
@@ -146,7 +146,9 @@ def install_monuments(
 
     def monument_page(request: Request, site_id: str, lang: str) -> Response:
         current = page.current(lang)
-        found = find_monument(current, site_id, lang) if current.model.ready else None
+        if not current.model.ready:
+            return _starting(page, lang)
+        found = find_monument(current, site_id, lang)
         if found is None:
             return _not_found_in(page, lang)
         base = _base_url(request, base_url)
@@ -191,13 +193,20 @@ def install_monuments(
             200: {"content": {"image/png": {}}, "description": "the card of the state"},
             304: {"description": "Not modified (If-None-Match names the current ETag)"},
             404: {"description": "no such monument in the public status"},
+            503: {"description": "Starting: the first status is not rendered yet"},
         },
         summary="A monument's current state as a picture to share (1200 x 630 PNG)",
     )
     def monument_card(request: Request, site_id: str, lang: str | None = None) -> Response:
         chosen = lang if lang in page.languages else page.default_language
         current = page.current(chosen)
-        found = find_monument(current, site_id, chosen) if current.model.ready else None
+        if not current.model.ready:
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                detail="starting: the public status is not ready yet",
+                headers={"Retry-After": str(RETRY_S), "Cache-Control": "no-store"},
+            )
+        found = find_monument(current, site_id, chosen)
         if found is None:
             raise HTTPException(
                 status.HTTP_404_NOT_FOUND,
@@ -243,7 +252,22 @@ def install_monuments(
             "Vary": "Accept-Language",
             "Content-Security-Policy": embed_policy,
         }
+        if not current.model.ready:
+            headers["Retry-After"] = str(RETRY_S)
         return HTMLResponse(html, status_code=200 if current.model.ready else 503, headers=headers)
+
+
+def _starting(page: PublicPage, lang: str) -> Response:
+    """Before the first status after a start: the page's own 503."""
+    return HTMLResponse(
+        page.render(lang).body,
+        status_code=503,
+        headers={
+            "Content-Language": lang,
+            "Retry-After": str(RETRY_S),
+            "Cache-Control": "no-store",
+        },
+    )
 
 
 def _not_found_in(page: PublicPage, lang: str) -> Response:

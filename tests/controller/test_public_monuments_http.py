@@ -204,8 +204,13 @@ def test_the_card_changes_with_the_state(tmp_path: Path) -> None:
         stores.campaigns.put(campaign(), NOW)
         view, loader, clock = make(snap(device()))  # online, nothing applied: pending
         app = build_web(stores, clock, Metrics(), public=view, ready=dict, users=Users(sessions))
-        view.refresh()
         with serve(app) as http:
+            # before the first status: starting, not missing
+            for path in (CARD, "/en/monuments/atomium", "/embed/brussels"):
+                starting = http.get(path)
+                assert starting.status_code == 503, path
+                assert starting.headers["retry-after"] == "1", path
+            view.refresh()
             pending = http.get(CARD)
             assert pending.status_code == 200
             loader.snapshot = snap(lit_device())
