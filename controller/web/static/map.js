@@ -181,6 +181,7 @@
       showCoverageOnHover: false,
       maxClusterRadius: 48,
       spiderfyOnMaxZoom: true,
+      chunkedLoading: true,
     });
     map.addLayer(cluster);
     sync(sites);
@@ -191,6 +192,7 @@
   function sync(sites) {
     var seen = {};
     var changed = [];
+    var added = [];
     for (var i = 0; i < sites.length; i++) {
       var site = sites[i];
       seen[site.id] = true;
@@ -201,7 +203,7 @@
         var marker = L.marker([site.lat, site.lon], { icon: markerIcon(site), keyboard: false, siteState: site.state });
         marker.bindPopup(popupContent(site));
         markers[site.id] = { marker: marker, key: key };
-        cluster.addLayer(marker);
+        added.push(marker);
       } else {
         known.marker.options.siteState = site.state;
         known.marker.setIcon(markerIcon(site));
@@ -216,6 +218,7 @@
         delete markers[id];
       }
     }
+    if (added.length) cluster.addLayers(added); // in one go: fast for thousands
     if (changed.length) cluster.refreshClusters(changed);
   }
 
