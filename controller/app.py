@@ -233,6 +233,7 @@ class Controller:
             evaluation_s=settings.limits.evaluation_s,
             history=self.history,
             registrar=self.registrar,
+            public_settings=settings.public,
         )
         if hook is not None and self.gate is not None:
             self.web.include_router(build_broker_hook(self.gate, hook.get_secret_value()))

@@ -305,6 +305,13 @@ class RenderedPage:
     """How long the render took (on the monotonic clock)."""
 
 
+@dataclass(frozen=True)
+class Current:
+    model: PageModel
+    rendering: Rendering | None
+    inputs: PageInputs
+
+
 class PublicPage:
     """Renders the page in a language and keeps the last rendering of each."""
 
@@ -315,6 +322,9 @@ class PublicPage:
         clock: Callable[[], datetime],
         languages: tuple[str, ...] | None = None,
         default_language: str | None = None,
+        map_tiles: str = "",
+        map_attribution: str = "",
+        policy: str | None = None,
     ) -> None:
         offered = languages if languages is not None else i18n.catalogue_languages()
         self.languages = tuple(lang for lang in offered if lang in public.languages)
@@ -327,6 +337,11 @@ class PublicPage:
         self.clock = clock
         self.templates = Templates(self.languages)
         self.poll_ms = POLL_MS
+        self.map_tiles = map_tiles
+        self.map_attribution = map_attribution
+        self.policy = policy
+        """The page's own Content-Security-Policy (images from the map's tiles)."""
+        self._models: dict[str, tuple[tuple[Any, ...], Current]] = {}
         self._pages: dict[str, RenderedPage] = {}
         self._locks = {lang: threading.Lock() for lang in self.languages}
         self._statuses: dict[str, tuple[str, dict[str, Any]]] = {}
@@ -355,6 +370,25 @@ class PublicPage:
             final_count=self.source.final_count,
         )
         return model, rendering
+
+    def current(self, lang: str) -> Current:
+        """The page's model in `lang` now, built at most once per status document,
+        change of sites or campaigns, and minute (for the monuments' own pages)."""
+        now = self.clock()
+        rendering = self.public.get(lang)
+        inputs = self.source.inputs(now)
+        key = (
+            rendering.etag if rendering is not None else None,
+            inputs.key,
+            now.replace(second=0, microsecond=0),
+        )
+        known = self._models.get(lang)
+        if known is not None and known[0] == key:
+            return known[1]
+        model, _ = self.model(lang, now, rendering)
+        found = Current(model, rendering, inputs)
+        self._models[lang] = (key, found)
+        return found
 
     def render(self, lang: str) -> RenderedPage:
         now = self.clock()
@@ -409,6 +443,8 @@ class PublicPage:
             poll_ms=self.poll_ms,
             etag=rendering.etag if rendering is not None else None,
             as_of=rendering.as_of if rendering is not None else None,
+            map_tiles=self.map_tiles,
+            map_attribution=self.map_attribution,
         )
         body = html.encode()
         banner = model.banner
@@ -442,6 +478,8 @@ def _page_response(page: PublicPage, request: Request, lang: str, vary: bool) ->
         "Cache-Control": PAGE_CACHE,
         "Vary": "Accept-Language, Accept-Encoding" if vary else "Accept-Encoding",
     }
+    if page.policy is not None:
+        headers["Content-Security-Policy"] = page.policy
     if rendered.status != 200:
         headers["Retry-After"] = str(RETRY_S)
         headers["Cache-Control"] = "no-store"
