@@ -91,6 +91,10 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/api/v1/public/campaigns/{campaign_id}.ics"): everyone(200),
     ("GET", "/api/v1/public/cities/{city_id}/feed.atom"): everyone(200),
     ("GET", "/api/v1/public/feed.atom"): everyone(200),
+    # a page per monument in each language, its share image, a city's widget
+    **{("GET", f"/{lang}/monuments/{{site_id}}"): everyone(200) for lang in catalogue_languages()},
+    ("GET", "/api/v1/public/monuments/{site_id}.png"): everyone(200),
+    ("GET", "/embed/{city}"): everyone(200),
     ("GET", "/api/v1/public/events"): everyone(503),  # closed here: a stream never ends
     ("GET", "/healthz"): everyone(200),
     ("GET", "/readyz"): everyone(200),
@@ -194,6 +198,7 @@ PATH_VALUES = {
     "device_id": "atomium-ctl",
     "rollout_id": "1",
     "city_id": "brussels",
+    "city": "brussels",
 }
 """The objects in paths: the campaign exists, the site and the device are in Brussels,
 the rollout exists (resume and abort are asked of one that does not: they would change
