@@ -189,6 +189,13 @@ class AdapterIntake:
         """Messages with their arrival (monotonic), oldest first."""
         self._taken = Backlog(0, None)
         self._ready = threading.Condition()
+        self._puts = 0
+        """Messages put so far."""
+        self._gone = 0
+        """Messages taken or let go so far (the queue is first in, first out)."""
+        self._barriers: deque[tuple[int, datetime]] = deque()
+        """Catch-up barriers (controller/barrier.py): messages put before each, its time."""
+        self._caught_up: datetime | None = None
         self._reported: dict[str, Reported] = {}
         self._readback: dict[str, int] = {}
         """Devices asked for a stronger report after an echo, and the version it is for."""
@@ -202,9 +209,22 @@ class AdapterIntake:
         with self._ready:
             if len(self._queue) >= self.max_queued:
                 self._queue.popleft()
+                self._gone += 1
                 self.metrics.dropped_messages.labels(reason="adapter_queue_full").inc()
             self._queue.append((message, arrived))
+            self._puts += 1
             self._ready.notify()
+
+    def put_barrier(self, at: datetime) -> None:
+        """A catch-up barrier came, in order with the vendor messages."""
+        with self._ready:
+            self._barriers.append((self._puts, at))
+            self._ready.notify()
+
+    def caught_up_to(self) -> datetime | None:
+        """Every vendor message that reached the broker before this time is stored (None:
+        not known yet): the newest barrier passed, as `Intake.caught_up_to`."""
+        return self._caught_up
 
     def backlog(self) -> Backlog:
         """Received and not stored yet: waiting here, and the batch being stored."""
@@ -227,19 +247,27 @@ class AdapterIntake:
         if self._thread.is_alive():
             self._thread.join(timeout=10)
 
-    def _take(self, timeout: float) -> list[Incoming]:
+    def _take(self, timeout: float) -> tuple[list[Incoming], int]:
+        """A batch, and how many messages are gone from the queue with it."""
         with self._ready:
-            if not self._queue:
+            if not self._queue and not self._barriers:
                 self._ready.wait(timeout)
             out: list[tuple[Incoming, float]] = []
             while self._queue and len(out) < BATCH:
                 out.append(self._queue.popleft())
+            self._gone += len(out)
             self._taken = Backlog(len(out), out[0][1] if out else None)
-            return [message for message, _ in out]
+            return [message for message, _ in out], self._gone
+
+    def _pass_barriers(self, gone: int) -> None:
+        """Everything up to the `gone`-th message is stored: the barriers before it pass."""
+        with self._ready:
+            while self._barriers and self._barriers[0][0] <= gone:
+                self._caught_up = self._barriers.popleft()[1]
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            batch = self._take(0.5)
+            batch, gone = self._take(0.5)
             failures = 0
             while batch and not self._stop.is_set():
                 try:
@@ -254,6 +282,8 @@ class AdapterIntake:
                     self.metrics.intake_retries.inc()
                     log.exception("adapter intake: could not store %d messages", len(batch))
                     self._stop.wait(min(RETRY_S * 2**failures, RETRY_MAX_S))
+            if not batch:
+                self._pass_barriers(gone)
             with self._ready:
                 self._taken = Backlog(0, None)
 

@@ -27,7 +27,7 @@ from fastapi import FastAPI
 from controller.adapter_devices import AdapterDevices
 from controller.adapter_intake import AdapterIntake
 from controller.adapter_intake import Outcome as AdapterOutcome
-from controller.barrier import encode_barrier
+from controller.barrier import decode_barrier, encode_barrier
 from controller.beacon import ClockBeacon
 from controller.broker.base import Broker, Incoming
 from controller.broker.embedded import EmbeddedBroker
@@ -163,7 +163,7 @@ class Controller:
             horizon=timedelta(hours=control.horizon_h),
             grace=self.grace,
             timelines=self.timelines,
-            caught_up=self.intake.caught_up_to,
+            caught_up=self.caught_up_to,
             plans=self.plans,
             live=self.adapter_devices.is_live,
         )
@@ -173,7 +173,7 @@ class Controller:
             self.clock,
             self.grace,
             self.timelines,
-            caught_up=self.intake.caught_up_to,
+            caught_up=self.caught_up_to,
         )
         self.dispatcher: Dispatcher | None = None
         self.beacon: ClockBeacon | None = None
@@ -233,6 +233,7 @@ class Controller:
             evaluation_s=settings.limits.evaluation_s,
             history=self.history,
             registrar=self.registrar,
+            public_settings=settings.public,
         )
         if hook is not None and self.gate is not None:
             self.web.include_router(build_broker_hook(self.gate, hook.get_secret_value()))
@@ -340,8 +341,16 @@ class Controller:
         connected_at = self._connected_at
         if connected_at is None:
             return True
-        caught_up = self.intake.caught_up_to()
+        caught_up = self.caught_up_to()
         return caught_up is None or caught_up < connected_at + RETAINED_SETTLE
+
+    def caught_up_to(self) -> datetime | None:
+        """Every device message that reached the broker before this time is stored,
+        native and third-party (None: not known yet; controller/barrier.py)."""
+        native, vendor = self.intake.caught_up_to(), self.adapter_intake.caught_up_to()
+        if native is None or vendor is None:
+            return None
+        return min(native, vendor)
 
     def _backlog(self) -> Backlog:
         """Device messages received and not stored yet: native and third-party."""
@@ -354,12 +363,20 @@ class Controller:
         (third-party devices' vendor topics, never under the root) to the adapters."""
         if message.topic.startswith(self._root):
             self.inbox.put(message)
+            if message.topic == self._barrier_topic and not message.retain:
+                at = decode_barrier(message.payload)  # the inbox counts a malformed one
+                if at is not None:
+                    self.adapter_intake.put_barrier(at)
         else:
             self.adapter_intake.put(message)
 
     @property
     def _root(self) -> str:
         return f"{self.settings.topics.root}/"
+
+    @property
+    def _barrier_topic(self) -> str:
+        return self.settings.topics.controller_barrier
 
     def _follow(self) -> None:
         """The broker link follows the registered third-party devices' report topics."""

@@ -171,6 +171,9 @@ class SiteView:
     photo_src: str | None = None
     photo_alt: str | None = None
     confirmed_by: str | None = None
+    lat: float | None = None
+    lon: float | None = None
+    """Where it stands (the status's own coordinates), for the map."""
 
 
 @dataclass(frozen=True)
@@ -270,6 +273,12 @@ def _instant(value: Any) -> datetime | None:
         return None
 
 
+def _coordinate(value: Any, limit: float) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if -limit <= value <= limit else None
+
+
 def build_page(
     *,
     lang: str,
@@ -344,6 +353,8 @@ def build_page(
                 photo_src=photo.src if photo else None,
                 photo_alt=display_name(photo.alt, lang) if photo else None,
                 confirmed_by=confirmed_by if isinstance(confirmed_by, str) else None,
+                lat=_coordinate(item.get("lat"), 90),
+                lon=_coordinate(item.get("lon"), 180),
             )
         )
     cities = tuple(

@@ -6,6 +6,7 @@ example ILLUMINATE_BROKER__URL=mqtt://127.0.0.1:1883 or ILLUMINATE_DATABASE__URL
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -199,6 +200,57 @@ class HealthSettings(_Section):
     )
 
 
+class PublicSettings(_Section):
+    """The public page's map, its embeddable widget and its shared links
+    (docs/public-page.md)."""
+
+    map_tiles: str = Field(
+        default="https://tile.openstreetmap.org/{z}/{x}/{y}.png",
+        description="the map's tile address, with {z}, {x} and {y} (and {s} for a "
+        "subdomain); empty: the map shows no tiles, only the monuments",
+    )
+    map_attribution: str = Field(
+        default="© OpenStreetMap contributors",
+        description="the tiles' credit, shown on the map as text",
+    )
+    embed_ancestors: tuple[str, ...] = Field(
+        default=("*",),
+        description="the pages that may frame the widget at /embed/{city}: '*' for any, "
+        "or origins such as https://www.brussels.be",
+    )
+    base_url: str | None = Field(
+        default=None,
+        description="the public address of the page (https://illuminate.example.org), "
+        "for the absolute links in shared cards; unset: the address a request came to",
+    )
+
+    @field_validator("map_tiles")
+    @classmethod
+    def _tiles(cls, value: str) -> str:
+        from controller.web.headers import tile_source
+
+        tile_source(value)  # raises ValueError with the reason
+        return value
+
+    @field_validator("embed_ancestors")
+    @classmethod
+    def _ancestors(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from controller.web.headers import check_ancestor
+
+        for item in value:
+            check_ancestor(item)
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _base(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:\d+)?(/[^\s?#]*)?", value):
+            raise ValueError(f"base_url must be http(s)://host[:port][/path], not {value!r}")
+        return value.rstrip("/")
+
+
 class LimitsSettings(_Section):
     """What one input may cost. A campaign over these is refused, naming the window."""
 
@@ -240,6 +292,7 @@ class Settings(BaseSettings):
     control: ControlSettings = ControlSettings()
     limits: LimitsSettings = LimitsSettings()
     health: HealthSettings = HealthSettings()
+    public: PublicSettings = PublicSettings()
 
     @classmethod
     def settings_customise_sources(

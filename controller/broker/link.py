@@ -69,6 +69,8 @@ KEEPALIVE_S = 30
 #: Receive Maximum it announces to us, and paho cannot change this while connected.
 MAX_INFLIGHT = 20
 STOP_TIMEOUT_S = 2.0
+FOLLOW_CHUNK = 200
+"""Vendor topics per SUBSCRIBE or UNSUBSCRIBE packet (a few KiB)."""
 _SUBSCRIBED_KINDS = (Kind.STATUS, Kind.STATE, Kind.ACK)
 
 
@@ -201,18 +203,21 @@ class PahoBroker:
             add = sorted(self._followed - self._follow_held)
             drop = sorted(self._follow_held - self._followed)
             self._follow_held = set(self._followed)
-        if drop:
-            client.unsubscribe(drop)
-        if add:
-            options: Any = SubscribeOptions(qos=1) if self.mqtt5 else 1
-            rc, mid = client.subscribe([(topic, options) for topic in add])
+        # in packets of FOLLOW_CHUNK topics: thousands of lights' topics in one packet
+        # would pass the broker's packet size limit, and it would drop the connection
+        for i in range(0, len(drop), FOLLOW_CHUNK):
+            client.unsubscribe(drop[i : i + FOLLOW_CHUNK])
+        options: Any = SubscribeOptions(qos=1) if self.mqtt5 else 1
+        for i in range(0, len(add), FOLLOW_CHUNK):
+            chunk = add[i : i + FOLLOW_CHUNK]
+            rc, mid = client.subscribe([(topic, options) for topic in chunk])
             with self._lock:
                 if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                    self._follow_held.difference_update(add)
+                    self._follow_held.difference_update(chunk)
                 elif mid is not None:
-                    self._follow_mids[mid] = add
+                    self._follow_mids[mid] = chunk
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                log.warning("could not subscribe to %d vendor topics (%s)", len(add), rc)
+                log.warning("could not subscribe to %d vendor topics (%s)", len(chunk), rc)
 
     def announce(self, topic: str, payload: bytes) -> bool:
         if not self._connected.is_set():

@@ -267,6 +267,47 @@ def _bad_id(name: str, value: str) -> JSONResponse:
     )
 
 
+def store_campaign(
+    staff: StaffContext, principal: Principal, campaign: Campaign
+) -> tuple[bool, dict[str, Any]]:
+    """Check and store a campaign, with its audit entry: (created?, the stored body).
+    CampaignRejected when it cannot be applied (nothing changed). The caller then
+    notifies `staff.on_change`. The API's PUT and the console both come through here."""
+    budget = Budget(staff.monotonic, seconds=staff.evaluation_s)
+    now = staff.clock()
+    created = apply_campaign(staff.stores, campaign, now, staff.limits, budget)
+    audit(
+        staff,
+        AuditRecord(
+            at=now,
+            actor=principal.name,
+            kind=AuditKind.CAMPAIGN,
+            action="created" if created else "replaced",
+            subject=campaign.id,
+        ),
+    )
+    record = staff.stores.campaigns.record(campaign.id)
+    body = record.body if record else campaign.model_dump(mode="json")
+    return created, body
+
+
+def campaign_summaries(staff: StaffContext) -> list[CampaignSummary]:
+    """Every stored campaign, as `GET /api/v1/campaigns` lists them."""
+    summaries = []
+    for record in staff.stores.campaigns.records():
+        campaign = Campaign.model_validate(record.body)
+        summaries.append(
+            CampaignSummary(
+                id=record.id,
+                title=dict(campaign.title),
+                priority=campaign.priority,
+                created_at=record.created_at,
+                updated_at=record.updated_at,
+            )
+        )
+    return summaries
+
+
 IdParam = Annotated[
     str,
     PathParam(
@@ -295,19 +336,7 @@ def build_api() -> APIRouter:
 
     @router.get("/campaigns", response_model=list[CampaignSummary])
     def list_campaigns(staff: Staff, _allowed: CampaignReader) -> list[CampaignSummary]:
-        summaries = []
-        for record in staff.stores.campaigns.records():
-            campaign = Campaign.model_validate(record.body)
-            summaries.append(
-                CampaignSummary(
-                    id=record.id,
-                    title=dict(campaign.title),
-                    priority=campaign.priority,
-                    created_at=record.created_at,
-                    updated_at=record.updated_at,
-                )
-            )
-        return summaries
+        return campaign_summaries(staff)
 
     @router.get(
         "/campaigns/{campaign_id}",
@@ -368,26 +397,10 @@ def build_api() -> APIRouter:
         except ScheduleFileError as exc:
             return _invalid(_error_items(str(exc)))
 
-        def store_it() -> tuple[bool, dict[str, Any]]:
-            budget = Budget(staff.monotonic, seconds=staff.evaluation_s)
-            now = staff.clock()
-            created = apply_campaign(staff.stores, campaign, now, staff.limits, budget)
-            audit(
-                staff,
-                AuditRecord(
-                    at=now,
-                    actor=allowed.principal.name,
-                    kind=AuditKind.CAMPAIGN,
-                    action="created" if created else "replaced",
-                    subject=campaign.id,
-                ),
-            )
-            record = staff.stores.campaigns.record(campaign.id)
-            body = record.body if record else campaign.model_dump(mode="json")
-            return created, body
-
         try:
-            created, body = await run_in_threadpool(store_it)
+            created, body = await run_in_threadpool(
+                store_campaign, staff, allowed.principal, campaign
+            )
         except CampaignRejected as exc:
             if exc.path != TOP:
                 return _invalid([ErrorItem(path=exc.path, message=exc.message)])

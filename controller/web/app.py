@@ -16,6 +16,7 @@ from controller.metrics import Metrics
 from controller.public import DEFAULT_LANGUAGE, PublicStatus
 from controller.public_view import PublicView
 from controller.registrar import Registrar
+from controller.settings import PublicSettings
 from controller.store.audit import AuditLog, SqlAuditLog
 from controller.store.base import Stores
 from controller.store.history import HistoryStore
@@ -25,12 +26,20 @@ from controller.web.api import StaffContext, build_api
 from controller.web.audit_api import build_audit_api
 from controller.web.body_schemas import with_body_schemas
 from controller.web.campaigns_api import build_campaigns_api
+from controller.web.console import install_console
 from controller.web.device_ops_api import build_device_ops_api
 from controller.web.devices_api import IMPORT_PATH, MAX_IMPORT_BYTES, build_devices_api
 from controller.web.feeds_api import install_public_feeds
-from controller.web.headers import DOCS_POLICY, SecurityHeaders
+from controller.web.headers import (
+    DOCS_POLICY,
+    SecurityHeaders,
+    embed_policy,
+    page_policy,
+    tile_source,
+)
 from controller.web.history_api import build_history_api
 from controller.web.limits import MAX_BODY_BYTES, BodySizeLimit
+from controller.web.monuments import install_monuments
 from controller.web.page import PageSource, PublicPage, install_public_page
 from controller.web.rollouts_api import build_rollouts_api
 from controller.web.sites_api import build_sites_api
@@ -69,6 +78,7 @@ def build_web(
     audit: AuditLog | None = None,
     history: HistoryStore | None = None,
     registrar: Registrar | None = None,
+    public_settings: PublicSettings | None = None,
 ) -> FastAPI:
     """The app. `public` serves the public status as rendered; `on_change` runs after
     each accepted edit (the Controller reconciles). `limits` and `evaluation_s` bound
@@ -79,7 +89,9 @@ def build_web(
     the registry's edits write to in their transactions), else the users' database,
     where `history` (the record of what was lit) is read from by default too.
     `registrar` registers, rotates and decommissions devices; by default one that
-    changes the registry only (no broker accounts), for a broker on 127.0.0.1:1883."""
+    changes the registry only (no broker accounts), for a broker on 127.0.0.1:1883.
+    `public_settings` gives the page's map tiles, who may frame the widget, and the
+    public address for shared links."""
     app = FastAPI(
         title="Illuminate",
         summary="Monument illumination, confirmed by the devices themselves.",
@@ -121,6 +133,7 @@ def build_web(
     app.state.history = history if history is not None else sql_history(users.sessions)
     app.include_router(build_history_api())
     install_public_feeds(app, public, stores, app.state.history, clock, metrics)
+    install_console(app, public)
 
     @app.get(
         STATUS_PATH,
@@ -167,10 +180,17 @@ def build_web(
     def metrics_text() -> PlainTextResponse:
         return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    install_public_page(
-        app,
-        PublicPage(public, PageSource(stores, app.state.history, _monotonic_of(clock)), clock),
+    shown = public_settings if public_settings is not None else PublicSettings()
+    page = PublicPage(
+        public,
+        PageSource(stores, app.state.history, _monotonic_of(clock)),
+        clock,
+        map_tiles=shown.map_tiles,
+        map_attribution=shown.map_attribution,
+        policy=page_policy(tile_source(shown.map_tiles)),
     )
+    install_monuments(app, page, embed_policy(shown.embed_ancestors), shown.base_url)
+    install_public_page(app, page)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
 

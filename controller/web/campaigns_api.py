@@ -13,6 +13,7 @@ from fastapi import APIRouter, HTTPException, Response, status
 from fastapi.concurrency import run_in_threadpool
 
 from controller.access import AuditKind
+from controller.auth import Principal
 from controller.campaigns import delete_campaign as remove_campaign
 from controller.store.audit import AuditRecord
 from controller.web.api import (
@@ -21,12 +22,28 @@ from controller.web.api import (
     CampaignId,
     Problem,
     Staff,
+    StaffContext,
     _bad_id,
     _notify,
 )
 from schedules.model import is_id
 
 log = logging.getLogger(__name__)
+
+
+def delete_campaign_as(staff: StaffContext, principal: Principal, campaign_id: str) -> bool:
+    """Delete a stored campaign with its audit entry, in one transaction; False when
+    there was none. The caller then notifies `staff.on_change`. The API and the console
+    both come through here."""
+    now = staff.clock()
+    record = AuditRecord(
+        at=now,
+        actor=principal.name,
+        kind=AuditKind.CAMPAIGN,
+        action="deleted",
+        subject=campaign_id,
+    )
+    return remove_campaign(staff.stores, campaign_id, now, [record])
 
 
 def build_campaigns_api() -> APIRouter:
@@ -49,18 +66,7 @@ def build_campaigns_api() -> APIRouter:
         if not is_id(campaign_id):
             return _bad_id("campaign_id", campaign_id)
 
-        def remove() -> bool:
-            now = staff.clock()
-            record = AuditRecord(
-                at=now,
-                actor=allowed.principal.name,
-                kind=AuditKind.CAMPAIGN,
-                action="deleted",
-                subject=campaign_id,
-            )
-            return remove_campaign(staff.stores, campaign_id, now, [record])
-
-        if not await run_in_threadpool(remove):
+        if not await run_in_threadpool(delete_campaign_as, staff, allowed.principal, campaign_id):
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"no campaign {campaign_id!r}")
         log.info("campaign %s deleted by %s", campaign_id, allowed.principal.name)
         await run_in_threadpool(_notify, staff.on_change)

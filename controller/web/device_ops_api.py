@@ -174,6 +174,58 @@ def _body(raw: bytes, content_type: str) -> FlashRequest | JSONResponse:
     return body
 
 
+def run_test(
+    staff: StaffContext,
+    ops: DeviceOps,
+    allowed: Grant,
+    device_id: str,
+    seconds: float,
+    light: LightState,
+) -> FlashAnswer:
+    """Flash one device of the grant's cities (404 HTTPException when not, or unknown),
+    wait for its answer and record the test in the audit log. RateLimited and
+    TestRunning as the tester raises them. Blocking: the API and the console call it
+    on a worker thread."""
+    _view, city = _device(staff, allowed, device_id)
+    who = allowed.principal.name
+    flash: Flash = ops.flash.start(device_id, who, seconds, light)
+    log.info("device %s: test flash v%d by %s", device_id, flash.version, who)
+    outcome = ops.flash.wait(flash)
+    answer = _answer(outcome, seconds)
+    audit(
+        staff,
+        AuditRecord(
+            at=flash.issued_at,
+            actor=who,
+            kind=AuditKind.DEVICE,
+            action="tested",
+            subject=device_id,
+            city=city,
+            detail={
+                "version": flash.version,
+                "result": answer.result.value,
+                "round_trip_ms": answer.round_trip_ms,
+                "seconds": seconds,
+            },
+        ),
+    )
+    return answer
+
+
+def health_of(staff: StaffContext, ops: DeviceOps, allowed: Grant, device_id: str) -> DeviceHealth:
+    """The health of one device of the grant's cities (404 HTTPException when not)."""
+    view, city = _device(staff, allowed, device_id)
+    command = staff.stores.outbox.latest([device_id]).get(device_id)
+    flagged = ops.clock_watch.off() if ops.clock_watch is not None else None
+    return device_health(
+        view,
+        city,
+        command,
+        ops.health.get(device_id),
+        None if flagged is None else device_id in flagged,
+    )
+
+
 def build_device_ops_api() -> APIRouter:
     router = APIRouter(prefix="/api/v1/devices", tags=["devices"], responses=AUTH_RESPONSES)
 
@@ -203,12 +255,10 @@ def build_device_ops_api() -> APIRouter:
         body = _body(await request.body(), request.headers.get("content-type", ""))
         if isinstance(body, JSONResponse):
             return body
-        _view, city = await run_in_threadpool(_device, staff, allowed, device_id)
-        who = allowed.principal.name
         light = LightState(on=True, color=body.color, level=body.level)
         try:
-            flash: Flash = await run_in_threadpool(
-                ops.flash.start, device_id, who, body.seconds, light
+            answer = await run_in_threadpool(
+                run_test, staff, ops, allowed, device_id, body.seconds, light
             )
         except RateLimited as exc:
             return JSONResponse(
@@ -218,27 +268,6 @@ def build_device_ops_api() -> APIRouter:
             )
         except TestRunning as exc:
             raise HTTPException(status.HTTP_409_CONFLICT, detail=str(exc)) from None
-        log.info("device %s: test flash v%d by %s", device_id, flash.version, who)
-        outcome = await run_in_threadpool(ops.flash.wait, flash)
-        answer = _answer(outcome, body.seconds)
-        await run_in_threadpool(
-            audit,
-            staff,
-            AuditRecord(
-                at=flash.issued_at,
-                actor=who,
-                kind=AuditKind.DEVICE,
-                action="tested",
-                subject=device_id,
-                city=city,
-                detail={
-                    "version": flash.version,
-                    "result": answer.result.value,
-                    "round_trip_ms": answer.round_trip_ms,
-                    "seconds": body.seconds,
-                },
-            ),
-        )
         return JSONResponse(answer.model_dump(mode="json"), headers={"Cache-Control": "no-store"})
 
     @router.get(
@@ -255,16 +284,7 @@ def build_device_ops_api() -> APIRouter:
         """Online or offline, last seen, firmware, clock offset, current plan and state."""
         if not is_device_id(device_id):
             return _bad_id("device_id", device_id)
-        view, city = _device(staff, allowed, device_id)
-        command = staff.stores.outbox.latest([device_id]).get(device_id)
-        flagged = ops.clock_watch.off() if ops.clock_watch is not None else None
-        health = device_health(
-            view,
-            city,
-            command,
-            ops.health.get(device_id),
-            None if flagged is None else device_id in flagged,
-        )
+        health = health_of(staff, ops, allowed, device_id)
         return JSONResponse(health.model_dump(mode="json"), headers={"Cache-Control": "no-store"})
 
     return router

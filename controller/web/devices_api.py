@@ -169,15 +169,9 @@ async def _change_device(
     bad = _bad_device_id(device_id)
     if bad is not None:
         return bad
-    registrar = _registrar(staff)
-
-    def run() -> T:
-        found = staff.stores.registry.devices([device_id]).get(device_id)
-        in_scope(allowed, found, _city, f"no device {device_id!r}")
-        return change(registrar, allowed.principal.name, staff.clock())
 
     try:
-        result = await run_in_threadpool(run)
+        result = await run_in_threadpool(change_device, staff, allowed, device_id, change)
     except Retired as exc:
         return JSONResponse({"detail": str(exc)}, status_code=409)
     except UnknownObject:
@@ -186,6 +180,49 @@ async def _change_device(
         return _unavailable(exc)
     await run_in_threadpool(_notify, staff.on_change)
     return result
+
+
+def change_device(
+    staff: StaffContext,
+    allowed: Grant,
+    device_id: str,
+    change: Callable[[Registrar, str, datetime], T],
+) -> T:
+    """Rotate or decommission one device of the grant's cities (404 HTTPException when
+    not, or unknown): Retired, UnknownObject, BrokerUnavailable as the registrar raises
+    them. The caller then notifies `staff.on_change`. The API and the console both
+    come through here."""
+    registrar = _registrar(staff)
+    found = staff.stores.registry.devices([device_id]).get(device_id)
+    in_scope(allowed, found, _city, f"no device {device_id!r}")
+    return change(registrar, allowed.principal.name, staff.clock())
+
+
+def register_one(
+    staff: StaffContext,
+    allowed: Grant,
+    device_id: str,
+    site_id: str,
+    adapter: str = "native",
+    config: dict[str, Any] | None = None,
+) -> Issued:
+    """Register one device at a site of the grant's cities: a site of another city is
+    refused as an unknown one (BatchRejected with no problems). BatchRejected,
+    BrokerUnavailable as the registrar raises them. The caller then notifies
+    `staff.on_change`. The API and the console both come through here."""
+    registrar = _registrar(staff)
+    sites = {s.id: s for s in staff.stores.registry.catalog().sites}
+    site = sites.get(site_id)
+    if site is None or not allowed.covers(site.city):
+        raise BatchRejected([])  # answered as an unknown site
+    return registrar.register(
+        device_id,
+        site_id,
+        allowed.principal.name,
+        staff.clock(),
+        adapter=adapter,
+        config=config or {},
+    )
 
 
 def _bad_device_id(value: str) -> JSONResponse | None:
@@ -399,24 +436,10 @@ def build_devices_api() -> APIRouter:
             )
         if entry.adapter == "native" and entry.config:
             return _invalid([ErrorItem(path="config", message="native devices take no config")])
-        registrar = _registrar(staff)
-
-        def register_it() -> Issued:
-            sites = {s.id: s for s in staff.stores.registry.catalog().sites}
-            site = sites.get(entry.site)
-            if site is None or not allowed.covers(site.city):
-                raise BatchRejected([])  # answered below as an unknown site
-            return registrar.register(
-                entry.id,
-                entry.site,
-                allowed.principal.name,
-                staff.clock(),
-                adapter=entry.adapter,
-                config=entry.config,
-            )
-
         try:
-            issued = await run_in_threadpool(register_it)
+            issued = await run_in_threadpool(
+                register_one, staff, allowed, entry.id, entry.site, entry.adapter, entry.config
+            )
         except BatchRejected as exc:
             return _refused(exc, entry.site)
         except AdapterConfigError as exc:
@@ -511,10 +534,10 @@ def build_devices_api() -> APIRouter:
     return router
 
 
-def _refused(exc: BatchRejected, site: str) -> JSONResponse:
-    """A single registration refused: 409 for an id already registered, else 422."""
+def refusal_items(exc: BatchRejected, site: str) -> tuple[bool, list[ErrorItem]]:
+    """A single registration refused: (only an id already registered?, the items)."""
     if not exc.problems:
-        return _invalid([ErrorItem(path="site", message=f"unknown site {site!r}")])
+        return False, [ErrorItem(path="site", message=f"unknown site {site!r}")]
     paths = {
         ProblemKind.UNKNOWN_SITE: "site",
         ProblemKind.INVALID: "id",
@@ -523,7 +546,12 @@ def _refused(exc: BatchRejected, site: str) -> JSONResponse:
         ProblemKind.REPEATED: "id",
     }
     items = [ErrorItem(path=paths[p.kind], message=p.message) for p in exc.problems]
-    registered = all(p.kind is ProblemKind.REGISTERED for p in exc.problems)
+    return all(p.kind is ProblemKind.REGISTERED for p in exc.problems), items
+
+
+def _refused(exc: BatchRejected, site: str) -> JSONResponse:
+    """A single registration refused: 409 for an id already registered, else 422."""
+    registered, items = refusal_items(exc, site)
     answer = _invalid(items)
     if registered:
         answer.status_code = 409

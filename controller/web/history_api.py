@@ -29,6 +29,7 @@ from controller.web.api import (
     IdParam,
     Problem,
     Staff,
+    StaffContext,
     _bad_id,
     _invalid,
     in_scope,
@@ -192,6 +193,50 @@ def outcome_per_site(records: list[WindowRecord], cities: dict[str, str]) -> lis
     return out
 
 
+def device_history_of(
+    staff: StaffContext,
+    history: HistoryStore,
+    allowed: Grant,
+    device_id: str,
+    start: datetime,
+    end: datetime,
+    limit: int = DEFAULT_EVENTS,
+) -> DeviceHistory:
+    """One device's record over [start, end): 404 HTTPException when the device is
+    unknown or of a city the grant does not cover. The API and the console both read
+    it here."""
+    view = staff.stores.reports.views([device_id]).get(device_id)
+    cities = {s.id: s.city for s in staff.stores.registry.catalog().sites}
+    found = in_scope(
+        allowed,
+        view,
+        lambda v: cities.get(v.site_id),
+        f"no device {device_id!r}",
+    )
+    windows = [
+        _window(r)
+        for r in history.outcomes(device_id=device_id, ends_since=start, starts_before=end)
+    ]
+    events = [_event(e) for e in history.events([device_id], since=start, until=end, limit=limit)]
+    now = staff.clock()
+    runs = history.runs()
+    current = runs[-1].id if runs and runs[-1].stopped_at is None else None
+    down = [
+        DownPeriod(start=g.start, end=g.end)
+        for g in down_periods(runs, now, current)
+        if g.end > start and g.start < end
+    ]
+    return DeviceHistory(
+        device=device_id,
+        site=found.site_id,
+        since=start,
+        until=end,
+        windows=windows,
+        events=events,
+        controller_down=down,
+    )
+
+
 def build_history_api() -> APIRouter:
     router = APIRouter(prefix="/api/v1", tags=["record"], responses=AUTH_RESPONSES)
 
@@ -226,38 +271,7 @@ def build_history_api() -> APIRouter:
         if isinstance(span, JSONResponse):
             return span
         start, end = span
-        view = staff.stores.reports.views([device_id]).get(device_id)
-        cities = {s.id: s.city for s in staff.stores.registry.catalog().sites}
-        found = in_scope(
-            allowed,
-            view,
-            lambda v: cities.get(v.site_id),
-            f"no device {device_id!r}",
-        )
-        windows = [
-            _window(r)
-            for r in history.outcomes(device_id=device_id, ends_since=start, starts_before=end)
-        ]
-        events = [
-            _event(e) for e in history.events([device_id], since=start, until=end, limit=limit)
-        ]
-        now = staff.clock()
-        runs = history.runs()
-        current = runs[-1].id if runs and runs[-1].stopped_at is None else None
-        down = [
-            DownPeriod(start=g.start, end=g.end)
-            for g in down_periods(runs, now, current)
-            if g.end > start and g.start < end
-        ]
-        return DeviceHistory(
-            device=device_id,
-            site=found.site_id,
-            since=start,
-            until=end,
-            windows=windows,
-            events=events,
-            controller_down=down,
-        )
+        return device_history_of(staff, history, allowed, device_id, start, end, limit)
 
     @router.get(
         "/campaigns/{campaign_id}/outcome",

@@ -68,6 +68,11 @@ MIN_RENDER_S = 5.0
 """A language's page is rendered again at most this often while only the status moved
 (a large page takes a while; the script keeps the monuments live meanwhile), unless a
 phase of the night in front begins or ends."""
+RENDER_SHARE = 20
+"""...and at most once per this many times its last render took: a page of 10,000
+monuments takes over a second to render in the controller's process, which must stay
+free for the devices, so while only states move each language costs at most 1/20 of a
+core, however many visitors ask."""
 POLL_MS = 10_000
 """How often the page's script asks for the status (the status is cached 5 s)."""
 LIT_VERDICTS = frozenset({Verdict.CONFIRMED, Verdict.CONFIRMED_LATE})
@@ -280,6 +285,13 @@ class PageSource:
 # ---- the page ---------------------------------------------------------------------
 
 
+def too_soon_to_render(made: datetime, cost_s: float, now: datetime) -> bool:
+    """Whether a page rendered at `made`, in `cost_s`, is still served as it is while
+    only the monuments' states moved (MIN_RENDER_S, RENDER_SHARE)."""
+    min_age = max(MIN_RENDER_S, RENDER_SHARE * cost_s)
+    return timedelta(0) <= now - made < timedelta(seconds=min_age)
+
+
 @dataclass(frozen=True)
 class RenderedPage:
     body: bytes
@@ -289,6 +301,15 @@ class RenderedPage:
     made: datetime
     valid_until: datetime | None = None
     """The next edge of the night in front (its start, its end): the wording changes."""
+    cost_s: float = 0.0
+    """How long the render took (on the monotonic clock)."""
+
+
+@dataclass(frozen=True)
+class Current:
+    model: PageModel
+    rendering: Rendering | None
+    inputs: PageInputs
 
 
 class PublicPage:
@@ -301,6 +322,9 @@ class PublicPage:
         clock: Callable[[], datetime],
         languages: tuple[str, ...] | None = None,
         default_language: str | None = None,
+        map_tiles: str = "",
+        map_attribution: str = "",
+        policy: str | None = None,
     ) -> None:
         offered = languages if languages is not None else i18n.catalogue_languages()
         self.languages = tuple(lang for lang in offered if lang in public.languages)
@@ -313,6 +337,11 @@ class PublicPage:
         self.clock = clock
         self.templates = Templates(self.languages)
         self.poll_ms = POLL_MS
+        self.map_tiles = map_tiles
+        self.map_attribution = map_attribution
+        self.policy = policy
+        """The page's own Content-Security-Policy (images from the map's tiles)."""
+        self._models: dict[str, tuple[tuple[Any, ...], Current]] = {}
         self._pages: dict[str, RenderedPage] = {}
         self._locks = {lang: threading.Lock() for lang in self.languages}
         self._statuses: dict[str, tuple[str, dict[str, Any]]] = {}
@@ -341,6 +370,25 @@ class PublicPage:
             final_count=self.source.final_count,
         )
         return model, rendering
+
+    def current(self, lang: str) -> Current:
+        """The page's model in `lang` now, built at most once per status document,
+        change of sites or campaigns, and minute (for the monuments' own pages)."""
+        now = self.clock()
+        rendering = self.public.get(lang)
+        inputs = self.source.inputs(now)
+        key = (
+            rendering.etag if rendering is not None else None,
+            inputs.key,
+            now.replace(second=0, microsecond=0),
+        )
+        known = self._models.get(lang)
+        if known is not None and known[0] == key:
+            return known[1]
+        model, _ = self.model(lang, now, rendering)
+        found = Current(model, rendering, inputs)
+        self._models[lang] = (key, found)
+        return found
 
     def render(self, lang: str) -> RenderedPage:
         now = self.clock()
@@ -371,11 +419,12 @@ class PublicPage:
             return False  # not ready before, a restart's copy, or sites or campaigns moved
         if known.valid_until is not None and now >= known.valid_until:
             return False
-        return timedelta(0) <= now - known.made < timedelta(seconds=MIN_RENDER_S)
+        return too_soon_to_render(known.made, known.cost_s, now)
 
     def _render(
         self, lang: str, now: datetime, rendering: Rendering | None, key: tuple[Any, ...]
     ) -> RenderedPage:
+        began = time.perf_counter()
         model, rendering = self.model(lang, now, rendering)
         html = self.templates.render(
             lang,
@@ -394,6 +443,8 @@ class PublicPage:
             poll_ms=self.poll_ms,
             etag=rendering.etag if rendering is not None else None,
             as_of=rendering.as_of if rendering is not None else None,
+            map_tiles=self.map_tiles,
+            map_attribution=self.map_attribution,
         )
         body = html.encode()
         banner = model.banner
@@ -407,6 +458,7 @@ class PublicPage:
             key,
             made=now,
             valid_until=edge,
+            cost_s=time.perf_counter() - began,
         )
         self._pages[lang] = page
         self.renders += 1
@@ -426,6 +478,8 @@ def _page_response(page: PublicPage, request: Request, lang: str, vary: bool) ->
         "Cache-Control": PAGE_CACHE,
         "Vary": "Accept-Language, Accept-Encoding" if vary else "Accept-Encoding",
     }
+    if page.policy is not None:
+        headers["Content-Security-Policy"] = page.policy
     if rendered.status != 200:
         headers["Retry-After"] = str(RETRY_S)
         headers["Cache-Control"] = "no-store"

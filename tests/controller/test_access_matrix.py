@@ -4,11 +4,14 @@ The test walks `app.routes`; a route that is not declared in `MATRIX` (or a row 
 route that no longer exists) fails it, so a new route must say who may call it. Each
 route is called over real HTTP (uvicorn) on a real SQLite database by: nobody, a
 technician of the city of the object in the path (Brussels), a technician of another
-city (Ypres), a coordinator and an admin, and must answer exactly its row.
+city (Ypres), a coordinator and an admin, and must answer exactly its row. The staff
+console's routes (/console) are called with the caller's token in the session cookie,
+and their POSTs with the session's CSRF token (`call_console`).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,6 +33,7 @@ from controller.store.rollouts import NewRollout
 from controller.store.sql import database
 from controller.store.users import Users
 from controller.web.app import build_web
+from controller.web.console.session import SESSION_COOKIE, csrf_for
 from controller.web.device_ops_api import DeviceOps
 from schedules.model import Campaign, Site
 from schedules.rollout import RolloutConfig
@@ -69,6 +73,14 @@ def staff_only(
     return Row(401, technician, away, coordinator, code)
 
 
+def console_only(
+    code: int, *, coordinator: int, technician: int, tech_away: int | None = None
+) -> Row:
+    """A console page: 303 (to the sign-in page) for nobody; the others as given."""
+    away = technician if tech_away is None else tech_away
+    return Row(303, technician, away, coordinator, code)
+
+
 MATRIX: dict[tuple[str, str], Row] = {
     # public
     ("GET", "/"): everyone(200),
@@ -79,6 +91,10 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/api/v1/public/campaigns/{campaign_id}.ics"): everyone(200),
     ("GET", "/api/v1/public/cities/{city_id}/feed.atom"): everyone(200),
     ("GET", "/api/v1/public/feed.atom"): everyone(200),
+    # a page per monument in each language, its share image, a city's widget
+    **{("GET", f"/{lang}/monuments/{{site_id}}"): everyone(200) for lang in catalogue_languages()},
+    ("GET", "/api/v1/public/monuments/{site_id}.png"): everyone(200),
+    ("GET", "/embed/{city}"): everyone(200),
     ("GET", "/api/v1/public/events"): everyone(503),  # closed here: a stream never ends
     ("GET", "/healthz"): everyone(200),
     ("GET", "/readyz"): everyone(200),
@@ -144,6 +160,36 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("POST", "/api/v1/rollouts/{rollout_id}/abort"): staff_only(
         404, coordinator=404, technician=403
     ),
+    # the staff console: the session cookie instead of the bearer header (see `call`);
+    # nobody signed in is sent to the sign-in page (303)
+    ("GET", "/console/static"): everyone(200),
+    ("GET", "/console/sign-in"): Row(200, 303, 303, 303, 303),
+    ("POST", "/console/sign-in"): everyone(403),  # no sign-in form token
+    ("POST", "/console/sign-out"): everyone(303),
+    ("GET", "/console"): console_only(200, coordinator=200, technician=200),
+    ("GET", "/console/devices"): console_only(200, coordinator=200, technician=200),
+    ("POST", "/console/devices"): console_only(201, coordinator=403, technician=201, tech_away=422),
+    ("GET", "/console/devices/{device_id}"): console_only(
+        200, coordinator=200, technician=200, tech_away=404
+    ),
+    ("POST", "/console/devices/{device_id}/test"): console_only(
+        200, coordinator=403, technician=200, tech_away=404
+    ),
+    ("POST", "/console/devices/{device_id}/rotate"): console_only(
+        200, coordinator=403, technician=200, tech_away=404
+    ),
+    ("POST", "/console/devices/{device_id}/decommission"): console_only(
+        303, coordinator=403, technician=303, tech_away=404
+    ),
+    ("GET", "/console/campaigns"): console_only(200, coordinator=200, technician=403),
+    ("POST", "/console/campaigns"): console_only(200, coordinator=200, technician=403),
+    ("POST", "/console/campaigns/{campaign_id}/delete"): console_only(
+        200, coordinator=200, technician=403
+    ),
+    ("GET", "/console/timeline"): console_only(200, coordinator=200, technician=403),
+    ("GET", "/console/overrides"): console_only(200, coordinator=200, technician=403),
+    ("POST", "/console/overrides"): console_only(200, coordinator=200, technician=403),
+    ("GET", "/console/audit"): console_only(200, coordinator=200, technician=403),
 }
 
 PATH_VALUES = {
@@ -152,6 +198,7 @@ PATH_VALUES = {
     "device_id": "atomium-ctl",
     "rollout_id": "1",
     "city_id": "brussels",
+    "city": "brussels",
 }
 """The objects in paths: the campaign exists, the site and the device are in Brussels,
 the rollout exists (resume and abort are asked of one that does not: they would change
@@ -208,6 +255,40 @@ CALLS: dict[tuple[str, str], Call] = {
 }
 
 
+CONSOLE_TESTED = {"tech_here": "atomium-console-ctl", "admin": "atomium-console-spare-ctl"}
+"""The devices the console tests (the API's tests hold theirs for 30 s)."""
+CONSOLE_OVERRIDE = {
+    "reason": "Matrix check",
+    "date": "2026-07-30",
+    "start": "22:00",
+    "end": "23:00",
+    "targets": "cities",
+    "cities": "brussels",
+    "on": "off",
+}
+
+CONSOLE_CALLS: dict[tuple[str, str], Call] = {
+    ("GET", "/console/static"): lambda _caller: {"url": "/console/static/console.css"},
+    ("POST", "/console/devices"): lambda caller: {
+        "data": {"id": f"{own(caller)}-console", "site": "atomium"}
+    },
+    ("POST", "/console/devices/{device_id}/test"): lambda caller: {
+        "url": f"/console/devices/{CONSOLE_TESTED.get(caller, 'atomium-console-ctl')}/test",
+        "data": {"seconds": "1"},
+    },
+    ("POST", "/console/devices/{device_id}/decommission"): lambda caller: {
+        "url": f"/console/devices/{own(caller)}-retire/decommission"
+    },
+    ("POST", "/console/campaigns"): lambda _caller: {
+        "data": {"yaml": json.dumps(campaign_body())}  # JSON is YAML
+    },
+    ("POST", "/console/campaigns/{campaign_id}/delete"): lambda caller: {
+        "url": f"/console/campaigns/{own(caller)}-console-campaign/delete"
+    },
+    ("POST", "/console/overrides"): lambda _caller: {"data": dict(CONSOLE_OVERRIDE)},
+}
+
+
 def rollout_of(body: dict[str, Any]) -> NewRollout:
     config = RolloutConfig.model_validate(
         {"maximum_per_minute": 5, "pause": {"threshold_percentage": 10, "min_results": 3}}
@@ -254,10 +335,20 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             stores.registry.put_site(
                 Site.model_validate({**ATOMIUM, "id": f"{own(caller)}-site"}), NOW
             )
-            stores.registry.add_devices([NewDevice(f"{own(caller)}-old", "atomium")], NOW)
-            stores.campaigns.put(
-                Campaign.model_validate(campaign_body(id=f"{own(caller)}-campaign")), NOW
+            stores.registry.add_devices(
+                [
+                    NewDevice(f"{own(caller)}-old", "atomium"),
+                    NewDevice(f"{own(caller)}-retire", "atomium"),
+                ],
+                NOW,
             )
+            for name in ("campaign", "console-campaign"):
+                stores.campaigns.put(
+                    Campaign.model_validate(campaign_body(id=f"{own(caller)}-{name}")), NOW
+                )
+        stores.registry.add_devices(
+            [NewDevice(d, "atomium") for d in sorted(set(CONSOLE_TESTED.values()))], NOW
+        )
         users = Users(sessions)
         clock = FakeClock()
         app = build_web(
@@ -287,8 +378,30 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 def call(world: World, key: tuple[str, str], caller: str, token: str | None) -> httpx.Response:
     method, path = key
     arguments: dict[str, Any] = {"url": path.format(**PATH_VALUES)}
+    if path.startswith("/console"):
+        return call_console(world, key, caller, token, arguments)
     arguments.update(CALLS.get(key, lambda _caller: {})(caller))
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return world.http.request(method, headers=headers, **arguments)
+
+
+def call_console(
+    world: World, key: tuple[str, str], caller: str, token: str | None, arguments: dict[str, Any]
+) -> httpx.Response:
+    """A console route, signed in as the caller: the token in the session cookie, and
+    on a POST the session's CSRF token (and the confirmation its forms ask for)."""
+    method, path = key
+    arguments.update(CONSOLE_CALLS.get(key, lambda _caller: {})(caller))
+    if path == "/console/sign-out" and token:  # it revokes the session's token: one of its own
+        principal = world.users.authenticate(token, NOW)
+        assert principal is not None
+        token = world.users.issue_token(principal.name, NOW)
+    headers = {"Cookie": f"{SESSION_COOKIE}={token}"} if token else {}
+    if method == "POST":
+        form = {"confirm": "yes", **arguments.pop("data", {})}
+        if token:
+            form["csrf"] = csrf_for(token)
+        arguments["data"] = form
     return world.http.request(method, headers=headers, **arguments)
 
 

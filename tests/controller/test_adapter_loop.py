@@ -365,3 +365,33 @@ def test_a_database_outage_keeps_the_messages_until_they_are_stored(w: World) ->
     finally:
         intake.stop()
     assert flaky.down == 0 and intake.backlog().count == 0
+
+
+def test_a_barrier_passes_only_once_the_vendor_messages_before_it_are_stored(
+    w: World,
+) -> None:
+    """The catch-up barrier (controller/barrier.py) through the vendor queue: the
+    reconciler may call a light's command unconfirmed only once its reports that reached
+    the broker in time are stored, however far behind this intake is."""
+    flaky = FlakyReports(w.stores.reports, down=2)
+    stores = replace(w.stores, reports=flaky)  # type: ignore[arg-type]
+    intake = AdapterIntake(stores, w.adapters, w.clock, w.metrics)
+    while_storing: list[datetime | None] = []
+    intake.on_outcome = lambda _o: while_storing.append(intake.caught_up_to())
+    at = w.clock()
+    intake.put(Incoming("wled/atomium/status", b"offline", True))
+    intake.put_barrier(at)
+    intake.put(Incoming("wled/atomium/status", b"online", True))
+    intake.put_barrier(at + timedelta(seconds=1))
+    assert intake.caught_up_to() is None
+    intake.start()
+    try:
+        deadline = time.monotonic() + 30
+        while intake.caught_up_to() != at + timedelta(seconds=1):
+            assert time.monotonic() < deadline, f"caught up to {intake.caught_up_to()}"
+            time.sleep(0.02)
+    finally:
+        intake.stop()
+    assert flaky.down == 0  # the database refused twice before the barriers passed
+    assert while_storing == [None]  # not passed while the batch was being stored
+    assert w.stores.reports.views(["wled-1"])["wled-1"].online is True

@@ -22,10 +22,11 @@ import httpx
 import pytest
 
 from controller.metrics import Metrics
+from controller.settings import PublicSettings
 from controller.store.db import make_engine
 from controller.store.users import Users
 from controller.web.app import build_web
-from controller.web.headers import DOCS_POLICY, PAGE_POLICY
+from controller.web.headers import DOCS_POLICY, PAGE_POLICY, page_policy, tile_source
 from tests.controller.test_staff_api import (
     CATALOG,
     NOW,
@@ -318,9 +319,12 @@ def test_pathological_rules_are_422_naming_the_rule_at_once(
 
 
 def test_security_headers_are_sent_as_headers(hostile: Hostile) -> None:
+    # the public page also takes images from its map's tile host, and nothing else more
+    tiles = page_policy(tile_source(PublicSettings().map_tiles))
     for path in ("/", "/api/v1/public/status", "/healthz", "/api/openapi.json", "/nowhere"):
         response = hostile.http.get(path)
-        assert response.headers["content-security-policy"] == PAGE_POLICY, path
+        policy = tiles if path == "/" else PAGE_POLICY
+        assert response.headers["content-security-policy"] == policy, path
         assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
         assert response.headers["x-content-type-options"] == "nosniff"
         assert response.headers["referrer-policy"] == "no-referrer"

@@ -3,7 +3,7 @@ city, the calendar, and what of a campaign reaches the page."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -20,6 +20,7 @@ from controller.public_page import (
     url_label,
 )
 from controller.public_when import Phase, Relative
+from controller.web.page import too_soon_to_render
 from schedules.model import Campaign, SiteCatalog
 
 BXL = ZoneInfo("Europe/Brussels")
@@ -267,3 +268,16 @@ def test_now_must_be_aware() -> None:
             campaigns=[],
             lit=[],
         )
+
+
+def test_a_page_is_rendered_again_at_most_once_per_twenty_times_its_cost() -> None:
+    """While only states move: every 5 s at the least, and a page that took 1.5 s to
+    render (10,000 monuments) only every 30 s, so visitors never keep the controller's
+    process busy rendering."""
+    made = datetime(2026, 7, 30, 20, 0, tzinfo=UTC)
+    cheap, dear = 0.01, 1.5
+    assert too_soon_to_render(made, cheap, made + timedelta(seconds=4.9))
+    assert not too_soon_to_render(made, cheap, made + timedelta(seconds=5))
+    assert too_soon_to_render(made, dear, made + timedelta(seconds=29.9))
+    assert not too_soon_to_render(made, dear, made + timedelta(seconds=30))
+    assert not too_soon_to_render(made, dear, made - timedelta(seconds=1))  # clock stepped back

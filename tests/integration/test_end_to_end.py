@@ -65,9 +65,7 @@ def _all_confirmed(rig_factory, embedded: bool) -> None:
     # the catch-up barrier comes back through the broker (controller/barrier.py): the
     # intake says it holds everything that reached the broker up to a moment ago
     off_at = datetime.now(UTC)
-    assert wait_until(
-        lambda: (rig.controller.intake.caught_up_to() or off_at) > off_at, timeout=DEADLINE
-    )
+    assert wait_until(lambda: (rig.controller.caught_up_to() or off_at) > off_at, timeout=DEADLINE)
 
 
 def test_all_confirmed_on_mosquitto(rig_factory):

@@ -6,7 +6,10 @@ pending (its device, driven by the test, holds back its acknowledgement), and on
 device confirms, the script turns it lit without a reload;
 the campaign, its call to action and the legend are there; the aggregate count is the
 only live region; `/fr/` is in French; with scripts off the list is complete; and
-screenshots at desktop and phone sizes are kept in `tmp/artefacts/public-page/`.
+screenshots at desktop and phone sizes are kept in `tmp/artefacts/public-page/`. The map
+beside the list (its tiles on a closed port, so they never load) clusters the three
+monuments with their counts, follows the live states, and its markers say each state
+in words; with scripts off there is no map.
 
 Chromium must be installed (`make browser`); the test fails, never skips, without it.
 """
@@ -115,6 +118,8 @@ def served(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[Served]:
         data_dir=tmp_path,
         broker={"url": mosquitto.url, "username": CONTROLLER_USER, "password": CONTROLLER_PASSWORD},
         control={"grace_s": GRACE_S, "tick_s": 1.0, "horizon_h": 48},
+        # the map's tiles cannot load: a closed port (the page must not mind)
+        public={"map_tiles": f"http://localhost:{free_port()}/{{z}}/{{x}}/{{y}}.png"},
     )
     rig = Rig(settings, catalog(SITES), devices)
     controller = rig.start_controller()
@@ -200,6 +205,22 @@ def browse(served: Served, hand: HandDevice, tmp_path: Path) -> None:
         )
         browser.wait_for("document.querySelector('#countdown').textContent === '2 min'", 10)
         assert set(states(browser).values()) == {"scheduled"}
+        # the map beside the list: the three monuments, close together, in one cluster
+        browser.wait_for("!!document.querySelector('#map .map-cluster[data-count=\"3\"]')", 10)
+        assert browser.evaluate("document.querySelector('#map').hidden") is False
+        assert text(browser, "#map .map-cluster") == "3 0 of 3 lit"
+        assert (
+            browser.evaluate(
+                "document.querySelector('#map .leaflet-marker-pane').getAttribute('aria-hidden')"
+            )
+            == "true"
+        )
+        assert (
+            browser.evaluate(
+                "document.querySelectorAll('#map [tabindex]:not(.leaflet-container)').length"
+            )
+            == 0
+        )
         browser.screenshot(ARTEFACTS / "en-before-desktop.png")
 
         # the coordinator moves the window to now: the script sees the night begin in the
@@ -247,6 +268,9 @@ def browse(served: Served, hand: HandDevice, tmp_path: Path) -> None:
         assert border == "rgb(0, 158, 219)"  # #009EDB, set by the script from data-color
         assert text(browser, "#site-site-01 .state-label") == "Pending"
         assert not browser.evaluate("document.querySelector('#site-site-01 .swatch')")
+        # the map followed the page's new rendering: two of the three lit
+        browser.wait_for("!!document.querySelector('#map .map-cluster[data-lit=\"2\"]')", 10)
+        assert text(browser, "#map .map-cluster") == "3 2 of 3 lit"
 
         # its device confirms: lit, without a reload
         hand.confirm()
@@ -261,6 +285,25 @@ def browse(served: Served, hand: HandDevice, tmp_path: Path) -> None:
         assert text(browser, "#summary") == "3 of 3 monuments lit"
         assert text(browser, "#night-lit") == "3"
         assert browser.evaluate("document.querySelector('#stale-warning').hidden") is True
+        # the map follows the polling too; opened, its markers say the state in words
+        browser.wait_for("!!document.querySelector('#map .map-cluster[data-lit=\"3\"]')", 10)
+        assert text(browser, "#map .map-cluster") == "3 3 of 3 lit"
+        browser.evaluate(
+            "document.querySelector('#map .map-cluster')"
+            ".dispatchEvent(new MouseEvent('click', {bubbles: true}))"
+        )
+        browser.wait_for("document.querySelectorAll('#map .map-marker').length === 3", 10)
+        markers = browser.evaluate(
+            "[...document.querySelectorAll('#map .map-marker')].map(m => [m.dataset.site,"
+            " m.dataset.state, m.textContent.trim(), m.dataset.color || null,"
+            " !!m.querySelector('svg.state-icon')])"
+        )
+        assert sorted(markers) == [
+            [f"site-0{i}", "lit", "Lit", "#009EDB", True] for i in range(1, SITES + 1)
+        ], markers
+        # the tiles could not load, and nothing else minds
+        assert browser.evaluate("document.querySelectorAll('#map img.leaflet-tile').length") > 0
+        assert text(browser, "#summary") == "3 of 3 monuments lit"
 
         desktop = browser.screenshot(ARTEFACTS / "en-desktop.png")
         browser.screen(*PHONE, mobile=True)
@@ -300,6 +343,7 @@ def browse(served: Served, hand: HandDevice, tmp_path: Path) -> None:
         assert shown == {f"site-site-0{i}": "lit" for i in range(1, SITES + 1)}
         assert 'id="legend"' in html and 'id="call-to-action"' in html
         assert "3 of 3 monuments lit" in re.sub(r"<[^>]+>", "", html)
+        assert browser.evaluate("document.querySelector('#map').hidden") is True  # no map
         browser.screen(*PHONE, mobile=True)
         browser.screenshot(ARTEFACTS / "en-phone-no-script.png")
 

@@ -1,7 +1,8 @@
 """What the public sees holds only allow-listed fields: a real controller (embedded broker),
 real agents with distinctive ids and firmware, a technician with a distinctive name; then
 every public output (the page, its script and style, the status JSON in every language,
-the campaign's calendar, the city's Atom feed and the event stream, with their headers)
+the campaign's calendar, the city's Atom feed and the event stream, the city's widget,
+a monument's own page and its picture, with their headers)
 is searched for each of them, and for topics, hashes and addresses.
 """
 
@@ -68,7 +69,11 @@ PAGE_DATA = {
     "night_sites",
     "total",
 }
-PAGE_DATA |= {"etag", "strings"}
+PAGE_DATA |= {"etag", "strings", "map"}
+MAP = {"tiles", "attribution", "cluster", "zoom_in", "zoom_out"}
+EMBED = "/embed/brussels"
+MONUMENT = "/en/monuments/site-01"
+CARD = "/api/v1/public/monuments/site-01.png"
 
 
 @pytest.fixture
@@ -138,7 +143,7 @@ def test_public_outputs_hold_no_device_id_username_topic_hash_ip_firmware_or_nam
 ) -> None:
     http, secrets = public
     outputs: dict[str, httpx.Response] = {}
-    for path in ("/", "/static/app.js", "/static/style.css", STATUS):
+    for path in ("/", "/static/app.js", "/static/map.js", "/static/style.css", STATUS):
         outputs[path] = http.get(path)
     for lang in ("en", "fr", "nl", "de", "xx"):
         outputs[f"{STATUS}?lang={lang}"] = http.get(STATUS, params={"lang": lang})
@@ -151,6 +156,13 @@ def test_public_outputs_hold_no_device_id_username_topic_hash_ip_firmware_or_nam
     for lang in ("fr-BE", "nl", "de;q=0.5"):
         outputs[f"/ ({lang})"] = http.get("/", headers={"Accept-Language": lang})
     outputs["/xx/"] = http.get("/xx/", headers={"Accept": "text/html"})
+    for lang in ("en", "fr", "nl", "de"):
+        outputs[f"{EMBED}?lang={lang}"] = http.get(EMBED, params={"lang": lang})
+        # its shared links are absolute: on the address the visitor asked for
+        outputs[f"/{lang}/monuments/site-01"] = http.get(
+            f"/{lang}/monuments/site-01", headers={"Host": "illuminate.example.org"}
+        )
+        outputs[f"{CARD}?lang={lang}"] = http.get(CARD, params={"lang": lang})
     texts = {path: response.text for path, response in outputs.items()}
     with http.stream("GET", EVENTS) as stream:
         lines = stream.iter_lines()
@@ -160,6 +172,10 @@ def test_public_outputs_hold_no_device_id_username_topic_hash_ip_firmware_or_nam
     assert "event: status" in texts[EVENTS] and '"lit":3' in texts[EVENTS]
     assert "is lit in #009EDB" in texts[FEED + "?lang=en"], "the feed searched has entries"
     assert "BEGIN:VEVENT" in texts[CALENDAR]
+    assert "3 of 3 monuments confirmed lit" in re.sub(r"<[^>]+>", "", texts[EMBED + "?lang=en"])
+    assert 'data-state="lit"' in texts[MONUMENT]
+    assert 'property="og:image" content="http://illuminate.example.org/' in texts[MONUMENT]
+    assert outputs[CARD + "?lang=en"].content[:8] == b"\x89PNG\r\n\x1a\n"
     for path, response in outputs.items():
         assert response.status_code == (404 if path == "/xx/" else 200), path
         headers = "\n".join(f"{k}: {v}" for k, v in response.headers.items())
@@ -184,6 +200,7 @@ def test_public_outputs_hold_no_device_id_username_topic_hash_ip_firmware_or_nam
             assert data is not None, path
             page_data = json.loads(data.group(1))
             assert set(page_data) == PAGE_DATA, path
+            assert set(page_data["map"]) == MAP, path
             assert set(page_data["night_sites"]) <= ids, path
     lit = json.loads(outputs[STATUS].text)["sites"]
     assert {s["state"] for s in lit} == {"lit"}, "the outputs searched show lit sites"

@@ -16,6 +16,8 @@
  * #count-lit, #count-total, #night-lit, #countdown[data-to], #last-updated,
  * #last-checked, #stale-warning[data-stale="old"|"failed"|"last-known"], #as-of,
  * #cities > section.city[data-city][data-zone] > ul > li#site-<id>[data-state].
+ * After each update of the list, and after the content is rendered again, it sends
+ * "illuminate:updated" on document (the map follows it).
  */
 (function () {
   "use strict";
@@ -281,6 +283,12 @@
       fillTemplate(updated, page.strings.data_from, { time: t });
       updated.hidden = false;
     }
+    changed();
+  }
+
+  // Tell what follows the list (the map) that it may have changed.
+  function changed() {
+    if (typeof CustomEvent === "function") document.dispatchEvent(new CustomEvent("illuminate:updated"));
   }
 
   // Has the night in front begun earlier than the page says (its campaign was edited)?
@@ -399,6 +407,7 @@
         page = next;
         etag = page.etag || null;
         applyColours(main);
+        changed();
         lastSuccess = Date.now();
         lastFailed = false;
         renderChecked();
