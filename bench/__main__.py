@@ -16,7 +16,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from bench import e2e, inprocess, report
+from bench import e2e, inprocess, live, report
 from bench.procs import BenchAborted, stop_on_signals
 
 REPO = Path(__file__).resolve().parents[1]
@@ -68,6 +68,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="seconds of probing under the flood (default 5; 0 skips the scenario)",
     )
     p.add_argument("--no-in-process", action="store_true", help="skip reconcile-tick")
+    p.add_argument("--no-live", action="store_true", help="skip live-fanout (third-party lights)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
     p.add_argument("--keep", action="store_true", help="keep the work folder (logs, database)")
     args = p.parse_args(argv)
@@ -114,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     try:
         e2e.run(opts, workdir, rows)
+        if not args.no_live:
+            live.run_live(opts, workdir / "live", rows)
         if not args.no_in_process:
             print(f"  reconcile-tick: {args.devices} sites, in process", flush=True)
             rows.append(inprocess.reconcile_tick(args.devices))
