@@ -1,7 +1,10 @@
-"""Third-party devices end to end: a running controller on a real Mosquitto with the
+"""A mixed fleet end to end: a running controller on a real Mosquitto with the
 dynamic-security plugin (the controller provisions the accounts), registration over
-HTTP, and each device an emulated controller of its vendor (tests/emulators/) logged in
-with the credentials it was issued.
+HTTP, and each third-party device an emulated controller of its vendor
+(tests/emulators/) logged in with the credentials it was issued; beside them, native
+agents: a plain one, one with a light sensor, and one driving a DMX floodlight over
+sACN to a real receiver. Every one of them is lit by the same campaign, and each is
+confirmed as strongly as its kind allows.
 
 One run for the module, so the whole set stays cheap: a device of every adapter, each
 at a site of its own, plus a WLED that shows the wrong colour and a WLED that is offline
@@ -28,9 +31,16 @@ import pytest
 from controller.app import Controller
 from controller.lifecycle import CommandState
 from controller.settings import load_settings
+from devices.agent import Agent
+from devices.connection import BrokerAddress
+from devices.dmx import Layout, channel_values
+from devices.dmx_config import LightOutputSettings
+from devices.light_output import open_output
 from devices.protocol import LightState
+from devices.sensor import SimulatedSensor
 from schedules.model import SiteCatalog
 from tests.controller.test_staff_api import serve
+from tests.devices.dmx_listeners import SacnReceiver
 from tests.emulators.base import Emulator
 from tests.emulators.ha_json import HaJsonEmulator
 from tests.emulators.shelly_gen1 import ShellyGen1Emulator
@@ -71,7 +81,12 @@ EMULATORS: dict[str, tuple[type[Emulator[Any]], dict[str, Any]]] = {
 }
 WRONG = "wrong-colour"
 LATE = "late-online"
-SITES = [*EMULATORS, WRONG, LATE]
+NATIVE = "native-agent"
+SENSOR = "native-sensor"
+DMX = "dmx-floodlight"
+AGENTS = (NATIVE, SENSOR, DMX)
+DMX_UNIVERSE = 7
+SITES = [*EMULATORS, WRONG, LATE, *AGENTS]
 
 
 def _catalog() -> SiteCatalog:
@@ -105,6 +120,8 @@ class Run:
     lit_by: dict[str, str] = field(default_factory=dict)
     health: dict[str, Any] = field(default_factory=dict)
     malformed_counted: bool = False
+    dmx_frame: bytes | None = None
+    """What the floodlight's universe carried while the site was lit."""
     """The WLED's device health while lit."""
     """Site -> the public `confirmed_by` of the lit site, at the end of the window."""
 
@@ -158,6 +175,19 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     )
     controller = Controller(settings)
     devices: dict[str, Emulator[Any]] = {}
+    agents: dict[str, Agent] = {}
+    receiver = SacnReceiver([DMX_UNIVERSE])
+    floodlight = open_output(
+        LightOutputSettings.model_validate(
+            {
+                "output": "sacn",
+                "target": "127.0.0.1",
+                "port": receiver.port,
+                "fixtures": [{"universe": DMX_UNIVERSE, "address": 1, "layout": "rgb"}],
+            }
+        ),
+        f"{DMX}-ctl",
+    )
     result = Run()
     try:
         controller.start()
@@ -190,8 +220,21 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
                 result.scope_refused = not p.publish(
                     "illuminate/v1/devices/tasmota-ctl/state", b"{}"
                 ) and not p.publish(tasmota["topics"]["commands"][0], b"OFF")
+            for site in AGENTS:
+                mqtt = _register(http, token, site, "native", {})["mqtt"]
+                result.registered[site] = {"mqtt": mqtt}
+                agents[site] = Agent(
+                    mqtt["username"],
+                    BrokerAddress("127.0.0.1", broker.port, False),
+                    password=mqtt["password"],
+                    topics=settings.topics,
+                    fixture=floodlight.fixture if site == DMX else None,
+                    sensor=SimulatedSensor() if site == SENSOR else None,
+                )
             for device in devices.values():
                 device.start()
+            for agent in agents.values():
+                agent.start()
             # every vendor's broken messages first: counted, skipped, nothing stops.
             # (once the controller hears each device: it subscribed to their topics)
             reports = controller.stores.reports
@@ -221,7 +264,11 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
                 for site in EMULATORS:
                     if states.get(site) == "lit" and site not in result.shown_lit:
                         result.shown_lit[site] = devices[site].shown.matches(TARGET)
-                return all(states.get(s) == "lit" for s in EMULATORS) and (
+                if states.get(DMX) == "lit" and result.dmx_frame is None:
+                    result.dmx_frame = receiver.wait_frame(
+                        DMX_UNIVERSE, lambda f: f[:3] == _dmx_lit(), timeout=10
+                    )
+                return all(states.get(s) == "lit" for s in (*EMULATORS, *AGENTS)) and (
                     states.get(WRONG) == "unconfirmed"
                 )
 
@@ -285,8 +332,17 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     finally:
         for device in devices.values():
             device.stop()
+        for agent in agents.values():
+            agent.stop()
+        floodlight.close()
+        receiver.close()
         controller.stop()
         broker.stop()
+
+
+def _dmx_lit() -> bytes:
+    """The floodlight's three channels for the window's light (devices/dmx.py)."""
+    return bytes(channel_values(TARGET, Layout.RGB))
 
 
 @pytest.mark.parametrize("site", sorted(EMULATORS))
@@ -387,3 +443,18 @@ def test_the_embedded_broker_lets_a_wled_and_the_controller_meet(tmp_path: Path)
         if device is not None:
             device.stop()
         controller.stop()
+
+
+def test_a_mixed_fleet_is_lit_each_as_strongly_as_its_kind_allows(run: Run) -> None:
+    """Native agents beside every adapter, in the same campaign: a plain agent's ack
+    echoes what its fixture shows, a light sensor measured the colour, the DMX agent
+    put the colour on its universe; each was lit and went off at the window's end."""
+    for site in AGENTS:
+        states = run.states.get(site, [])
+        assert "lit" in states and states[-1] == "off", (site, states)
+    assert run.lit_by[NATIVE] == "echo"
+    assert run.lit_by[SENSOR] == "sensor"
+    assert run.lit_by[DMX] == "echo"
+    assert run.dmx_frame is not None, "the floodlight's universe never carried the colour"
+    assert run.dmx_frame[:3] == _dmx_lit() and _dmx_lit() != bytes(3)
+    assert run.dmx_frame[3:] == bytes(len(run.dmx_frame) - 3)
