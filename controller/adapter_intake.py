@@ -53,6 +53,7 @@ from devices.adapters import (
     Report,
     Reported,
     Strength,
+    combined,
 )
 from devices.clock import TimeSource
 from devices.protocol import Plan, PlanStep
@@ -198,6 +199,8 @@ class AdapterIntake:
         self._caught_up: datetime | None = None
         self._reported: dict[str, Reported] = {}
         self._readback: dict[str, int] = {}
+        self._availability: dict[str, dict[str, Availability]] = {}
+        """Per device, what each of its availability topics last said."""
         """Devices asked for a stronger report after an echo, and the version it is for."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="adapter-intake", daemon=True)
@@ -305,7 +308,7 @@ class AdapterIntake:
 
     def process(self, messages: list[Incoming]) -> Outcome:
         self.devices.refresh()
-        items: list[tuple[str, Adapter, Report, bool]] = []
+        items: list[tuple[str, Adapter, Report, bool, str]] = []
         for message in messages:
             routes = self.devices.route(message.topic)
             if not routes:
@@ -325,14 +328,14 @@ class AdapterIntake:
                     continue
                 if isinstance(parsed, Report):
                     self.metrics.adapter_messages.labels(adapter=adapter.name).inc()
-                    items.append((device_id, adapter, parsed, message.retain))
+                    items.append((device_id, adapter, parsed, message.retain, message.topic))
         if not items:
             return Outcome()
-        ids = {device_id for device_id, _, _, _ in items}
+        ids = {device_id for device_id, _, _, _, _ in items}
         views = self.stores.reports.views(ids)
         batch = _Batch(views=dict(views), latest=self.stores.outbox.latest(ids))
         now = self.clock()
-        for device_id, adapter, report, retain in items:
+        for device_id, adapter, report, retain, topic in items:
             if device_id not in batch.views:
                 continue
             if not retain:
@@ -341,7 +344,7 @@ class AdapterIntake:
                 except Exception:  # health is an observer: it never stops the decision
                     log.exception("device %s: could not note a message for health", device_id)
             try:
-                self._decide(batch, device_id, adapter, report, retain, now)
+                self._decide(batch, device_id, adapter, report, retain, topic, now)
             except Exception:  # one message's trouble never stops the batch
                 log.exception("device %s: could not handle a %s message", device_id, adapter.name)
                 self.metrics.rejected_messages.labels(reason="error").inc()
@@ -365,12 +368,19 @@ class AdapterIntake:
         adapter: Adapter,
         report: Report,
         retain: bool,
+        topic: str,
         now: datetime,
     ) -> None:
         if report.availability is not None:
-            self._online(batch, device_id, report.availability is Availability.ONLINE, now)
+            # each availability topic has its say (a light and its bridge): `combined`
+            heard = self._availability.setdefault(device_id, {})
+            heard[topic] = report.availability
+            self._online(batch, device_id, combined(heard) is Availability.ONLINE, now)
         elif not retain and batch.views[device_id].online is not True:
             # a live message proves the device is connected, whatever status we missed
+            heard = self._availability.get(device_id, {})
+            for source in heard:
+                heard[source] = Availability.ONLINE
             self._online(batch, device_id, True, now)
         if report.reply is not None:
             latest = batch.latest.get(device_id)

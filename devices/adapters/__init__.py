@@ -19,6 +19,7 @@ from devices.adapters.base import (
     Reported,
     StateRequest,
     Strength,
+    combined,
     target_output,
 )
 from devices.adapters.registry import ADAPTER_NAMES, ADAPTERS, adapter_for
@@ -42,5 +43,6 @@ __all__ = [
     "StateRequest",
     "Strength",
     "adapter_for",
+    "combined",
     "target_output",
 ]

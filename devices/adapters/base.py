@@ -72,6 +72,19 @@ class Availability(StrEnum):
     OFFLINE = "offline"
 
 
+def combined(by_topic: Mapping[str, Availability]) -> Availability | None:
+    """A device's availability from what each of its availability topics last said:
+    online only while every one says online. A Zigbee light is behind its bridge: the
+    bridge's last will (`bridge/state` offline) leaves the light's own retained
+    `online` in place, and a controller that subscribes afresh gets that one last, so
+    no single topic has the last word. None: none heard yet."""
+    if not by_topic:
+        return None
+    if any(a is Availability.OFFLINE for a in by_topic.values()):
+        return Availability.OFFLINE
+    return Availability.ONLINE
+
+
 @dataclass(frozen=True)
 class Command:
     """One MQTT message to a device. `retain` is always False, and checked."""

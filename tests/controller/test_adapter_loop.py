@@ -395,3 +395,22 @@ def test_a_barrier_passes_only_once_the_vendor_messages_before_it_are_stored(
     assert flaky.down == 0  # the database refused twice before the barriers passed
     assert while_storing == [None]  # not passed while the batch was being stored
     assert w.stores.reports.views(["wled-1"])["wled-1"].online is True
+
+
+def test_a_light_behind_a_dead_bridge_is_offline_whatever_its_own_retained_status_says() -> None:
+    """A fresh subscriber gets the bridge's last will (offline) and then the light's
+    stale retained `online`: the light is online only while both say so."""
+    world = World({"z-1": ("belfry", "zigbee2mqtt", Z2M)})
+
+    def online() -> bool | None:
+        return world.stores.reports.views(["z-1"])["z-1"].online
+
+    world.report("zigbee2mqtt/bridge/state", '{"state":"offline"}', retain=True)
+    world.report("zigbee2mqtt/belfry/flood1/availability", '{"state":"online"}', retain=True)
+    assert online() is False
+    world.report("zigbee2mqtt/bridge/state", '{"state":"online"}', retain=True)
+    assert online() is True
+    world.report("zigbee2mqtt/belfry/flood1/availability", '{"state":"offline"}', retain=True)
+    assert online() is False  # the light left the mesh; the bridge is fine
+    world.report("zigbee2mqtt/belfry/flood1", '{"state":"ON","brightness":200}')
+    assert online() is True  # a live report: it is back, whatever was said before

@@ -32,6 +32,7 @@ from devices.adapters import (
     Reply,
     Report,
     Reported,
+    combined,
 )
 from devices.protocol import LightState
 from tests.emulators.base import DEFAULT_TIMEOUT, Emulator
@@ -53,6 +54,8 @@ class AdapterDriver:
         self.messages: list[tuple[str, bytes, Parsed]] = []
         self.reported = Reported()
         self.availability: Availability | None = None
+        """What every availability topic last said, combined (devices/adapters)."""
+        self._availability: dict[str, Availability] = {}
         self.replies: list[Reply] = []
         self._subscribed = threading.Event()
         self.client = mqtt.Client(
@@ -89,7 +92,8 @@ class AdapterDriver:
                 if parsed.state is not None:
                     self.reported = self.reported.merged(parsed.state)
                 if parsed.availability is not None:
-                    self.availability = parsed.availability
+                    self._availability[msg.topic] = parsed.availability
+                    self.availability = combined(self._availability)
                 if parsed.reply is not None:
                     self.replies.append(parsed.reply)
             self._lock.notify_all()

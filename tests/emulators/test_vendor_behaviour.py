@@ -183,12 +183,6 @@ def test_zigbee2mqtt_a_light_gone_from_the_mesh_reads_as_offline(broker: Mosquit
         assert dev.events("applied", after=mark) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="KNOWN ADAPTER ISSUE: after the bridge died, a controller that subscribes anew "
-    "reads the bridge's retained offline and then the light's stale retained online, "
-    "which has the last word",
-)
 def test_zigbee2mqtt_a_dead_bridge_reads_as_offline_to_a_new_subscriber(
     broker: Mosquitto,
 ) -> None:
