@@ -69,6 +69,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--no-in-process", action="store_true", help="skip reconcile-tick")
     p.add_argument("--no-live", action="store_true", help="skip live-fanout (third-party lights)")
+    p.add_argument("--live-only", action="store_true", help="run live-fanout alone")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
     p.add_argument("--keep", action="store_true", help="keep the work folder (logs, database)")
     args = p.parse_args(argv)
@@ -114,10 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     code = 0
     began = time.monotonic()
     try:
-        e2e.run(opts, workdir, rows)
+        if not args.live_only:
+            e2e.run(opts, workdir, rows)
         if not args.no_live:
             live.run_live(opts, workdir / "live", rows)
-        if not args.no_in_process:
+        if not args.no_in_process and not args.live_only:
             print(f"  reconcile-tick: {args.devices} sites, in process", flush=True)
             rows.append(inprocess.reconcile_tick(args.devices))
     except KeyboardInterrupt:
