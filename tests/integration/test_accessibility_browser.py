@@ -126,7 +126,10 @@ def test_the_public_page_and_the_console_meet_wcag_21_aa(
         browser.call("Emulation.setEmulatedMedia", features=[])
 
         # the keyboard reaches every link and control, with a visible focus
-        keyboard(browser, "/en/", problems)
+        walk = keyboard(browser, "/en/", problems)
+        skip = browser.evaluate("window.__a11yKey(document.querySelector('.skip-link'))")
+        if walk.visited[:1] != [skip]:
+            problems.append(f"[/en/] the first Tab does not reach the skip link: {walk.visited}")
 
         # without the page's script: the server's page alone (the script is blocked
         # rather than all scripts turned off, which would stop axe-core's own timers)
