@@ -229,9 +229,11 @@ def tab_walk(browser: Browser) -> TabWalk:
     expected: list[str] = browser.evaluate(_INTERACTIVE)
     visited: list[str] = []
     no_indicator: list[str] = []
-    for _ in range(len(expected) + 5):
+    for _ in range(8 * len(expected) + 5):  # a date field takes a Tab per part
         press_tab(browser)
         focused = browser.evaluate(_FOCUSED)
+        if visited and focused is not None and focused["key"] == visited[-1]:
+            continue  # the next part of the same field
         if focused is None or focused["key"] in visited:
             break
         visited.append(focused["key"])
