@@ -146,6 +146,9 @@ def test_the_public_page_and_the_console_meet_wcag_21_aa(
             assert browser.evaluate("document.querySelector('#site-site-02').style.cssText") == ""
             axe.check(f"{path} lit, no script")
         browser.call("Network.setBlockedURLs", urls=[])
+        browser.navigate(served.url + "/xx/")
+        assert browser.evaluate("document.title").startswith("Page not found")
+        axe.check("/xx/ not found")
 
         # the console: a technician
         base = served.url + "/console"
@@ -163,6 +166,7 @@ def test_the_public_page_and_the_console_meet_wcag_21_aa(
         page.fill("token", tom)
         page.submit_by("sign-in")
         assert "tom (technician: brussels)" in page.text("#who")
+        axe.check("console home")
         page.goto(base + "/devices")
         axe.check("console devices")
         keyboard(browser, "console devices", problems)
@@ -178,6 +182,11 @@ def test_the_public_page_and_the_console_meet_wcag_21_aa(
         page.goto(f"{base}/devices/{rig.devices[1].id}")
         axe.check("console device")
         keyboard(browser, "console device", problems)
+        page.submit_by("rotate")
+        assert page.evaluate("!!document.getElementById('confirm')")
+        axe.check("console confirmation")
+        page.goto(f"{base}/devices/no-such-device")
+        axe.check("console not found")
         page.submit_by("sign-out")
 
         # a coordinator
@@ -199,8 +208,15 @@ def test_the_public_page_and_the_console_meet_wcag_21_aa(
         page.goto(base + "/audit")
         assert "summer" in page.text("main")
         axe.check("console audit log")
+        page.goto(base + "/overrides")
+        page.fill("reason", "A storm")
+        page.evaluate("document.querySelector('input[name=targets][value=all]').checked = true")
+        page.submit_by("put-override")
+        assert page.evaluate("!!document.getElementById('confirm-all-off')")
+        axe.check("console overrides, all off to confirm")
+        keyboard(browser, "console overrides", problems)
 
-    assert len(axe.pages) == 25
+    assert len(axe.pages) == 30
     assert not (axe.violations or problems), "\n".join(
         ([axe.report()] if axe.violations else []) + problems
     )

@@ -159,8 +159,9 @@ def motion(browser: Browser) -> list[str]:
 
 
 # Interactive elements a keyboard user must reach: every rendered, enabled link, button,
-# field and summary (a `tabindex="-1"` on one of them is a fault, not an excuse), and any
-# other element put in the tab order. `__a11yKey` names each one for the report, and
+# field and summary (a `tabindex="-1"` on one of them is a fault, not an excuse; of a
+# group of radio buttons, the one Tab stops at), and any other element put in the tab
+# order. `__a11yKey` names each one for the report, and
 # `__a11yRest` keeps its look unfocused, to tell whether focus changes it.
 _INTERACTIVE = """
 (() => {
@@ -185,10 +186,15 @@ _INTERACTIVE = """
   window.__a11yLook = look;
   window.__a11yRest = {};
   const custom = el => !el.matches(native) && el.tabIndex >= 0;
+  // Tab stops once in a group of radio buttons: at the checked one, else the first
+  const group = el => [...(el.form || document).querySelectorAll("input[type=radio]")]
+    .filter(r => r.name === el.name);
+  const stop = el => el.type !== "radio" || !el.name
+    || el === (group(el).find(r => r.checked) || group(el)[0]);
   return [...document.querySelectorAll(native + ", " + selector)]
     .filter(el => !el.disabled && el.getClientRects().length > 0
       && getComputedStyle(el).visibility !== "hidden" && !el.closest("[inert]")
-      && (el.matches(native) || custom(el))
+      && (el.matches(native) || custom(el)) && stop(el)
       && !(el.tagName === "SUMMARY" && el.parentElement.tagName !== "DETAILS"))
     .map(el => { const k = key(el); window.__a11yRest[k] = look(el); return k; });
 })()
