@@ -7,15 +7,18 @@ One browser session audits:
 
 - the public page in every language (`/`, `/fr/`, `/nl/`, `/de/`) before the night's
   window (every monument scheduled) and during it (lit, one pending: its device holds back
-  its acknowledgement), with scripts off, at phone size and in dark mode;
-- the console: sign-in, a technician's devices list and registration form, a device's
-  page, the credentials page, a coordinator's campaign editor showing a fault, the
-  timeline and the audit log.
+  its acknowledgement), without its script, at phone size, in dark mode and in forced
+  colours; and the 404 page;
+- the console: sign-in, a technician's home, devices list and registration form (and its
+  refusal), the credentials page, a device's page, a confirmation and a 404; a
+  coordinator's campaign editor showing a fault, the campaigns, the timeline, the audit
+  log and the overrides form.
 
 A `serious` or `critical` violation fails the test; every one is printed with its page,
 rule, impact, target selectors and help address. The same session checks that
 `prefers-reduced-motion: reduce` stops every animation and transition (computed style),
-and that Tab reaches every link, button and field with a visible focus indicator.
+that Tab reaches every link, button and field with a visible focus indicator, and that
+the public page reflows at 320 CSS px without scrolling sideways.
 """
 
 from __future__ import annotations
@@ -39,7 +42,15 @@ served = public_rig.served  # the fixture: a controller, Mosquitto, uvicorn
 LANGUAGES = ("/", "/fr/", "/nl/", "/de/")
 DESKTOP = public_rig.DESKTOP
 PHONE = public_rig.PHONE
+NARROW = (320, 640)
 DARK = [{"name": "prefers-color-scheme", "value": "dark"}]
+FORCED = [{"name": "forced-colors", "value": "active"}]
+WIDER_THAN_SCREEN = f"""
+(() => document.documentElement.scrollWidth <= {NARROW[0]} ? null :
+  [document.documentElement.scrollWidth + " px"].concat([...document.querySelectorAll("body *")]
+    .filter(el => el.getBoundingClientRect().right > {NARROW[0]} + 1)
+    .map(el => el.tagName.toLowerCase() + (el.id ? "#" + el.id : "")).slice(0, 10)))()
+"""
 REDUCE = [{"name": "prefers-reduced-motion", "value": "reduce"}]
 ACCEPT = [{"name": "prefers-reduced-motion", "value": "no-preference"}]
 
@@ -120,7 +131,14 @@ def test_the_public_page_and_the_console_meet_wcag_21_aa(
         axe.check("/en/ lit, dark, phone")
         browser.call("Emulation.setEmulatedMedia", features=[])
         axe.check("/en/ lit, phone")
+        # reflow (WCAG 1.4.10): at 320 CSS px (1280 px at 400 %), no scrolling sideways
+        browser.screen(*NARROW, mobile=True)
+        if wide := browser.evaluate(WIDER_THAN_SCREEN):
+            problems.append(f"[/en/] wider than {NARROW[0]} px: {wide}")
         browser.screen(*DESKTOP)
+        browser.call("Emulation.setEmulatedMedia", features=FORCED)
+        axe.check("/en/ lit, forced colours")
+        browser.call("Emulation.setEmulatedMedia", features=[])
 
         # motion only for those who accept it: the pending icon pulses, unless reduced
         browser.call("Emulation.setEmulatedMedia", features=ACCEPT)
@@ -216,7 +234,7 @@ def test_the_public_page_and_the_console_meet_wcag_21_aa(
         axe.check("console overrides, all off to confirm")
         keyboard(browser, "console overrides", problems)
 
-    assert len(axe.pages) == 30
+    assert len(axe.pages) == 31
     assert not (axe.violations or problems), "\n".join(
         ([axe.report()] if axe.violations else []) + problems
     )
