@@ -18,7 +18,8 @@ A `serious` or `critical` violation fails the test; every one is printed with it
 rule, impact, target selectors and help address. The same session checks that
 `prefers-reduced-motion: reduce` stops every animation and transition (computed style),
 that Tab reaches every link, button and field with a visible focus indicator, and that
-the public page reflows at 320 CSS px without scrolling sideways.
+the public page reflows at 320 CSS px without scrolling sideways and keeps its text
+whole with WCAG 1.4.12's text spacing.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from tests.controller.test_console import BAD_YAML
 from tests.integration import test_page_browser as public_rig
 from tests.integration.conftest import DEADLINE, wait_until
 from tests.integration.test_console_browser import Page
-from tests.support.a11y import Axe, TabWalk, motion, tab_walk
+from tests.support.a11y import Axe, TabWalk, motion, tab_walk, text_spacing
 from tests.support.cdp import Browser, chromium, chromium_binary
 from tests.support.peer import Peer
 
@@ -135,7 +136,11 @@ def test_the_public_page_and_the_console_meet_wcag_21_aa(
         browser.screen(*NARROW, mobile=True)
         if wide := browser.evaluate(WIDER_THAN_SCREEN):
             problems.append(f"[/en/] wider than {NARROW[0]} px: {wide}")
+        if spilled := text_spacing(browser):
+            problems.append(f"[/en/ phone] cut or overlapping with wider text spacing: {spilled}")
         browser.screen(*DESKTOP)
+        if spilled := text_spacing(browser):
+            problems.append(f"[/en/] cut or overlapping with wider text spacing: {spilled}")
         browser.call("Emulation.setEmulatedMedia", features=FORCED)
         axe.check("/en/ lit, forced colours")
         browser.call("Emulation.setEmulatedMedia", features=[])

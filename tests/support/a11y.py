@@ -8,6 +8,8 @@
 - `motion`: what still moves on the page (animations, transitions), by computed style.
 - `tab_walk`: presses Tab through the page as a keyboard user would, and tells which
   interactive elements were never reached and which showed no focus indicator.
+- `text_spacing`: what is cut or spills out of its box once text takes the spacing of
+  WCAG 1.4.12.
 
 The script runs through `Runtime.evaluate`, so it works with the page's own scripts off
 (`Emulation.setScriptExecutionDisabled`) and under the page's content security policy.
@@ -247,3 +249,44 @@ def tab_walk(browser: Browser) -> TabWalk:
             no_indicator.append(f"{focused['key']} (outline: {focused['outline']})")
     unreached = [k for k in expected if k not in visited]
     return TabWalk(expected, visited, unreached, no_indicator)
+
+
+# WCAG 1.4.12: text must survive these spacings without being cut or overlapping.
+TEXT_SPACING = [
+    "* { line-height: 1.5 !important; letter-spacing: 0.12em !important;"
+    " word-spacing: 0.16em !important; }",
+    "p { margin-bottom: 2em !important; }",
+]
+
+_SPILLING = """
+(() => {
+  const spilling = new Set();
+  for (const el of document.querySelectorAll("body *")) {
+    if (el.closest(".sr-only, svg, template, script") || el.clientHeight === 0) continue;
+    if (el.scrollHeight > el.clientHeight + 1 || el.scrollWidth > el.clientWidth + 1)
+      spilling.add(window.__a11yKey ? window.__a11yKey(el) : el.tagName);
+  }
+  return [...spilling];
+})()
+"""
+
+
+def text_spacing(browser: Browser) -> list[str]:
+    """What spills out of its box once text takes WCAG 1.4.12's spacing, and did not
+    before (the rules go in through the CSS object model, which the page's content
+    security policy allows, and come out again)."""
+    browser.evaluate(_INTERACTIVE)  # defines __a11yKey
+    before = set(browser.evaluate(_SPILLING))
+    browser.evaluate(
+        "(s => { for (const r of %s) s.insertRule(r, s.cssRules.length);"
+        " window.__a11ySpacing = s; })(document.styleSheets[document.styleSheets.length - 1])"
+        % json.dumps(TEXT_SPACING)
+    )
+    try:
+        after: list[str] = browser.evaluate(_SPILLING)
+    finally:
+        browser.evaluate(
+            "(s => { for (const _ of %s) s.deleteRule(s.cssRules.length - 1); })"
+            "(window.__a11ySpacing)" % json.dumps(TEXT_SPACING)
+        )
+    return [k for k in after if k not in before]
