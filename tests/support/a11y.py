@@ -277,16 +277,16 @@ def text_spacing(browser: Browser) -> list[str]:
     security policy allows, and come out again)."""
     browser.evaluate(_INTERACTIVE)  # defines __a11yKey
     before = set(browser.evaluate(_SPILLING))
+    rules = json.dumps(TEXT_SPACING)
     browser.evaluate(
-        "(s => { for (const r of %s) s.insertRule(r, s.cssRules.length);"
+        f"(s => {{ for (const r of {rules}) s.insertRule(r, s.cssRules.length);"
         " window.__a11ySpacing = s; })(document.styleSheets[document.styleSheets.length - 1])"
-        % json.dumps(TEXT_SPACING)
     )
     try:
         after: list[str] = browser.evaluate(_SPILLING)
     finally:
         browser.evaluate(
-            "(s => { for (const _ of %s) s.deleteRule(s.cssRules.length - 1); })"
-            "(window.__a11ySpacing)" % json.dumps(TEXT_SPACING)
+            f"(s => {{ for (const _ of {rules}) s.deleteRule(s.cssRules.length - 1); }})"
+            "(window.__a11ySpacing)"
         )
     return [k for k in after if k not in before]
