@@ -173,6 +173,13 @@ def test_the_public_page_and_the_console_meet_wcag_21_aa(
             assert browser.evaluate("document.querySelector('#site-site-02').style.cssText") == ""
             axe.check(f"{path} lit, no script")
         browser.call("Network.setBlockedURLs", urls=[])
+        for path in ("/en/monuments/site-02", "/fr/monuments/site-01", "/embed/brussels?lang=nl"):
+            browser.navigate(served.url + path)
+            assert served.http.get(path).status_code == 200, path
+            axe.check(f"{path} lit")
+        browser.call("Emulation.setEmulatedMedia", features=DARK)
+        axe.check("/embed/brussels?lang=nl lit, dark")
+        browser.call("Emulation.setEmulatedMedia", features=[])
         browser.navigate(served.url + "/xx/")
         assert browser.evaluate("document.title").startswith("Page not found")
         axe.check("/xx/ not found")
@@ -243,7 +250,7 @@ def test_the_public_page_and_the_console_meet_wcag_21_aa(
         axe.check("console overrides, all off to confirm")
         keyboard(browser, "console overrides", problems)
 
-    assert len(axe.pages) == 31
+    assert len(axe.pages) == 35
     assert not (axe.violations or problems), "\n".join(
         ([axe.report()] if axe.violations else []) + problems
     )
