@@ -177,6 +177,7 @@ def test_the_public_page_and_the_console_meet_wcag_21_aa(
             browser.navigate(served.url + path)
             assert served.http.get(path).status_code == 200, path
             axe.check(f"{path} lit")
+            keyboard(browser, path, problems)
         browser.call("Emulation.setEmulatedMedia", features=DARK)
         axe.check("/embed/brussels?lang=nl lit, dark")
         browser.call("Emulation.setEmulatedMedia", features=[])
