@@ -49,7 +49,7 @@ from controller.store.tables import (
     RevisionRow,
     SiteRow,
 )
-from schedules.model import Campaign, City, Site, SiteCatalog
+from schedules.model import Campaign, City, Photo, Site, SiteCatalog
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,15 @@ class SqlRegistry:
                 for c in s.scalars(select(CityRow).order_by(CityRow.id))
             ]
             sites = [
-                Site(id=r.id, city=r.city_id, name=r.name, lat=r.lat, lon=r.lon, tags=tuple(r.tags))
+                Site(
+                    id=r.id,
+                    city=r.city_id,
+                    name=r.name,
+                    lat=r.lat,
+                    lon=r.lon,
+                    tags=tuple(r.tags),
+                    photo=None if r.photo is None else Photo.model_validate(r.photo),
+                )
                 for r in s.scalars(
                     select(SiteRow).where(SiteRow.removed_at.is_(None)).order_by(SiteRow.id)
                 )
@@ -336,6 +344,7 @@ def _site_row(site: Site) -> SiteRow:
         lat=site.lat,
         lon=site.lon,
         tags=list(site.tags),
+        photo=None if site.photo is None else site.photo.model_dump(mode="json"),
         removed_at=None,
     )
 

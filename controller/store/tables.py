@@ -65,6 +65,8 @@ class SiteRow(Base):
     lat: Mapped[float] = mapped_column(Float)
     lon: Mapped[float] = mapped_column(Float)
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    photo: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    """The site's picture, `{"src", "alt": {lang: text}}` (schedules.model.Photo)."""
     removed_at: Mapped[datetime | None] = mapped_column(default=None)
     """Set when the site is deleted: it leaves the catalog, its row stays for history."""
 

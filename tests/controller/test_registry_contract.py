@@ -16,7 +16,7 @@ from controller.lifecycle import CommandState as S
 from controller.store.audit import AuditRecord
 from controller.store.base import InUse, NewDevice, NewVersion, Retired, Stores, UnknownObject
 from controller.store.memory import memory_stores
-from schedules.model import Site
+from schedules.model import Photo, Site
 from tests.controller.test_store_contract import CAMPAIGN, CATALOG, NOW
 from tests.support.stores import SQL_KINDS, sql_database
 
@@ -151,6 +151,21 @@ def test_sites_are_put_and_removed(stores: Stores) -> None:
     # it can come back
     assert stores.registry.put_site(site, NOW)
     assert actions(stores) == ["created", "deleted"]
+
+
+def test_a_sites_photo_is_kept_by_put_and_by_import(stores: Stores) -> None:
+    photo = Photo(
+        src="/static/photos/st-martin.jpg", alt={"en": "St Martin's tower", "fr": "La tour"}
+    )
+    site = Site(
+        id="st-martin", city="ypres", name={"en": "St Martin"}, lat=50.85, lon=2.88, photo=photo
+    )
+    stores.registry.put_site(site, NOW)
+    assert {s.id: s for s in stores.registry.catalog().sites}["st-martin"].photo == photo
+    stores.registry.import_catalog(CATALOG.model_copy(update={"sites": (*CATALOG.sites, site)}))
+    assert {s.id: s for s in stores.registry.catalog().sites}["st-martin"] == site
+    stores.registry.put_site(site.model_copy(update={"photo": None}), NOW)
+    assert {s.id: s for s in stores.registry.catalog().sites}["st-martin"].photo is None
 
 
 def test_campaigns_are_deleted(stores: Stores) -> None:
