@@ -51,6 +51,7 @@ from controller.public_page import (
 )
 from controller.public_view import PublicView, Rendering
 from controller.public_when import countdown
+from controller.static_map import static_map
 from controller.store.base import Stores
 from controller.store.history import HistoryStore, Verdict
 from controller.web.status_route import STATUS_PATH, accepts_gzip
@@ -432,6 +433,7 @@ class PublicPage:
             banner=model.banner,
             summary=model.summary,
             cities=model.cities,
+            city_map=static_map(model.cities),
             calendar=model.calendar,
             zone=model.zone,
             now=now,

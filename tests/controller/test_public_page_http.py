@@ -89,6 +89,11 @@ def test_each_language_is_its_own_page_complete_without_javascript(page: Page) -
     assert 'href="https://www.stophumantrafficking.be"' in html
     assert 'id="legend"' in html and html.count('class="legend-item') == 6
     assert 'id="upcoming"' in html and 'class="lighting"' in html
+    # a map without the script: each city placed, with how far it is lit, in words
+    noscript = html[html.index("<noscript>") : html.index("</noscript>")]
+    assert '<svg viewBox="0 0 400' in noscript and 'role="img"' in noscript
+    assert noscript.count('class="map-static-city') == len(CATALOG.cities)
+    assert re.search(r">Brussels: 0 of \d+ lit</text>", noscript), noscript[:500]
     # 19:00 on the day: the window is tonight, and the countdown says 2 h 30 min
     assert 'Lights on tonight at <time datetime="2026-07-30T19:30:00Z">21:30</time>.' in html
     assert '<span id="countdown" data-to="2026-07-30T19:30:00Z">2 h 30 min</span>' in html
@@ -100,6 +105,7 @@ def test_each_language_is_its_own_page_complete_without_javascript(page: Page) -
     assert "Illumination ce soir à" in fr.text
     assert "Programmé" in fr.text and 'data-city="Bruxelles"' in fr.text
     assert "Signification des états" in fr.text
+    assert re.search(r">Bruxelles: 0 sur \d+ ", fr.text), "the French map says it in French"
     de = page.http.get("/de/")
     assert "Blaues Herz" in de.text and "Lüttich" in de.text
 
