@@ -193,6 +193,8 @@ class CalendarEntry:
     color: str
     cities: tuple[tuple[str, tuple[str, ...]], ...]
     """(city name, monument names) in the page's language, sorted."""
+    campaign_id: str = ""
+    """For its calendar file (`/api/v1/public/campaigns/{id}.ics`)."""
 
 
 @dataclass(frozen=True)
@@ -420,6 +422,7 @@ def calendar(
                 title=display_name(campaign.title, lang),
                 cause=display_name(campaign.cause, lang) if campaign.cause else None,
                 color=color,
+                campaign_id="" if campaign.override else campaign_id,  # an override's is not public
                 cities=tuple(
                     sorted(
                         (

@@ -435,6 +435,9 @@ class PublicPage:
             cities=model.cities,
             city_map=static_map(model.cities),
             calendar=model.calendar,
+            calendar_files=tuple(
+                dict.fromkeys((e.campaign_id, e.title) for e in model.calendar if e.campaign_id)
+            ),
             zone=model.zone,
             now=now,
             countdown=lambda to: countdown(to, now),

@@ -89,6 +89,11 @@ def test_each_language_is_its_own_page_complete_without_javascript(page: Page) -
     assert 'href="https://www.stophumantrafficking.be"' in html
     assert 'id="legend"' in html and html.count('class="legend-item') == 6
     assert 'id="upcoming"' in html and 'class="lighting"' in html
+    assert (
+        '<a href="/api/v1/public/campaigns/demo-blue-heart.ics?lang=en" type="text/calendar">'
+        "Blue Heart: World Day Against Trafficking in Persons: add these lightings to your "
+        "calendar</a>"
+    ) in html
     # a map without the script: each city placed, with how far it is lit, in words
     noscript = html[html.index("<noscript>") : html.index("</noscript>")]
     assert '<svg viewBox="0 0 400' in noscript and 'role="img"' in noscript
