@@ -95,6 +95,15 @@ class _Socket(SenderSocketUDP):  # type: ignore[misc]
         self._thread = threading.Thread(target=self.send_loop, name="sACN sender", daemon=True)
         self._thread.start()
 
+    def halt(self) -> None:
+        """End the periodic sending and wait for it, leaving the socket open: what is
+        sent next (the stream terminations) cannot race a periodic send for a
+        universe's sequence number."""
+        self._enabled_flag = False
+        thread = getattr(self, "_thread", None)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
+
     def send_multicast(self, data: RootLayer, destination: str, ttl: int) -> None:
         if isinstance(data, SyncPacket) and self.unicast is not None:
             self.send_packet(data.getBytes(), self.unicast)
@@ -240,6 +249,8 @@ class SacnOutput:
             sender, self._sender = self._sender, None
             if sender is None:
                 return
+            if self._socket is not None:
+                self._socket.halt()
             for universe in sender.get_active_outputs():
                 sender.deactivate_output(universe)  # three stream-terminated packets
             sender.stop()

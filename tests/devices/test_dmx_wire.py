@@ -82,8 +82,14 @@ def test_sacn_keeps_sending_and_terminates_its_streams_on_stop(raw_sacn: RawSacn
     assert max(gaps) < RECEIVER_TIMEOUT_S, gaps
     # the stream ends with three Stream_Terminated packets, in sequence
     assert [p.terminated for p in packets[-3:]] == [True, True, True]
+    # each packet ahead of the one before, as a receiver requires (E1.31 6.7.2: one
+    # that is not, by up to 20, is dropped). Loopback UDP may lose a packet when this
+    # machine is busy, so a step of more than one is a loss, not a fault; none goes
+    # back or repeats
     sequences = [p.sequence for p in packets]
-    assert all((b - a) % 256 == 1 for a, b in pairwise(sequences))
+    steps = [(b - a) % 256 for a, b in pairwise(sequences)]
+    assert all(1 <= step <= 20 for step in steps), sequences
+    assert steps[-2:] == [1, 1], sequences  # the three terminations, back to back
     assert all(p.sync_address == 0 for p in packets)
     # the source keeps one CID, the same after a restart
     assert {p.cid for p in packets} == {output.cid.bytes}
