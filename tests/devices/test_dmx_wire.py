@@ -116,6 +116,7 @@ def test_sacn_synchronises_universes_on_the_sync_universe(raw_sacn: RawSacn) -> 
     finally:
         fixture.close()
     for universe in (1, 2):
+        assert raw_sacn.wait_for(lambda u=universe: sum(p.terminated for p in raw_sacn.of(u)) >= 3)
         assert [p.terminated for p in raw_sacn.of(universe)[-3:]] == [True, True, True]
 
 
