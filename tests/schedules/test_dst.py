@@ -1,4 +1,4 @@
-"""DST days (issue 3): no window lost, none duplicated, none shifted by an hour.
+"""DST days: no window lost, none duplicated, none shifted by an hour.
 
 The expected instants are worked out by hand from the rules in `schedules.expand`:
 

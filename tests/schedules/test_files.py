@@ -1,4 +1,4 @@
-"""Campaign and site files (issue 3): bad files, valid files, the polar policy, conflicts."""
+"""Campaign and site files: bad files, valid files, the polar policy, conflicts."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Property tests of expansion and resolution (issue 3, "Property tests").
+"""Property tests of expansion and resolution.
 
 For random valid campaigns and ranges in 2026, at sites in five zones (two hemispheres,
 both DST directions, no DST, and Tromsø above the Arctic circle):
