@@ -120,6 +120,8 @@ class Run:
     lit_by: dict[str, str] = field(default_factory=dict)
     health: dict[str, Any] = field(default_factory=dict)
     malformed_counted: bool = False
+    flash: dict[str, Any] = field(default_factory=dict)
+    """The answer to a test flash of the Tasmota."""
     dmx_frame: bytes | None = None
     """What the floodlight's universe carried while the site was lit."""
     """The WLED's device health while lit."""
@@ -300,6 +302,15 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
                 ),
                 5,
             )
+            # a technician's test flash of a third-party light: its command goes out
+            # live, and the light's own report answers it
+            flash = http.post(
+                "/api/v1/devices/tasmota-ctl/test",
+                json={"seconds": 8.0},
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=60,
+            )
+            result.flash = flash.json() if flash.status_code == 200 else {"error": flash.text}
             health = http.get(
                 "/api/v1/devices/wled-ctl/health", headers={"Authorization": f"Bearer {token}"}
             )
@@ -458,3 +469,8 @@ def test_a_mixed_fleet_is_lit_each_as_strongly_as_its_kind_allows(run: Run) -> N
     assert run.dmx_frame is not None, "the floodlight's universe never carried the colour"
     assert run.dmx_frame[:3] == _dmx_lit() and _dmx_lit() != bytes(3)
     assert run.dmx_frame[3:] == bytes(len(run.dmx_frame) - 3)
+
+
+def test_a_third_party_light_answers_a_test_flash(run: Run) -> None:
+    assert run.flash.get("result") == "applied", run.flash
+    assert run.flash["round_trip_ms"] is not None and run.flash["round_trip_ms"] >= 0
