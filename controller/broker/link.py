@@ -210,8 +210,10 @@ class PahoBroker:
         options: Any = SubscribeOptions(qos=1) if self.mqtt5 else 1
         for i in range(0, len(add), FOLLOW_CHUNK):
             chunk = add[i : i + FOLLOW_CHUNK]
-            rc, mid = client.subscribe([(topic, options) for topic in chunk])
+            # under the lock, so the SUBACK (on paho's thread, `_on_subscribe`) cannot be
+            # handled before its packet id is noted here
             with self._lock:
+                rc, mid = client.subscribe([(topic, options) for topic in chunk])
                 if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                     self._follow_held.difference_update(chunk)
                 elif mid is not None:
