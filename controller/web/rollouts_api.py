@@ -21,7 +21,15 @@ from controller.rollout import RolloutState
 from controller.rollouts import Progress, RolloutRefused, abort, find, progress, resume
 from controller.store.audit import AuditRecord
 from controller.store.rollouts import MAX_LIST
-from controller.web.api import AUTH_RESPONSES, Problem, Staff, StaffContext, audit, permit
+from controller.web.api import (
+    AUTH_RESPONSES,
+    Problem,
+    Staff,
+    StaffContext,
+    _notify,
+    audit,
+    permit,
+)
 
 log = logging.getLogger(__name__)
 
@@ -112,15 +120,40 @@ def _record(staff: StaffContext, allowed: Grant, action: str, p: Progress, **det
     )
 
 
+def rollout_items(staff: StaffContext) -> list[RolloutItem]:
+    """Staged rollouts, newest first (at most MAX_LIST): the API's list and the console's."""
+    stores = staff.stores
+    found = stores.rollouts.recent(MAX_LIST) if stores.rollouts is not None else []
+    return [_item(progress(stores, r)) for r in found]
+
+
+def resume_as(staff: StaffContext, allowed: Grant, rollout_id: int) -> Progress:
+    """Resume a paused rollout and record who did (RolloutRefused when it cannot be).
+    Blocking: the API and the console call it on a worker thread."""
+    moved = resume(staff.stores, rollout_id, staff.clock())
+    found = progress(staff.stores, moved)
+    _record(staff, allowed, "rollout-resumed", found)
+    log.info("rollout %d resumed by %s", rollout_id, allowed.principal.name)
+    return found
+
+
+def abort_as(staff: StaffContext, allowed: Grant, rollout_id: int) -> tuple[Progress, bool]:
+    """Abort a running or paused rollout and record who did; whether the campaign was
+    put back as it was (RolloutRefused when it cannot be). Blocking, as `resume_as`."""
+    moved, restored = abort(staff.stores, rollout_id, staff.clock())
+    found = progress(staff.stores, moved)
+    _record(staff, allowed, "rollout-aborted", found, restored=restored)
+    log.info("rollout %d aborted by %s", rollout_id, allowed.principal.name)
+    return found, restored
+
+
 def build_rollouts_api() -> APIRouter:
     router = APIRouter(prefix="/api/v1", tags=["rollouts"], responses=AUTH_RESPONSES)
 
     @router.get("/rollouts", response_model=list[RolloutItem])
     def list_rollouts(staff: Staff, _allowed: RolloutReader) -> list[RolloutItem]:
         """Staged rollouts, newest first (at most 500)."""
-        stores = staff.stores
-        found = stores.rollouts.recent(MAX_LIST) if stores.rollouts is not None else []
-        return [_item(progress(stores, r)) for r in found]
+        return rollout_items(staff)
 
     @router.get("/rollouts/{rollout_id}", response_model=RolloutItem, responses=MISSING)
     def get_rollout(rollout_id: RolloutId, staff: Staff, _allowed: RolloutReader) -> RolloutItem:
@@ -139,19 +172,11 @@ def build_rollouts_api() -> APIRouter:
         rollout_id: RolloutId, staff: Staff, allowed: RolloutController
     ) -> RolloutAction:
         """Resume a paused rollout. The pause rule counts afresh from now."""
-
-        def act() -> Progress:
-            moved = resume(staff.stores, rollout_id, staff.clock())
-            found = progress(staff.stores, moved)
-            _record(staff, allowed, "rollout-resumed", found)
-            return found
-
         try:
-            found = await run_in_threadpool(act)
+            found = await run_in_threadpool(resume_as, staff, allowed, rollout_id)
         except RolloutRefused as exc:
             raise _refused(exc) from None
-        log.info("rollout %d resumed by %s", rollout_id, allowed.principal.name)
-        await run_in_threadpool(_notify, staff)
+        await run_in_threadpool(_notify, staff.on_change)
         return RolloutAction(rollout=_item(found))
 
     @router.post(
@@ -166,25 +191,11 @@ def build_rollouts_api() -> APIRouter:
         the change. Devices not sent yet never get the change; those already sent get
         the campaign as it was before, as a new plan version."""
 
-        def act() -> tuple[Progress, bool]:
-            moved, restored = abort(staff.stores, rollout_id, staff.clock())
-            found = progress(staff.stores, moved)
-            _record(staff, allowed, "rollout-aborted", found, restored=restored)
-            return found, restored
-
         try:
-            found, restored = await run_in_threadpool(act)
+            found, restored = await run_in_threadpool(abort_as, staff, allowed, rollout_id)
         except RolloutRefused as exc:
             raise _refused(exc) from None
-        log.info("rollout %d aborted by %s", rollout_id, allowed.principal.name)
-        await run_in_threadpool(_notify, staff)
+        await run_in_threadpool(_notify, staff.on_change)
         return RolloutAction(rollout=_item(found), restored=restored)
 
     return router
-
-
-def _notify(staff: StaffContext) -> None:
-    try:
-        staff.on_change()
-    except Exception:
-        log.exception("the rollout changed, but the reconcile after it failed")

@@ -190,6 +190,11 @@ MATRIX: dict[tuple[str, str], Row] = {
     ("GET", "/console/overrides"): console_only(200, coordinator=200, technician=403),
     ("POST", "/console/overrides"): console_only(200, coordinator=200, technician=403),
     ("GET", "/console/audit"): console_only(200, coordinator=200, technician=403),
+    ("GET", "/console/rollouts"): console_only(200, coordinator=200, technician=403),
+    # resume, asked of a rollout that is running: refused, nothing changes
+    ("POST", "/console/rollouts/{rollout_id}/{verb}"): console_only(
+        409, coordinator=409, technician=403
+    ),
 }
 
 PATH_VALUES = {
@@ -199,6 +204,7 @@ PATH_VALUES = {
     "rollout_id": "1",
     "city_id": "brussels",
     "city": "brussels",
+    "verb": "resume",
 }
 """The objects in paths: the campaign exists, the site and the device are in Brussels,
 the rollout exists (resume and abort are asked of one that does not: they would change

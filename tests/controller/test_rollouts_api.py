@@ -30,6 +30,7 @@ from controller.store.audit import SqlAuditLog
 from controller.store.base import Move, NewDevice, Stores
 from controller.store.users import Users
 from controller.web.app import build_web
+from tests.controller.test_console import csrf_of, field
 from tests.controller.test_rollout_reconcile import (
     CATALOG,
     LIVE,
@@ -311,3 +312,46 @@ def test_schedules_apply_during_an_open_window_says_it_goes_out_in_stages(
         f"a window is open: the change goes out in stages, as rollout {rollout.id} "
         f"(illuminate rollouts status {rollout.id})"
     )
+
+
+def test_resume_and_abort_in_the_console(world: World) -> None:
+    """The console does what the API does, through the same functions: a coordinator
+    sees why the rollout paused, resumes it, and aborts it after confirming."""
+    rollout_id = _pause_with_two_results(world)
+    http = world.http
+    assert http is not None
+    page = http.get("/console/sign-in")
+    signed = http.post(
+        "/console/sign-in",
+        data={"csrf": field(page.text, "csrf"), "token": world.tokens["coordinator"]},
+    )
+    assert signed.status_code == 303, signed.text
+    csrf = csrf_of(http)
+    listed = http.get("/console/rollouts")
+    assert listed.status_code == 200
+    assert f'data-rollout="{rollout_id}" data-state="paused"' in listed.text
+    assert f'id="resume-{rollout_id}"' in listed.text and f'id="abort-{rollout_id}"' in listed.text
+    refused = http.post(f"/console/rollouts/{rollout_id}/resume", data={})
+    assert refused.status_code == 403  # no CSRF token
+    world.clock.now = LIVE + 2 * MINUTE
+    resumed = http.post(f"/console/rollouts/{rollout_id}/resume", data={"csrf": csrf})
+    assert resumed.status_code == 200, resumed.text
+    assert f"Rollout {rollout_id} resumed." in resumed.text
+    assert f'data-rollout="{rollout_id}" data-state="running"' in resumed.text
+    again = http.post(f"/console/rollouts/{rollout_id}/resume", data={"csrf": csrf})
+    assert again.status_code == 409 and "running, not paused" in again.text
+    asked = http.post(f"/console/rollouts/{rollout_id}/abort", data={"csrf": csrf})
+    assert asked.status_code == 200 and 'id="confirm"' in asked.text
+    assert world.stores.rollouts is not None
+    assert world.stores.rollouts.recent(1)[0].state is RolloutState.RUNNING  # not yet
+    aborted = http.post(
+        f"/console/rollouts/{rollout_id}/abort", data={"csrf": csrf, "confirm": "yes"}
+    )
+    assert aborted.status_code == 200, aborted.text
+    assert "the campaign is back as it was" in aborted.text
+    assert world.stores.rollouts.recent(1)[0].state is RolloutState.ABORTED
+    entries = [e.record for e in world.audit.entries({AuditKind.CAMPAIGN})]
+    assert [(r.actor, r.action) for r in entries[:2]] == [
+        ("cora", "rollout-aborted"),
+        ("cora", "rollout-resumed"),
+    ]

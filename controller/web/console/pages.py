@@ -33,6 +33,7 @@ from controller.flash import DEFAULT_SECONDS, FLASH, MAX_SECONDS, MIN_SECONDS, R
 from controller.flash import TestRunning as FlashRunning
 from controller.registrar import BrokerUnavailable, Issued
 from controller.registration import BatchRejected
+from controller.rollouts import RolloutRefused
 from controller.store.base import Retired, UnknownObject
 from controller.store.history import HistoryStore
 from controller.web.api import StaffContext, _notify, campaign_summaries, staff_context
@@ -45,6 +46,7 @@ from controller.web.console.yaml_lines import Fault, check_yaml, faults_at
 from controller.web.device_ops_api import device_ops, health_of, run_test
 from controller.web.devices_api import change_device, refusal_items, register_one
 from controller.web.history_api import DEFAULT_SPAN, device_history_of
+from controller.web.rollouts_api import abort_as, resume_as, rollout_items
 from devices.protocol import is_device_id
 from schedules.files import ScheduleFileError, parse_document
 from schedules.model import Campaign, City, SiteCatalog, display_name, is_id
@@ -702,6 +704,60 @@ def build_console() -> APIRouter:
             return overrides_page(request, found, status_code=422, form=form, errors=[str(exc)])
         await run_in_threadpool(_notify, staff.on_change)
         return overrides_page(request, found, notice=f"Override {campaign.id} is in force.")
+
+    # ---- staged rollouts --------------------------------------------------------------
+
+    def rollouts_page(request: Request, found: Session, **values: Any) -> HTMLResponse:
+        staff = _staff(request)
+        sessions.permit(found, Action.READ_CAMPAIGNS)
+        return page(
+            request,
+            "rollouts.html",
+            found,
+            rollouts=rollout_items(staff),
+            may_control=found.grant(Action.CONTROL_ROLLOUTS) is not None,
+            **values,
+        )
+
+    @router.get("/rollouts")
+    def rollouts(request: Request) -> Response:
+        return rollouts_page(request, sessions.require(request, _staff(request)))
+
+    @router.post("/rollouts/{rollout_id}/{verb}")
+    async def control_rollout(request: Request, rollout_id: str, verb: str) -> Response:
+        staff = _staff(request)
+        found = sessions.require(request, staff)
+        form = await _form(request)
+        sessions.check_csrf(request, found, form)
+        allowed = sessions.permit(found, Action.CONTROL_ROLLOUTS)
+        if verb not in ("resume", "abort") or not rollout_id.isdigit() or len(rollout_id) > 18:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, detail="no such rollout action")
+        number = int(rollout_id)
+        if verb == "abort" and form.get(CONFIRM) != "yes":
+            return page(
+                request,
+                "confirm.html",
+                found,
+                what="abort rollout",
+                action=f"{PREFIX}/rollouts/{number}/abort",
+                subject=str(number),
+                back=f"{PREFIX}/rollouts",
+            )
+        try:
+            if verb == "resume":
+                await run_in_threadpool(resume_as, staff, allowed, number)
+                notice = f"Rollout {number} resumed."
+            else:
+                _found, restored = await run_in_threadpool(abort_as, staff, allowed, number)
+                notice = f"Rollout {number} aborted" + (
+                    "; the campaign is back as it was." if restored else "."
+                )
+        except RolloutRefused as exc:
+            if exc.missing:
+                raise HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc)) from None
+            return rollouts_page(request, found, status_code=409, error=str(exc))
+        await run_in_threadpool(_notify, staff.on_change)
+        return rollouts_page(request, found, notice=notice)
 
     # ---- the audit log ---------------------------------------------------------------
 
