@@ -8,14 +8,13 @@ the first ';'). Prints `ready` once the broker acknowledged every subscription.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import threading
 from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from bench.mqtt import ROOT, client, device_of, floor_ids
+from bench.mqtt import ROOT, client, device_of, floor_ids, serve_until_signalled
 
 CHUNK = 100
 
@@ -34,7 +33,6 @@ def main() -> int:
     chunks = [ids[i : i + CHUNK] for i in range(0, len(ids), CHUNK)]
     pending: set[int] = set()
     ready = threading.Event()
-    stop = threading.Event()
     c = client(f"bench-echo-{args.shard:02d}", args.username, args.password)
 
     def on_connect(cl: mqtt.Client, *_a: Any) -> None:
@@ -57,20 +55,9 @@ def main() -> int:
     c.on_connect = on_connect
     c.on_subscribe = on_subscribe
     c.on_message = on_message
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_a: stop.set())
-    c.connect(args.host, args.port, keepalive=60)
-    c.loop_start()
-    if ready.wait(30):
-        print("ready", flush=True)
-    else:
-        print("subscriptions not acknowledged", file=sys.stderr)
-        return 1
-    while not stop.wait(0.5):
-        pass
-    c.disconnect()
-    c.loop_stop()
-    return 0
+    return serve_until_signalled(
+        c, args.host, args.port, ready, 30, "subscriptions not acknowledged"
+    )
 
 
 if __name__ == "__main__":

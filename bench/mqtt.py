@@ -9,6 +9,8 @@ broker from queueing (and, past its queue limit, dropping) for it.
 from __future__ import annotations
 
 import json
+import signal
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -45,6 +47,27 @@ def connect(c: mqtt.Client, host: str, port: int, timeout: float = 10.0) -> None
     if not connected.wait(timeout):
         c.loop_stop()
         raise RuntimeError(f"could not connect to the broker on {host}:{port}")
+
+
+def serve_until_signalled(
+    c: mqtt.Client, host: str, port: int, ready: threading.Event, wait_s: float, failed: str
+) -> int:
+    """A bench client process's life: connect, print `ready` once `ready` is set (or say
+    `failed` and return 1 after `wait_s`), then serve until SIGINT or SIGTERM."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_a: stop.set())
+    c.connect(host, port, keepalive=60)
+    c.loop_start()
+    if not ready.wait(wait_s):
+        print(failed, file=sys.stderr)
+        return 1
+    print("ready", flush=True)
+    while not stop.wait(0.5):
+        pass
+    c.disconnect()
+    c.loop_stop()
+    return 0
 
 
 def device_of(topic: str) -> str:

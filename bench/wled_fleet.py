@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import threading
 from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from bench.mqtt import client
+from bench.mqtt import client, serve_until_signalled
 from devices.simulator import FleetSpec
 
 ROOT = "wled"
@@ -62,7 +61,6 @@ def main() -> int:
 
     ids = [d.id for d in FleetSpec.generate(args.count, "unused", args.prefix).devices]
     ready = threading.Event()
-    stop = threading.Event()
     pending: set[int] = set()
     lock = threading.Lock()
     c = client(args.name, args.username, args.password)
@@ -97,20 +95,14 @@ def main() -> int:
     c.on_subscribe = lambda _cl, _u, mid, *_a: done(mid)
     c.on_publish = lambda _cl, _u, mid, *_a: done(mid)
     c.on_message = on_message
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_a: stop.set())
-    c.connect(args.host, args.port, keepalive=60)
-    c.loop_start()
-    if ready.wait(120):
-        print("ready", flush=True)
-    else:
-        print("the broker did not take the subscription and the statuses", file=sys.stderr)
-        return 1
-    while not stop.wait(0.5):
-        pass
-    c.disconnect()
-    c.loop_stop()
-    return 0
+    return serve_until_signalled(
+        c,
+        args.host,
+        args.port,
+        ready,
+        120,
+        "the broker did not take the subscription and the statuses",
+    )
 
 
 if __name__ == "__main__":

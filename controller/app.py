@@ -27,7 +27,7 @@ from fastapi import FastAPI
 from controller.adapter_devices import AdapterDevices
 from controller.adapter_intake import AdapterIntake
 from controller.adapter_intake import Outcome as AdapterOutcome
-from controller.barrier import decode_barrier, encode_barrier
+from controller.barrier import encode_barrier
 from controller.beacon import ClockBeacon
 from controller.broker.base import Broker, Incoming
 from controller.broker.embedded import EmbeddedBroker
@@ -134,6 +134,8 @@ class Controller:
         self.inbox = Inbox(
             settings.topics,
             on_drop=lambda r: self.metrics.dropped_messages.labels(reason=r).inc(),
+            # every barrier passes the third-party devices' queue too (controller/barrier.py)
+            on_barrier=lambda at: self.adapter_intake.put_barrier(at),
             monotonic=self.clock.monotonic,
         )
         self.broker: Broker | None = None
@@ -363,20 +365,12 @@ class Controller:
         (third-party devices' vendor topics, never under the root) to the adapters."""
         if message.topic.startswith(self._root):
             self.inbox.put(message)
-            if message.topic == self._barrier_topic and not message.retain:
-                at = decode_barrier(message.payload)  # the inbox counts a malformed one
-                if at is not None:
-                    self.adapter_intake.put_barrier(at)
         else:
             self.adapter_intake.put(message)
 
     @property
     def _root(self) -> str:
         return f"{self.settings.topics.root}/"
-
-    @property
-    def _barrier_topic(self) -> str:
-        return self.settings.topics.controller_barrier
 
     def _follow(self) -> None:
         """The broker link follows the registered third-party devices' report topics."""

@@ -68,10 +68,14 @@ class Inbox:
         per_device: int = PER_DEVICE,
         max_devices: int = MAX_DEVICES,
         on_drop: Drop = lambda _reason: None,
+        on_barrier: Callable[[datetime], None] = lambda _at: None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.topics = topics
         self.monotonic = monotonic
+        self.on_barrier = on_barrier
+        """Told of each barrier as it comes, for the other queues it must pass (the
+        third-party devices' intake)."""
         self.passed: datetime | None = None
         """Set by each `take`: the newest barrier it passed, else None."""
         self.barrier_topic = topics.controller_barrier
@@ -136,6 +140,7 @@ class Inbox:
         with self._ready:
             self._barriers.append((self._seq, at))
             self._ready.notify()
+        self.on_barrier(at)
 
     def _add(self, slot: _Slot, kind: Kind, message: Incoming, arrived: float) -> str | None:
         items = slot.items
