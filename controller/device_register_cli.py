@@ -61,19 +61,30 @@ def cmd_devices_register(args: argparse.Namespace) -> int:
     try:
         answer = call(args, "POST", "/api/v1/devices", body)
         mqtt = answer["mqtt"]
-        os.write(descriptor, (str(mqtt["password"]) + "\n").encode())
+        if mqtt["password"] is not None:
+            os.write(descriptor, (str(mqtt["password"]) + "\n").encode())
     except BaseException:
         os.close(descriptor)
         password_file.unlink(missing_ok=True)
         raise
     os.close(descriptor)
-    print(
-        f"registered {answer['id']} at {args.site}; its password is in {password_file} (mode 600)"
-    )
+    if mqtt["password"] is None:  # a light behind a bridge that has its account already
+        password_file.unlink(missing_ok=True)
+        print(
+            f"registered {answer['id']} at {args.site}, behind the bridge of "
+            f"{', '.join(mqtt.get('shared_with', []))}: its account {mqtt['username']} and "
+            "password are unchanged, and nothing was written"
+        )
+    else:
+        print(
+            f"registered {answer['id']} at {args.site}; its password is in {password_file}"
+            " (mode 600)"
+        )
     if adapter != "native":
         scheme = "mqtts" if mqtt["tls"] else "mqtt"
         print(
-            f"on the device: broker {scheme}://{mqtt['host']}:{mqtt['port']}, user {answer['id']}"
+            f"on the device: broker {scheme}://{mqtt['host']}:{mqtt['port']}, "
+            f"user and client id {mqtt['username']}"
         )
         topics = mqtt["topics"]
         print("it publishes: " + ", ".join(topics.get("reports", [])))

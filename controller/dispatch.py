@@ -98,8 +98,16 @@ class Dispatcher:
     def connected(self) -> None:
         """Retained plans live in the broker, and a broker without persistence (the
         embedded one, or Mosquitto after a restart) forgets them: publish every
-        device's newest plan again on each (re)connection."""
+        device's newest plan again on each connection that starts a new session. A
+        connection that resumed the session (the broker closed ours for an account
+        change, or the network blinked) finds them where they were: only the outbox is
+        read again, and what was in flight on the old connection times out and goes
+        again. (Should a broker come back from an older saved state, each device that
+        reports a plan older than its newest is sent the newest: the stale-plan rule.)"""
         self._cursor = None
+        if self.broker.session_resumed:
+            self.wake()
+            return
         self.republish()
 
     def disconnected(self) -> None:

@@ -17,6 +17,12 @@ last will, so nothing on the broker says the device went offline: the registry m
 it offline itself, and `on_revoked` (the controller's) corrects the retained status
 on the broker (and, for a decommissioned device, clears its retained topics).
 
+Lights behind one Zigbee2MQTT bridge share the bridge's one account (`account_of`):
+the first light's registration creates it and shows its password; the next lights'
+change nothing on the broker and answer `password: null` with the lights it is shared
+with; rotating any of them gives the bridge a new password; the account goes with the
+last light's decommissioning.
+
 Without `accounts` (no dynsec admin configured, or the embedded broker) the registry
 is changed alone, and the operator provisions the broker's accounts.
 """
@@ -24,13 +30,21 @@ is changed alone, and the operator provisions the broker's accounts.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from controller.access import AuditKind
-from controller.adapter_devices import adapter_of, check_scope
+from controller.adapter_devices import (
+    Account,
+    account_of,
+    adapter_of,
+    bridge_accounts,
+    check_scope,
+    record_account,
+    sharing,
+)
 from controller.broker.accounts import (
     AccountError,
     AccountExists,
@@ -80,9 +94,13 @@ class MqttAccess:
     port: int
     tls: bool
     username: str
-    password: str
+    password: str | None
+    """None: the account is a bridge's that already had one (`shared_with` names the
+    devices behind it); it is unchanged, and a rotation draws a new one."""
     client_id: str
     topics: dict[str, str | list[str]]
+    shared_with: tuple[str, ...] = ()
+    """The other registered devices that log in with this account (a bridge's lights)."""
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -93,6 +111,7 @@ class MqttAccess:
             "password": self.password,
             "client_id": self.client_id,
             "topics": dict(self.topics),
+            "shared_with": list(self.shared_with),
         }
 
 
@@ -118,32 +137,38 @@ class Registrar:
         """Does the registrar create the broker's accounts itself?"""
         return self.accounts is not None
 
-    def access(self, device_id: str, password: str, scope: Scope | None = None) -> MqttAccess:
+    def access(
+        self,
+        device_id: str,
+        password: str | None,
+        account: Account | None = None,
+        vendor: Scope | None = None,
+        shared_with: Sequence[str] = (),
+    ) -> MqttAccess:
+        """What the device (or its bridge) is given: the account's login, and the
+        device's own topics (`vendor`: a third-party device's reports and commands)."""
         t = self.topics
-        if scope is not None:  # a third-party controller: its vendor topics only
-            return MqttAccess(
-                host=self.endpoint.host,
-                port=self.endpoint.port,
-                tls=self.endpoint.tls,
-                username=device_id,
-                password=password,
-                client_id=device_id,
-                topics={"reports": list(scope.reports), "commands": list(scope.commands)},
-            )
-        return MqttAccess(
-            host=self.endpoint.host,
-            port=self.endpoint.port,
-            tls=self.endpoint.tls,
-            username=device_id,
-            password=password,
-            client_id=device_id,
-            topics={
+        login = account.name if account is not None else device_id
+        topics: dict[str, str | list[str]]
+        if vendor is not None:  # a third-party controller: its vendor topics only
+            topics = {"reports": list(vendor.reports), "commands": list(vendor.commands)}
+        else:
+            topics = {
                 "plan": t.plan(device_id),
                 "ack": t.ack(device_id),
                 "state": t.state(device_id),
                 "status": t.status(device_id),
                 "controller_status": t.controller_status,
-            },
+            }
+        return MqttAccess(
+            host=self.endpoint.host,
+            port=self.endpoint.port,
+            tls=self.endpoint.tls,
+            username=login,
+            password=password,
+            client_id=login,
+            topics=topics,
+            shared_with=tuple(shared_with),
         )
 
     # --- register
@@ -166,25 +191,49 @@ class Registrar:
         ValueError) for an adapter's config it refuses, or topics another device has."""
         if adapter not in ADAPTERS:
             raise ValueError(f"unknown adapter {adapter!r}: use one of {', '.join(ADAPTERS)}")
-        scope: Scope | None = None
         stored: dict[str, Any] = dict(config or {})
+        records = self.stores.registry.devices().values()
+        vendor: Scope | None = None
         if adapter != "native":
-            vendor = adapter_of(adapter, stored)  # AdapterConfigError names the fault
-            stored = vendor.config.model_dump(mode="json")  # type: ignore[attr-defined]
-            scope = Scope(vendor.topics.reports, vendor.topics.commands)
-            check_scope(scope, self.topics, self.stores.registry.devices().values())
+            adapter_obj = adapter_of(adapter, stored)  # AdapterConfigError names the fault
+            stored = adapter_obj.config.model_dump(mode="json")  # type: ignore[attr-defined]
+            vendor = Scope(adapter_obj.topics.reports, adapter_obj.topics.commands)
+            check_scope(adapter_obj, device_id, self.topics, records)
         elif stored:
             raise ValueError("native devices take no config")
+        self._check_not_a_bridge([device_id], records)
+        account = account_of(device_id, adapter, stored)
+        shared = sharing(account.name, records) if account.shared else []
+        if shared:  # a light behind a bridge that has its account already: no change
+            device = NewDevice(device_id, site_id, None, adapter, stored)
+            self._commit([device], [], actor, now, via)
+            record = self.stores.registry.devices([device_id])[device_id]
+            return Issued(record, self.access(device_id, None, account, vendor, shared))
         secret = password or new_password()
         hashed = hash_chosen_secret(secret) if password else hash_generated_secret(secret)
         device = NewDevice(device_id, site_id, hashed, adapter, stored)
-        self._commit([device], [Credential(device_id, secret, scope)], actor, now, via)
+        credential = Credential(account.name, secret, account.scope)
+        self._commit([device], [credential], actor, now, via)
         record = self.stores.registry.devices([device_id])[device_id]
-        return Issued(record, self.access(device_id, secret, scope))
+        return Issued(record, self.access(device_id, secret, account, vendor))
+
+    @staticmethod
+    def _check_not_a_bridge(device_ids: Sequence[str], records: Iterable[DeviceRecord]) -> None:
+        """A device id must not be the broker account of a bridge in use."""
+        bridges = bridge_accounts(records)
+        for device_id in device_ids:
+            if device_id in bridges:
+                raise ValueError(
+                    f"device id {device_id!r} is the broker account of the bridge of "
+                    f"{', '.join(bridges[device_id])}: choose another id"
+                )
 
     def register_batch(self, prepared: Prepared, actor: str, now: datetime, via: str) -> None:
         """Register a checked import batch (`registration.prepare`), accounts included;
         ImportRejected (nothing registered) for a problem that appeared since."""
+        self._check_not_a_bridge(
+            [d.id for d in prepared.devices], self.stores.registry.devices().values()
+        )
         try:
             self._commit(list(prepared.devices), list(prepared.credentials), actor, now, via)
         except BatchRejected as exc:
@@ -276,6 +325,7 @@ class Registrar:
         """A new password; the old one stops working at once. UnknownObject, Retired,
         BrokerUnavailable (nothing changed)."""
         record = self._record(device_id)
+        account = record_account(record)
         secret = password or new_password()
         hashed = hash_chosen_secret(secret) if password else hash_generated_secret(secret)
         accounts = self.accounts
@@ -285,14 +335,13 @@ class Registrar:
                 return
             try:
                 try:
-                    accounts.rotate(device_id, secret)
+                    accounts.rotate(account.name, secret)
                 except AccountNotFound:
                     # registered before the broker provisioned accounts: create it now
-                    scope = _scope_of(record)
-                    if scope is None:
-                        accounts.create(device_id, secret)
+                    if account.scope is None:
+                        accounts.create(account.name, secret)
                     else:
-                        accounts.create(device_id, secret, scope)
+                        accounts.create(account.name, secret, account.scope)
             except AccountError as exc:
                 raise BrokerUnavailable(
                     f"the broker did not take the new password: {exc}; nothing was changed"
@@ -309,19 +358,23 @@ class Registrar:
         self.stores.registry.set_secret(device_id, hashed, now, [audit], on_broker)
         self._revoked(device_id, decommissioned=False)
         fresh = self.stores.registry.devices([device_id])[device_id]
-        return Issued(fresh, self.access(device_id, secret, _scope_of(fresh)))
+        others = sharing(account.name, self.stores.registry.devices().values(), but=device_id)
+        return Issued(fresh, self.access(device_id, secret, account, _vendor_of(fresh), others))
 
     def decommission(self, device_id: str, actor: str, now: datetime) -> DeviceRecord:
         """Revoke the device's credentials and take it out of service; its record and
         history stay. UnknownObject, Retired, BrokerUnavailable (nothing changed)."""
         record = self._record(device_id)
+        account = record_account(record)
         accounts = self.accounts
+        # a bridge's account stays while another light behind it is in service
+        others = sharing(account.name, self.stores.registry.devices().values(), but=device_id)
 
         def on_broker() -> None:
-            if accounts is None:
+            if accounts is None or others:
                 return
             try:
-                accounts.delete(device_id)
+                accounts.delete(account.name)
             except AccountError as exc:
                 raise BrokerUnavailable(
                     f"the broker did not remove the device account: {exc}; nothing was changed"
@@ -355,8 +408,8 @@ class Registrar:
             log.exception("device %s: could not mark it offline on the broker", device_id)
 
 
-def _scope_of(record: DeviceRecord) -> Scope | None:
-    """A registered third-party device's vendor topics (None: a native device)."""
+def _vendor_of(record: DeviceRecord) -> Scope | None:
+    """A registered third-party device's own vendor topics (None: a native device)."""
     if record.adapter == "native":
         return None
     topics = adapter_of(record.adapter, record.config).topics

@@ -126,8 +126,16 @@ def _print_issued(issued: Issued, as_json: bool, chosen: bool) -> None:
     if chosen:
         return  # a password the operator chose is not echoed
     print(f"MQTT username: {mqtt.username}")
-    print(f"MQTT password: {mqtt.password}")
-    print("(shown once; keep it safe)")
+    if mqtt.password is None:
+        print(
+            f"MQTT password: unchanged: this is the account of the bridge of "
+            f"{', '.join(mqtt.shared_with)} (`illuminate devices rotate` draws a new one)"
+        )
+    else:
+        print(f"MQTT password: {mqtt.password}")
+        print("(shown once; keep it safe)")
+        if mqtt.shared_with:
+            print(f"(the bridge's account: {', '.join(mqtt.shared_with)} use it too)")
     scheme = "mqtts" if mqtt.tls else "mqtt"
     print(f"MQTT broker: {scheme}://{mqtt.host}:{mqtt.port}")
     print(f"MQTT client id: {mqtt.client_id}")

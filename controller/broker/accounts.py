@@ -96,14 +96,15 @@ def device_acls(topics: Topics, device_id: str) -> tuple[Acl, ...]:
 @dataclass(frozen=True)
 class Scope:
     """The topics of a third-party controller (`devices/adapters/`): it writes its
-    `reports` and reads its `commands`, all exact topics, and nothing else."""
+    `reports` and reads its `commands`, and nothing else. They are exact topics, except
+    a bridge's, which is one filter both ways (`<base>/#`, `devices.adapters.Bridge`)."""
 
     reports: tuple[str, ...]
     commands: tuple[str, ...]
 
     @property
     def topics(self) -> tuple[str, ...]:
-        return (*self.reports, *self.commands)
+        return tuple(dict.fromkeys((*self.reports, *self.commands)))
 
     def as_json(self) -> dict[str, list[str]]:
         return {"reports": list(self.reports), "commands": list(self.commands)}

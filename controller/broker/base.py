@@ -53,6 +53,12 @@ class Broker(Protocol):
     @property
     def is_connected(self) -> bool: ...
 
+    @property
+    def session_resumed(self) -> bool:
+        """Did the newest connection find the broker still holding the controller's
+        session? Then the broker was not restarted without its state, and still holds
+        the retained messages it held. False before the first connection."""
+
     def wait_connected(self, timeout: float) -> bool: ...
 
     def add_listener(self, listener: ConnectionListener) -> None: ...

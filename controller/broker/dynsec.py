@@ -48,6 +48,7 @@ from controller.broker.accounts import (
     Scope,
     account_acls,
     check_password,
+    decide,
     role_name,
 )
 from devices.connection import BrokerAddress, new_client
@@ -202,17 +203,42 @@ class DynsecAccounts:
             self._controller_acls("addRoleACL", scope, allow_missing=False)
 
     def _controller_acls(self, command: str, scope: Scope, *, allow_missing: bool) -> None:
-        """Give the controller's role a device's vendor topics. They stay when the
-        device is decommissioned (a bridge's topics may serve other lights still)."""
+        """Give the controller's role a device's vendor topics: subscribe to its reports,
+        publish its commands (a bridge's one filter, `<base>/#`, both ways). They stay
+        when the device is decommissioned (a bridge's topics may serve other lights
+        still).
+
+        The broker closes the connections of every client whose role changes, the
+        controller's included, so the role is read first and only the rights it lacks
+        are added: the second light behind a bridge, or a device under a prefix the
+        operator granted once (`wled/#`, deploy/mosquitto/README.md), changes nothing."""
         role = self.controller_role
         if role is None:
             return
-        acls = [
-            *(Acl(AclType.SUBSCRIBE_LITERAL, topic) for topic in scope.reports),
+        wanted = [
+            *(
+                Acl(
+                    AclType.SUBSCRIBE_PATTERN if _wild(topic) else AclType.SUBSCRIBE_LITERAL,
+                    topic,
+                )
+                for topic in scope.reports
+            ),
             *(Acl(AclType.PUBLISH_SEND, topic) for topic in scope.commands),
         ]
+        (found,) = self.run([{"command": "getRole", "rolename": role}])
+        if found.error == _ROLE_NOT_FOUND:
+            if allow_missing:
+                return
+            raise AccountError(
+                f"the controller's role {role!r} is not on the broker "
+                "(deploy/mosquitto/README.md makes it)"
+            )
+        _raise_for(found)
+        held = _role_acls(found.data)
         batch = []
-        for acl in acls:
+        for acl in wanted:
+            if _granted(held, acl):
+                continue
             item: dict[str, Any] = {
                 "command": command,
                 "rolename": role,
@@ -222,16 +248,11 @@ class DynsecAccounts:
             if command == "addRoleACL":
                 item.update(priority=acl.priority, allow=True)
             batch.append(item)
+        if not batch:
+            return
         for reply in self.run(batch):
-            if reply.error == _ROLE_NOT_FOUND:
-                if allow_missing:
-                    continue
-                raise AccountError(
-                    f"the controller's role {role!r} is not on the broker "
-                    "(deploy/mosquitto/README.md makes it)"
-                )
             if reply.error == _ACL_EXISTS:
-                continue  # another light behind the same bridge has it already
+                continue  # another registration gave it meanwhile
             _raise_for(reply)
 
     def rotate(self, device_id: str, password: str) -> None:
@@ -296,6 +317,41 @@ class DynsecAccounts:
         if exchange.failure is not None:
             raise AccountError(f"{where}: {exchange.failure}")
         return [exchange.replies[i] for i in range(len(batch))]
+
+
+def _wild(topic: str) -> bool:
+    return "+" in topic or "#" in topic
+
+
+def _role_acls(data: dict[str, Any]) -> tuple[Acl, ...]:
+    """The ACLs of a `getRole` answer (`{"role": {"acls": [...]}}`); unreadable ones
+    are left out (so they are added again, which the broker answers 'exists')."""
+    role = data.get("role")
+    items = role.get("acls") if isinstance(role, dict) else None
+    out = []
+    for item in items if isinstance(items, list) else ():
+        try:
+            out.append(
+                Acl(
+                    AclType(item["acltype"]),
+                    str(item["topic"]),
+                    bool(item.get("allow", False)),
+                    int(item.get("priority", 0)),
+                )
+            )
+        except (KeyError, ValueError, TypeError):
+            continue
+    return tuple(out)
+
+
+def _granted(held: tuple[Acl, ...], acl: Acl) -> bool:
+    """Does the role already allow what `acl` allows? Decided as the broker decides."""
+    if acl.kind is AclType.SUBSCRIBE_LITERAL and decide(
+        held, AclType.SUBSCRIBE_LITERAL, acl.topic, default=False
+    ):
+        return True
+    kind = AclType.PUBLISH_SEND if acl.kind is AclType.PUBLISH_SEND else AclType.SUBSCRIBE_PATTERN
+    return decide(held, kind, acl.topic, default=False)
 
 
 def _raise_for(

@@ -7,7 +7,7 @@ PUBLISH, SUBSCRIBE and delivery; a broker that delegates its decisions over HTTP
 - the controller logs in with its own account (`ControllerAccount`: username, client id
   and a password drawn at start), and may use every topic under the topic root, and
   the vendor topics of the third-party devices' accounts (the device gate's
-  `vendor_topics()`, where it has one);
+  `vendor_topics()`, where it has one: exact topics, and a bridge's `<base>/#`);
 - a device logs in with its own account from `LocalAccounts`, bound to its id, with the
   rights of `device_acls`;
 - nobody else logs in: there are no anonymous clients.
@@ -92,6 +92,7 @@ class BrokerGate:
         self.controller = controller
         self.devices = devices
         self._root = topics.root
+        self._split: tuple[frozenset[str], tuple[str, ...]] = (frozenset(), ())
 
     def is_controller(self, username: str) -> bool:
         return hmac.compare_digest(username.encode(), self.controller.username.encode())
@@ -114,12 +115,20 @@ class BrokerGate:
     def revision(self) -> Hashable:
         return self.devices.revision()
 
-    def _vendor(self) -> frozenset[str]:
+    def _vendor(self, topic: str) -> bool:
+        """Is `topic` (or an exact filter) one of the third-party devices' topics: one
+        of their exact topics, or under a bridge's base topic (`<base>/#`)?"""
         vendor = getattr(self.devices, "vendor_topics", None)
-        return vendor() if callable(vendor) else frozenset()
+        found: frozenset[str] = vendor() if callable(vendor) else frozenset()
+        if found is not self._split[0]:
+            patterns = tuple(t for t in found if "#" in t or "+" in t)
+            self._split = (found, patterns)
+        if topic in found:
+            return "#" not in topic and "+" not in topic
+        return any(topic_matches_sub(p, topic) for p in self._split[1])
 
     def _under_root(self, topic: str) -> bool:
-        return topic_matches_sub(f"{self._root}/#", topic) or topic in self._vendor()
+        return topic_matches_sub(f"{self._root}/#", topic) or self._vendor(topic)
 
     def may_publish(self, username: str, topic: str) -> bool:
         if self.is_controller(username):
@@ -129,8 +138,12 @@ class BrokerGate:
     def may_subscribe(self, username: str, topic_filter: str) -> bool:
         if self.is_controller(username):
             # the root has no wildcards, so a filter that starts with it stays under it;
-            # a vendor topic is exact (no wildcards: checked at registration)
-            return topic_filter.startswith(f"{self._root}/") or topic_filter in self._vendor()
+            # the controller follows exact vendor topics (a wildcard filter is refused)
+            if topic_filter.startswith(f"{self._root}/"):
+                return True
+            return (
+                "#" not in topic_filter and "+" not in topic_filter and self._vendor(topic_filter)
+            )
         return self.devices.may_subscribe(username, topic_filter)
 
     def may_receive(self, username: str, topic: str) -> bool:

@@ -113,6 +113,9 @@ class PahoBroker:
         self._subscribed = False
         self._subscribe_mid: int | None = None
         self.subscribes = 0
+        self.connections = 0
+        """Connections the broker accepted (the first and every reconnection)."""
+        self._resumed = False
         """SUBSCRIBE packets sent: one per session, not one per connection."""
         self._followed: frozenset[str] = frozenset()
         """The exact vendor topics asked for (`follow`)."""
@@ -164,6 +167,10 @@ class PahoBroker:
     @property
     def is_connected(self) -> bool:
         return self._connected.is_set()
+
+    @property
+    def session_resumed(self) -> bool:
+        return self._resumed
 
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
@@ -320,7 +327,15 @@ class PahoBroker:
                 "broker %s refused the connection: %s%s", self.address.redacted(), reason, hint
             )
             return
+        self.connections += 1
+        self._resumed = bool(flags.session_present)
         with self._lock:
+            if self.connections > 1:
+                # third-party devices report at QoS 0, which the broker does not keep
+                # for a session while it is away: subscribe to their topics again, so
+                # it sends what they hold retained (availability, the last state) anew
+                self._follow_held = set()
+                self._follow_mids = {}
             if not flags.session_present:
                 self._subscribed = False
                 self._follow_held = set()
@@ -404,6 +419,12 @@ class PahoBroker:
         with self._lock:
             self._forget_in_flight()
             self._subscribe_mid = None
+            # a SUBSCRIBE not answered on this connection may never have reached the
+            # broker, and paho does not send it again: ask for its topics anew, even
+            # when the next connection resumes the session
+            for chunk in self._follow_mids.values():
+                self._follow_held.difference_update(chunk)
+            self._follow_mids = {}
         if not was_up:
             return
         log.warning("lost the broker connection (%s); reconnecting", reason)

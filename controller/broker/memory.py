@@ -34,6 +34,7 @@ class MemoryBroker:
         self.retained: dict[str, bytes] = {}
         self._listeners: list[ConnectionListener] = []
         self._connected = threading.Event()
+        self._resumed = False
         self._lock = threading.Lock()
         self.started = False
         self.followed: frozenset[str] = frozenset()
@@ -52,6 +53,10 @@ class MemoryBroker:
     @property
     def is_connected(self) -> bool:
         return self._connected.is_set()
+
+    @property
+    def session_resumed(self) -> bool:
+        return self._resumed
 
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
@@ -83,7 +88,10 @@ class MemoryBroker:
 
     # what a test does -------------------------------------------------------------
 
-    def connect(self) -> None:
+    def connect(self, *, resumed: bool = False) -> None:
+        """Connect; `resumed`: as a broker that kept the session (and its retained
+        messages) would say."""
+        self._resumed = resumed
         self._connected.set()
         for listener in list(self._listeners):
             listener.connected()

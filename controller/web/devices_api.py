@@ -89,11 +89,15 @@ class MqttBody(BaseModel):
     port: int
     tls: bool
     username: str
-    password: str
+    password: str | None
+    """None: a bridge's account that already has its password (see `shared_with`)."""
     client_id: str
     topics: dict[str, str | list[str]]
     """A native device's topics by name; a third-party device's `reports` (it
     publishes) and `commands` (it subscribes), each a list of exact topics."""
+    shared_with: list[str] = []
+    """The other devices that log in with this account: lights behind the same
+    Zigbee2MQTT bridge, whose account it is."""
 
 
 class IssuedBody(BaseModel):

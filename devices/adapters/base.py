@@ -19,6 +19,9 @@ or a clock. For one registered device it answers:
   target; `readback` when the device re-read its output).
 - `state_request()`: a message that makes the device report again, where it has one,
   with the strength of the reports it brings (Zigbee2MQTT's `/get` is a real `readback`).
+- `bridge`: None for a device that is its own MQTT client; a `Bridge` where one client
+  speaks for several registered devices (a Zigbee2MQTT bridge and its lights), which then
+  share that client's one broker account.
 
 Devices report in pieces (WLED sends brightness and colour on separate topics), so the
 controller keeps one `Reported` per device and folds each new one in with `merged`.
@@ -118,6 +121,22 @@ class AdapterTopics:
 
     reports: tuple[str, ...]
     commands: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Bridge:
+    """One MQTT client that speaks for several registered devices (a Zigbee2MQTT bridge
+    for its lights). They share its broker account, named `account` (a valid device id:
+    it is the bridge's username and client id), whose scope is every topic under `base`
+    (`<base>/#`), both ways: the bridge owns its base topic, and its lights can be added,
+    renamed or removed with no change of rights on the broker."""
+
+    account: str
+    base: str
+
+    @property
+    def scope_filter(self) -> str:
+        return f"{self.base}/#"
 
 
 @dataclass(frozen=True)
@@ -250,6 +269,11 @@ class Adapter(ABC):
     @property
     def topics(self) -> AdapterTopics:
         return self._topics
+
+    @property
+    def bridge(self) -> Bridge | None:
+        """The client this device speaks through, when it shares one (see `Bridge`)."""
+        return None
 
     @abstractmethod
     def command(self, target: LightState, *, ref: int = 0) -> tuple[Command, ...]:

@@ -18,12 +18,15 @@ Sources: Koenkk/zigbee2mqtt.io `docs/guide/usage/mqtt_topics_and_messages.md` (`
 - Availability: `<base>/<friendly_name>/availability`, retained, JSON or plain text. The
   bridge's own `<base>/bridge/state` speaks for every light behind it: it is listed
   first, so the light's own retained availability, delivered after it, has the last word.
-- The broker account belongs to the bridge, not to the light: it needs the topics of all
-  its lights plus `<base>/bridge/#`.
+- The broker account belongs to the bridge, not to the light (`bridge`): every light
+  behind one base topic shares it, named by `bridge_account(base_topic)`, with the
+  rights of everything under `<base>/#`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 from typing import Any
 
 from pydantic import field_validator
@@ -34,6 +37,7 @@ from devices.adapters.base import (
     AdapterTopics,
     Availability,
     BadMessage,
+    Bridge,
     Command,
     Ignored,
     OtherColour,
@@ -55,6 +59,23 @@ from devices.colour import HSV, XY, ZIGBEE, Colour, rgb_to_xy
 from devices.protocol import LightState
 
 _RESERVED_ENDINGS = ("set", "get", "availability")
+_ACCOUNT_PREFIX = "z2m-"
+_ACCOUNT_MAX = 48
+
+
+def bridge_account(base_topic: str) -> str:
+    """The broker account (username and client id) of the bridge on `base_topic`: a
+    valid device id, the same for the same base topic. `zigbee2mqtt` gives
+    `z2m-zigbee2mqtt`; a base topic that does not read as one (`Z2M/Home`) gives its
+    lower-cased letters and digits and a short digest of the exact topic, so two base
+    topics never share an account."""
+    if re.fullmatch(r"[a-z0-9-]+", base_topic) and len(base_topic) + 4 <= _ACCOUNT_MAX:
+        return _ACCOUNT_PREFIX + base_topic
+    slug = re.sub(r"[^a-z0-9]+", "-", base_topic.lower()).strip("-")[:30].strip("-")
+    digest = hashlib.sha256(base_topic.encode()).hexdigest()[:8]
+    return f"{_ACCOUNT_PREFIX}{slug}-{digest}" if slug else f"{_ACCOUNT_PREFIX}{digest}"
+
+
 _XY_DIGITS = 4
 
 
@@ -97,6 +118,11 @@ class Zigbee2MqttAdapter(Adapter):
             reports=(self._bridge, self._availability, self._state),
             commands=(self._set, self._get),
         )
+        self._bridge_account = Bridge(bridge_account(config.base_topic), config.base_topic)
+
+    @property
+    def bridge(self) -> Bridge:
+        return self._bridge_account
 
     def command(self, target: LightState, *, ref: int = 0) -> tuple[Command, ...]:
         out = target_output(target)

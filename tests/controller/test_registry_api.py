@@ -147,6 +147,7 @@ def test_a_technician_registers_a_device_and_gets_its_mqtt_settings_once(api: Ap
                 "status": "illuminate/v1/devices/atomium-ctl/status",
                 "controller_status": "illuminate/v1/controller/status",
             },
+            "shared_with": [],
         },
     }
     assert len(password) >= 32

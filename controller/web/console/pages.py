@@ -168,6 +168,9 @@ def _public_timing(request: Request) -> tuple[timedelta, timedelta]:
 
 
 def _agent_snippet(issued: Issued) -> str:
+    """The commands that start the native agent; none for a third-party controller."""
+    if issued.record.adapter != "native" or issued.mqtt.password is None:
+        return ""
     mqtt = issued.mqtt.as_json()
     device_id = issued.record.id
     password_file = Path(f"{device_id}.pw")
