@@ -53,10 +53,12 @@ from controller.broker.accounts import (
     Scope,
 )
 from controller.registration import (
+    BatchProblem,
     BatchRejected,
     Credential,
     ImportRejected,
     Prepared,
+    ProblemKind,
     check_batch,
     hash_chosen_secret,
     hash_generated_secret,
@@ -219,22 +221,30 @@ class Registrar:
 
     @staticmethod
     def _check_not_a_bridge(device_ids: Sequence[str], records: Iterable[DeviceRecord]) -> None:
-        """A device id must not be the broker account of a bridge in use."""
+        """A device id must not be the broker account of a bridge in use (BatchRejected,
+        the id reserved)."""
         bridges = bridge_accounts(records)
-        for device_id in device_ids:
-            if device_id in bridges:
-                raise ValueError(
-                    f"device id {device_id!r} is the broker account of the bridge of "
-                    f"{', '.join(bridges[device_id])}: choose another id"
-                )
+        problems = [
+            BatchProblem(
+                index,
+                device_id,
+                ProblemKind.RESERVED,
+                f"device id {device_id!r} is the broker account of the bridge of "
+                f"{', '.join(bridges[device_id])}: choose another id",
+            )
+            for index, device_id in enumerate(device_ids)
+            if device_id in bridges
+        ]
+        if problems:
+            raise BatchRejected(problems)
 
     def register_batch(self, prepared: Prepared, actor: str, now: datetime, via: str) -> None:
         """Register a checked import batch (`registration.prepare`), accounts included;
         ImportRejected (nothing registered) for a problem that appeared since."""
-        self._check_not_a_bridge(
-            [d.id for d in prepared.devices], self.stores.registry.devices().values()
-        )
         try:
+            self._check_not_a_bridge(
+                [d.id for d in prepared.devices], self.stores.registry.devices().values()
+            )
             self._commit(list(prepared.devices), list(prepared.credentials), actor, now, via)
         except BatchRejected as exc:
             raise ImportRejected(located(exc.problems, prepared.wheres)) from None

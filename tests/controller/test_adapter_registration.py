@@ -182,3 +182,127 @@ def test_a_rotation_keeps_the_scope(api: Api) -> None:
     assert mqtt["topics"] == first.json()["mqtt"]["topics"]
     assert api.accounts.login("w-1", mqtt["password"], "w-1")
     assert api.accounts.may_publish("w-1", "wled/atomium/g")
+
+
+Z2M = {"base_topic": "zigbee2mqtt", "friendly_name": "belfry/flood1"}
+
+
+def _z2m(api: Api, device_id: str, name: str, base: str = "zigbee2mqtt") -> httpx.Response:
+    return api.register(
+        {
+            "id": device_id,
+            "site": "atomium",
+            "adapter": "zigbee2mqtt",
+            "config": {"base_topic": base, "friendly_name": name},
+        }
+    )
+
+
+def test_the_lights_behind_one_bridge_share_its_one_account(api: Api) -> None:
+    first = _z2m(api, "flood-1", "belfry/flood1")
+    assert first.status_code == 201, first.text
+    bridge = first.json()["mqtt"]
+    assert (bridge["username"], bridge["client_id"]) == ("z2m-zigbee2mqtt", "z2m-zigbee2mqtt")
+    assert bridge["password"] and bridge["shared_with"] == []
+    assert bridge["topics"]["commands"] == [
+        "zigbee2mqtt/belfry/flood1/set",
+        "zigbee2mqtt/belfry/flood1/get",
+    ]
+    second = _z2m(api, "flood-2", "belfry/flood2")
+    assert second.status_code == 201, second.text
+    mqtt = second.json()["mqtt"]
+    assert mqtt["username"] == "z2m-zigbee2mqtt"
+    assert mqtt["password"] is None  # the bridge's password is unchanged
+    assert mqtt["shared_with"] == ["flood-1"]
+    assert not api.accounts.exists("flood-1") and not api.accounts.exists("flood-2")
+    # one login, bound to the bridge's name, speaks for both lights, and the bridge
+    accounts = api.accounts
+    assert accounts.login("z2m-zigbee2mqtt", bridge["password"], "z2m-zigbee2mqtt")
+    assert not accounts.login("z2m-zigbee2mqtt", bridge["password"], "flood-2")
+    for light in ("belfry/flood1", "belfry/flood2"):
+        assert accounts.may_publish("z2m-zigbee2mqtt", f"zigbee2mqtt/{light}")
+        assert accounts.may_publish("z2m-zigbee2mqtt", f"zigbee2mqtt/{light}/availability")
+        assert accounts.may_receive("z2m-zigbee2mqtt", f"zigbee2mqtt/{light}/set")
+    assert accounts.may_publish("z2m-zigbee2mqtt", "zigbee2mqtt/bridge/state")
+    assert not accounts.may_publish("z2m-zigbee2mqtt", "wled/atomium/c")
+    assert not accounts.may_publish("z2m-zigbee2mqtt", "illuminate/v1/devices/flood-1/ack")
+    assert not accounts.may_receive("z2m-zigbee2mqtt", "illuminate/v1/devices/flood-1/plan")
+
+
+def test_a_bridges_account_is_rotated_for_all_and_goes_with_its_last_light(api: Api) -> None:
+    first = _z2m(api, "flood-1", "belfry/flood1").json()["mqtt"]
+    assert _z2m(api, "flood-2", "belfry/flood2").status_code == 201
+    auth = {"Authorization": f"Bearer {api.token}"}
+    rotated = api.http.post("/api/v1/devices/flood-2/credentials", headers=auth)
+    assert rotated.status_code == 200, rotated.text
+    mqtt = rotated.json()["mqtt"]
+    assert (mqtt["username"], mqtt["shared_with"]) == ("z2m-zigbee2mqtt", ["flood-1"])
+    assert api.accounts.login("z2m-zigbee2mqtt", mqtt["password"], "z2m-zigbee2mqtt")
+    assert not api.accounts.login("z2m-zigbee2mqtt", first["password"], "z2m-zigbee2mqtt")
+    gone = api.http.delete("/api/v1/devices/flood-1", headers=auth)
+    assert gone.status_code == 200, gone.text
+    assert api.accounts.exists("z2m-zigbee2mqtt")  # flood-2 is still behind it
+    assert api.accounts.login("z2m-zigbee2mqtt", mqtt["password"], "z2m-zigbee2mqtt")
+    last = api.http.delete("/api/v1/devices/flood-2", headers=auth)
+    assert last.status_code == 200, last.text
+    assert not api.accounts.exists("z2m-zigbee2mqtt")
+
+
+@pytest.mark.parametrize(
+    ("first", "then", "fault"),
+    [
+        # a light's topics under another controller's base topic, and the other way round
+        (
+            ("zigbee2mqtt", {"base_topic": "zigbee2mqtt", "friendly_name": "belfry/flood1"}),
+            ("wled", {"topic": "zigbee2mqtt/strip"}),
+            "is under the base topic 'zigbee2mqtt'",
+        ),
+        (
+            ("wled", {"topic": "wled/atomium"}),
+            ("zigbee2mqtt", {"base_topic": "wled", "friendly_name": "flood1"}),
+            "base_topic 'wled' holds topic 'wled/atomium",
+        ),
+        (
+            ("zigbee2mqtt", {"base_topic": "zigbee2mqtt", "friendly_name": "belfry/flood1"}),
+            ("native", {}),
+            "is the broker account of the bridge of z-first",
+        ),
+    ],
+)
+def test_a_bridges_base_topic_is_its_own(
+    api: Api, first: tuple[str, dict[str, Any]], then: tuple[str, dict[str, Any]], fault: str
+) -> None:
+    adapter, config = first
+    ok = api.register({"id": "z-first", "site": "atomium", "adapter": adapter, "config": config})
+    assert ok.status_code == 201, ok.text
+    adapter, config = then
+    body: dict[str, Any] = {"id": "w-then", "site": "atomium", "adapter": adapter}
+    if adapter == "native":
+        body = {"id": "z2m-zigbee2mqtt", "site": "atomium"}
+    else:
+        body["config"] = config
+    refused = api.register(body)
+    assert refused.status_code == 422, refused.text
+    assert fault in refused.text
+
+
+def test_a_bridge_may_not_hold_the_topic_root(api: Api) -> None:
+    refused = _z2m(api, "flood-1", "flood1", base="illuminate")
+    assert refused.status_code == 422
+    assert "holds the topic root" in refused.text
+
+
+def test_the_gate_lets_the_controller_use_a_bridges_topics_and_no_wider_filter(
+    tmp_path: Path,
+) -> None:
+    accounts = LocalAccounts(tmp_path / "accounts.sqlite", TOPICS)
+    accounts.create("z2m-zigbee2mqtt", "pw", Scope(("zigbee2mqtt/#",), ("zigbee2mqtt/#",)))
+    gate = BrokerGate(ControllerAccount("ctl", "ctl", "secret"), accounts, TOPICS)
+    assert gate.may_subscribe("ctl", "zigbee2mqtt/belfry/flood1")
+    assert gate.may_publish("ctl", "zigbee2mqtt/belfry/flood1/set")
+    assert gate.may_receive("ctl", "zigbee2mqtt/bridge/state")
+    assert not gate.may_subscribe("ctl", "zigbee2mqtt/#")
+    assert not gate.may_subscribe("ctl", "zigbee2mqtt/+")
+    assert not gate.may_publish("ctl", "zigbee2mqtt-other/flood1/set")
+    assert accounts.may_publish("z2m-zigbee2mqtt", "zigbee2mqtt/belfry/flood2")
+    assert not accounts.may_publish("z2m-zigbee2mqtt", "illuminate/v1/devices/x/ack")

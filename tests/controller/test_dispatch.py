@@ -126,6 +126,40 @@ def test_nothing_is_published_while_disconnected_and_all_goes_out_on_reconnect(w
     assert len(w.broker.published) == 3
 
 
+def test_a_resumed_session_keeps_the_retained_plans_and_a_new_one_gets_them_again(
+    w: World,
+) -> None:
+    w.issue()
+    w.dispatcher.step()
+    w.broker.ack()
+    w.dispatcher.step()
+    assert w.states() == [S.PUBLISHED] * 3
+    w.broker.disconnect()  # the broker closed us for an account change: it kept all
+    w.broker.connect(resumed=True)
+    w.dispatcher.step()
+    assert len(w.broker.published) == 3  # nothing published again
+    w.broker.disconnect()  # a broker that came back without its state
+    w.broker.connect(resumed=False)
+    w.dispatcher.step()
+    assert len(w.broker.published) == 6
+    assert {p.topic for p in w.broker.published[3:]} == {TOPICS.plan(d) for d in w.ids}
+
+
+def test_a_plan_in_flight_over_a_resumed_session_still_goes_out_again(w: World) -> None:
+    w.issue()
+    w.dispatcher.step()
+    w.broker.disconnect()  # PUBACKs never come on the old connection
+    w.broker.connect(resumed=True)
+    w.dispatcher.step()
+    assert len(w.broker.published) == 3
+    w.clock.advance(TIMEOUT_S + 1)
+    w.dispatcher.step()
+    assert len(w.broker.published) == 6
+    w.broker.ack()
+    w.dispatcher.step()
+    assert w.states() == [S.PUBLISHED] * 3
+
+
 def test_a_lost_connection_loses_no_plan(w: World) -> None:
     w.issue()
     w.dispatcher.step()

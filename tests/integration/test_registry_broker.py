@@ -20,6 +20,7 @@ import pytest
 
 from controller.app import Controller
 from controller.broker.dynsec import DynsecAccounts
+from controller.broker.link import PahoBroker
 from controller.settings import load_settings
 from devices.protocol import Topics
 from schedules.model import SiteCatalog
@@ -169,6 +170,108 @@ def test_register_rotate_and_decommission_on_the_broker(running: Running) -> Non
     assert json.loads(running.retained(T.status("atomium-ctl"))) == {"v": 1, "online": False}
     record = running.controller.stores.registry.devices(["atomium-ctl"])["atomium-ctl"]
     assert record.decommissioned_at is not None
+
+
+def test_the_lights_behind_a_bridge_share_its_account_and_the_next_changes_nothing(
+    running: Running,
+) -> None:
+    """Two Zigbee lights behind one bridge: the first light's registration makes the
+    bridge's account (rights over `belfry/#`) and gives the controller's role those
+    rights (the broker then closes the controller's connection once); the second's
+    changes nothing on the broker, so the controller stays connected. The bridge, one
+    login, speaks for both."""
+    link = running.controller.broker
+    assert isinstance(link, PahoBroker)
+
+    def light(device_id: str, name: str) -> dict[str, Any]:
+        config = {"base_topic": "belfry", "friendly_name": name}
+        body = {"id": device_id, "site": "atomium", "adapter": "zigbee2mqtt", "config": config}
+        answer = running.call("POST", "/api/v1/devices", json=body)
+        assert answer.status_code == 201, answer.text
+        mqtt: dict[str, Any] = answer.json()["mqtt"]
+        return mqtt
+
+    bridge = light("flood-1", "flood1")
+    assert bridge["username"] == "z2m-belfry" and bridge["password"]
+    assert wait_until(lambda: link.connections >= 2 and link.is_connected, DEADLINE)
+    before = link.connections
+    second = light("flood-2", "flood2")
+    assert (second["username"], second["password"]) == ("z2m-belfry", None)
+    with Probe(running.broker.port, "z2m-belfry", bridge["password"], "z2m-belfry") as p:
+        assert p.connect()
+        assert p.publish("belfry/bridge/state", b'{"state":"online"}', retain=True)
+        for name in ("flood1", "flood2"):
+            assert p.publish(f"belfry/{name}/availability", b'{"state":"online"}', retain=True)
+        assert wait_until(
+            lambda: running.online("flood-1") is True and running.online("flood-2") is True,
+            DEADLINE,
+        )
+        assert not p.publish("wled/atomium/c", b"#FF0000")  # outside its base topic
+        assert not p.publish(T.state("flood-1"), b"{}")
+    assert link.connections == before
+
+
+def test_a_device_under_a_prefix_the_controller_holds_leaves_its_role_alone(
+    running: Running,
+) -> None:
+    """The operator gave the controller's role `wled/#` once (deploy/mosquitto/README.md):
+    registering a WLED under it changes nothing, so the controller is never closed."""
+    link = running.controller.broker
+    assert isinstance(link, PahoBroker)
+    admin = DynsecAccounts(running.broker.admin_address, T)
+    for acltype in ("subscribePattern", "publishClientSend"):
+        (reply,) = admin.run(
+            [
+                {
+                    "command": "addRoleACL",
+                    "rolename": CONTROLLER_USER,
+                    "acltype": acltype,
+                    "topic": "wled/#",
+                    "priority": 0,
+                    "allow": True,
+                }
+            ]
+        )
+        assert reply.error is None, reply.error
+    assert wait_until(lambda: link.connections >= 2 and link.is_connected, DEADLINE)
+    before = link.connections
+    body = {"id": "strip", "site": "atomium", "adapter": "wled", "config": {"topic": "wled/a"}}
+    answer = running.call("POST", "/api/v1/devices", json=body)
+    assert answer.status_code == 201, answer.text
+    mqtt = answer.json()["mqtt"]
+    with Probe(running.broker.port, "strip", mqtt["password"], "strip") as p:
+        assert p.connect()
+        assert p.publish("wled/a/status", b"online", retain=True)
+        assert wait_until(lambda: running.online("strip") is True, DEADLINE)
+    assert link.connections == before
+
+
+def test_what_a_device_said_at_qos_0_while_the_controller_was_away_reaches_it(
+    running: Running,
+) -> None:
+    """Third-party devices report at QoS 0, which the broker does not keep for a session
+    that is away. When the controller comes back (its session resumed), it subscribes to
+    their topics again, and the broker sends what they hold retained."""
+    link = running.controller.broker
+    assert isinstance(link, PahoBroker)
+    body = {"id": "strip", "site": "atomium", "adapter": "wled", "config": {"topic": "wled/b"}}
+    answer = running.call("POST", "/api/v1/devices", json=body)
+    assert answer.status_code == 201, answer.text
+    password = answer.json()["mqtt"]["password"]
+    assert wait_until(lambda: link.connections >= 2 and link.is_connected, DEADLINE)
+    admin = DynsecAccounts(running.broker.admin_address, T)
+    (off,) = admin.run([{"command": "disableClient", "username": CONTROLLER_USER}])
+    assert off.error is None, off.error
+    assert wait_until(lambda: not link.is_connected, DEADLINE)
+    with Probe(running.broker.port, "strip", password, "strip") as p:
+        assert p.connect()
+        assert p.publish("wled/b/status", b"online", retain=True, qos=0)
+    assert running.retained("wled/b/status") == b"online"  # the broker has it
+    (on,) = admin.run([{"command": "enableClient", "username": CONTROLLER_USER}])
+    assert on.error is None, on.error
+    assert wait_until(lambda: link.is_connected, DEADLINE)
+    assert link.session_resumed
+    assert wait_until(lambda: running.online("strip") is True, DEADLINE)
 
 
 def test_the_embedded_broker_takes_the_registrars_accounts(tmp_path: Path) -> None:

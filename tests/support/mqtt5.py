@@ -101,9 +101,13 @@ class Probe:
     def is_connected(self) -> bool:
         return self.client.is_connected()
 
-    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> bool:
-        """Publish QoS 1; True when the broker accepted it (PUBACK success)."""
-        info = self.client.publish(topic, payload, qos=1, retain=retain)
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False, qos: int = 1) -> bool:
+        """Publish QoS 1; True when the broker accepted it (PUBACK success). At QoS 0,
+        True once it was sent (the broker answers nothing)."""
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        if qos == 0:
+            info.wait_for_publish(WAIT_S)
+            return info.is_published()
         code: ReasonCode = self._wait_answer(info.mid)
         return not code.is_failure
 

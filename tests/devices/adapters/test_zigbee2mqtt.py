@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -7,13 +8,16 @@ import pytest
 from devices.adapters import (
     AdapterConfigError,
     Availability,
+    Bridge,
     Malformed,
     OtherColour,
     Report,
     Strength,
     adapter_for,
 )
+from devices.adapters.zigbee2mqtt import bridge_account
 from devices.colour import XY
+from devices.protocol import is_device_id
 from tests.devices.adapters.recorded import device, fold, message
 from tests.devices.adapters.targets import (
     BLUE_80,
@@ -150,3 +154,29 @@ def test_config_errors(config: dict, fault: str) -> None:
 def test_malformed(suffix: str, payload: bytes) -> None:
     topic = "zigbee2mqtt/belfry/flood1" + suffix
     assert isinstance(device(KIND).parse(topic, payload), Malformed)
+
+
+@pytest.mark.parametrize(
+    ("base", "account"),
+    [
+        ("zigbee2mqtt", "z2m-zigbee2mqtt"),
+        ("z2m-attic", "z2m-z2m-attic"),
+        ("Z2M/Home", "z2m-z2m-home-" + hashlib.sha256(b"Z2M/Home").hexdigest()[:8]),
+        ("z2m/home", "z2m-z2m-home-" + hashlib.sha256(b"z2m/home").hexdigest()[:8]),
+        ("_", "z2m-" + hashlib.sha256(b"_").hexdigest()[:8]),
+        ("x" * 60, "z2m-" + "x" * 30 + "-" + hashlib.sha256(b"x" * 60).hexdigest()[:8]),
+    ],
+)
+def test_the_bridge_account_is_a_device_id_named_for_its_base_topic(base: str, account: str):
+    assert bridge_account(base) == account
+    assert is_device_id(account)
+
+
+def test_every_light_behind_a_base_topic_speaks_through_the_same_bridge() -> None:
+    one = adapter_for(KIND, {"base_topic": "zigbee2mqtt", "friendly_name": "belfry/flood1"})
+    two = adapter_for(KIND, {"base_topic": "zigbee2mqtt", "friendly_name": "belfry/flood2"})
+    other = adapter_for(KIND, {"base_topic": "attic", "friendly_name": "belfry/flood1"})
+    assert one.bridge == two.bridge == Bridge("z2m-zigbee2mqtt", "zigbee2mqtt")
+    assert one.bridge is not None and one.bridge.scope_filter == "zigbee2mqtt/#"
+    assert other.bridge == Bridge("z2m-attic", "attic")
+    assert adapter_for("wled", {"topic": "wled/a"}).bridge is None
