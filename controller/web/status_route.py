@@ -17,6 +17,7 @@ is kept by no cache: the live document replaces it as soon as it is built.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -29,6 +30,8 @@ STATUS_PATH = "/api/v1/public/status"
 PUBLIC_CACHE = "public, max-age=5, s-maxage=10, stale-while-revalidate=30, stale-if-error=600"
 LAST_KNOWN_CACHE = "no-cache"
 AS_OF_HEADER = "Illuminate-As-Of"
+MAX_KEPT = 64
+"""Renderings whose encoded answers are kept (one per language is current)."""
 
 
 def accepts_gzip(accept_encoding: str) -> bool:
@@ -77,11 +80,46 @@ _SECURITY = [
 ]
 
 
+@dataclass(frozen=True)
+class _Answers:
+    """The three answers of one rendering, headers encoded once: 304, 200, 200 gzip."""
+
+    rendering: Rendering
+    not_modified: list[tuple[bytes, bytes]]
+    plain: list[tuple[bytes, bytes]]
+    gzipped: list[tuple[bytes, bytes]]
+    etag: bytes
+
+    @classmethod
+    def of(cls, rendering: Rendering) -> _Answers:
+        common = [(k.lower().encode(), v.encode()) for k, v in status_headers(rendering).items()]
+        common += _SECURITY
+
+        def sized(body: bytes, *extra: tuple[bytes, bytes]) -> list[tuple[bytes, bytes]]:
+            return [
+                *common,
+                *extra,
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ]
+
+        return cls(
+            rendering,
+            common,
+            sized(rendering.body),
+            sized(rendering.gzip, (b"content-encoding", b"gzip")),
+            rendering.etag.encode("latin-1"),
+        )
+
+
 class PublicStatusRoute:
     def __init__(self, app: ASGIApp, public: PublicView, path: str = STATUS_PATH) -> None:
         self.app = app
         self.public = public
         self.path = path
+        self._answers: dict[int, _Answers] = {}
+        """By the id of the rendering they were made for (checked on use: the rendering
+        itself is kept, so its id is not reused while it is here)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == self.path:
@@ -91,30 +129,38 @@ class PublicStatusRoute:
                 lang = values[-1] if values else None
             rendering = self.public.get(lang)
             if rendering is not None:
-                await self._answer(scope, rendering, send)
+                await self._answer(scope, self._answers_for(rendering), send)
                 return
         await self.app(scope, receive, send)
 
-    async def _answer(self, scope: Scope, rendering: Rendering, send: Send) -> None:
+    def _answers_for(self, rendering: Rendering) -> _Answers:
+        found = self._answers.get(id(rendering))
+        if found is None or found.rendering is not rendering:
+            found = _Answers.of(rendering)
+            if len(self._answers) >= MAX_KEPT:  # old renderings: let them go
+                self._answers.clear()
+            self._answers[id(rendering)] = found
+        return found
+
+    async def _answer(self, scope: Scope, answers: _Answers, send: Send) -> None:
         if_none_match = accept_encoding = None
         for name, value in scope["headers"]:
             if name == b"if-none-match":
-                if_none_match = value.decode("latin-1")
+                if_none_match = value
             elif name == b"accept-encoding":
-                accept_encoding = value.decode("latin-1")
-        headers = [(k.lower().encode(), v.encode()) for k, v in status_headers(rendering).items()]
-        headers += _SECURITY
-        if if_none_match is not None and etag_matches(if_none_match, rendering.etag):
-            await send({"type": "http.response.start", "status": 304, "headers": headers})
+                accept_encoding = value
+        if if_none_match is not None and (
+            if_none_match == answers.etag
+            or etag_matches(if_none_match.decode("latin-1"), answers.rendering.etag)
+        ):
+            await send(
+                {"type": "http.response.start", "status": 304, "headers": answers.not_modified}
+            )
             await send({"type": "http.response.body", "body": b""})
             return
-        body = rendering.body
-        if accept_encoding is not None and accepts_gzip(accept_encoding):
-            body = rendering.gzip
-            headers.append((b"content-encoding", b"gzip"))
-        headers += [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-        ]
+        if accept_encoding is not None and accepts_gzip(accept_encoding.decode("latin-1")):
+            headers, body = answers.gzipped, answers.rendering.gzip
+        else:
+            headers, body = answers.plain, answers.rendering.body
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
