@@ -205,19 +205,27 @@ class Registrar:
             raise ValueError("native devices take no config")
         self._check_not_a_bridge([device_id], records)
         account = account_of(device_id, adapter, stored)
-        shared = sharing(account.name, records) if account.shared else []
-        if shared:  # a light behind a bridge that has its account already: no change
+        others = sharing(account.name, records) if account.shared else []
+        # its lights may have been registered before the broker had the account: make it
+        try:
+            held = self.accounts is None or not others or self.accounts.exists(account.name)
+        except AccountError as exc:
+            raise BrokerUnavailable(
+                f"the broker did not say whether it has {account.name!r}: {exc}; "
+                "nothing was registered"
+            ) from exc
+        if others and held:  # a light behind a bridge that has its account: no change
             device = NewDevice(device_id, site_id, None, adapter, stored)
             self._commit([device], [], actor, now, via)
             record = self.stores.registry.devices([device_id])[device_id]
-            return Issued(record, self.access(device_id, None, account, vendor, shared))
+            return Issued(record, self.access(device_id, None, account, vendor, others))
         secret = password or new_password()
         hashed = hash_chosen_secret(secret) if password else hash_generated_secret(secret)
         device = NewDevice(device_id, site_id, hashed, adapter, stored)
         credential = Credential(account.name, secret, account.scope)
         self._commit([device], [credential], actor, now, via)
         record = self.stores.registry.devices([device_id])[device_id]
-        return Issued(record, self.access(device_id, secret, account, vendor))
+        return Issued(record, self.access(device_id, secret, account, vendor, others))
 
     @staticmethod
     def _check_not_a_bridge(device_ids: Sequence[str], records: Iterable[DeviceRecord]) -> None:

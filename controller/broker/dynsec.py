@@ -200,9 +200,9 @@ class DynsecAccounts:
         _raise_for(created_role)
         _raise_for(created_client)
         if scope is not None:
-            self._controller_acls("addRoleACL", scope, allow_missing=False)
+            self._grant_controller(scope)
 
-    def _controller_acls(self, command: str, scope: Scope, *, allow_missing: bool) -> None:
+    def _grant_controller(self, scope: Scope) -> None:
         """Give the controller's role a device's vendor topics: subscribe to its reports,
         publish its commands (a bridge's one filter, `<base>/#`, both ways). They stay
         when the device is decommissioned (a bridge's topics may serve other lights
@@ -227,8 +227,6 @@ class DynsecAccounts:
         ]
         (found,) = self.run([{"command": "getRole", "rolename": role}])
         if found.error == _ROLE_NOT_FOUND:
-            if allow_missing:
-                return
             raise AccountError(
                 f"the controller's role {role!r} is not on the broker "
                 "(deploy/mosquitto/README.md makes it)"
@@ -239,15 +237,16 @@ class DynsecAccounts:
         for acl in wanted:
             if _granted(held, acl):
                 continue
-            item: dict[str, Any] = {
-                "command": command,
-                "rolename": role,
-                "acltype": acl.kind.value,
-                "topic": acl.topic,
-            }
-            if command == "addRoleACL":
-                item.update(priority=acl.priority, allow=True)
-            batch.append(item)
+            batch.append(
+                {
+                    "command": "addRoleACL",
+                    "rolename": role,
+                    "acltype": acl.kind.value,
+                    "topic": acl.topic,
+                    "priority": acl.priority,
+                    "allow": True,
+                }
+            )
         if not batch:
             return
         for reply in self.run(batch):

@@ -306,3 +306,15 @@ def test_the_gate_lets_the_controller_use_a_bridges_topics_and_no_wider_filter(
     assert not gate.may_publish("ctl", "zigbee2mqtt-other/flood1/set")
     assert accounts.may_publish("z2m-zigbee2mqtt", "zigbee2mqtt/belfry/flood2")
     assert not accounts.may_publish("z2m-zigbee2mqtt", "illuminate/v1/devices/x/ack")
+
+
+def test_a_bridge_whose_account_the_broker_lacks_is_given_one(api: Api) -> None:
+    """Its first light registered while the broker kept no accounts (or under an older
+    scheme): the next light's registration makes the bridge's account, and says so."""
+    assert _z2m(api, "flood-1", "belfry/flood1").status_code == 201
+    assert api.accounts.delete("z2m-zigbee2mqtt")
+    answer = _z2m(api, "flood-2", "belfry/flood2")
+    assert answer.status_code == 201, answer.text
+    mqtt = answer.json()["mqtt"]
+    assert mqtt["password"] and mqtt["shared_with"] == ["flood-1"]
+    assert api.accounts.login("z2m-zigbee2mqtt", mqtt["password"], "z2m-zigbee2mqtt")
