@@ -432,6 +432,23 @@ def test_admins_read_the_audit_log(console: Console) -> None:
         assert "cora" in entries[0] and "created" in entries[0] and "blue-heart" in entries[0]
 
 
+def test_a_third_party_controllers_new_password_comes_with_its_vendor_topics(
+    console: Console,
+) -> None:
+    wled = NewDevice("atomium-wled", "atomium", None, "wled", {"topic": "wled/atomium"})
+    console.stores.registry.add_devices([wled], NOW)
+    csrf = console.sign_in("technician")
+    done = console.http.post(
+        "/console/devices/atomium-wled/rotate", data={"csrf": csrf, "confirm": "yes"}
+    )
+    assert done.status_code == 200 and "given a new password" in done.text
+    assert re.search(r'<code id="password">[^<]{20,}</code>', done.text)
+    assert "<code>wled/atomium/api</code>" in done.text  # what it subscribes to
+    assert "<code>wled/atomium/g</code>" in done.text  # and publishes
+    assert 'id="snippet"' not in done.text and 'id="vendor-settings"' in done.text
+    assert "illuminate/v1/devices/atomium-wled/plan" not in done.text
+
+
 def test_rotation_asks_first_then_shows_the_new_password_once(console: Console) -> None:
     csrf = console.sign_in("technician")
     before = console.stores.registry.devices(["atomium-ctl"])["atomium-ctl"].credentials_at
