@@ -52,7 +52,7 @@ from controller.registrar import build_registrar
 from controller.settings import Settings
 from controller.steady import SteadyClock
 from controller.store.base import Snapshot
-from controller.store.changes import Snapshots, watched
+from controller.store.changes import Catalogs, Snapshots, watched
 from controller.store.db import make_engine, migrate, session_factory
 from controller.store.history_sql import sql_history
 from controller.store.sql import sql_stores
@@ -159,6 +159,7 @@ class Controller:
         self.grace = timedelta(seconds=control.grace_s)
         self.timelines = Timelines()
         self.plans = PlanCache()
+        catalogs = Catalogs(self.stores.registry)
         self.reconciler = Reconciler(
             self.stores,
             self.clock,
@@ -168,6 +169,7 @@ class Controller:
             caught_up=self.caught_up_to,
             plans=self.plans,
             live=self.adapter_devices.is_live,
+            catalogs=catalogs,
         )
         self.recorder = Recorder(
             self.history,
@@ -188,7 +190,7 @@ class Controller:
         health = settings.health
         self._connected_at: datetime | None = None
         self._warn_timer: threading.Timer | None = None
-        self.snapshots = Snapshots(self.stores)
+        self.snapshots = Snapshots(self.stores, catalogs=catalogs)
         self.public = PublicView(
             self._snapshot,
             self.clock,

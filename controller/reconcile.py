@@ -163,8 +163,11 @@ class Reconciler:
         caught_up: Callable[[], datetime | None] | None = None,
         plans: PlanCache | None = None,
         live: Callable[[str], bool] | None = None,
+        catalogs: Callable[[], SiteCatalog] | None = None,
     ) -> None:
         self.stores = stores
+        self.catalogs = catalogs if catalogs is not None else stores.registry.catalog
+        """The site catalog (shared with the public view's snapshots, `Catalogs`)."""
         self.live = live if live is not None else lambda _device_id: False
         """Whether a device takes live commands (a third-party device) instead of plans."""
         self.reads = DeviceReads(stores, clock.monotonic)
@@ -193,7 +196,7 @@ class Reconciler:
     def _read_inputs(self) -> _Inputs:
         revision = (self.stores.registry.revision(), self.stores.campaigns.revision())
         if self._inputs is None or self._inputs.revision != revision:
-            catalog = self.stores.registry.catalog()
+            catalog = self.catalogs()
             self._inputs = _Inputs(
                 catalog=catalog,
                 campaigns=self.stores.campaigns.all(),

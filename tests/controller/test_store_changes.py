@@ -12,7 +12,7 @@ import pytest
 
 from controller.lifecycle import CommandState
 from controller.store.base import Move, NewDevice, NewVersion, Stores
-from controller.store.changes import DeviceReads, watched
+from controller.store.changes import Catalogs, DeviceReads, Snapshots, watched
 from controller.store.memory import memory_stores
 from controller.store.sql import database
 from devices.clock import FakeClock
@@ -111,3 +111,15 @@ def test_unwatched_stores_are_read_in_full_every_time(tmp_path: Path) -> None:
     reads.read()
     reads.read()
     assert reads.full_reads == 2
+
+
+def test_one_catalog_copy_serves_every_reader_until_the_registry_moves(stores: Stores) -> None:
+    catalogs = Catalogs(stores.registry)
+    snapshots = Snapshots(stores, catalogs=catalogs)
+    first = catalogs()
+    assert first == stores.registry.catalog()
+    assert catalogs() is first and snapshots().catalog is first  # no second copy
+    stores.registry.add_devices([NewDevice("d-new", "s6")], T0)  # the revision moves
+    again = catalogs()
+    assert again is not first and again == stores.registry.catalog()
+    assert snapshots().catalog is again
