@@ -188,6 +188,7 @@ def build_web(
         map_tiles=shown.map_tiles,
         map_attribution=shown.map_attribution,
         policy=page_policy(tile_source(shown.map_tiles)),
+        monotonic=_monotonic_of(clock),
     )
     install_monuments(app, page, embed_policy(shown.embed_ancestors), shown.base_url)
     install_public_page(app, page)

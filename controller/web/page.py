@@ -326,6 +326,7 @@ class PublicPage:
         map_tiles: str = "",
         map_attribution: str = "",
         policy: str | None = None,
+        monotonic: Callable[[], float] = time.perf_counter,
     ) -> None:
         offered = languages if languages is not None else i18n.catalogue_languages()
         self.languages = tuple(lang for lang in offered if lang in public.languages)
@@ -342,6 +343,8 @@ class PublicPage:
         self.map_attribution = map_attribution
         self.policy = policy
         """The page's own Content-Security-Policy (images from the map's tiles)."""
+        self.monotonic = monotonic
+        """What a render's cost is timed on (the controller's monotonic clock)."""
         self._models: dict[str, tuple[tuple[Any, ...], Current]] = {}
         self._pages: dict[str, RenderedPage] = {}
         self._locks = {lang: threading.Lock() for lang in self.languages}
@@ -425,7 +428,7 @@ class PublicPage:
     def _render(
         self, lang: str, now: datetime, rendering: Rendering | None, key: tuple[Any, ...]
     ) -> RenderedPage:
-        began = time.perf_counter()
+        began = self.monotonic()
         model, rendering = self.model(lang, now, rendering)
         html = self.templates.render(
             lang,
@@ -463,7 +466,7 @@ class PublicPage:
             key,
             made=now,
             valid_until=edge,
-            cost_s=time.perf_counter() - began,
+            cost_s=self.monotonic() - began,
         )
         self._pages[lang] = page
         self.renders += 1

@@ -28,7 +28,10 @@ def _all_confirmed(rig_factory, embedded: bool) -> None:
     fleet = rig.start_fleet()
     assert fleet.wait_started(timeout=DEADLINE)
     assert set(rig.states().values()) == {"scheduled"}
-    versions = {d: row.version for d, row in rig.controller.stores.outbox.latest().items()}
+    # the campaign's reconcile runs on the timer's thread: wait for its 20 versions
+    outbox = rig.controller.stores.outbox
+    assert wait_until(lambda: len(outbox.latest()) == 20, timeout=DEADLINE)
+    versions = {d: row.version for d, row in outbox.latest().items()}
     assert len(versions) == 20
 
     assert wait_until(lambda: set(rig.states().values()) == {"lit"}, timeout=DEADLINE)
