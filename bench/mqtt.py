@@ -31,7 +31,7 @@ def client(client_id: str, username: str, password: str) -> mqtt.Client:
     return c
 
 
-def connect(c: mqtt.Client, host: str, port: int, timeout: float = 10.0) -> None:
+def connect(c: mqtt.Client, host: str, port: int, timeout: float = 60.0) -> None:
     connected = threading.Event()
     previous: Any = c.on_connect
 
