@@ -30,8 +30,9 @@ is changed alone, and the operator provisions the broker's accounts.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -133,6 +134,9 @@ class Registrar:
     """The broker address devices are given (host, port, TLS)."""
     accounts: DeviceAccounts | None = None
     on_revoked: Revoked | None = None
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
+    """One change at a time in this process: a bridge's account is shared, so whether a
+    light is the first or the last behind it is decided and acted on together."""
 
     @property
     def provisions(self) -> bool:
@@ -191,6 +195,30 @@ class Registrar:
         else a new random one. BatchRejected (a RegistryError) names every problem;
         BrokerUnavailable when the broker refused its account; AdapterConfigError (a
         ValueError) for an adapter's config it refuses, or topics another device has."""
+        with self._lock:
+            return self._register(
+                device_id,
+                site_id,
+                actor,
+                now,
+                adapter=adapter,
+                config=config,
+                password=password,
+                via=via,
+            )
+
+    def _register(
+        self,
+        device_id: str,
+        site_id: str,
+        actor: str,
+        now: datetime,
+        *,
+        adapter: str = "native",
+        config: Mapping[str, Any] | None = None,
+        password: str | None = None,
+        via: str = "api",
+    ) -> Issued:
         if adapter not in ADAPTERS:
             raise ValueError(f"unknown adapter {adapter!r}: use one of {', '.join(ADAPTERS)}")
         stored: dict[str, Any] = dict(config or {})
@@ -249,6 +277,10 @@ class Registrar:
     def register_batch(self, prepared: Prepared, actor: str, now: datetime, via: str) -> None:
         """Register a checked import batch (`registration.prepare`), accounts included;
         ImportRejected (nothing registered) for a problem that appeared since."""
+        with self._lock:
+            return self._register_batch(prepared, actor, now, via)
+
+    def _register_batch(self, prepared: Prepared, actor: str, now: datetime, via: str) -> None:
         try:
             self._check_not_a_bridge(
                 [d.id for d in prepared.devices], self.stores.registry.devices().values()
@@ -342,6 +374,12 @@ class Registrar:
     ) -> Issued:
         """A new password; the old one stops working at once. UnknownObject, Retired,
         BrokerUnavailable (nothing changed)."""
+        with self._lock:
+            return self._rotate(device_id, actor, now, password=password)
+
+    def _rotate(
+        self, device_id: str, actor: str, now: datetime, *, password: str | None = None
+    ) -> Issued:
         record = self._record(device_id)
         account = record_account(record)
         secret = password or new_password()
@@ -360,6 +398,8 @@ class Registrar:
                         accounts.create(account.name, secret)
                     else:
                         accounts.create(account.name, secret, account.scope)
+                if account.name != device_id:
+                    accounts.delete(device_id)  # an account of its own from before bridges
             except AccountError as exc:
                 raise BrokerUnavailable(
                     f"the broker did not take the new password: {exc}; nothing was changed"
@@ -382,6 +422,10 @@ class Registrar:
     def decommission(self, device_id: str, actor: str, now: datetime) -> DeviceRecord:
         """Revoke the device's credentials and take it out of service; its record and
         history stay. UnknownObject, Retired, BrokerUnavailable (nothing changed)."""
+        with self._lock:
+            return self._decommission(device_id, actor, now)
+
+    def _decommission(self, device_id: str, actor: str, now: datetime) -> DeviceRecord:
         record = self._record(device_id)
         account = record_account(record)
         accounts = self.accounts
@@ -389,10 +433,13 @@ class Registrar:
         others = sharing(account.name, self.stores.registry.devices().values(), but=device_id)
 
         def on_broker() -> None:
-            if accounts is None or others:
+            if accounts is None:
                 return
             try:
-                accounts.delete(account.name)
+                if account.name != device_id:
+                    accounts.delete(device_id)  # an account of its own from before bridges
+                if not others:
+                    accounts.delete(account.name)
             except AccountError as exc:
                 raise BrokerUnavailable(
                     f"the broker did not remove the device account: {exc}; nothing was changed"

@@ -120,12 +120,13 @@ class BrokerGate:
         of their exact topics, or under a bridge's base topic (`<base>/#`)?"""
         vendor = getattr(self.devices, "vendor_topics", None)
         found: frozenset[str] = vendor() if callable(vendor) else frozenset()
-        if found is not self._split[0]:
-            patterns = tuple(t for t in found if "#" in t or "+" in t)
-            self._split = (found, patterns)
+        split = self._split  # one read: another thread may replace it meanwhile
+        if found is not split[0]:
+            split = (found, tuple(t for t in found if "#" in t or "+" in t))
+            self._split = split
         if topic in found:
             return "#" not in topic and "+" not in topic
-        return any(topic_matches_sub(p, topic) for p in self._split[1])
+        return any(topic_matches_sub(p, topic) for p in split[1])
 
     def _under_root(self, topic: str) -> bool:
         return topic_matches_sub(f"{self._root}/#", topic) or self._vendor(topic)

@@ -113,15 +113,18 @@ class PahoBroker:
         self._subscribed = False
         self._subscribe_mid: int | None = None
         self.subscribes = 0
+        """SUBSCRIBE packets sent: one per session, not one per connection."""
         self.connections = 0
         """Connections the broker accepted (the first and every reconnection)."""
         self._resumed = False
-        """SUBSCRIBE packets sent: one per session, not one per connection."""
         self._followed: frozenset[str] = frozenset()
         """The exact vendor topics asked for (`follow`)."""
         self._follow_held: set[str] = set()
         """Those subscribed (or being subscribed) in the broker's current session of ours."""
         self._follow_mids: dict[int, list[str]] = {}
+        self._follow_stale: set[str] = set()
+        """Topics the session may still hold though they are no longer counted as held
+        (asked for again on a reconnection): unsubscribed if no longer followed."""
         self._client = self._new_client(ca_file)
 
     # the Broker protocol ----------------------------------------------------------
@@ -208,8 +211,9 @@ class PahoBroker:
         broker refuses (logged) never costs the native subscriptions."""
         with self._lock:
             add = sorted(self._followed - self._follow_held)
-            drop = sorted(self._follow_held - self._followed)
+            drop = sorted((self._follow_held | self._follow_stale) - self._followed)
             self._follow_held = set(self._followed)
+            self._follow_stale = set()
         # in packets of FOLLOW_CHUNK topics: thousands of lights' topics in one packet
         # would pass the broker's packet size limit, and it would drop the connection
         for i in range(0, len(drop), FOLLOW_CHUNK):
@@ -334,12 +338,14 @@ class PahoBroker:
                 # third-party devices report at QoS 0, which the broker does not keep
                 # for a session while it is away: subscribe to their topics again, so
                 # it sends what they hold retained (availability, the last state) anew
+                self._follow_stale |= self._follow_held
                 self._follow_held = set()
                 self._follow_mids = {}
             if not flags.session_present:
                 self._subscribed = False
                 self._follow_held = set()
                 self._follow_mids = {}
+                self._follow_stale = set()  # a new session holds none of them
             resubscribe = not self._subscribed
         if resubscribe:
             # One SUBSCRIBE for all kinds; retained messages are wanted here (the
@@ -424,6 +430,7 @@ class PahoBroker:
             # when the next connection resumes the session
             for chunk in self._follow_mids.values():
                 self._follow_held.difference_update(chunk)
+                self._follow_stale.update(chunk)  # it may have reached the broker
             self._follow_mids = {}
         if not was_up:
             return

@@ -318,3 +318,18 @@ def test_a_bridge_whose_account_the_broker_lacks_is_given_one(api: Api) -> None:
     mqtt = answer.json()["mqtt"]
     assert mqtt["password"] and mqtt["shared_with"] == ["flood-1"]
     assert api.accounts.login("z2m-zigbee2mqtt", mqtt["password"], "z2m-zigbee2mqtt")
+
+
+def test_a_lights_own_account_from_before_bridges_goes_with_a_rotation_or_decommission(
+    api: Api,
+) -> None:
+    assert _z2m(api, "flood-1", "belfry/flood1").status_code == 201
+    assert _z2m(api, "flood-2", "belfry/flood2").status_code == 201
+    for light in ("flood-1", "flood-2"):  # as an older registration made them
+        api.accounts.create(light, "old-pw", Scope((f"zigbee2mqtt/belfry/{light}",), ()))
+    auth = {"Authorization": f"Bearer {api.token}"}
+    assert api.http.post("/api/v1/devices/flood-1/credentials", headers=auth).status_code == 200
+    assert not api.accounts.exists("flood-1")
+    assert api.http.delete("/api/v1/devices/flood-2", headers=auth).status_code == 200
+    assert not api.accounts.exists("flood-2")
+    assert api.accounts.exists("z2m-zigbee2mqtt")  # flood-1 is still behind the bridge

@@ -7,6 +7,7 @@ send messages.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -199,3 +200,48 @@ def test_a_barrier_comes_back_after_what_reached_the_broker_before_it(harness: H
     order = [m.topic for m in harness.sink.items]
     assert order.index(TOPICS.controller_barrier) == len(payloads), order[-3:]
     assert [m.payload for m in harness.sink.on(topic)] == payloads
+
+
+@pytest.mark.broker
+def test_a_vendor_topic_dropped_while_away_is_not_heard_after_a_resumed_session(
+    tmp_path: Path,
+) -> None:
+    """On a reconnection the link subscribes to the followed vendor topics again (their
+    retained messages come anew); a topic no longer followed is unsubscribed, even
+    though the resumed session still held it."""
+    mosquitto = Mosquitto(tmp_path / "mosquitto").start()
+    mosquitto.add_users({"emulator-wled": "wled-pw"})
+    link = CuttableLink(mosquitto.port).start()
+    h = PahoHarness(mosquitto, link)
+    kept, gone = "wled/kept/g", "wled/gone/g"
+
+    def send(payload: bytes) -> None:
+        with Peer(mosquitto.port, "emulator-wled", "wled-pw") as device:
+            device.publish_all([(gone, payload, False), (kept, payload, False)])
+
+    try:
+        listener = started(h)
+        h.broker.follow([kept, gone])
+        deadline = time.monotonic() + DEADLINE_S
+        while not (h.sink.on(kept) and h.sink.on(gone)) and time.monotonic() < deadline:
+            send(b"1")  # until the SUBSCRIBE is in: then both arrive
+            time.sleep(0.2)
+        assert h.sink.on(kept) and h.sink.on(gone)
+        h.drop()
+        listener.wait("disconnected")
+        h.broker.follow([kept])  # the device behind `gone` was decommissioned meanwhile
+        h.restore()
+        listener.wait("connected", times=2)
+        assert isinstance(h.broker, PahoBroker) and h.broker.session_resumed
+        before = len(h.sink.on(kept))
+        while len(h.sink.on(kept)) == before and time.monotonic() < deadline + DEADLINE_S:
+            send(b"2")  # `kept` again (after the reconnection's SUBSCRIBE) proves the
+            time.sleep(0.2)  # UNSUBSCRIBE before it is done too: they go in order
+        assert [m.payload for m in h.sink.on(kept)][-1] == b"2"
+        send(b"3")  # one round more, well after the reconnection's packets went out
+        h.sink.wait_count(1, lambda m: m.topic == kept and m.payload == b"3")
+        assert not [m for m in h.sink.on(gone) if m.payload == b"3"]
+    finally:
+        h.broker.stop()
+        link.stop()
+        mosquitto.stop()
