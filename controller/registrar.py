@@ -29,12 +29,13 @@ is changed alone, and the operator provisions the broker's accounts.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from controller.access import AuditKind
 from controller.adapter_devices import (
@@ -83,6 +84,23 @@ third-party controller's (`devices/adapters/`)."""
 
 Revoked = Callable[[str, bool], None]
 """Told (device id, decommissioned?) after a rotation or a decommission committed."""
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _one_at_a_time(
+    method: Callable[Concatenate[Registrar, P], R],
+) -> Callable[Concatenate[Registrar, P], R]:
+    """Run a Registrar change under its lock (see `Registrar._lock`)."""
+
+    @functools.wraps(method)
+    def run(self: Registrar, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return run
 
 
 class BrokerUnavailable(RuntimeError):
@@ -179,6 +197,7 @@ class Registrar:
 
     # --- register
 
+    @_one_at_a_time
     def register(
         self,
         device_id: str,
@@ -195,30 +214,6 @@ class Registrar:
         else a new random one. BatchRejected (a RegistryError) names every problem;
         BrokerUnavailable when the broker refused its account; AdapterConfigError (a
         ValueError) for an adapter's config it refuses, or topics another device has."""
-        with self._lock:
-            return self._register(
-                device_id,
-                site_id,
-                actor,
-                now,
-                adapter=adapter,
-                config=config,
-                password=password,
-                via=via,
-            )
-
-    def _register(
-        self,
-        device_id: str,
-        site_id: str,
-        actor: str,
-        now: datetime,
-        *,
-        adapter: str = "native",
-        config: Mapping[str, Any] | None = None,
-        password: str | None = None,
-        via: str = "api",
-    ) -> Issued:
         if adapter not in ADAPTERS:
             raise ValueError(f"unknown adapter {adapter!r}: use one of {', '.join(ADAPTERS)}")
         stored: dict[str, Any] = dict(config or {})
@@ -274,13 +269,10 @@ class Registrar:
         if problems:
             raise BatchRejected(problems)
 
+    @_one_at_a_time
     def register_batch(self, prepared: Prepared, actor: str, now: datetime, via: str) -> None:
         """Register a checked import batch (`registration.prepare`), accounts included;
         ImportRejected (nothing registered) for a problem that appeared since."""
-        with self._lock:
-            return self._register_batch(prepared, actor, now, via)
-
-    def _register_batch(self, prepared: Prepared, actor: str, now: datetime, via: str) -> None:
         try:
             self._check_not_a_bridge(
                 [d.id for d in prepared.devices], self.stores.registry.devices().values()
@@ -369,17 +361,12 @@ class Registrar:
 
     # --- rotate and decommission
 
+    @_one_at_a_time
     def rotate(
         self, device_id: str, actor: str, now: datetime, *, password: str | None = None
     ) -> Issued:
         """A new password; the old one stops working at once. UnknownObject, Retired,
         BrokerUnavailable (nothing changed)."""
-        with self._lock:
-            return self._rotate(device_id, actor, now, password=password)
-
-    def _rotate(
-        self, device_id: str, actor: str, now: datetime, *, password: str | None = None
-    ) -> Issued:
         record = self._record(device_id)
         account = record_account(record)
         secret = password or new_password()
@@ -419,13 +406,10 @@ class Registrar:
         others = sharing(account.name, self.stores.registry.devices().values(), but=device_id)
         return Issued(fresh, self.access(device_id, secret, account, _vendor_of(fresh), others))
 
+    @_one_at_a_time
     def decommission(self, device_id: str, actor: str, now: datetime) -> DeviceRecord:
         """Revoke the device's credentials and take it out of service; its record and
         history stay. UnknownObject, Retired, BrokerUnavailable (nothing changed)."""
-        with self._lock:
-            return self._decommission(device_id, actor, now)
-
-    def _decommission(self, device_id: str, actor: str, now: datetime) -> DeviceRecord:
         record = self._record(device_id)
         account = record_account(record)
         accounts = self.accounts

@@ -72,6 +72,11 @@ class Acl:
         }
 
 
+def is_filter(topic: str) -> bool:
+    """Does `topic` hold an MQTT wildcard (`+` or `#`), so it is a filter, not a topic?"""
+    return "+" in topic or "#" in topic
+
+
 def role_name(device_id: str) -> str:
     """The broker role that holds one device's rights (one role per device)."""
     return f"illuminate-device-{check_device_id(device_id)}"

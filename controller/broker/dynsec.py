@@ -49,6 +49,7 @@ from controller.broker.accounts import (
     account_acls,
     check_password,
     decide,
+    is_filter,
     role_name,
 )
 from devices.connection import BrokerAddress, new_client
@@ -218,7 +219,7 @@ class DynsecAccounts:
         wanted = [
             *(
                 Acl(
-                    AclType.SUBSCRIBE_PATTERN if _wild(topic) else AclType.SUBSCRIBE_LITERAL,
+                    AclType.SUBSCRIBE_PATTERN if is_filter(topic) else AclType.SUBSCRIBE_LITERAL,
                     topic,
                 )
                 for topic in scope.reports
@@ -316,10 +317,6 @@ class DynsecAccounts:
         if exchange.failure is not None:
             raise AccountError(f"{where}: {exchange.failure}")
         return [exchange.replies[i] for i in range(len(batch))]
-
-
-def _wild(topic: str) -> bool:
-    return "+" in topic or "#" in topic
 
 
 def _role_acls(data: dict[str, Any]) -> tuple[Acl, ...]:

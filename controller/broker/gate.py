@@ -27,6 +27,7 @@ from typing import Protocol
 
 from paho.mqtt.client import topic_matches_sub
 
+from controller.broker.accounts import is_filter
 from devices.protocol import Topics
 
 CONTROLLER_STAMP = "controller"
@@ -122,10 +123,10 @@ class BrokerGate:
         found: frozenset[str] = vendor() if callable(vendor) else frozenset()
         split = self._split  # one read: another thread may replace it meanwhile
         if found is not split[0]:
-            split = (found, tuple(t for t in found if "#" in t or "+" in t))
+            split = (found, tuple(t for t in found if is_filter(t)))
             self._split = split
         if topic in found:
-            return "#" not in topic and "+" not in topic
+            return not is_filter(topic)
         return any(topic_matches_sub(p, topic) for p in split[1])
 
     def _under_root(self, topic: str) -> bool:
@@ -142,9 +143,7 @@ class BrokerGate:
             # the controller follows exact vendor topics (a wildcard filter is refused)
             if topic_filter.startswith(f"{self._root}/"):
                 return True
-            return (
-                "#" not in topic_filter and "+" not in topic_filter and self._vendor(topic_filter)
-            )
+            return not is_filter(topic_filter) and self._vendor(topic_filter)
         return self.devices.may_subscribe(username, topic_filter)
 
     def may_receive(self, username: str, topic: str) -> bool:
