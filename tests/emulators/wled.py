@@ -63,6 +63,8 @@ class WledEmulator(Emulator[WledLight]):
         self.retain = retain
         self.rgbw = rgbw
         self._last_update = float("-inf")
+        self.updates: list[float] = []
+        """When each interface update began (monotonic): the cooldown counts from these."""
         self._update_due = False
 
     def initial_light(self) -> WledLight:
@@ -186,6 +188,7 @@ class WledEmulator(Emulator[WledLight]):
             return
         self._update_due = False
         self._last_update = _now()
+        self.updates.append(self._last_update)
         self._publish_state()
 
     def _publish_state(self) -> None:
