@@ -122,6 +122,16 @@ def online_in_db(rig: Rig) -> int:
     return int(count)
 
 
+def settled_in_db(rig: Rig) -> int:
+    """Devices whose newest command is settled: no command of theirs is still waiting to
+    be published or confirmed (the lights' first command, "off", sent at start-up)."""
+    with rig.db() as conn:
+        (open_,) = conn.execute(
+            "SELECT COUNT(DISTINCT device_id) FROM commands WHERE state IN ('pending', 'published')"
+        ).fetchone()
+    return rig.n - int(open_)
+
+
 def _ready(ready: set[int], index: int, line: str) -> None:
     if line == "ready":
         ready.add(index)
@@ -162,6 +172,10 @@ def run_live(opts: Options, workdir: Path, rows: list[dict[str, Any]]) -> None:
         start_wled_fleet(rig)
         if not rig.wait(lambda: online_in_db(rig), rig.n, "lights online", rig.deadline()):
             raise RuntimeError("the controller did not see every light online")
+        # the campaign comes to a fleet at rest: the start-up commands confirmed, so the
+        # scenario measures the window's opening, not the start-up's tail
+        if not rig.wait(lambda: settled_in_db(rig), rig.n, "lights settled", rig.deadline()):
+            raise RuntimeError("the lights' start-up commands did not settle")
         opens = _whole_second(max(opts.min_lead_s, 5.0))
         rig.put_campaign(window_campaign(opens, WINDOW))
         step = _mono_of(opens)

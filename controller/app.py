@@ -178,6 +178,7 @@ class Controller:
             self.grace,
             self.timelines,
             caught_up=self.caught_up_to,
+            catalogs=catalogs,
         )
         self.dispatcher: Dispatcher | None = None
         self.beacon: ClockBeacon | None = None
@@ -290,6 +291,7 @@ class Controller:
             self.metrics,
             self.settings.control.publish_timeout_s,
             live=self.adapter_devices.adapter,
+            plans=self.plans,
         )
         self.adapter_devices.refresh()
         self._follow()

@@ -34,9 +34,16 @@ from controller.metrics import Metrics
 from controller.store.base import Command, Move, OutboxStore
 from devices.adapters import Adapter
 from devices.clock import TimeSource
-from devices.protocol import ProtocolError, Topics
+from devices.protocol import Plan, ProtocolError, Topics
 
 log = logging.getLogger(__name__)
+
+PlanOf = Callable[[Command], Plan]
+
+
+def _decoded(command: Command) -> Plan:
+    return command.plan
+
 
 NOT_REPUBLISHED = frozenset({CommandState.SUPERSEDED, CommandState.REJECTED, CommandState.EXPIRED})
 MAX_IN_FLIGHT = 1_000
@@ -67,8 +74,11 @@ class Dispatcher:
         *,
         max_in_flight: int = MAX_IN_FLIGHT,
         live: Callable[[str], Adapter | None] | None = None,
+        plans: PlanOf | None = None,
     ) -> None:
         self.outbox = outbox
+        self.plan_of: PlanOf = plans if plans is not None else _decoded
+        """A command's plan (the controller's shared `PlanCache`: decoded once)."""
         self.live = live
         """The adapter of a third-party device (None: a native device, sent its plan)."""
         self.broker = broker
@@ -196,10 +206,10 @@ class Dispatcher:
         limit = room + 1 if cursor is not None else room + len(busy) + 1
         rows = [c for c in self.outbox.pending(limit=limit, after=cursor) if c.id not in busy]
         now = self.clock()
-        expired = [c for c in rows if _past_not_after(c, now)]
+        expired = [c for c in rows if _past_not_after(c, now, self.plan_of)]
         if expired:
             self._expire_unsent(expired, now)
-            rows = [c for c in rows if not _past_not_after(c, now)]
+            rows = [c for c in rows if not _past_not_after(c, now, self.plan_of)]
         everything, some = self._take_republish()
         if everything or some:
             pending = {c.device_id for c in rows} | {
@@ -211,7 +221,7 @@ class Dispatcher:
                 for c in latest.values()
                 if c.device_id not in pending
                 and c.state not in NOT_REPUBLISHED
-                and not _past_not_after(c, now)
+                and not _past_not_after(c, now, self.plan_of)
             ]
         if len(rows) > room:
             # more than fits in flight: the rest waits (pending rows stay in the outbox,
@@ -242,7 +252,9 @@ class Dispatcher:
         adapter = self.live(command.device_id) if self.live is not None else None
         if adapter is not None:
             try:
-                queued = publish_live(self.broker, adapter, command, self.clock(), done)
+                queued = publish_live(
+                    self.broker, adapter, command, self.clock(), done, self.plan_of(command)
+                )
             except Exception as exc:  # a payload that does not decode: not sendable
                 log.error("device %s: cannot send v%d: %s", command.device_id, command.version, exc)
                 queued = False
@@ -337,12 +349,12 @@ class Dispatcher:
             return len(self._in_flight)
 
 
-def _past_not_after(command: Command, now: datetime) -> bool:
+def _past_not_after(command: Command, now: datetime, plan_of: PlanOf) -> bool:
     """Has the command's `not_after` passed? Only a payload that names one is decoded."""
     if '"not_after"' not in command.payload:
         return False
     try:
-        not_after = command.plan.not_after
+        not_after = plan_of(command).not_after
     except ProtocolError:
         return False  # not ours to judge: published as it is, the device refuses it
     return not_after is not None and now > not_after

@@ -19,14 +19,18 @@ from controller.broker.base import Broker, Done
 from controller.store.base import Command
 from devices.adapters import Adapter
 from devices.adapters import Command as VendorMessage
+from devices.protocol import Plan
 
 log = logging.getLogger(__name__)
 
 
-def live_messages(adapter: Adapter, command: Command, now: datetime) -> tuple[VendorMessage, ...]:
+def live_messages(
+    adapter: Adapter, command: Command, now: datetime, plan: Plan | None = None
+) -> tuple[VendorMessage, ...]:
     """The vendor messages of a live command: its step in force at `now` (the only one,
-    for a command the reconciler made), as the adapter encodes it."""
-    plan = command.plan
+    for a command the reconciler made), as the adapter encodes it. `plan`: the command's
+    plan when already decoded."""
+    plan = plan if plan is not None else command.plan
     step = plan.step_at(now) or plan.steps[0]
     return adapter.command(step.state, ref=command.version)
 
@@ -56,12 +60,17 @@ class _Gather:
 
 
 def publish_live(
-    broker: Broker, adapter: Adapter, command: Command, now: datetime, done: Done | None
+    broker: Broker,
+    adapter: Adapter,
+    command: Command,
+    now: datetime,
+    done: Done | None,
+    plan: Plan | None = None,
 ) -> bool:
     """Hand a live command's vendor messages to the broker; False when they could not
     all be queued (the caller publishes the command again later: the messages set a
     state, so a repeat does no harm)."""
-    messages = live_messages(adapter, command, now)
+    messages = live_messages(adapter, command, now, plan)
     gather = _Gather(len(messages), done)
     for message in messages:
         if message.retain:  # the adapter's Command refuses it too: never a retained command

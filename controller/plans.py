@@ -1,7 +1,8 @@
 """Decoded plans, shared by the controller's readers.
 
-A command's payload never changes, so its plan is decoded once, by command id, for the
-reconciler and the public view alike; the lights of all plans are shared objects (a
+A command's payload never changes, so its plan is decoded once, by command id (and
+once per distinct payload: devices alike are sent the same body), for the reconciler,
+the public view and the dispatcher alike; the lights of all plans are shared objects (a
 campaign night has a handful of distinct lights and 10,000 plans). `keep` drops the
 plans of commands that are no longer anyone's newest.
 """
@@ -35,23 +36,30 @@ class PlanCache:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._plans: dict[int, Plan] = {}
+        self._by_payload: dict[str, Plan] = {}
+        """The same body, the same plan: the devices of one campaign's sites are sent
+        the same payload, decoded once (and held once)."""
         self.decoded = 0
 
     def __call__(self, command: Command) -> Plan:
         """The command's plan; raises ProtocolError when its payload does not decode."""
         with self._lock:
-            plan = self._plans.get(command.id)
+            plan = self._plans.get(command.id) or self._by_payload.get(command.payload)
         if plan is None:
             plan = compact(decode(Plan, command.payload))
             with self._lock:
-                self._plans[command.id] = plan
+                self._by_payload[command.payload] = plan
                 self.decoded += 1
+        with self._lock:
+            self._plans[command.id] = plan
         return plan
 
     def keep(self, command_ids: Collection[int]) -> None:
         """Forget every plan but these commands'."""
         with self._lock:
             self._plans = {i: p for i, p in self._plans.items() if i in command_ids}
+            alive = {id(p) for p in self._plans.values()}
+            self._by_payload = {k: p for k, p in self._by_payload.items() if id(p) in alive}
 
     def __len__(self) -> int:
         with self._lock:

@@ -379,16 +379,24 @@ class Reconciler:
         wakes: set[datetime],
     ) -> None:
         versions = []
+        payloads: dict[tuple[int, bool, tuple[PlanStep, ...]], str] = {}
         for device, command, steps in changed:
             version = max(command.version if command else 0, device.version_floor) + 1
-            plan = Plan(version=version, issued_at=now, steps=steps)
-            if self.live(device.id):
-                plan = live_command(steps, now, version) or plan
+            live = self.live(device.id)
+            # devices alike (a campaign's sites in one city) get the same body: built and
+            # encoded once, not once per device
+            key = (version, live, tuple(steps))
+            payload = payloads.get(key)
+            if payload is None:
+                plan = Plan(version=version, issued_at=now, steps=steps)
+                if live:
+                    plan = live_command(steps, now, version) or plan
+                payload = payloads[key] = encode(plan).decode()
             versions.append(
                 NewVersion(
                     device.id,
                     version,
-                    encode(plan).decode(),
+                    payload,
                     now,
                     (command.id, command.state) if command is not None else None,
                 )

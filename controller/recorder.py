@@ -35,6 +35,7 @@ from controller.store.history import (
 from controller.timelines import Timelines
 from controller.windows import Window, classify, down_periods, settled, site_windows
 from devices.clock import TimeSource
+from schedules.model import SiteCatalog
 from schedules.resolve import LOOKAROUND
 
 log = logging.getLogger(__name__)
@@ -57,9 +58,12 @@ class Recorder:
         beat_s: float = BEAT_S,
         lookback: timedelta = LOOKBACK,
         caught_up: Callable[[], datetime | None] | None = None,
+        catalogs: Callable[[], SiteCatalog] | None = None,
     ) -> None:
         self.history = history
         self.stores = stores
+        self.catalogs = catalogs if catalogs is not None else stores.registry.catalog
+        """The site catalog (the process's shared copy, `Catalogs`, when given)."""
         self.clock = clock
         self.grace = grace
         self.timelines = timelines if timelines is not None else Timelines()
@@ -178,7 +182,7 @@ class Recorder:
     ) -> dict[str, list[Window]]:
         """The settled windows of each site that ended in [since, now] and began at or
         after `known_from` (the first run's start: nothing is known before)."""
-        catalog = self.stores.registry.catalog()
+        catalog = self.catalogs()
         campaigns = self.stores.campaigns.all()
         revision = (self.stores.registry.revision(), self.stores.campaigns.revision())
         zones = {c.id: c.zone for c in catalog.cities}

@@ -18,12 +18,14 @@ Two clocks, two jobs:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.date import DateTrigger
 
@@ -40,7 +42,9 @@ class Wakeups(Protocol):
     def stop(self) -> None: ...
 
     def plan(self, instants: Iterable[datetime]) -> None:
-        """Wake at each instant (planning one again replaces it, never duplicates it)."""
+        """Wake at each instant, and only at these: the set replaces the one planned
+        before (an instant planned again is replaced, never duplicated; one left out is
+        dropped, since each reconcile returns every instant it still needs)."""
 
     def planned(self) -> list[datetime]: ...
 
@@ -80,9 +84,16 @@ class ApsWakeups:
 
     def plan(self, instants: Iterable[datetime]) -> None:
         offset = self._offset()
-        for at in instants:
+        wanted = {f"wake-{at.isoformat()}": at for at in instants}
+        if self._scheduler.running:
+            for job in self._scheduler.get_jobs():
+                if job.id.startswith("wake-") and job.id not in wanted:
+                    # (one that has just run is gone already: a one-shot job goes once run)
+                    with contextlib.suppress(JobLookupError):
+                        self._scheduler.remove_job(job.id)
+        for job_id, at in wanted.items():
             # the id names the instant on the caller's clock: planned again, it is replaced
-            self._add(at + offset, f"wake-{at.isoformat()}")
+            self._add(at + offset, job_id)
 
     def planned(self) -> list[datetime]:
         """The instants planned, on the caller's clock."""
@@ -117,7 +128,7 @@ class ManualWakeups:
         self._fire = None
 
     def plan(self, instants: Iterable[datetime]) -> None:
-        self._planned.update(instants)
+        self._planned = set(instants)
 
     def planned(self) -> list[datetime]:
         return sorted(self._planned)

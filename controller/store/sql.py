@@ -541,7 +541,7 @@ class SqlOutbox:
             query = select(*_COMMAND_COLUMNS).join(
                 sub, and_(CommandRow.device_id == sub.c.device_id, CommandRow.version == sub.c.v)
             )
-            for row in s.execute(query):
+            for row in s.connection().execute(query):
                 out[row.device_id] = _command(row)
         return out
 
@@ -815,6 +815,7 @@ _REPORT_FIELDS = (
     "mismatch_step_at",
     "mismatch",
 )
+_VIEW_NAMES = ("id", "site_id", *_REPORT_FIELDS)
 
 
 class SqlReports:
@@ -823,7 +824,7 @@ class SqlReports:
         self.turn = turn
 
     def views(self, device_ids: Collection[str] | None = None) -> dict[str, DeviceView]:
-        columns = [
+        columns = [  # in the order of _VIEW_NAMES
             DeviceRow.id,
             DeviceRow.site_id,
             *(getattr(DeviceRow, f) for f in _REPORT_FIELDS),
@@ -837,8 +838,10 @@ class SqlReports:
                 query = select(*columns).where(DeviceRow.decommissioned_at.is_(None))
                 if part is not None:
                     query = query.where(DeviceRow.id.in_(part))
-                for row in s.execute(query):
-                    values = row._asdict()
+                for row in s.connection().execute(query):
+                    # by name, from a tuple: Row._asdict builds its key view per row, a
+                    # third of a full read's time at 10,000 devices
+                    values = dict(zip(_VIEW_NAMES, row, strict=True))
                     values["version_floor"] = values["version_floor"] or 0
                     out[row.id] = DeviceView(**values)
         return out

@@ -33,6 +33,7 @@ each adapter sends whichever its vendor's encoding takes.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from abc import ABC, abstractmethod
@@ -247,10 +248,17 @@ class Output:
 def target_output(target: LightState) -> Output:
     """The visible output of a target. On at level 0, or on in black, shows nothing, and
     is sent and confirmed as off."""
-    colour = hex_to_rgb(target.color)
-    if not target.on or target.level == 0 or max(colour) == 0:
+    return _output(target.on, target.color, target.level)
+
+
+@functools.lru_cache(maxsize=4096)
+def _output(on: bool, color: str, level: float) -> Output:
+    # memoised: a fan-out sends thousands of lights the same few targets, and the colour
+    # arithmetic was a third of each live command's encoding
+    colour = hex_to_rgb(color)
+    if not on or level == 0 or max(colour) == 0:
         return Output(False, colour, chroma(colour), 0.0)
-    return Output(True, colour, chroma(colour), target.level * value_percent(colour) / 100)
+    return Output(True, colour, chroma(colour), level * value_percent(colour) / 100)
 
 
 class Adapter(ABC):

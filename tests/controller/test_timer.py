@@ -48,6 +48,26 @@ def test_a_fire_plans_the_wakeups_the_reconcile_asks_for_and_they_run() -> None:
     assert timer.pending() == []
 
 
+def test_a_wakeup_the_next_reconcile_no_longer_asks_for_is_dropped() -> None:
+    """A grace's end for a command since superseded: the reconcile that superseded it
+    returns the instants it still needs, and the stale one never wakes it (at 10,000
+    devices each stale wake-up was a reconcile of its own in the middle of a fan-out)."""
+    clock = FakeClock(T0)
+    stale = S + timedelta(seconds=30)
+    wake = Reconciles(clock, [stale, E])
+    wakeups = ManualWakeups()
+    timer = Timer(wake, timedelta(seconds=30), wakeups)
+    wakeups.start(timer.soon)
+    timer.fire()
+    assert timer.pending() == [stale, E]
+    wake.instants = [E]
+    timer.fire()
+    assert timer.pending() == [E]
+    clock.set(stale)
+    assert wakeups.due(clock()) == 0
+    assert timer.run_requested() is False
+
+
 def test_many_soon_requests_make_one_reconcile() -> None:
     clock = FakeClock(T0)
     wake = Reconciles(clock, [])
@@ -109,6 +129,23 @@ def test_aps_wakeups_run_at_the_instant() -> None:
     try:
         wakeups.plan([datetime.now(UTC) + timedelta(milliseconds=100)])
         assert ran.wait(30)
+    finally:
+        wakeups.stop()
+
+
+def test_aps_wakeups_drop_the_instants_planned_no_more() -> None:
+    wakeups = ApsWakeups()
+    wakeups.start(lambda: None)
+    try:
+        at = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=5)
+        later = at + timedelta(minutes=1)
+        wakeups.plan([at, later])
+        assert wakeups.planned() == [at, later]
+        wakeups.plan([later])
+        assert wakeups.planned() == [later]
+        assert wakeups.run_times() == [later]
+        wakeups.plan([])
+        assert wakeups.planned() == []
     finally:
         wakeups.stop()
 
