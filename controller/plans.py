@@ -44,14 +44,18 @@ class PlanCache:
     def __call__(self, command: Command) -> Plan:
         """The command's plan; raises ProtocolError when its payload does not decode."""
         with self._lock:
-            plan = self._plans.get(command.id) or self._by_payload.get(command.payload)
-        if plan is None:
-            plan = compact(decode(Plan, command.payload))
-            with self._lock:
-                self._by_payload[command.payload] = plan
-                self.decoded += 1
+            plan = self._plans.get(command.id)
+            if plan is not None:
+                return plan
+            plan = self._by_payload.get(command.payload)
+            if plan is not None:
+                self._plans[command.id] = plan
+                return plan
+        plan = compact(decode(Plan, command.payload))
         with self._lock:
+            self._by_payload[command.payload] = plan
             self._plans[command.id] = plan
+            self.decoded += 1
         return plan
 
     def keep(self, command_ids: Collection[int]) -> None:

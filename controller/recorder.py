@@ -74,6 +74,7 @@ class Recorder:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._by_site: tuple[int, dict[str, list[str]]] | None = None
 
     def start(self, background: bool = True) -> None:
         """Store this run; with `background`, beat and settle every `beat_s`."""
@@ -170,11 +171,17 @@ class Recorder:
         return changed
 
     def _devices_by_site(self) -> dict[str, list[str]]:
+        """Each site's devices, read again only when the registry moved (a full read of
+        10,000 devices' reports was most of a beat's cost)."""
+        revision = self.stores.registry.revision()  # first: a change after it is read next time
+        if self._by_site is not None and self._by_site[0] == revision:
+            return self._by_site[1]
         out: dict[str, list[str]] = defaultdict(list)
         for view in self.stores.reports.views().values():
             out[view.site_id].append(view.id)
         for ids in out.values():
             ids.sort()
+        self._by_site = (revision, out)
         return out
 
     def _windows(

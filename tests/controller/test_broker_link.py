@@ -13,7 +13,7 @@ import pytest
 from paho.mqtt.enums import MQTTErrorCode
 
 from controller.broker.embedded import EmbeddedBroker
-from controller.broker.link import PahoBroker
+from controller.broker.link import MAX_INFLIGHT, PahoBroker
 from devices.connection import BrokerAddress
 from devices.protocol import Topics
 from tests.support.gates import product_gate
@@ -228,6 +228,33 @@ def test_after_a_broker_restart_without_persistence_it_subscribes_again(
 
 
 # refusals, birth and stop -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("announced", [20, 1000])
+def test_its_window_follows_the_receive_maximum_the_broker_announces(
+    tmp_path: Path, announced: int
+) -> None:
+    """Never more publishes in flight than the broker takes (MQTT 5 Receive Maximum,
+    Mosquitto's `max_inflight_messages`), and as many as it takes up to our own cap;
+    every publish of a burst larger than the window is still acknowledged."""
+    limits = dict(SHIPPED_LIMITS, max_inflight_messages=str(announced))
+    mosquitto = Mosquitto(tmp_path / "b", limits=limits).start()
+    try:
+        with Controller(mosquitto.port) as controller:
+            broker = controller.broker
+            assert broker.window == min(announced, MAX_INFLIGHT)
+            assert broker._client._max_inflight_messages == broker.window
+            done = Recorder()
+            burst = 3 * broker.window
+            for i in range(burst):
+                assert broker.publish(TOPICS.plan(device_id(i)), b"{}", retain=False, done=done)
+            assert done.wait_for(lambda calls: len(calls) >= burst) == [True] * burst
+    finally:
+        mosquitto.stop()
+
+
+def test_the_shipped_broker_takes_the_controllers_full_window() -> None:
+    assert int(SHIPPED_LIMITS["max_inflight_messages"]) >= MAX_INFLIGHT
 
 
 def test_a_publish_the_broker_refuses_calls_done_false(mosquitto: Mosquitto) -> None:
