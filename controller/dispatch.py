@@ -89,6 +89,8 @@ class Dispatcher:
         self.max_in_flight = max_in_flight
         self._in_flight: dict[int, _InFlight] = {}
         self._acked: queue.SimpleQueue[tuple[int, bool]] = queue.SimpleQueue()
+        self._acked_pending: list[Command] = []
+        """Acknowledged PENDING commands whose PUBLISHED move is not committed yet."""
         self._lock = threading.Lock()
         self._republish: set[str] = set()
         self._republished: dict[str, float] = {}
@@ -188,17 +190,23 @@ class Dispatcher:
     # one round (the unit tests call it directly) ---------------------------------
 
     def step(self) -> int:
-        """Commit what the broker acknowledged, time out what it did not, publish what
-        is pending or asked for again. Returns how many rows turned PUBLISHED."""
-        done = self._commit_acks()
+        """Take what the broker acknowledged, time out what it did not, publish what is
+        pending or asked for again, then commit the acknowledged as PUBLISHED (after the
+        publishing: a commit waits its turn behind the intake's, and the broker need not
+        wait with it). Returns how many rows turned PUBLISHED."""
+        self._take_acks()
         self._expire()
+        self._publish_round()
+        return self._store_acks()
+
+    def _publish_round(self) -> None:
         if not self.broker.is_connected or not self._outbox_moved:
-            return done
+            return
         with self._lock:
             room = self.max_in_flight - len(self._in_flight)
-            busy = set(self._in_flight)
+            busy = set(self._in_flight) | {c.id for c in self._acked_pending}
         if room <= 0:
-            return done  # the outbox is read again as soon as acknowledgements free room
+            return  # the outbox is read again as soon as acknowledgements free room
         self._outbox_moved = False
         # one more than fits, to know whether more is waiting; from the cursor on, so a
         # long outbox is walked once, not from its start at every round
@@ -238,7 +246,6 @@ class Dispatcher:
         if handed and self._cursor == cursor:  # (a failed publish may have reset it)
             # every PENDING row up to here is handed out or in flight
             self._cursor = max(handed)
-        return done
 
     def _publish(self, command: Command) -> None:
         deadline = self.clock.monotonic() + self.publish_timeout_s
@@ -288,8 +295,10 @@ class Dispatcher:
             shown = ", ".join(f"{c.device_id} v{c.version}" for c in commands[:5])
             log.warning("%d commands expired unsent (not_after passed): %s", n, shown)
 
-    def _commit_acks(self) -> int:
-        acked: list[Command] = []
+    def _take_acks(self) -> None:
+        """Free the room of what the broker acknowledged; the PENDING ones wait in
+        `_acked_pending` for `_store_acks` (kept there until a commit succeeds)."""
+        acked = self._acked_pending
         while True:
             try:
                 command_id, ok = self._acked.get_nowait()
@@ -311,6 +320,9 @@ class Dispatcher:
                 continue
             if flight.command.state is CommandState.PENDING:
                 acked.append(flight.command)
+
+    def _store_acks(self) -> int:
+        acked = self._acked_pending
         if not acked:
             return 0
         now = self.clock()
@@ -320,6 +332,7 @@ class Dispatcher:
                 for c in acked
             ]
         )
+        self._acked_pending = []
         n = sum(results)
         self.metrics.published.inc(n)
         return n

@@ -93,6 +93,32 @@ def test_every_pending_row_is_published_at_once_and_turns_published_on_its_pubac
     assert w.metrics.registry.get_sample_value("illuminate_plans_published_total") == 3
 
 
+def test_acks_whose_commit_fails_are_kept_and_not_published_again(w: World) -> None:
+    """The PUBLISHED moves are committed after the round's publishing: when the commit
+    fails (the database is busy) they wait for the next round, and a re-read of the
+    outbox (a reconnect resets its cursor) does not send those rows again meanwhile."""
+    w.issue()
+    w.dispatcher.step()
+    w.broker.ack()
+    real_move = w.stores.outbox.move
+    calls = []
+
+    def busy(moves: list[Move]) -> list[bool]:
+        calls.append(len(moves))
+        raise RuntimeError("database is locked")
+
+    w.stores.outbox.move = busy  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        w.dispatcher.step()
+    assert calls == [3]
+    w.stores.outbox.move = real_move  # type: ignore[method-assign]
+    w.dispatcher._cursor = None  # read from the outbox's start, as after a reconnect
+    w.dispatcher.wake()
+    assert w.dispatcher.step() == 3
+    assert w.states() == [S.PUBLISHED] * 3
+    assert len(w.broker.published) == 3  # nothing published twice
+
+
 def test_a_publish_not_acknowledged_in_time_is_sent_again(w: World) -> None:
     w.issue()
     w.dispatcher.step()
