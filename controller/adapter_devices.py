@@ -224,6 +224,11 @@ class AdapterDevices:
         with self._lock:
             return self._devices.get(device_id)
 
+    def all(self) -> dict[str, Adapter]:
+        """Every active third-party device's adapter, by device id."""
+        with self._lock:
+            return dict(self._devices)
+
     def is_live(self, device_id: str) -> bool:
         return self.adapter(device_id) is not None
 

@@ -42,7 +42,7 @@ from controller.health import BacklogBound, DatabaseProbe, Readiness
 from controller.inbox import Backlog, Inbox
 from controller.intake import Intake, Outcome
 from controller.last_known import FILE_NAME, FileLastKnown
-from controller.live_dispatch import request_state
+from controller.live_dispatch import AskAgainOnReconnect, request_state
 from controller.metrics import Metrics
 from controller.plans import PlanCache
 from controller.public_view import PublicView
@@ -310,6 +310,9 @@ class Controller:
         self.broker.add_listener(_Gauge(self.metrics))
         self.recorder.start()
         self.broker.add_listener(_Link(self))
+        self.broker.add_listener(
+            AskAgainOnReconnect(self.stores.outbox, self.adapter_devices.all, self.broker)
+        )
         self.intake.start()
         self.adapter_intake.start()
         self.dispatcher.start()

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from controller.broker.base import Broker, Done
-from controller.store.base import Command
+from controller.lifecycle import CommandState
+from controller.store.base import Command, OutboxStore
 from devices.adapters import Adapter
 from devices.adapters import Command as VendorMessage
 from devices.protocol import Plan
@@ -96,3 +98,63 @@ def request_state(broker: Broker, adapter: Adapter, ref: int = 0) -> bool:
             broker.publish(message.topic, message.payload, retain=False, qos=message.qos) and sent
         )
     return sent
+
+
+AWAITING_REPORT = frozenset({CommandState.PUBLISHED, CommandState.RECEIVED})
+"""A live command the broker has and no report of the device has confirmed yet."""
+
+
+class AskAgainOnReconnect:
+    """A broker listener: on every reconnection, the third-party devices whose newest
+    command awaits their report are asked to report again (where their adapter knows
+    how). Vendor reports come at QoS 0 and most are not retained: one a device sent
+    while the controller's link was away is lost, and without asking, its command would
+    wait for the grace to run out and a retry. The first connection asks nothing (the
+    commands are sent then). The asking runs on a thread of its own (`run`), never on
+    the broker's."""
+
+    def __init__(
+        self,
+        outbox: OutboxStore,
+        adapters: Callable[[], Mapping[str, Adapter]],
+        broker: Broker,
+        run: Callable[[Callable[[], object]], None] | None = None,
+    ) -> None:
+        self.outbox = outbox
+        self.adapters = adapters
+        self.broker = broker
+        self.run = run if run is not None else _on_a_thread
+        self.connections = 0
+
+    def connected(self) -> None:
+        self.connections += 1
+        if self.connections > 1:
+            self.run(self.ask)
+
+    def disconnected(self) -> None:
+        pass
+
+    def ask(self) -> int:
+        """Ask every awaiting device now; how many were asked."""
+        adapters = self.adapters()
+        if not adapters:
+            return 0
+        try:
+            latest = self.outbox.latest(list(adapters))
+        except Exception:  # the database is away: the grace and its retry still hold
+            log.exception("could not read the live commands to ask their devices again")
+            return 0
+        asked = 0
+        for device_id, command in sorted(latest.items()):
+            adapter = adapters.get(device_id)
+            if adapter is None or command.state not in AWAITING_REPORT:
+                continue
+            if request_state(self.broker, adapter, command.version):
+                asked += 1
+        if asked:
+            log.info("reconnected: %d third-party devices asked to report again", asked)
+        return asked
+
+
+def _on_a_thread(work: Callable[[], object]) -> None:
+    threading.Thread(target=work, name="ask-again", daemon=True).start()

@@ -17,6 +17,7 @@ from controller.adapter_intake import AdapterIntake, Outcome
 from controller.broker.base import Incoming
 from controller.broker.memory import MemoryBroker
 from controller.dispatch import Dispatcher
+from controller.live_dispatch import AskAgainOnReconnect
 from controller.lifecycle import CommandState as S
 from controller.metrics import Metrics
 from controller.public import public_status
@@ -293,6 +294,40 @@ def test_a_state_request_after_the_echo_brings_a_readback() -> None:
     status = public_status(world.stores.snapshot(), world.clock(), GRACE, timedelta(hours=24))
     (belfry,) = [s for s in status.sites if s.id == "belfry"]
     assert (belfry.state.value, belfry.confirmed_by) == ("lit", "readback")
+
+
+def test_after_a_reconnection_the_devices_awaiting_their_report_are_asked_again() -> None:
+    """A light's answer sent while the link was away is lost (QoS 0, not retained): on
+    the reconnection it is asked to report again, and its answer confirms the command.
+    A confirmed light, and the first connection, ask nothing."""
+    world = World(
+        {
+            "z-1": ("belfry", "zigbee2mqtt", Z2M),
+            "z-2": ("belfry", "zigbee2mqtt", {**Z2M, "friendly_name": "belfry/flood2"}),
+        }
+    )
+    asker = AskAgainOnReconnect(
+        world.stores.outbox, world.adapters.all, world.broker, run=lambda work: work()
+    )
+    world.broker.add_listener(asker)
+    world.broker.disconnect()
+    world.broker.connect()  # the asker's first connection: nothing to ask
+    assert world.sent("zigbee2mqtt/belfry/flood1/get") == []
+    for light in ("flood1", "flood2"):
+        world.report(f"zigbee2mqtt/belfry/{light}/availability", '{"state":"online"}', True)
+    world.at(START)
+    world.reconcile()
+    (sent,) = world.sent("zigbee2mqtt/belfry/flood2/set")
+    echo = json.dumps({"state": "ON", "brightness": sent["brightness"], "color": sent["color"]})
+    world.report("zigbee2mqtt/belfry/flood2", echo)
+    assert world.latest("z-1").state is S.PUBLISHED  # its answer is lost while away
+    assert world.latest("z-2").state is S.APPLIED
+    world.broker.disconnect()
+    world.broker.connect(resumed=True)
+    assert len(world.sent("zigbee2mqtt/belfry/flood1/get")) == 1
+    assert world.sent("zigbee2mqtt/belfry/flood2/get") == []
+    world.report("zigbee2mqtt/belfry/flood1", echo)  # the answer to the /get
+    assert world.latest("z-1").state is S.APPLIED
 
 
 def test_a_device_registered_later_is_followed_and_routed(w: World) -> None:
