@@ -17,8 +17,8 @@ from controller.adapter_intake import AdapterIntake, Outcome
 from controller.broker.base import Incoming
 from controller.broker.memory import MemoryBroker
 from controller.dispatch import Dispatcher
-from controller.live_dispatch import AskAgainOnReconnect
 from controller.lifecycle import CommandState as S
+from controller.live_dispatch import AskAgainOnReconnect
 from controller.metrics import Metrics
 from controller.public import public_status
 from controller.reconcile import Reconciler
