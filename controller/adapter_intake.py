@@ -175,8 +175,11 @@ class AdapterIntake:
         *,
         history: HistoryStore | None = None,
         max_queued: int = MAX_QUEUED,
+        plans: Callable[[Command], Plan] | None = None,
     ) -> None:
         self.stores = stores
+        self.plan_of: Callable[[Command], Plan] = plans if plans is not None else _plan
+        """A command's plan (the controller's shared `PlanCache`: decoded once)."""
         self.devices = devices
         self.clock = clock
         self.metrics = metrics
@@ -418,7 +421,7 @@ class AdapterIntake:
         latest = batch.latest.get(device_id)
         step: PlanStep | None = None
         if latest is not None:
-            plan = _plan(latest)
+            plan = self.plan_of(latest)
             step = plan.step_at(now) or plan.steps[0]
         current = batch.state.get(latest.id, latest.state) if latest is not None else None
         if latest is None or step is None or current in FINAL:

@@ -140,6 +140,8 @@ class Controller:
         )
         self.broker: Broker | None = None
         self.clock_watch = ClockWatch(control.clock_tolerance_ms, self.metrics)
+        self.plans = PlanCache()
+        """Every reader's decoded plans (reconciler, intakes, dispatcher, public view)."""
         self.intake = Intake(
             self.stores,
             settings.topics,
@@ -148,17 +150,22 @@ class Controller:
             self.metrics,
             clock_watch=self.clock_watch,
             history=self.history,
+            plans=self.plans,
         )
         self.intake.on_outcome = self._outcome
         self.adapter_devices = AdapterDevices(self.stores.registry, on_change=self._follow)
         """The registered third-party devices, as adapters (routes their vendor topics)."""
         self.adapter_intake = AdapterIntake(
-            self.stores, self.adapter_devices, self.clock, self.metrics, history=self.history
+            self.stores,
+            self.adapter_devices,
+            self.clock,
+            self.metrics,
+            history=self.history,
+            plans=self.plans,
         )
         self.adapter_intake.on_outcome = self._adapter_outcome
         self.grace = timedelta(seconds=control.grace_s)
         self.timelines = Timelines()
-        self.plans = PlanCache()
         catalogs = Catalogs(self.stores.registry)
         self.reconciler = Reconciler(
             self.stores,

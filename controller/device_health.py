@@ -76,32 +76,27 @@ class HealthTracker:
         self, device_id: str, body: Ack | DeviceState | DeviceStatus, retain: bool, now: datetime
     ) -> None:
         """The intake took in `body` from `device_id` at `now` (controller time)."""
+        offset = _offset(body, now)
         with self._lock:
             known = self._seen.get(device_id) or Seen()
+            changes: dict[str, Any] = {}  # one replace per message: it is on the intake's path
             if isinstance(body, DeviceState) and body.clock_synced is not None:
-                known = replace(known, clock_synced=body.clock_synced)
-            offset = _offset(body, now)
+                changes["clock_synced"] = body.clock_synced
             if retain:
                 # a retained copy was said some time ago: not "seen now", and its own
                 # offset figure only while nothing newer is known
                 if offset is not None and offset[1] == "device" and known.clock_source is None:
-                    known = replace(
-                        known,
-                        clock_offset_ms=offset[0],
-                        clock_measured_at=now,
-                        clock_source="device",
+                    changes.update(
+                        clock_offset_ms=offset[0], clock_measured_at=now, clock_source="device"
                     )
             else:
-                known = replace(known, last_seen=now)
+                changes["last_seen"] = now
                 # a device that reports its own figure is not measured over it
                 if offset is not None and (offset[1] == "device" or known.clock_source != "device"):
-                    known = replace(
-                        known,
-                        clock_offset_ms=offset[0],
-                        clock_measured_at=now,
-                        clock_source=offset[1],
+                    changes.update(
+                        clock_offset_ms=offset[0], clock_measured_at=now, clock_source=offset[1]
                     )
-            self._seen[device_id] = known
+            self._seen[device_id] = replace(known, **changes)
 
     def seen(self, device_id: str, now: datetime) -> None:
         """A live message of a third-party device was taken in at `now` (its vendor's

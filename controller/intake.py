@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
 from controller.barrier import BARRIER_EVERY_S
 from controller.broker.base import Incoming
@@ -45,6 +46,7 @@ from devices.protocol import (
     DeviceState,
     DeviceStatus,
     Kind,
+    Plan,
     PlanStep,
     ProtocolError,
     Stage,
@@ -132,6 +134,10 @@ class _Batch:
         self.outcome.devices.add(command.device_id)
 
 
+def _decoded(command: Command) -> Plan:
+    return command.plan
+
+
 class Intake:
     def __init__(
         self,
@@ -144,8 +150,13 @@ class Intake:
         batch_size: int = BATCH,
         clock_watch: ClockWatch | None = None,
         history: HistoryStore | None = None,
+        plans: Callable[[Command], Plan] | None = None,
     ) -> None:
         self.stores = stores
+        self.plan_of: Callable[[Command], Plan] = plans if plans is not None else _decoded
+        """A command's plan (the controller's shared `PlanCache`: decoded once)."""
+        self._accepted: dict[str, Any] = {}
+        """`accepted_messages` by kind: a labelled child is no cheap lookup per message."""
         self.clock_watch = clock_watch
         self.history = history
         """Where the record of steps and status changes goes (none: not kept)."""
@@ -333,7 +344,12 @@ class Intake:
         if body.device is not None and body.device != device_id:
             self._reject(device_id, "device_mismatch", f"body names device {body.device!r}")
             return None
-        self.metrics.accepted_messages.labels(kind=where.kind.value).inc()
+        counter = self._accepted.get(where.kind.value)
+        if counter is None:
+            counter = self._accepted[where.kind.value] = self.metrics.accepted_messages.labels(
+                kind=where.kind.value
+            )
+        counter.inc()
         return device_id, body, message.retain
 
     def _registered(self, device_id: str) -> bool:
@@ -510,7 +526,7 @@ class Intake:
             batch.move(command, target, now, ack.reason)
             return
         assert ack.step_at and ack.applied_at and ack.state  # checked by the codec
-        step = next((s for s in command.plan.steps if s.at == ack.step_at), None)
+        step = next((s for s in self.plan_of(command).steps if s.at == ack.step_at), None)
         if step is None:
             self._reject(device_id, "unknown_step", f"v{ack.version} has no step {ack.step_at}")
             return
@@ -534,7 +550,7 @@ class Intake:
             ack.applied_at,
             now,
             "ack",
-            test=command.plan.test,
+            test=self.plan_of(command).test,
             by=by,
             reading=ack.reading.model_dump(mode="json", exclude_none=True) if ack.reading else None,
         )
@@ -622,7 +638,7 @@ class Intake:
                 batch.outcome.stale_plans.add(device_id)
             return
         if report.step_at is not None:
-            step = next((s for s in latest.plan.steps if s.at == report.step_at), None)
+            step = next((s for s in self.plan_of(latest).steps if s.at == report.step_at), None)
             if (
                 step is not None
                 and step.state.matches(report.state)
@@ -637,7 +653,7 @@ class Intake:
                     report.reported_at,
                     now,
                     "state",
-                    test=latest.plan.test,
+                    test=self.plan_of(latest).test,
                 )
                 if changed or current is not CommandState.APPLIED:
                     batch.move(
@@ -662,7 +678,7 @@ class Intake:
             return
         if report.plan_version != latest.version:
             return
-        step = latest.plan.step_at(report.reported_at)
+        step = self.plan_of(latest).step_at(report.reported_at)
         if step is None:
             return
         view = batch.views[device_id]

@@ -34,6 +34,13 @@ log = logging.getLogger(__name__)
 MAX_WAKEUPS = 200
 
 
+def whole_second(at: datetime) -> datetime:
+    """`at`, rounded up to its whole second."""
+    if at.microsecond == 0:
+        return at
+    return at.replace(microsecond=0) + timedelta(seconds=1)
+
+
 class Wakeups(Protocol):
     """The scheduler seam: call `fire` at wall-clock instants, or soon."""
 
@@ -216,7 +223,12 @@ class Timer:
             self.plan(instants)
 
     def plan(self, instants: Iterable[datetime]) -> None:
-        self.wakeups.plan(sorted(set(instants))[:MAX_WAKEUPS])
+        """Plan the wake-ups, each rounded up to its whole second: a fan-out's 10,000
+        grace ends (one per publish, milliseconds apart) wake the reconciler once a
+        second, not once each. Transitions fall on whole seconds and keep their
+        instant; anything else is reconciled at most a second late (a reconcile is
+        level-triggered, so later is never wrong)."""
+        self.wakeups.plan(sorted({whole_second(at) for at in instants})[:MAX_WAKEUPS])
 
     def pending(self) -> list[datetime]:
         """Instants of the wake-ups planned."""

@@ -88,6 +88,22 @@ def test_only_the_nearest_wakeups_are_planned() -> None:
     assert timer.pending() == many[:MAX_WAKEUPS]
 
 
+def test_wakeups_within_a_second_coalesce_into_one_at_its_end() -> None:
+    """A fan-out's grace ends, one per publish, milliseconds apart: one wake-up (and one
+    reconcile) per second, never one each; a whole-second instant keeps its own."""
+    clock = FakeClock(T0)
+    burst = [S + timedelta(milliseconds=3 * i + 1) for i in range(300)]  # 1 ms .. 898 ms
+    wakeups = ManualWakeups()
+    timer = Timer(Reconciles(clock, [S, *burst, E]), timedelta(seconds=30), wakeups)
+    wakeups.start(timer.soon)
+    timer.fire()
+    assert timer.pending() == [S, S + timedelta(seconds=1), E]
+    clock.set(S + timedelta(seconds=1))
+    assert wakeups.due(clock()) == 2
+    assert timer.run_requested() is True
+    assert timer.run_requested() is False
+
+
 def test_a_failing_reconcile_keeps_the_timer_alive() -> None:
     calls = []
 
