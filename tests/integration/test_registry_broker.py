@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +20,14 @@ import httpx
 import pytest
 
 from controller.app import Controller
+from controller.lifecycle import CommandState
 from controller.broker.dynsec import DynsecAccounts
 from controller.broker.link import PahoBroker
 from controller.settings import load_settings
 from devices.protocol import Topics
 from schedules.model import SiteCatalog
 from tests.controller.test_staff_api import serve
-from tests.integration.conftest import DEADLINE, wait_until
+from tests.integration.conftest import DEADLINE, wait_until, window_campaign
 from tests.support.mosquitto import (
     CONTROLLER_PASSWORD,
     CONTROLLER_USER,
@@ -272,6 +274,60 @@ def test_what_a_device_said_at_qos_0_while_the_controller_was_away_reaches_it(
     assert wait_until(lambda: link.is_connected, DEADLINE)
     assert link.session_resumed
     assert wait_until(lambda: running.online("strip") is True, DEADLINE)
+
+
+def test_a_lights_answer_lost_while_the_controller_was_away_is_asked_for_again(
+    running: Running,
+) -> None:
+    """A Zigbee light is sent its window's command; its answer (QoS 0, not retained)
+    goes out while the controller is away, and is lost. Back, the controller asks it to
+    report (`/get`), and its answer confirms the command."""
+    link = running.controller.broker
+    assert isinstance(link, PahoBroker)
+    config = {"base_topic": "bay", "friendly_name": "flood"}
+    body = {"id": "flood", "site": "atomium", "adapter": "zigbee2mqtt", "config": config}
+    answer = running.call("POST", "/api/v1/devices", json=body)
+    assert answer.status_code == 201, answer.text
+    password = answer.json()["mqtt"]["password"]
+    assert wait_until(lambda: link.connections >= 2 and link.is_connected, DEADLINE)
+    outbox = running.controller.stores.outbox
+
+    def state() -> CommandState | None:
+        command = outbox.latest(["flood"]).get("flood")
+        return None if command is None else command.state
+
+    with Probe(running.broker.port, "z2m-bay", password, "z2m-bay") as bridge:
+        assert bridge.connect()
+        assert bridge.subscribe("bay/flood/set") and bridge.subscribe("bay/flood/get")
+        assert bridge.publish("bay/flood/availability", b'{"state":"online"}', retain=True)
+        assert wait_until(lambda: running.online("flood") is True, DEADLINE)
+        now = datetime.now(UTC)
+        running.controller.stores.campaigns.put(
+            window_campaign(now - timedelta(minutes=1), now + timedelta(minutes=30)), now
+        )
+        running.controller.changed()
+        def lit(ms: list[Any]) -> list[dict[str, Any]]:
+            sets = (json.loads(m.payload) for m in ms if m.topic == "bay/flood/set")
+            return [c for c in sets if c.get("state") == "ON"]
+
+        command = lit(bridge.messages.wait_for(lambda ms: bool(lit(ms)), WAIT_S))[0]
+        assert wait_until(lambda: state() is CommandState.PUBLISHED, DEADLINE)
+        admin = DynsecAccounts(running.broker.admin_address, T)
+        (off,) = admin.run([{"command": "disableClient", "username": CONTROLLER_USER}])
+        assert off.error is None, off.error
+        assert wait_until(lambda: not link.is_connected, DEADLINE)
+        echo = {"state": "ON", "brightness": command["brightness"], "color": command["color"]}
+        assert bridge.publish("bay/flood", json.dumps(echo).encode(), qos=0)  # lost
+        asked_before = sum(1 for m in bridge.messages.items if m.topic == "bay/flood/get")
+        (on,) = admin.run([{"command": "enableClient", "username": CONTROLLER_USER}])
+        assert on.error is None, on.error
+        assert wait_until(lambda: link.is_connected, DEADLINE)
+        bridge.messages.wait_for(
+            lambda ms: sum(1 for m in ms if m.topic == "bay/flood/get") > asked_before, WAIT_S
+        )
+        assert state() is CommandState.PUBLISHED  # nothing confirmed it meanwhile
+        assert bridge.publish("bay/flood", json.dumps(echo).encode(), qos=0)  # the answer
+        assert wait_until(lambda: state() is CommandState.APPLIED, DEADLINE)
 
 
 def test_the_embedded_broker_takes_the_registrars_accounts(tmp_path: Path) -> None:
