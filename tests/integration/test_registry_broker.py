@@ -20,9 +20,9 @@ import httpx
 import pytest
 
 from controller.app import Controller
-from controller.lifecycle import CommandState
 from controller.broker.dynsec import DynsecAccounts
 from controller.broker.link import PahoBroker
+from controller.lifecycle import CommandState
 from controller.settings import load_settings
 from devices.protocol import Topics
 from schedules.model import SiteCatalog
@@ -306,6 +306,7 @@ def test_a_lights_answer_lost_while_the_controller_was_away_is_asked_for_again(
             window_campaign(now - timedelta(minutes=1), now + timedelta(minutes=30)), now
         )
         running.controller.changed()
+
         def lit(ms: list[Any]) -> list[dict[str, Any]]:
             sets = (json.loads(m.payload) for m in ms if m.topic == "bay/flood/set")
             return [c for c in sets if c.get("state") == "ON"]
