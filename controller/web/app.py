@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +11,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from controller.campaigns import EVALUATION_S
 from controller.metrics import Metrics
@@ -62,6 +64,20 @@ OPENAPI_PATH = "/api/openapi.json"
 """The only documentation routes (docs/staff-api.md)."""
 
 
+class WebApp(FastAPI):
+    """The FastAPI app, with an optional `front`: an ASGI app that sees every request
+    first and hands on what it does not answer (the public status's lookup, which then
+    costs no framework layer at all: error handling, telemetry, body limits)."""
+
+    front: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.front is not None:
+            await self.front(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+
 def build_web(
     stores: Stores,
     clock: Clock,
@@ -92,7 +108,7 @@ def build_web(
     changes the registry only (no broker accounts), for a broker on 127.0.0.1:1883.
     `public_settings` gives the page's map tiles, who may frame the widget, and the
     public address for shared links."""
-    app = FastAPI(
+    app = WebApp(
         title="Illuminate",
         summary="Monument illumination, confirmed by the devices themselves.",
         version="1",
@@ -108,7 +124,8 @@ def build_web(
     )
     app.add_middleware(SecurityHeaders, path_policies={DOCS_PATH: DOCS_POLICY})
     if status_lookup:
-        app.add_middleware(PublicStatusRoute, public=public)  # outermost: a lookup
+        # in front of everything, FastAPI's and Starlette's own layers too: a lookup
+        app.front = PublicStatusRoute(functools.partial(FastAPI.__call__, app), public=public)
     app.state.staff = StaffContext(
         stores=stores,
         users=users,
