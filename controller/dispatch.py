@@ -212,12 +212,18 @@ class Dispatcher:
         # long outbox is walked once, not from its start at every round
         cursor = self._cursor
         limit = room + 1 if cursor is not None else room + len(busy) + 1
-        rows = [c for c in self.outbox.pending(limit=limit, after=cursor) if c.id not in busy]
+        page = self.outbox.pending(limit=limit, after=cursor)
+        if len(page) >= limit:
+            self._outbox_moved = True  # a full page: more may wait past it, busy rows or not
+        rows = [c for c in page if c.id not in busy]
         now = self.clock()
         expired = [c for c in rows if _past_not_after(c, now, self.plan_of)]
         if expired:
             self._expire_unsent(expired, now)
             rows = [c for c in rows if not _past_not_after(c, now, self.plan_of)]
+        # the rows of this page: only they move the cursor (a PENDING row published again
+        # for a device further on must not make the cursor skip the rows between)
+        read = {c.id for c in rows}
         everything, some = self._take_republish()
         if everything or some:
             pending = {c.device_id for c in rows} | {
@@ -242,7 +248,8 @@ class Dispatcher:
             rows = rows[:room]
         for command in rows:
             self._publish(command)
-        handed = [c.id for c in (*rows, *expired) if c.state is CommandState.PENDING]
+        handed = [c.id for c in rows if c.state is CommandState.PENDING and c.id in read]
+        handed += [c.id for c in expired]
         if handed and self._cursor == cursor:  # (a failed publish may have reset it)
             # every PENDING row up to here is handed out or in flight
             self._cursor = max(handed)

@@ -109,9 +109,9 @@ class AskAgainOnReconnect:
     command awaits their report are asked to report again (where their adapter knows
     how). Vendor reports come at QoS 0 and most are not retained: one a device sent
     while the controller's link was away is lost, and without asking, its command would
-    wait for the grace to run out and a retry. The first connection asks nothing (the
-    commands are sent then). The asking runs on a thread of its own (`run`), never on
-    the broker's."""
+    wait for the grace to run out and a retry. A process's first connection asks only
+    when it resumed the session (a restart; a new session sends the commands again).
+    The asking runs on a thread of its own (`run`), never on the broker's."""
 
     def __init__(
         self,
@@ -128,7 +128,9 @@ class AskAgainOnReconnect:
 
     def connected(self) -> None:
         self.connections += 1
-        if self.connections > 1:
+        # a process's first connection asks too when it resumed the session: the
+        # controller restarted, and what was said while it was down is lost as well
+        if self.connections > 1 or self.broker.session_resumed:
             self.run(self.ask)
 
     def disconnected(self) -> None:

@@ -256,6 +256,9 @@ class Reconciler:
                     memos[device_id] = _Memo(device, command, site_steps, now, due, kept)
             except Exception as exc:  # one device's trouble never stops the fleet's plans
                 log.error("device %s: cannot plan, keeping its current plan: %s", device_id, exc)
+                memo = self._memos.get(device_id)
+                if memo is not None:
+                    wakes.update(memo.wakes)  # its wake-ups as last decided stay planned
         self._memos = memos
         self._site_cache = per_site
         gated: Gated | None = None

@@ -330,6 +330,24 @@ def test_after_a_reconnection_the_devices_awaiting_their_report_are_asked_again(
     assert world.latest("z-1").state is S.APPLIED
 
 
+@pytest.mark.parametrize("resumed", [False, True], ids=["new session", "resumed session"])
+def test_a_restarted_controller_asks_on_its_first_connection_when_the_session_resumed(
+    resumed: bool,
+) -> None:
+    """A process's first connection: a new session gets every command sent again (no
+    asking); a resumed one (the controller restarted within the session's expiry) does
+    not, and what the devices said while it was down is lost as well: it asks."""
+    world = World({"z-1": ("belfry", "zigbee2mqtt", Z2M)})
+    runs: list[object] = []
+    asker = AskAgainOnReconnect(
+        world.stores.outbox, world.adapters.all, world.broker, run=runs.append
+    )
+    world.broker.add_listener(asker)
+    world.broker.disconnect()
+    world.broker.connect(resumed=resumed)
+    assert len(runs) == (1 if resumed else 0)
+
+
 def test_a_device_registered_later_is_followed_and_routed(w: World) -> None:
     followed: list[frozenset[str]] = []
     w.adapters.on_change = lambda: followed.append(w.adapters.report_topics())
