@@ -43,6 +43,7 @@ from controller.confirmation import confirmed_by, record_applied
 from controller.inbox import Backlog
 from controller.lifecycle import FINAL, CommandState, can_move
 from controller.metrics import Metrics
+from controller.plans import PlanOf, decoded
 from controller.store.base import Command, DeviceView, Move, Stores
 from controller.store.history import DeviceEvent, EventKind, HistoryStore
 from devices.adapters import (
@@ -56,7 +57,7 @@ from devices.adapters import (
     combined,
 )
 from devices.clock import TimeSource
-from devices.protocol import Plan, PlanStep
+from devices.protocol import PlanStep
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ def record_confirmation(
     first_at = view.applied_at if again and view.applied_at is not None else now
     view = record_applied(view, command.version, step.at, state, first_at, by)
     batch.views[device_id] = replace(view, reported_state=state, reported_at=now)
-    if not again and not _plan(command).test:  # a stronger report of it: the same step
+    if not again and not decoded(command).test:  # a stronger report of it: the same step
         batch.events.append(
             DeviceEvent(
                 device_id,
@@ -154,10 +155,6 @@ def describe(adapter: Adapter, reported: Reported) -> dict[str, Any]:
     }
 
 
-def _plan(command: Command) -> Plan:
-    return command.plan
-
-
 def _stronger(a: Strength, b: Strength) -> bool:
     return STRENGTHS.index(a) > STRENGTHS.index(b)
 
@@ -175,10 +172,10 @@ class AdapterIntake:
         *,
         history: HistoryStore | None = None,
         max_queued: int = MAX_QUEUED,
-        plans: Callable[[Command], Plan] | None = None,
+        plans: PlanOf | None = None,
     ) -> None:
         self.stores = stores
-        self.plan_of: Callable[[Command], Plan] = plans if plans is not None else _plan
+        self.plan_of: PlanOf = plans if plans is not None else decoded
         """A command's plan (the controller's shared `PlanCache`: decoded once)."""
         self.devices = devices
         self.clock = clock

@@ -31,19 +31,13 @@ from controller.broker.base import Broker
 from controller.lifecycle import CommandState
 from controller.live_dispatch import publish_live
 from controller.metrics import Metrics
+from controller.plans import PlanOf, decoded
 from controller.store.base import Command, Move, OutboxStore
 from devices.adapters import Adapter
 from devices.clock import TimeSource
-from devices.protocol import Plan, ProtocolError, Topics
+from devices.protocol import ProtocolError, Topics
 
 log = logging.getLogger(__name__)
-
-PlanOf = Callable[[Command], Plan]
-
-
-def _decoded(command: Command) -> Plan:
-    return command.plan
-
 
 NOT_REPUBLISHED = frozenset({CommandState.SUPERSEDED, CommandState.REJECTED, CommandState.EXPIRED})
 MAX_IN_FLIGHT = 1_000
@@ -77,7 +71,7 @@ class Dispatcher:
         plans: PlanOf | None = None,
     ) -> None:
         self.outbox = outbox
-        self.plan_of: PlanOf = plans if plans is not None else _decoded
+        self.plan_of: PlanOf = plans if plans is not None else decoded
         """A command's plan (the controller's shared `PlanCache`: decoded once)."""
         self.live = live
         """The adapter of a third-party device (None: a native device, sent its plan)."""

@@ -37,6 +37,7 @@ from controller.confirmation import (
 from controller.inbox import Inbox
 from controller.lifecycle import FINAL, CommandState, can_move
 from controller.metrics import Metrics
+from controller.plans import PlanOf, decoded
 from controller.store.base import Command, DeviceView, Move, Stores
 from controller.store.history import DeviceEvent, EventKind, HistoryStore
 from devices.clock import TimeSource
@@ -46,7 +47,6 @@ from devices.protocol import (
     DeviceState,
     DeviceStatus,
     Kind,
-    Plan,
     PlanStep,
     ProtocolError,
     Stage,
@@ -134,10 +134,6 @@ class _Batch:
         self.outcome.devices.add(command.device_id)
 
 
-def _decoded(command: Command) -> Plan:
-    return command.plan
-
-
 class Intake:
     def __init__(
         self,
@@ -150,10 +146,10 @@ class Intake:
         batch_size: int = BATCH,
         clock_watch: ClockWatch | None = None,
         history: HistoryStore | None = None,
-        plans: Callable[[Command], Plan] | None = None,
+        plans: PlanOf | None = None,
     ) -> None:
         self.stores = stores
-        self.plan_of: Callable[[Command], Plan] = plans if plans is not None else _decoded
+        self.plan_of: PlanOf = plans if plans is not None else decoded
         """A command's plan (the controller's shared `PlanCache`: decoded once)."""
         self._accepted: dict[str, Any] = {}
         """`accepted_messages` by kind: a labelled child is no cheap lookup per message."""

@@ -10,7 +10,7 @@ plans of commands that are no longer anyone's newest.
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from functools import lru_cache
 
 from controller.store.base import Command
@@ -30,6 +30,16 @@ def compact(plan: Plan) -> Plan:
     """The same plan, its lights shared with every other compacted plan's."""
     steps = [PlanStep.model_construct(at=s.at, state=_shared(s.state)) for s in plan.steps]
     return plan.model_copy(update={"steps": steps})
+
+
+PlanOf = Callable[[Command], Plan]
+"""A command's plan (raises ProtocolError when its payload does not decode): a
+`PlanCache`, or `decoded` where no cache is shared."""
+
+
+def decoded(command: Command) -> Plan:
+    """The command's own plan, decoded (once per Command object)."""
+    return command.plan
 
 
 class PlanCache:
